@@ -1,0 +1,118 @@
+// A tensor is a typed view of a GPU buffer range: shape, storage dtype, byte offset. Activations come from the
+// device's pool and go back with release(); weights own their buffer.
+import { type Binding, BYTES, type Device, type DType, GpuError } from "./device.ts";
+
+type Owner = "pool" | "own" | "view";
+
+export class Tensor {
+  private released = false;
+  constructor(
+    readonly dev: Device,
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly offset = 0,
+    private owner: Owner = "view",
+  ) {}
+
+  get numel(): number {
+    return numel(this.shape);
+  }
+  get bytes(): number {
+    return this.numel * BYTES[this.dtype];
+  }
+
+  /** The buffer range to bind. Storage bindings need an aligned offset and a 4-byte multiple size. */
+  binding(): Binding {
+    if (this.released) throw new GpuError("use of a released tensor");
+    if (this.offset % this.dev.align !== 0) {
+      throw new GpuError(`tensor view at byte offset ${this.offset} is not ${this.dev.align}-aligned; copy it first`);
+    }
+    return { buffer: this.buffer, offset: this.offset, size: Math.ceil(this.bytes / 4) * 4 };
+  }
+
+  /** A view of the same data with another shape (same element count) or a contiguous sub-range. */
+  view(shape: readonly number[], elementOffset = 0): Tensor {
+    if (elementOffset === 0 && numel(shape) !== this.numel) {
+      throw new GpuError(`cannot view [${this.shape}] as [${shape}]`);
+    }
+    if (elementOffset + numel(shape) > this.numel) {
+      throw new GpuError(`view [${shape}] at ${elementOffset} is outside [${this.shape}]`);
+    }
+    return new Tensor(this.dev, this.buffer, shape, this.dtype, this.offset + elementOffset * BYTES[this.dtype]);
+  }
+
+  /** Rows [start, start+count) of the first dimension, as a view. */
+  slice0(start: number, count: number): Tensor {
+    const inner = this.numel / this.shape[0];
+    return this.view([count, ...this.shape.slice(1)], start * inner);
+  }
+
+  release(): void {
+    if (this.released || this.owner === "view") return;
+    this.released = true;
+    if (this.owner === "pool") this.dev.pool.release(this.buffer);
+    else {
+      this.dev.flush();
+      this.buffer.destroy();
+    }
+  }
+
+  /** Copy to the host as float32 (submits pending work). */
+  async read(): Promise<Float32Array> {
+    const raw = await this.dev.read({ buffer: this.buffer, offset: this.offset, size: this.bytes });
+    if (this.dtype === "f32") return new Float32Array(raw);
+    return Float32Array.from(new Float16Array(raw));
+  }
+}
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** A pooled, uninitialised tensor. */
+export function empty(dev: Device, shape: readonly number[], dtype: DType): Tensor {
+  const bytes = Math.max(4, numel(shape) * BYTES[dtype]);
+  return new Tensor(dev, dev.pool.acquire(bytes), [...shape], dtype, 0, "pool");
+}
+
+/** Host data converted to the storage dtype. */
+export function toDType(data: Float32Array, dtype: DType): Float32Array | Float16Array {
+  return dtype === "f32" ? data : Float16Array.from(data);
+}
+
+/** Upload host data into a pooled tensor. */
+export function upload(dev: Device, data: Float32Array, shape: readonly number[], dtype: DType): Tensor {
+  if (data.length !== numel(shape)) {
+    throw new GpuError(`upload: ${data.length} values do not fill shape [${shape}]`);
+  }
+  const t = empty(dev, shape, dtype);
+  dev.write(t.buffer, 0, toDType(data, dtype));
+  return t;
+}
+
+/** A tensor with its own exact-size buffer (weights: never returned to the pool). */
+export function uploadOwned(
+  dev: Device,
+  data: Float32Array | Float16Array,
+  shape: readonly number[],
+  dtype: DType,
+): Tensor {
+  const bytes = Math.max(16, Math.ceil(numel(shape) * BYTES[dtype] / 16) * 16);
+  const buffer = dev.gpu.createBuffer({
+    size: bytes,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    mappedAtCreation: true,
+  });
+  const src = dtype === "f32"
+    ? (data instanceof Float32Array ? data : Float32Array.from(data))
+    : (data instanceof Float16Array ? data : Float16Array.from(data));
+  if (src.length !== numel(shape)) throw new GpuError(`weight data of ${src.length} values does not fill [${shape}]`);
+  const range = buffer.getMappedRange();
+  if (dtype === "f32") new Float32Array(range).set(src as Float32Array);
+  else new Float16Array(range).set(src as Float16Array);
+  buffer.unmap();
+  return new Tensor(dev, buffer, [...shape], dtype, 0, "own");
+}

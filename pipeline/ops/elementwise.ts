@@ -1,0 +1,52 @@
+// Elementwise activations and broadcast binary ops (shaders/unary.wgsl, shaders/binary.wgsl).
+import unarySrc from "../../shaders/unary.wgsl" with { type: "text" };
+import binarySrc from "../../shaders/binary.wgsl" with { type: "text" };
+import { Params } from "../gpu/device.ts";
+import { empty, type Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, grid1d } from "./launch.ts";
+import { GpuError } from "../gpu/device.ts";
+
+export const UNARY = { identity: 0, silu: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, exp: 5, clamp01: 6 } as const;
+export type UnaryOp = keyof typeof UNARY;
+
+/** y = f(alpha*x + beta). Writes into `out` when given (WebGPU forbids aliasing it with x). */
+export function unary(op: UnaryOp, x: Tensor, opts: { alpha?: number; beta?: number; out?: Tensor } = {}): Tensor {
+  const dev = x.dev;
+  const y = opts.out ?? empty(dev, x.shape, x.dtype);
+  const k = dev.kernel("unary", unarySrc, { OP: UNARY[op] }, x.dtype);
+  const { groups, row } = grid1d(x.numel, 256);
+  const p = new Params().u(x.numel).f(opts.alpha ?? 1, opts.beta ?? 0).u(row);
+  dev.dispatch(k, p, [x.binding(), y.binding()], groups);
+  return y;
+}
+
+export const BINARY = { add: 0, mul: 1, sub: 2 } as const;
+export type BinaryOp = keyof typeof BINARY;
+
+/**
+ * y = a OP alpha*b, with b broadcast: `b` of the same size, or repeated along the innermost `inner` elements
+ * (per-channel for NCHW: inner = H*W; per-row bias: inner = 1).
+ */
+export function binary(
+  op: BinaryOp,
+  a: Tensor,
+  b: Tensor,
+  opts: { inner?: number; alpha?: number; out?: Tensor } = {},
+): Tensor {
+  assertSameDType(op, a, b);
+  const inner = opts.inner ?? 1;
+  if (a.numel % (b.numel * inner) !== 0 && b.numel !== a.numel) {
+    throw new GpuError(`${op}: cannot broadcast [${b.shape}] over [${a.shape}] with inner=${inner}`);
+  }
+  const dev = a.dev;
+  const y = opts.out ?? empty(dev, a.shape, a.dtype);
+  const k = dev.kernel("binary", binarySrc, { OP: BINARY[op] }, a.dtype);
+  const { groups, row } = grid1d(a.numel, 256);
+  const p = new Params().u(a.numel, inner, b.numel, row).f(opts.alpha ?? 1);
+  dev.dispatch(k, p, [a.binding(), b.binding(), y.binding()], groups);
+  return y;
+}
+
+export const add = (a: Tensor, b: Tensor, opts?: { inner?: number; alpha?: number; out?: Tensor }) =>
+  binary("add", a, b, opts);
+export const silu = (x: Tensor, out?: Tensor) => unary("silu", x, { out });

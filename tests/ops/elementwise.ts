@@ -1,0 +1,82 @@
+import { binary, type BinaryOp, unary, type UnaryOp } from "../../pipeline/ops/elementwise.ts";
+import type { DType } from "../../pipeline/gpu/device.ts";
+import { DTYPES, quantize, randn, up } from "../util.ts";
+import { gelu, geluTanh, quickGelu, silu } from "../ref.ts";
+import type { OpCase, PerfCase } from "./types.ts";
+
+const UNARY_REF: Record<UnaryOp, (v: number) => number> = {
+  identity: (v) => v,
+  silu,
+  gelu,
+  quick_gelu: quickGelu,
+  gelu_tanh: geluTanh,
+  exp: Math.exp,
+  clamp01: (v) => Math.min(1, Math.max(0, v)),
+};
+
+function tolFor(dtype: DType) {
+  return dtype === "f32" ? { maxAbs: 2e-6, relL2: 1e-6 } : { maxAbs: 2e-2, relL2: 2e-3 };
+}
+
+export const cases: OpCase[] = [];
+for (const dtype of DTYPES) {
+  for (const op of Object.keys(UNARY_REF) as UnaryOp[]) {
+    for (const n of [5, 1000, 70001]) {
+      cases.push({
+        op: `unary.${op}`,
+        shape: `n=${n} alpha=1.3 beta=-0.2`,
+        dtype,
+        // exp reaches ~e^10 here: its absolute error scales with the value.
+        tol: op === "exp" ? { relL2: tolFor(dtype).relL2 } : tolFor(dtype),
+        async run(dev) {
+          const x = quantize(randn(n, n + 7, 2), dtype);
+          const tx = up(dev, x, [n], dtype);
+          const y = unary(op, tx, { alpha: 1.3, beta: -0.2 });
+          const got = await y.read();
+          tx.release(), y.release();
+          const want = Array.from(x, (v) => UNARY_REF[op](1.3 * v - 0.2));
+          return { got, want: quantize(Float32Array.from(want), dtype) };
+        },
+      });
+    }
+  }
+  const refs: Record<BinaryOp, (a: number, b: number) => number> = {
+    add: (a, b) => a + b,
+    mul: (a, b) => a * b,
+    sub: (a, b) => a - b,
+  };
+  for (const op of Object.keys(refs) as BinaryOp[]) {
+    // [N,C,H,W] with per-channel b, per-row b, same-shape b
+    for (const [shape, bn, inner] of [[[2, 5, 3, 7], 5, 21], [[3, 33], 33, 1], [[4, 9, 11], 396, 1]] as const) {
+      cases.push({
+        op: `binary.${op}`,
+        shape: `a=[${shape}] b=${bn} inner=${inner}`,
+        dtype,
+        tol: tolFor(dtype),
+        async run(dev) {
+          const n = shape.reduce((p, d) => p * d, 1);
+          const a = quantize(randn(n, 11, 1), dtype), b = quantize(randn(bn, 12, 1), dtype);
+          const ta = up(dev, a, [...shape], dtype), tb = up(dev, b, [bn], dtype);
+          const y = binary(op, ta, tb, { inner, alpha: 0.7 });
+          const got = await y.read();
+          ta.release(), tb.release(), y.release();
+          const want = Float32Array.from(a, (v, i) => refs[op](v, 0.7 * b[Math.floor(i / inner) % bn]));
+          return { got, want: quantize(want, dtype) };
+        },
+      });
+    }
+  }
+}
+
+export const perf: PerfCase[] = [{
+  op: "unary.silu",
+  shape: "2x320x64x64",
+  flops: 0,
+  bytes: 2 * 2 * 320 * 64 * 64 * 4,
+  setup(dev, dtype) {
+    const n = 2 * 320 * 64 * 64;
+    const x = up(dev, randn(n, 1), [n], dtype);
+    const y = up(dev, randn(n, 2), [n], dtype);
+    return () => unary("silu", x, { out: y });
+  },
+}];
