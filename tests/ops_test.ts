@@ -1,11 +1,9 @@
-// Runs the op table: every kernel against its TypeScript reference, in f32 and f16.
+// Runs the op table: every kernel against its TypeScript reference, in f32 and f16. Each file in tests/ops/
+// (except types.ts) exports `cases: OpCase[]` and optionally `perf: PerfCase[]` for the bench.
 import { assertClose, gpuTest } from "./util.ts";
-import type { OpCase } from "./ops/types.ts";
-import { cases as elementwise } from "./ops/elementwise.ts";
+import { loadOpTable } from "./ops/table.ts";
 
-const table: OpCase[] = [...elementwise];
-
-for (const c of table) {
+for (const c of (await loadOpTable()).cases) {
   gpuTest(`${c.op} ${c.shape} ${c.dtype}`, async (dev) => {
     const { got, want } = await c.run(dev);
     assertClose(got, want, c.tol, `${c.op} ${c.shape} ${c.dtype}`);
