@@ -348,14 +348,16 @@ export class Device {
   /** Run `fn` and turn GPU out-of-memory into a clear error. */
   async guardOOM<R>(what: string, fn: () => Promise<R>): Promise<R> {
     this.gpu.pushErrorScope("out-of-memory");
-    let result: R;
+    let result: R | undefined, failure: unknown = null;
     try {
       result = await fn();
-    } finally {
-      const err = await this.gpu.popErrorScope();
-      if (err) throw new GpuError(`out of GPU memory during ${what}: ${err.message}`);
+    } catch (e) {
+      failure = e;
     }
-    return result;
+    const err = await this.gpu.popErrorScope();
+    if (err) throw new GpuError(`out of GPU memory during ${what}: ${err.message}`);
+    if (failure) throw failure;
+    return result as R;
   }
 
   /** Per-kernel GPU time (ms) since the last call; needs `profile: true`. */
