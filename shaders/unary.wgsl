@@ -1,5 +1,5 @@
 // y = f(alpha * x + beta) elementwise; f chosen by the OP constant (see pipeline/ops/elementwise.ts).
-struct Params { n: u32, alpha: f32, beta: f32, row: u32 }
+struct Params { n: u32, alpha: f32, beta: f32, row: u32, lo: f32, hi: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
@@ -33,6 +33,7 @@ fn apply(v: f32) -> f32 {
     case 4u: { return 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -10.0, 10.0))); } // gelu tanh; clamped: some drivers' tanh overflows to NaN
     case 5u: { return exp(v); }
     case 6u: { return clamp(v, 0.0, 1.0); }
+    case 7u: { return clamp(v, p.lo, p.hi); }
     default: { return v; }
   }
 }

@@ -42,6 +42,14 @@ export class Tensor {
     return new Tensor(this.dev, this.buffer, shape, this.dtype, this.offset + elementOffset * BYTES[this.dtype]);
   }
 
+  /** The same data with another shape, taking over ownership (this tensor must not be used afterwards). */
+  reshape(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.numel) throw new GpuError(`cannot reshape [${this.shape}] to [${shape}]`);
+    const t = new Tensor(this.dev, this.buffer, [...shape], this.dtype, this.offset, this.owner);
+    this.owner = "view";
+    return t;
+  }
+
   /** Rows [start, start+count) of the first dimension, as a view. */
   slice0(start: number, count: number): Tensor {
     const inner = this.numel / this.shape[0];

@@ -6,16 +6,20 @@ import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, grid1d } from "./launch.ts";
 import { GpuError } from "../gpu/device.ts";
 
-export const UNARY = { identity: 0, silu: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, exp: 5, clamp01: 6 } as const;
+export const UNARY = { identity: 0, silu: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, exp: 5, clamp01: 6, clamp: 7 } as const;
 export type UnaryOp = keyof typeof UNARY;
 
 /** y = f(alpha*x + beta). Writes into `out` when given (WebGPU forbids aliasing it with x). */
-export function unary(op: UnaryOp, x: Tensor, opts: { alpha?: number; beta?: number; out?: Tensor } = {}): Tensor {
+export function unary(
+  op: UnaryOp,
+  x: Tensor,
+  opts: { alpha?: number; beta?: number; lo?: number; hi?: number; out?: Tensor } = {},
+): Tensor {
   const dev = x.dev;
   const y = opts.out ?? empty(dev, x.shape, x.dtype);
   const k = dev.kernel("unary", unarySrc, { OP: UNARY[op] }, x.dtype);
   const { groups, row } = grid1d(x.numel, 256);
-  const p = new Params().u(x.numel).f(opts.alpha ?? 1, opts.beta ?? 0).u(row);
+  const p = new Params().u(x.numel).f(opts.alpha ?? 1, opts.beta ?? 0).u(row).f(opts.lo ?? -3.4e38, opts.hi ?? 3.4e38);
   dev.dispatch(k, p, [x.binding(), y.binding()], groups);
   return y;
 }

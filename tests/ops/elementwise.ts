@@ -12,6 +12,7 @@ const UNARY_REF: Record<UnaryOp, (v: number) => number> = {
   gelu_tanh: geluTanh,
   exp: Math.exp,
   clamp01: (v) => Math.min(1, Math.max(0, v)),
+  clamp: (v) => Math.min(1.5, Math.max(-0.75, v)),
 };
 
 function tolFor(dtype: DType) {
@@ -31,7 +32,7 @@ for (const dtype of DTYPES) {
         async run(dev) {
           const x = quantize(randn(n, n + 7, 2), dtype);
           const tx = up(dev, x, [n], dtype);
-          const y = unary(op, tx, { alpha: 1.3, beta: -0.2 });
+          const y = unary(op, tx, { alpha: 1.3, beta: -0.2, lo: -0.75, hi: 1.5 });
           const got = await y.read();
           tx.release(), y.release();
           const want = Array.from(x, (v) => UNARY_REF[op](1.3 * v - 0.2));

@@ -1,0 +1,117 @@
+// Parameter loading for the models: named tensors from a weight source, uploaded once in the run's dtype, grouped
+// into the layer types diffusers uses (Linear, Conv2d, GroupNorm, LayerNorm). Names stay diffusers' names.
+import type { Device, DType } from "../gpu/device.ts";
+import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
+import { conv2d } from "../ops/conv2d.ts";
+import { linear as linearOp } from "../ops/matmul.ts";
+import { groupNorm, layerNorm } from "../ops/norm.ts";
+
+/** What a model needs from a checkpoint (implemented by pipeline/weights/*). */
+export interface TensorSource {
+  has(name: string): boolean;
+  shape(name: string): number[];
+  float32(name: string): Promise<Float32Array>;
+}
+
+export class WeightError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "WeightError";
+  }
+}
+
+export interface Linear {
+  w: Tensor;
+  b?: Tensor;
+}
+export interface Conv {
+  w: Tensor;
+  b?: Tensor;
+}
+export interface Norm {
+  gamma: Tensor;
+  beta: Tensor;
+}
+
+/** Loads a model's parameters under a name prefix, remembering everything it uploaded (for dispose). */
+export class Params {
+  readonly loaded: Tensor[] = [];
+  bytes = 0;
+  constructor(
+    readonly dev: Device,
+    readonly src: TensorSource,
+    readonly dtype: DType,
+    readonly component: string,
+  ) {}
+
+  has(name: string): boolean {
+    return this.src.has(name);
+  }
+
+  shape(name: string): number[] {
+    if (!this.src.has(name)) throw new WeightError(`${this.component}: missing weight tensor "${name}"`);
+    return this.src.shape(name);
+  }
+
+  async tensor(name: string, expect?: number[]): Promise<Tensor> {
+    const shape = this.shape(name);
+    if (expect && (expect.length !== shape.length || expect.some((d, i) => d >= 0 && d !== shape[i]))) {
+      throw new WeightError(
+        `${this.component}: weight "${name}" has shape [${shape}], expected [${expect.map((d) => d < 0 ? "?" : d)}]`,
+      );
+    }
+    const t = uploadOwned(this.dev, await this.src.float32(name), shape, this.dtype);
+    this.loaded.push(t);
+    this.bytes += t.bytes;
+    return t;
+  }
+
+  async linear(name: string, inF?: number, outF?: number): Promise<Linear> {
+    const w = await this.tensor(`${name}.weight`, [outF ?? -1, inF ?? -1]);
+    const b = this.has(`${name}.bias`) ? await this.tensor(`${name}.bias`, [w.shape[0]]) : undefined;
+    return { w, b };
+  }
+
+  async conv(name: string, inC?: number, outC?: number): Promise<Conv> {
+    const w = await this.tensor(`${name}.weight`, [outC ?? -1, inC ?? -1, -1, -1]);
+    const b = this.has(`${name}.bias`) ? await this.tensor(`${name}.bias`, [w.shape[0]]) : undefined;
+    return { w, b };
+  }
+
+  async norm(name: string, channels?: number): Promise<Norm> {
+    const gamma = await this.tensor(`${name}.weight`, [channels ?? -1]);
+    const beta = await this.tensor(`${name}.bias`, [gamma.shape[0]]);
+    return { gamma, beta };
+  }
+
+  dispose(): void {
+    for (const t of this.loaded) t.release();
+    this.loaded.length = 0;
+  }
+}
+
+export function applyLinear(l: Linear, x: Tensor, residual?: Tensor): Tensor {
+  return linearOp(x, l.w, l.b, { residual });
+}
+
+export function applyConv(
+  c: Conv,
+  x: Tensor,
+  opts: { stride?: number; padding?: number | [number, number, number, number]; residual?: Tensor } = {},
+): Tensor {
+  const k = c.w.shape[2];
+  return conv2d(x, c.w, c.b, { stride: opts.stride ?? 1, padding: opts.padding ?? (k - 1) / 2, residual: opts.residual });
+}
+
+export function applyGroupNorm(n: Norm, x: Tensor, groups: number, eps: number, silu = false): Tensor {
+  return groupNorm(x, groups, n.gamma, n.beta, eps, { silu });
+}
+
+export function applyLayerNorm(n: Norm, x: Tensor, eps: number): Tensor {
+  return layerNorm(x, n.gamma, n.beta, eps);
+}
+
+/** Release intermediate tensors (pool buffers); views and weights are unaffected. */
+export function free(...ts: (Tensor | undefined)[]): void {
+  for (const t of ts) t?.release();
+}

@@ -1,0 +1,284 @@
+// UNet2DConditionModel (diffusers), driven by its config.json. The forward pass reads top to bottom as in
+// diffusers: time embedding, conv_in, down blocks (collecting skips), mid block, up blocks, conv_out.
+import type { Device, DType } from "../gpu/device.ts";
+import { type Tensor, upload } from "../gpu/tensor.ts";
+import { binary, unary } from "../ops/elementwise.ts";
+import { concat, upsampleNearest } from "../ops/layout.ts";
+import {
+  type AttnContext,
+  loadResnet,
+  loadTransformer2D,
+  type Resnet,
+  resnet,
+  timestepEmbedding,
+  type Transformer2D,
+  transformer2D,
+} from "./blocks.ts";
+import { applyConv, applyGroupNorm, applyLinear, type Conv, free, type Linear, type Norm, Params, type TensorSource } from "./layers.ts";
+
+export interface UNetConfig {
+  in_channels: number;
+  out_channels: number;
+  block_out_channels: number[];
+  layers_per_block: number | number[];
+  down_block_types: string[];
+  up_block_types: string[];
+  mid_block_type?: string | null;
+  attention_head_dim: number | number[];
+  num_attention_heads?: number | number[] | null;
+  cross_attention_dim: number | number[];
+  norm_num_groups: number;
+  norm_eps: number;
+  use_linear_projection?: boolean;
+  flip_sin_to_cos?: boolean;
+  freq_shift?: number;
+  upcast_attention?: boolean;
+  sample_size?: number;
+}
+
+/** SD 1.5's UNet config: the default for single-file checkpoints without a config. */
+export const SD15_UNET: UNetConfig = {
+  in_channels: 4,
+  out_channels: 4,
+  block_out_channels: [320, 640, 1280, 1280],
+  layers_per_block: 2,
+  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  mid_block_type: "UNetMidBlock2DCrossAttn",
+  attention_head_dim: 8,
+  cross_attention_dim: 768,
+  norm_num_groups: 32,
+  norm_eps: 1e-5,
+  use_linear_projection: false,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  sample_size: 64,
+};
+
+export interface DownBlock {
+  resnets: Resnet[];
+  attentions: Transformer2D[];
+  downsample?: Conv;
+}
+export interface MidBlock {
+  resnets: Resnet[];
+  attention?: Transformer2D;
+}
+export interface UpBlock {
+  resnets: Resnet[];
+  attentions: Transformer2D[];
+  upsample?: Conv;
+}
+
+const perBlock = <T>(v: T | T[], n: number): T[] => Array.isArray(v) ? v : Array(n).fill(v);
+
+/** Heads per down block: `num_attention_heads`, else (diffusers' naming quirk) `attention_head_dim`. */
+export function headsPerBlock(cfg: EncoderConfig): number[] {
+  return perBlock(cfg.num_attention_heads ?? cfg.attention_head_dim, cfg.down_block_types.length);
+}
+
+/** The config keys the encoder half needs (ControlNet configs have no up blocks). */
+export type EncoderConfig = Omit<UNetConfig, "up_block_types" | "out_channels">;
+
+/** The part of the UNet that ControlNet copies: time embedding, conv_in, down blocks and mid block. */
+export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
+  timeLinear1!: Linear;
+  timeLinear2!: Linear;
+  convIn!: Conv;
+  down: DownBlock[] = [];
+  mid!: MidBlock;
+
+  constructor(readonly cfg: C, readonly params: Params) {}
+
+  protected async loadEncoder(): Promise<void> {
+    const p = this.params, cfg = this.cfg;
+    const heads = headsPerBlock(cfg);
+    const layers = perBlock(cfg.layers_per_block, cfg.down_block_types.length);
+    const groups = cfg.norm_num_groups, lin = !!cfg.use_linear_projection;
+    this.timeLinear1 = await p.linear("time_embedding.linear_1", cfg.block_out_channels[0]);
+    this.timeLinear2 = await p.linear("time_embedding.linear_2");
+    this.convIn = await p.conv("conv_in", cfg.in_channels, cfg.block_out_channels[0]);
+    for (let i = 0; i < cfg.down_block_types.length; i++) {
+      const name = `down_blocks.${i}`;
+      const hasAttn = cfg.down_block_types[i].startsWith("CrossAttn");
+      const block: DownBlock = { resnets: [], attentions: [] };
+      for (let j = 0; j < layers[i]; j++) {
+        block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
+        if (hasAttn) block.attentions.push(await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], groups, lin));
+      }
+      if (i < cfg.down_block_types.length - 1) block.downsample = await p.conv(`${name}.downsamplers.0.conv`);
+      this.down.push(block);
+    }
+    const midAttn = (cfg.mid_block_type ?? "UNetMidBlock2DCrossAttn") === "UNetMidBlock2DCrossAttn";
+    this.mid = {
+      resnets: [await loadResnet(p, "mid_block.resnets.0"), await loadResnet(p, "mid_block.resnets.1")],
+      attention: midAttn
+        ? await loadTransformer2D(p, "mid_block.attentions.0", heads[heads.length - 1], groups, lin)
+        : undefined,
+    };
+  }
+
+  /** silu(time_embedding(timesteps)): every resnet applies silu to temb before its projection. */
+  protected timeEmbedding(timesteps: number[], batch: number): Tensor {
+    const ts = timesteps.length === 1 ? Array(batch).fill(timesteps[0]) : timesteps;
+    if (ts.length !== batch) throw new Error(`unet: ${ts.length} timesteps for a batch of ${batch}`);
+    const c0 = this.cfg.block_out_channels[0];
+    const sin = timestepEmbedding(ts, c0, this.cfg.flip_sin_to_cos ?? true, this.cfg.freq_shift ?? 0);
+    const t = upload(this.params.dev, sin, [batch, c0], this.params.dtype);
+    const h = applyLinear(this.timeLinear1, t);
+    const hs = unary("silu", h);
+    const emb = applyLinear(this.timeLinear2, hs);
+    const embSilu = unary("silu", emb);
+    free(t, h, hs, emb);
+    return embSilu;
+  }
+
+  /** Down blocks: returns the output and every skip tensor (conv_in output first), as diffusers orders them. */
+  protected encode(x: Tensor, embSilu: Tensor, context: Tensor, ctx: AttnContext): { x: Tensor; skips: Tensor[] } {
+    const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
+    const skips: Tensor[] = [x];
+    for (const block of this.down) {
+      for (let j = 0; j < block.resnets.length; j++) {
+        const r = resnet(block.resnets[j], x, embSilu, groups, eps);
+        x = r;
+        if (block.attentions[j]) {
+          x = transformer2D(block.attentions[j], r, context, ctx);
+          free(r);
+        }
+        skips.push(x);
+      }
+      if (block.downsample) {
+        x = applyConv(block.downsample, x, { stride: 2, padding: 1 });
+        skips.push(x);
+      }
+    }
+    return { x, skips };
+  }
+
+  protected midBlock(x: Tensor, embSilu: Tensor, context: Tensor, ctx: AttnContext): Tensor {
+    const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
+    let h = resnet(this.mid.resnets[0], x, embSilu, groups, eps);
+    if (this.mid.attention) {
+      const a = transformer2D(this.mid.attention, h, context, ctx);
+      free(h);
+      h = a;
+    }
+    const out = resnet(this.mid.resnets[1], h, embSilu, groups, eps);
+    free(h);
+    return out;
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+export interface UNetCall {
+  /** [B, in_channels, h, w] */
+  sample: Tensor;
+  /** One timestep for the batch, or one per sample. */
+  timesteps: number[];
+  /** Prompt embeddings [Bc, 77, cross_attention_dim]; Bc may divide B ([uncond, cond] for B = 2F). */
+  context: Tensor;
+  /** ControlNet residuals, one per skip, and for the mid block. */
+  downResiduals?: Tensor[];
+  midResidual?: Tensor;
+  attn?: AttnContext;
+}
+
+export class UNet extends UNetEncoder<UNetConfig> {
+  up: UpBlock[] = [];
+  normOut!: Norm;
+  convOut!: Conv;
+
+  static async load(dev: Device, src: TensorSource, cfg: UNetConfig, dtype: DType): Promise<UNet> {
+    const u = new UNet(cfg, new Params(dev, src, dtype, "unet"));
+    try {
+      await u.loadEncoder();
+      const p = u.params;
+      const heads = [...headsPerBlock(cfg)].reverse();
+      const layers = [...perBlock(cfg.layers_per_block, cfg.up_block_types.length)].reverse();
+      for (let i = 0; i < cfg.up_block_types.length; i++) {
+        const name = `up_blocks.${i}`;
+        const hasAttn = cfg.up_block_types[i].startsWith("CrossAttn");
+        const block: UpBlock = { resnets: [], attentions: [] };
+        for (let j = 0; j < layers[i] + 1; j++) {
+          block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
+          if (hasAttn) {
+            block.attentions.push(
+              await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], cfg.norm_num_groups, !!cfg.use_linear_projection),
+            );
+          }
+        }
+        if (i < cfg.up_block_types.length - 1) block.upsample = await p.conv(`${name}.upsamplers.0.conv`);
+        u.up.push(block);
+      }
+      u.normOut = await p.norm("conv_norm_out");
+      u.convOut = await p.conv("conv_out", undefined, cfg.out_channels);
+    } catch (e) {
+      u.dispose();
+      throw e;
+    }
+    return u;
+  }
+
+  /** The predicted noise [B, out_channels, h, w]. Records GPU work only; nothing is read back. */
+  forward(call: UNetCall): Tensor {
+    const { sample, context } = call;
+    const ctx = call.attn ?? {};
+    const [B, C] = sample.shape;
+    if (sample.shape.length !== 4 || C !== this.cfg.in_channels) {
+      throw new Error(`unet: sample has shape [${sample.shape}], expected [B, ${this.cfg.in_channels}, h, w]`);
+    }
+    const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
+    const embSilu = this.timeEmbedding(call.timesteps, B);
+    const x0 = applyConv(this.convIn, sample);
+    const encoded = this.encode(x0, embSilu, context, ctx);
+    const x = encoded.x;
+    let skips = encoded.skips;
+
+    if (call.downResiduals) {
+      if (call.downResiduals.length !== skips.length) {
+        throw new Error(`unet: ${call.downResiduals.length} ControlNet residuals for ${skips.length} skips`);
+      }
+      // The mid block still takes the plain last output (diffusers adds residuals to the skips only).
+      const plain = skips;
+      skips = plain.map((s, i) => binary("add", s, call.downResiduals![i]));
+      free(...plain.filter((s) => s !== x));
+    }
+    let h = this.midBlock(x, embSilu, context, ctx);
+    if (call.downResiduals) free(x);
+    if (call.midResidual) {
+      const m = binary("add", h, call.midResidual);
+      free(h);
+      h = m;
+    }
+
+    for (const block of this.up) {
+      for (let j = 0; j < block.resnets.length; j++) {
+        const skip = skips.pop()!;
+        const cat = concat([h, skip]);
+        free(h, skip);
+        const r = resnet(block.resnets[j], cat, embSilu, groups, eps);
+        free(cat);
+        h = r;
+        if (block.attentions[j]) {
+          h = transformer2D(block.attentions[j], r, context, ctx);
+          free(r);
+        }
+      }
+      if (block.upsample) {
+        // Upsample to the next skip's size (x2, or the odd size a non-divisible latent needs).
+        const next = skips[skips.length - 1];
+        const u = upsampleNearest(h, next.shape[2], next.shape[3]);
+        free(h);
+        h = applyConv(block.upsample, u);
+        free(u);
+      }
+    }
+    const n = applyGroupNorm(this.normOut, h, groups, eps, true);
+    const out = applyConv(this.convOut, n);
+    free(h, n, embSilu);
+    return out;
+  }
+}
