@@ -9,7 +9,7 @@ import { groupNorm, layerNorm } from "../ops/norm.ts";
 /** What a model needs from a checkpoint (implemented by pipeline/weights/*). */
 export interface TensorSource {
   has(name: string): boolean;
-  shape(name: string): number[];
+  shape(name: string): readonly number[];
   float32(name: string): Promise<Float32Array>;
 }
 
@@ -50,7 +50,7 @@ export class Params {
 
   shape(name: string): number[] {
     if (!this.src.has(name)) throw new WeightError(`${this.component}: missing weight tensor "${name}"`);
-    return this.src.shape(name);
+    return [...this.src.shape(name)];
   }
 
   async tensor(name: string, expect?: number[]): Promise<Tensor> {

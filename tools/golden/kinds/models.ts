@@ -6,8 +6,19 @@ import { ClipTextModel } from "../../../pipeline/models/clip.ts";
 import { ControlNet } from "../../../pipeline/models/controlnet.ts";
 import { UNet } from "../../../pipeline/models/unet.ts";
 import { VAE } from "../../../pipeline/models/vae.ts";
-import { loadModelFolder } from "../../../pipeline/weights/component.ts";
+import { loadComponent } from "../../../pipeline/weights/diffusers.ts";
+import type { WeightSource } from "../../../pipeline/weights/source.ts";
 import type { CaseContext, CaseOutputs, Handler } from "../types.ts";
+
+/** A model folder's config and weights; the weights are read at load and closed right after. */
+async function withModel<R>(ctx: CaseContext, load: (config: never, weights: WeightSource) => Promise<R>): Promise<R> {
+  const c = await loadComponent(ctx.modelPath(), "");
+  try {
+    return await load(c.config as never, c.weights);
+  } finally {
+    c.weights.close();
+  }
+}
 
 async function tensorInput(ctx: CaseContext, name: string): Promise<Tensor> {
   const { data, shape } = await ctx.input(name);
@@ -22,8 +33,7 @@ async function read(...ts: Tensor[]): Promise<Float32Array[]> {
 }
 
 async function textEncoder(ctx: CaseContext): Promise<CaseOutputs> {
-  const { config, weights } = await loadModelFolder(ctx.modelPath());
-  const m = await ClipTextModel.load(ctx.dev, weights, config as never, ctx.precision);
+  const m = await withModel(ctx, (config, weights) => ClipTextModel.load(ctx.dev, weights, config, ctx.precision));
   try {
     const ids = await ctx.data.int32("input_ids");
     const batch = ctx.data.info("input_ids").shape[0];
@@ -36,8 +46,7 @@ async function textEncoder(ctx: CaseContext): Promise<CaseOutputs> {
 
 function unetHandler(crossFrame: boolean, residuals: boolean): Handler {
   return async (ctx) => {
-    const { config, weights } = await loadModelFolder(ctx.modelPath());
-    const unet = await UNet.load(ctx.dev, weights, config as never, ctx.precision);
+    const unet = await withModel(ctx, (config, weights) => UNet.load(ctx.dev, weights, config, ctx.precision));
     const inputs: Tensor[] = [];
     try {
       const sample = await tensorInput(ctx, "sample");
@@ -64,8 +73,7 @@ function unetHandler(crossFrame: boolean, residuals: boolean): Handler {
 
 function controlnetHandler(crossFrame: boolean): Handler {
   return async (ctx) => {
-    const { config, weights } = await loadModelFolder(ctx.modelPath());
-    const cn = await ControlNet.load(ctx.dev, weights, config as never, ctx.precision);
+    const cn = await withModel(ctx, (config, weights) => ControlNet.load(ctx.dev, weights, config, ctx.precision));
     const inputs: Tensor[] = [];
     try {
       const sample = await tensorInput(ctx, "sample");
@@ -88,8 +96,7 @@ function controlnetHandler(crossFrame: boolean): Handler {
 }
 
 async function vaeDecode(ctx: CaseContext): Promise<CaseOutputs> {
-  const { config, weights } = await loadModelFolder(ctx.modelPath());
-  const vae = await VAE.load(ctx.dev, weights, config as never, ctx.precision, true);
+  const vae = await withModel(ctx, (config, weights) => VAE.load(ctx.dev, weights, config, ctx.precision, true));
   try {
     const latents = await tensorInput(ctx, "latents");
     const sample = vae.decode(latents);
@@ -103,8 +110,7 @@ async function vaeDecode(ctx: CaseContext): Promise<CaseOutputs> {
 }
 
 async function vaeEncode(ctx: CaseContext): Promise<CaseOutputs> {
-  const { config, weights } = await loadModelFolder(ctx.modelPath());
-  const vae = await VAE.load(ctx.dev, weights, config as never, ctx.precision);
+  const vae = await withModel(ctx, (config, weights) => VAE.load(ctx.dev, weights, config, ctx.precision));
   try {
     const image = await tensorInput(ctx, "image");
     const noise = await tensorInput(ctx, "noise");

@@ -1,0 +1,135 @@
+// What every Text2Video-Zero mode shares: the noise source, progress/cancel hooks with GPU pacing, and prompt
+// encoding.
+import type { Device } from "../gpu/device.ts";
+import { type Tensor, upload } from "../gpu/tensor.ts";
+import type { ClipTextModel } from "../models/clip.ts";
+import type { ClipTokenizer } from "../models/tokenizer.ts";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Noise
+
+/**
+ * Every random number a pipeline uses comes from here, addressed by a stream name and a global frame index, so a
+ * frame's noise does not depend on how frames are batched or chunked. Tests inject recorded noise.
+ */
+export interface NoiseSource {
+  normal(stream: string, frame: number, count: number): Float32Array;
+}
+
+function splitmix32(x: number): number {
+  x = (x + 0x9e3779b9) >>> 0;
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b) >>> 0;
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35) >>> 0;
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+function hashString(s: string, h = 0x811c9dc5): number {
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+  return h >>> 0;
+}
+
+/** Deterministic N(0, 1) noise from (seed, stream, frame): xoshiro128** seeded by splitmix32, then Box-Muller. */
+export class SeededNoise implements NoiseSource {
+  constructor(readonly seed: number) {
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+      throw new RangeError(`seed must be an integer in [0, 4294967295], got ${seed}`);
+    }
+  }
+
+  normal(stream: string, frame: number, count: number): Float32Array {
+    let h = splitmix32(this.seed ^ hashString(stream));
+    h = splitmix32(h ^ Math.imul(frame + 1, 0x27d4eb2d));
+    let a = splitmix32(h), b = splitmix32(a), c = splitmix32(b), d = splitmix32(c) | 1;
+    const next = () => {
+      const r = Math.imul(((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25)), 9) >>> 0;
+      const t = (b << 9) >>> 0;
+      c ^= a, d ^= b, b ^= c, a ^= d, c ^= t;
+      d = ((d << 11) | (d >>> 21)) >>> 0;
+      return (r + 0.5) / 4294967296;
+    };
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i += 2) {
+      const u = next(), v = next();
+      const m = Math.sqrt(-2 * Math.log(u));
+      out[i] = m * Math.cos(2 * Math.PI * v);
+      if (i + 1 < count) out[i + 1] = m * Math.sin(2 * Math.PI * v);
+    }
+    return out;
+  }
+}
+
+/** Noise for several frames of one stream, stacked [frames.length, ...shape]. */
+export function frameNoise(dev: Device, noise: NoiseSource, stream: string, frames: number[], shape: number[], dtype: Tensor["dtype"]): Tensor {
+  const per = shape.reduce((p, d) => p * d, 1);
+  const data = new Float32Array(per * frames.length);
+  frames.forEach((f, i) => data.set(noise.normal(stream, f, per), i * per));
+  return upload(dev, data, [frames.length, ...shape], dtype);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Progress and cancellation
+
+export interface StepInfo {
+  /** What is running: "encode", "anchor", "denoise", "decode", ... */
+  stage: string;
+  step: number;
+  total: number;
+  /** Frames done so far / in all, for stages that go frame by frame. */
+  frame?: number;
+  frames?: number;
+}
+
+export interface RunHooks {
+  onProgress?: (p: StepInfo) => void;
+  signal?: AbortSignal;
+}
+
+export class Cancelled extends Error {
+  constructor() {
+    super("cancelled");
+    this.name = "Cancelled";
+  }
+}
+
+/**
+ * Paces the CPU to the GPU without reading anything back: after recording a step it submits it and waits for the
+ * step before it to finish, so at most two steps are in flight, progress reports real GPU progress and a cancel
+ * takes effect within a step.
+ */
+export class Pacer {
+  private inFlight: Promise<unknown>[] = [];
+  constructor(readonly dev: Device, readonly hooks: RunHooks = {}) {}
+
+  check(): void {
+    if (this.hooks.signal?.aborted) throw new Cancelled();
+    this.dev.checkAlive();
+  }
+
+  async stepDone(info: StepInfo): Promise<void> {
+    this.dev.flush();
+    this.inFlight.push(this.dev.gpu.queue.onSubmittedWorkDone());
+    if (this.inFlight.length > 1) await this.inFlight.shift();
+    this.hooks.onProgress?.(info);
+    this.check();
+  }
+
+  async drain(): Promise<void> {
+    await this.dev.sync();
+    this.inFlight = [];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompts
+
+/** Token ids for each prompt, then the text encoder: [prompts.length, 77, hidden]. */
+export function encodePrompts(tokenizer: ClipTokenizer, encoder: ClipTextModel, prompts: string[]): Tensor {
+  const ids = new Int32Array(prompts.length * tokenizer.maxLength);
+  prompts.forEach((p, i) => ids.set(tokenizer.encode(p), i * tokenizer.maxLength));
+  return encoder.forward(ids, prompts.length);
+}
+
+/** Scale a default DDIM step index (given for 50 steps) to `steps`, as Text2Video-Zero's t0/t1 are. */
+export function scaleStepIndex(index50: number, steps: number): number {
+  return Math.round(index50 * steps / 50);
+}

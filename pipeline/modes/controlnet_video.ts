@@ -1,0 +1,118 @@
+// ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
+// ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
+// (recorded K/V for both models), then chunks, as text-to-video does.
+import { type Tensor, upload } from "../gpu/tensor.ts";
+import { AnchorKV } from "../models/blocks.ts";
+import type { ControlNet } from "../models/controlnet.ts";
+import { free } from "../models/layers.ts";
+import type { StableDiffusion } from "../models/sd.ts";
+import { concat, gather0 } from "../ops/layout.ts";
+import { DDIM } from "../schedulers/ddim.ts";
+import { cfg } from "../schedulers/guidance.ts";
+import { encodePrompts, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
+import { decodeFrames } from "./decode.ts";
+import { ParamError } from "./text2video.ts";
+
+export interface ControlVideoParams {
+  prompt: string;
+  negativePrompt?: string;
+  steps: number;
+  guidanceScale: number;
+  /** controlnet_conditioning_scale */
+  controlScale: number;
+  /** Frames per model call, the anchor included (>= 2); default: all frames. */
+  chunkSize?: number;
+}
+
+export interface ControlVideoResult {
+  frames: Float32Array;
+  stages?: Record<string, Float32Array | Int32Array>;
+}
+
+/** `control` is [F, 3, H, W] in [0, 1] (edges, pose skeleton or depth as RGB), H and W multiples of 8. */
+export async function controlVideo(
+  sd: StableDiffusion,
+  cn: ControlNet,
+  control: { data: Float32Array; frames: number; height: number; width: number },
+  p: ControlVideoParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<ControlVideoResult> {
+  const dev = sd.dev, dtype = sd.dtype;
+  const { frames: F, height: H, width: W } = control;
+  if (F < 1) throw new ParamError("video", "has no frames");
+  if (H % 8 || W % 8) throw new ParamError("video", `control frames must be multiples of 8, got ${W}x${H}`);
+  if (control.data.length !== F * 3 * H * W) throw new ParamError("video", "control data does not match its shape");
+  if (!Number.isInteger(p.steps) || p.steps < 1) throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
+    throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+  }
+  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
+  const h = H / 8, w = W / 8, C = sd.unet.cfg.in_channels;
+  const pacer = new Pacer(dev, hooks);
+  const stages: Record<string, Float32Array | Int32Array> = {};
+
+  const sched = new DDIM(sd.scheduler);
+  const ts = sched.setTimesteps(p.steps);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt]);
+  const cond = upload(dev, control.data, [F, 3, H, W], dtype);
+  const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
+  let latents = gather0(z, new Array(F).fill(0));
+  free(z);
+  if (opts.keepStages) {
+    stages.timesteps = ts;
+    stages.prompt_embeds = await context.read();
+  }
+  const perStep: Float32Array[] = [];
+
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i];
+    const kvU = new AnchorKV("record", 2), kvC = new AnchorKV("record", 2);
+    const parts: Tensor[] = [];
+    const guided = (rows: number[]) => {
+      const sample = gather0(latents, [...rows, ...rows]);
+      const c = gather0(cond, [...rows, ...rows]);
+      const r = cn.forward({ sample, timesteps: [t], context, cond: c, scale: p.controlScale, attn: { anchor: kvC } });
+      const e = sd.unet.forward({
+        sample,
+        timesteps: [t],
+        context,
+        downResiduals: r.down,
+        midResidual: r.mid,
+        attn: { anchor: kvU },
+      });
+      parts.push(cfg(e, p.guidanceScale));
+      free(sample, c, e, ...r.down, r.mid);
+    };
+    try {
+      guided([0]);
+      kvU.mode = kvC.mode = "use";
+      for (let s = 1; s < F; s += chunk) guided(Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k));
+    } finally {
+      kvU.dispose(), kvC.dispose();
+    }
+    const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
+    if (parts.length > 1) free(...parts);
+    const { prev, x0 } = sched.step(eps, t, latents);
+    free(eps, x0, latents);
+    latents = prev;
+    if (opts.keepStages) perStep.push(await latents.read());
+    await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
+  }
+  free(context, cond);
+  if (opts.keepStages) {
+    stages.latents_per_step = concatF32(perStep);
+    stages.final_latents = await latents.read();
+  }
+  const frames = await decodeFrames(sd, latents, pacer);
+  free(latents);
+  return { frames, stages: opts.keepStages ? stages : undefined };
+}
+
+function concatF32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, o), o += p.length;
+  return out;
+}

@@ -1,0 +1,33 @@
+// Latents -> video frames: the VAE decoder a few frames at a time (bounded memory), read back as NHWC floats.
+import type { Tensor } from "../gpu/tensor.ts";
+import { free } from "../models/layers.ts";
+import type { StableDiffusion } from "../models/sd.ts";
+import { VAE } from "../models/vae.ts";
+import type { Pacer } from "./common.ts";
+
+/** latents [F, C, h, w] -> frames [F, 8h, 8w, 3] in [0, 1]. */
+export async function decodeFrames(sd: StableDiffusion, latents: Tensor, pacer: Pacer, batch = 1): Promise<Float32Array> {
+  const [F, , h, w] = latents.shape;
+  const per = 8 * h * 8 * w * 3;
+  const out = new Float32Array(F * per);
+  for (let f = 0; f < F; f += batch) {
+    const n = Math.min(batch, F - f);
+    const lat = f === 0 && n === F ? latents : gatherRows(latents, f, n);
+    const sample = sd.vae.decode(lat);
+    const img = VAE.toImage(sample, "nhwc");
+    free(sample);
+    if (lat !== latents) free(lat);
+    out.set(await img.read(), f * per);
+    free(img);
+    pacer.check();
+    pacer.hooks.onProgress?.({ stage: "decode", step: f + n, total: F, frame: f + n, frames: F });
+  }
+  return out;
+}
+
+function gatherRows(x: Tensor, start: number, n: number): Tensor {
+  // Local import keeps this module's public surface small.
+  return gather(x, Array.from({ length: n }, (_, k) => start + k));
+}
+
+import { gather0 as gather } from "../ops/layout.ts";

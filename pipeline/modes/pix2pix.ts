@@ -1,0 +1,123 @@
+// Video Instruct-Pix2Pix (SPEC §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
+// with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
+// 3 groups. Anchor-first per step, then chunks, as text-to-video does.
+import { type Tensor, upload } from "../gpu/tensor.ts";
+import { AnchorKV } from "../models/blocks.ts";
+import { free } from "../models/layers.ts";
+import type { StableDiffusion } from "../models/sd.ts";
+import { unary } from "../ops/elementwise.ts";
+import { concat, gather0 } from "../ops/layout.ts";
+import { EulerAncestral } from "../schedulers/euler_ancestral.ts";
+import { cfgPix2Pix } from "../schedulers/guidance.ts";
+import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
+import { decodeFrames } from "./decode.ts";
+import { ParamError } from "./text2video.ts";
+
+export interface Pix2PixParams {
+  prompt: string;
+  negativePrompt?: string;
+  steps: number;
+  guidanceScale: number;
+  imageGuidanceScale: number;
+  chunkSize?: number;
+}
+
+export interface Pix2PixResult {
+  frames: Float32Array;
+  stages?: Record<string, Float32Array | Int32Array>;
+}
+
+/** `video` is [F, 3, H, W] in [0, 1], H and W multiples of 8. */
+export async function pix2pix(
+  sd: StableDiffusion,
+  video: { data: Float32Array; frames: number; height: number; width: number },
+  p: Pix2PixParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<Pix2PixResult> {
+  const dev = sd.dev, dtype = sd.dtype;
+  const { frames: F, height: H, width: W } = video;
+  if (F < 1) throw new ParamError("video", "has no frames");
+  if (H % 8 || W % 8) throw new ParamError("video", `frames must be multiples of 8, got ${W}x${H}`);
+  if (sd.unet.cfg.in_channels !== 2 * sd.vae.cfg.latent_channels) {
+    throw new ParamError("model", `is not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`);
+  }
+  if (!Number.isInteger(p.steps) || p.steps < 1) throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
+    throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+  }
+  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
+  const h = H / 8, w = W / 8, C = sd.vae.cfg.latent_channels;
+  const pacer = new Pacer(dev, hooks);
+  const stages: Record<string, Float32Array | Int32Array> = {};
+
+  // Image latents: the posterior mean of 2*video - 1, unscaled; a zero row F serves the unconditional group.
+  const lat: Tensor[] = [];
+  for (let f = 0; f < F; f++) {
+    const frame = upload(dev, video.data.subarray(f * 3 * H * W, (f + 1) * 3 * H * W), [1, 3, H, W], dtype);
+    const img = unary("identity", frame, { alpha: 2, beta: -1 });
+    const post = sd.vae.encode(img);
+    lat.push(post.mean);
+    free(frame, img, post.logvar, post.std);
+    pacer.check();
+  }
+  lat.push(upload(dev, new Float32Array(C * h * w), [1, C, h, w], dtype));
+  const imgLat = concat(lat.map((t) => t.view([1, t.numel]))).reshape([F + 1, C, h, w]);
+  free(...lat);
+
+  const sched = new EulerAncestral(sd.scheduler);
+  const ts = sched.setTimesteps(p.steps);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.prompt, p.negativePrompt ?? "", p.negativePrompt ?? ""]);
+  const all = Array.from({ length: F }, (_, f) => f);
+  const z = frameNoise(dev, noise, "latents", all, [C, h, w], dtype);
+  let latents = sched.scaleInitNoise(z);
+  free(z);
+  if (opts.keepStages) {
+    stages.timesteps = ts;
+    stages.sigmas = sched.sigmas;
+    stages.prompt_embeds = await context.read();
+    stages.image_latents = await imgLat.read();
+  }
+  const perStep: Float32Array[] = [];
+
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i];
+    const kv = new AnchorKV("record", 3);
+    const parts: Tensor[] = [];
+    const guided = (rows: number[]) => {
+      const x3 = gather0(latents, [...rows, ...rows, ...rows]);
+      const scaled = sched.scaleModelInput(x3, i);
+      const img = gather0(imgLat, [...rows, ...rows, ...rows.map(() => F)]);
+      const sample = concat([scaled, img]);
+      const e = sd.unet.forward({ sample, timesteps: [t], context, attn: { anchor: kv } });
+      parts.push(cfgPix2Pix(e, p.guidanceScale, p.imageGuidanceScale));
+      free(x3, scaled, img, sample, e);
+    };
+    try {
+      guided([0]);
+      kv.mode = "use";
+      for (let s = 1; s < F; s += chunk) guided(Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k));
+    } finally {
+      kv.dispose();
+    }
+    const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
+    if (parts.length > 1) free(...parts);
+    const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
+    const next = sched.step(eps, i, latents, stepNoise);
+    free(eps, stepNoise, latents);
+    latents = next;
+    if (opts.keepStages) perStep.push(await latents.read());
+    await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
+  }
+  free(context, imgLat);
+  if (opts.keepStages) {
+    const out = new Float32Array(perStep.reduce((s, x) => s + x.length, 0));
+    perStep.forEach((x, k) => out.set(x, k * x.length));
+    stages.latents_per_step = out;
+    stages.final_latents = await latents.read();
+  }
+  const frames = await decodeFrames(sd, latents, pacer);
+  free(latents);
+  return { frames, stages: opts.keepStages ? stages : undefined };
+}

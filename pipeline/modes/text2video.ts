@@ -1,0 +1,181 @@
+// Text2Video-Zero text-to-video (SPEC §1): DDIM on the anchor frame to T1 and T0, motion-field warp of its T0
+// latent, DDPM forward jump back to T1, then DDIM with cross-frame attention and classifier-free guidance.
+//
+// Long videos, done right: every denoising step first runs the anchor (frame 0, one sample per guidance group) and
+// records its self-attention keys/values; the other frames then run in chunks that attend to those recorded K/V.
+// Memory is bounded by the chunk size, no frame is computed twice, and the frames do not depend on the chunking
+// (noise is addressed by global frame index). Unchunked is the same loop with one chunk.
+import type { Tensor } from "../gpu/tensor.ts";
+import { upload } from "../gpu/tensor.ts";
+import { AnchorKV, type AttnContext } from "../models/blocks.ts";
+import type { StableDiffusion } from "../models/sd.ts";
+import { DDIM } from "../schedulers/ddim.ts";
+import { ddpmForward } from "../schedulers/ddpm_forward.ts";
+import { cfg } from "../schedulers/guidance.ts";
+import { concat, gather0 } from "../ops/layout.ts";
+import { free } from "../models/layers.ts";
+import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks, scaleStepIndex } from "./common.ts";
+import { decodeFrames } from "./decode.ts";
+import { warpLatents } from "./motion.ts";
+
+export interface Text2VideoParams {
+  prompt: string;
+  negativePrompt?: string;
+  videoLength: number;
+  width: number;
+  height: number;
+  steps: number;
+  guidanceScale: number;
+  /** DDIM step indices counted from the end (defaults 44 and 47 of 50, scaled to other step counts). */
+  t0?: number;
+  t1?: number;
+  motionX: number;
+  motionY: number;
+  /** Frames per UNet call, the anchor included (>= 2); default: all frames in one call. */
+  chunkSize?: number;
+  /** diffusers' frame_ids: the motion-field index of each output frame (default 0..videoLength-1). The first
+   * frame is the anchor; a repeated 0 gives a second, re-noised copy of it (the reference chunking recipe). */
+  frameIds?: number[];
+}
+
+export interface Text2VideoResult {
+  /** [frames, height, width, 3] in [0, 1] */
+  frames: Float32Array;
+  /** Debug/golden outputs (only with keepStages). */
+  stages?: Record<string, Float32Array | Int32Array>;
+}
+
+export class ParamError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "ParamError";
+  }
+}
+
+export function resolveT0T1(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
+  const r = { t0: t0 ?? scaleStepIndex(44, steps), t1: t1 ?? scaleStepIndex(47, steps) };
+  if (!Number.isInteger(r.t0) || !Number.isInteger(r.t1) || !(0 <= r.t0 && r.t0 < r.t1 && r.t1 < steps)) {
+    throw new ParamError("t0", `need integers 0 <= t0 < t1 < steps (${steps}); got t0=${r.t0}, t1=${r.t1}`);
+  }
+  return r;
+}
+
+export function checkSize(width: number, height: number): void {
+  for (const [field, v] of [["width", width], ["height", height]] as const) {
+    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) throw new ParamError(field, `must be a multiple of 8, got ${v}`);
+  }
+}
+
+export async function text2video(
+  sd: StableDiffusion,
+  p: Text2VideoParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<Text2VideoResult> {
+  const dev = sd.dev, dtype = sd.dtype;
+  const F = p.videoLength;
+  if (!Number.isInteger(F) || F < 1) throw new ParamError("videoLength", `must be a positive integer, got ${F}`);
+  checkSize(p.width, p.height);
+  if (!Number.isInteger(p.steps) || p.steps < 2) throw new ParamError("steps", `must be an integer >= 2, got ${p.steps}`);
+  const { t0, t1 } = resolveT0T1(p.steps, p.t0, p.t1);
+  const frameIds = p.frameIds ?? Array.from({ length: F }, (_, i) => i);
+  if (frameIds.length !== F) throw new ParamError("frameIds", `needs ${F} entries, got ${frameIds.length}`);
+  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
+  if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
+    throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+  }
+  const h = p.height / 8, w = p.width / 8, C = sd.unet.cfg.in_channels;
+  const pacer = new Pacer(dev, hooks);
+  const stages: Record<string, Float32Array | Int32Array> = {};
+  const keep = async (name: string, t: Tensor) => {
+    if (opts.keepStages) stages[name] = await t.read();
+  };
+
+  const sched = new DDIM(sd.scheduler);
+  const ts = sched.setTimesteps(p.steps);
+  const N = ts.length, iT1 = N - 1 - t1, iT0 = N - 1 - t0;
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt]);
+  if (opts.keepStages) {
+    stages.timesteps = ts;
+    stages.prompt_embeds = await context.read();
+  }
+
+  // 1-2. The anchor alone, with CFG: DDIM to T1 (kept), then on to T0.
+  const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
+  let x = z;
+  let xT1: Tensor | null = null;
+  const guided = (batch: Tensor, t: number, attn: AttnContext): Tensor => {
+    const e = sd.unet.forward({ sample: batch, timesteps: [t], context, attn });
+    const g = cfg(e, p.guidanceScale);
+    free(e);
+    return g;
+  };
+  for (let i = 0; i < iT0; i++) {
+    const t = ts[i];
+    const pair = gather0(x, [0, 0]);
+    const e = guided(pair, t, { crossFrame: { groups: 2 } });
+    const { prev, x0 } = sched.step(e, t, x);
+    free(pair, e, x0);
+    if (x !== z) free(x);
+    x = prev;
+    if (i === iT1 - 1) xT1 = gather0(x, [0]);
+    await pacer.stepDone({ stage: "anchor", step: i + 1, total: iT0 + N - iT1 });
+  }
+  if (iT1 === 0) xT1 = gather0(z, [0]);
+  const xT0 = x;
+  free(z);
+  await keep("x_1_t1", xT1!);
+  await keep("x_1_t0", xT0);
+
+  // 3-5. The other frames: warp the anchor's T0 latent by each frame's motion, jump forward to T1.
+  let latents: Tensor;
+  if (F > 1) {
+    const warped = warpLatents(xT0, frameIds.slice(1), p.motionX, p.motionY);
+    const eps = frameNoise(dev, noise, "forward", frameIds.slice(1).map((_, k) => k + 1), [C, h, w], dtype);
+    const jumped = ddpmForward(warped, eps, ts[iT0], ts[iT1], sd.scheduler);
+    await keep("x_2k_t0", warped);
+    await keep("x_2k_t1", jumped);
+    latents = concat([xT1!.view([1, C * h * w]), jumped.view([1, (F - 1) * C * h * w])]).reshape([F, C, h, w]);
+    free(warped, eps, jumped, xT1!);
+  } else {
+    latents = xT1!;
+  }
+  free(xT0);
+
+  // 6-7. Denoise all frames from T1 with cross-frame attention: anchor first (recording K/V), then chunks.
+  for (let i = iT1; i < N; i++) {
+    const t = ts[i];
+    const anchor = new AnchorKV("record", 2);
+    const parts: Tensor[] = [];
+    try {
+      const a = gather0(latents, [0, 0]);
+      parts.push(guided(a, t, { anchor }));
+      free(a);
+      anchor.mode = "use";
+      for (let s = 1; s < F; s += chunk) {
+        const idx = Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k);
+        const b = gather0(latents, [...idx, ...idx]);
+        parts.push(guided(b, t, { anchor }));
+        free(b);
+      }
+    } finally {
+      anchor.dispose();
+    }
+    const eps = parts.length === 1
+      ? parts[0]
+      : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
+    if (parts.length > 1) free(...parts);
+    const { prev, x0 } = sched.step(eps, t, latents);
+    free(eps, x0, latents);
+    latents = prev;
+    await pacer.stepDone({ stage: "denoise", step: iT0 + i - iT1 + 1, total: iT0 + N - iT1 });
+  }
+  free(context);
+  await keep("final_latents", latents);
+
+  // 8. Decode.
+  const frames = await decodeFrames(sd, latents, pacer);
+  free(latents);
+  return { frames, stages: opts.keepStages ? stages : undefined };
+}

@@ -1,0 +1,227 @@
+// Memory-efficient multi-head attention with online softmax (shaders/attention.wgsl; attention_tiled.wgsl for head
+// dims past 160): the Nq x Nk score matrix is never stored, so memory is O(N) and self-attention over 4096-16384
+// tokens costs only its output.
+import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
+import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
+import { BYTES, GpuError, Params } from "../gpu/device.ts";
+import { empty, Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, assertShape } from "./launch.ts";
+
+export interface AttentionOpts {
+  /** Query batch b reads keys/values of batch floor(b / kvBatchDiv). Default 1 (k/v batch = q batch).
+   *  Cross-frame attention: k/v hold only the anchor frame of each guidance group (G batches) and q holds G*F frames,
+   *  so kvBatchDiv = F. Text cross-attention with un-repeated prompt embeddings uses it too. */
+  kvBatchDiv?: number;
+  /** Causal mask (CLIP text encoder): query i sees keys j <= i. */
+  causal?: boolean;
+  /** Softmax scale; default 1/sqrt(headDim). */
+  scale?: number;
+  out?: Tensor;
+}
+
+/** Rows kernel (shaders/attention.wgsl), head dims up to 160: TPR threads own a query row in registers. */
+export interface RowsConfig {
+  kind: "rows";
+  /** Threads per query row (1, 2, 4). */
+  TPR: number;
+  /** vec4 columns of the head dim per thread (DV * TPR * 4 >= D). */
+  DV: number;
+  /** Keys per tile. */
+  BK: number;
+  /** Threads per workgroup (WG / TPR query rows). */
+  WG: number;
+}
+
+/** Tiled kernel (shaders/attention_tiled.wgsl), large head dims: Q K^T and P V as workgroup-tiled products. */
+export interface TiledConfig {
+  kind: "tiled";
+  /** Queries per workgroup. */
+  BQ: number;
+  /** Keys per tile. */
+  BK: number;
+  /** Threads per workgroup. */
+  WG: number;
+  /** Phase-1 keys per thread. */
+  CS: number;
+  /** vec4 columns of the head dim per chunk. */
+  DV: number;
+  /** Head-dim chunks streamed through workgroup memory (1: the Q tile stays resident). */
+  NCH: number;
+  /** Phase-3 threads along the head dim. */
+  TCO: number;
+}
+
+export type AttentionConfig = RowsConfig | TiledConfig;
+
+/** Workgroup memory of a config, in bytes (mirrors the shaders' `var<workgroup>` declarations). */
+export function attentionSharedBytes(c: AttentionConfig): number {
+  if (c.kind === "rows") return 2 * 16 * c.BK * c.DV * c.TPR + (c.TPR > 1 ? 4 * c.BK * c.WG : 4);
+  const ks = c.DV | 1;
+  return 16 * (c.BQ * c.DV + c.BK * ks) + 4 * (c.BQ * (c.BK + 1) + 3 * c.BQ);
+}
+
+// Configs are capped at 32 KiB of workgroup memory even where the GPU has more (NVIDIA: 48 KiB), so the tiling that
+// runs in production is the one the tests run on lavapipe (32 KiB).
+const SHARED_CAP = 32768;
+const WG = 128;
+/** Largest head dim of the rows kernel: 4 threads x 10 vec4 columns. */
+const ROWS_MAX_D = 160;
+
+/** The tiling used for head dim D within `budget` bytes of workgroup memory. */
+export function attentionConfig(D: number, budget = SHARED_CAP): AttentionConfig {
+  return D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget);
+}
+
+/**
+ * Rows kernel: the fewest threads per row that keep a thread's q and output slices at <= 10 vec4 each (80 registers),
+ * then the largest key tile that keeps q + output + scores at <= 96 floats and fits `budget`.
+ */
+export function rowsConfig(D: number, budget = SHARED_CAP): RowsConfig {
+  const dv4 = Math.ceil(D / 4);
+  let TPR = 1;
+  while (Math.ceil(dv4 / TPR) > 10 && TPR < WG) TPR *= 2;
+  const DV = Math.ceil(dv4 / TPR);
+  for (const BK of [32, 16, 8, 4]) {
+    const c: RowsConfig = { kind: "rows", TPR, DV, BK, WG };
+    if (8 * DV + BK <= 96 && attentionSharedBytes(c) <= budget) return c;
+  }
+  throw new GpuError(`attention: no tiling for head dim ${D} fits ${budget} bytes of workgroup memory`);
+}
+
+/**
+ * Tiled kernel: queries per workgroup shrink as D grows so the per-thread output accumulator stays at <= 64 floats
+ * (BQ * D / WG); the head dim is split into chunks only when the tiles do not fit otherwise. Prefers: least padding
+ * of D, then key tiles of >= 16 (8 starves phase 1 of reuse), then fewest chunks (a resident Q tile), then larger key
+ * tiles, then a squarer phase-3 micro-tile.
+ */
+export function tiledConfig(D: number, budget = SHARED_CAP): TiledConfig {
+  const dv4 = Math.ceil(D / 4);
+  const BQ = dv4 <= 16 ? 64 : dv4 <= 32 ? 32 : 16;
+  let best: TiledConfig | null = null;
+  let bestKey: number[] = [];
+  for (let nch = 1; nch <= Math.max(8, Math.ceil(dv4 / 4)); nch++) {
+    for (const BK of [32, 16, 8]) {
+      if (BQ * BK < WG) continue;
+      const CS = Math.min(4, (BQ * BK) / WG);
+      for (let TCO = WG / BQ; TCO <= WG; TCO *= 2) {
+        const DV = Math.ceil(Math.ceil(dv4 / nch) / TCO) * TCO;
+        const c: TiledConfig = { kind: "tiled", BQ, BK, WG, CS, DV, NCH: nch, TCO };
+        if (attentionSharedBytes(c) > budget) continue;
+        const RO = BQ / (WG / TCO), CPC = DV / TCO;
+        const key = [DV * nch, BK < 16 ? 1 : 0, nch, -BK, RO + CPC];
+        if (!best || lexLess(key, bestKey)) best = c, bestKey = key;
+      }
+    }
+  }
+  if (!best) throw new GpuError(`attention: no tiling for head dim ${D} fits ${budget} bytes of workgroup memory`);
+  return best;
+}
+
+function lexLess(a: number[], b: number[]): boolean {
+  const i = a.findIndex((x, j) => x !== b[j]);
+  return i >= 0 && a[i] < b[i];
+}
+
+/** The shaders' divisibility assumptions; a violation would silently drop rows or columns. */
+function checkConfig(c: AttentionConfig, D: number): void {
+  const pos = (...xs: number[]) => xs.every((x) => Number.isInteger(x) && x > 0);
+  let ok: boolean;
+  if (c.kind === "rows") {
+    const { TPR, DV, BK, WG } = c;
+    ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV * TPR * 4 >= D;
+  } else {
+    const { BQ, BK, WG, CS, DV, NCH, TCO } = c;
+    ok = pos(BQ, BK, WG, CS, DV, NCH, TCO) && BK % CS === 0 && WG % (BK / CS) === 0 &&
+      BQ % (WG / (BK / CS)) === 0 && WG % TCO === 0 && BQ % (WG / TCO) === 0 && DV % TCO === 0 && DV * NCH * 4 >= D;
+  }
+  if (!ok) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
+}
+
+/** Batches [start, start+count) as a view (Tensor.slice0 rejects a leading sub-range at offset 0). */
+function rows(t: Tensor, start: number, count: number): Tensor {
+  const inner = t.numel / t.shape[0];
+  return new Tensor(t.dev, t.buffer, [count, ...t.shape.slice(1)], t.dtype, t.offset + start * inner * BYTES[t.dtype]);
+}
+
+const configs = new Map<string, AttentionConfig>();
+
+/** q [Bq, Nq, heads*D], k/v [Bk, Nk, heads*D] (row-major tokens, heads interleaved as in PyTorch's
+ *  view(B, N, heads, D)); returns softmax(q k^T * scale) v per head as [Bq, Nq, heads*D]. Bk = ceil(Bq / kvBatchDiv). */
+export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOpts = {}): Tensor {
+  const C = q.shape[2];
+  const D = Number.isInteger(heads) && heads > 0 ? C / heads : NaN;
+  const budget = Math.min(SHARED_CAP, q.dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const key = `${D}|${budget}`;
+  let cfg = configs.get(key);
+  if (!cfg && Number.isInteger(D)) configs.set(key, cfg = attentionConfig(D, budget));
+  return attentionWith(q, k, v, heads, opts, { cfg });
+}
+
+/** Overrides for tests: an explicit tiling, or a smaller binding limit to exercise the batch split. */
+export interface AttentionInternal {
+  cfg?: AttentionConfig;
+  maxBinding?: number;
+}
+
+/** `attention` with test overrides (the tilings of GPUs with less workgroup memory, the batch split). */
+export function attentionWith(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  heads: number,
+  opts: AttentionOpts = {},
+  internal: AttentionInternal = {},
+): Tensor {
+  const op = "attention";
+  assertSameDType(op, q, k, v, ...(opts.out ? [opts.out] : []));
+  if (q.shape.length !== 3) throw new GpuError(`${op}: q has shape [${q.shape}], expected [Bq, Nq, heads*D]`);
+  const [Bq, Nq, C] = q.shape;
+  if (!Number.isInteger(heads) || heads < 1 || C % heads !== 0) {
+    throw new GpuError(`${op}: heads=${heads} does not divide the channel count ${C} of q [${q.shape}]`);
+  }
+  const D = C / heads;
+  const div = opts.kvBatchDiv ?? 1;
+  if (!Number.isInteger(div) || div < 1) throw new GpuError(`${op}: kvBatchDiv must be a positive integer, got ${div}`);
+  const Bk = Math.ceil(Bq / div);
+  assertShape(op, "k", k, [Bk, -1, C]);
+  const Nk = k.shape[1];
+  assertShape(op, "v", v, [Bk, Nk, C]);
+  if (Nk < 1) throw new GpuError(`${op}: k has no tokens ([${k.shape}])`);
+  const out = opts.out ?? empty(q.dev, q.shape, q.dtype);
+  if (opts.out) assertShape(op, "out", out, [Bq, Nq, C]);
+  if (Bq === 0 || Nq === 0) return out;
+  const c = internal.cfg ?? attentionConfig(D);
+  checkConfig(c, D);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  const dev = q.dev;
+  const { kind, ...consts } = c;
+  const kernel = kind === "rows"
+    ? dev.kernel(op, attentionSrc, { D, ...consts }, q.dtype)
+    : dev.kernel("attention_tiled", attentionTiledSrc, { D, ...consts }, q.dtype);
+  const qBlocks = Math.ceil(Nq / (c.kind === "rows" ? c.WG / c.TPR : c.BQ));
+
+  // Split the batch when a binding would exceed the GPU's limit (lavapipe: 128 MiB) or the grid's z limit. Chunks
+  // hold whole kvBatchDiv groups when they can, otherwise they stay inside one group (k/v: one batch), so the
+  // kernel's floor(b / kvBatchDiv) is right within every chunk.
+  const maxBinding = internal.maxBinding ?? dev.maxBinding;
+  const perQ = Nq * C * BYTES[q.dtype], perK = Nk * C * BYTES[q.dtype];
+  const nbQ = Math.floor(maxBinding / perQ), nbK = Math.floor(maxBinding / perK);
+  if (nbQ < 1 || nbK < 1) {
+    throw new GpuError(`${op}: one batch of q [${q.shape}] or k [${k.shape}] exceeds the GPU's storage binding limit`);
+  }
+  const maxZ = dev.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const groups = Math.min(Math.floor(nbQ / div), nbK, Math.floor(maxZ / div));
+  const step = groups >= 1 ? groups * div : Math.min(nbQ, maxZ);
+  const params = new Params().u(Nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E);
+  for (let b0 = 0; b0 < Bq;) {
+    let nb = Math.min(step, Bq - b0);
+    if (groups < 1) nb = Math.min(nb, (Math.floor(b0 / div) + 1) * div - b0);
+    const kb0 = Math.floor(b0 / div), nkb = Math.floor((b0 + nb - 1) / div) - kb0 + 1;
+    const whole = nb === Bq;
+    const qs = whole ? q : rows(q, b0, nb), os = whole ? out : rows(out, b0, nb);
+    const ks = whole ? k : rows(k, kb0, nkb), vs = whole ? v : rows(v, kb0, nkb);
+    dev.dispatch(kernel, params, [qs.binding(), ks.binding(), vs.binding(), os.binding()], [qBlocks, heads, nb]);
+    b0 += nb;
+  }
+  return out;
+}

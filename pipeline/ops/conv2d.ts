@@ -1,0 +1,73 @@
+// 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer.
+import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
+import { BYTES, GpuError, Params } from "../gpu/device.ts";
+import { empty, type Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, assertShape } from "./launch.ts";
+import { BK, chunkItems, gemmHooks, pickTile, rangeView, sameRange, threads, tileGrid, vecBinding } from "./matmul.ts";
+
+/** x [N, Cin, H, W], w [Cout, Cin, kh, kw] (PyTorch layout), bias [Cout]; padding = number or [top, bottom, left, right]
+ *  (zero padding); stride 1 or 2; residual [N, Cout, Ho, Wo] is added after the bias (ResNet skip). Output [N, Cout, Ho, Wo]. */
+export function conv2d(
+  x: Tensor,
+  w: Tensor,
+  bias?: Tensor,
+  opts: { stride?: number; padding?: number | [number, number, number, number]; residual?: Tensor; out?: Tensor } = {},
+): Tensor {
+  const op = "conv2d";
+  if (x.shape.length !== 4) throw new GpuError(`${op}: x has shape [${x.shape}], expected [N, Cin, H, W]`);
+  const [B, Cin, H, W] = x.shape;
+  assertShape(op, "w", w, [-1, Cin, -1, -1]);
+  const [Cout, , KH, KW] = w.shape;
+  const stride = opts.stride ?? 1;
+  if (!Number.isInteger(stride) || stride < 1) throw new GpuError(`${op}: stride ${stride} must be a positive integer`);
+  const pad = opts.padding ?? 0;
+  const [pt, pb, pl, pr] = typeof pad === "number" ? [pad, pad, pad, pad] : pad;
+  if ([pt, pb, pl, pr].some((v) => !Number.isInteger(v) || v < 0)) {
+    throw new GpuError(`${op}: padding [${[pt, pb, pl, pr]}] must be non-negative integers`);
+  }
+  const Ho = Math.floor((H + pt + pb - KH) / stride) + 1;
+  const Wo = Math.floor((W + pl + pr - KW) / stride) + 1;
+  if (Ho < 1 || Wo < 1) {
+    throw new GpuError(`${op}: a ${KH}x${KW} kernel does not fit input ${H}x${W} with this padding`);
+  }
+  const outShape = [B, Cout, Ho, Wo];
+  const ts = [x, w];
+  if (bias) assertShape(op, "bias", bias, [Cout]), ts.push(bias);
+  if (opts.residual) assertShape(op, "residual", opts.residual, outShape), ts.push(opts.residual);
+  if (opts.out) assertShape(op, "out", opts.out, outShape), ts.push(opts.out);
+  assertSameDType(op, ...ts);
+  const dev = x.dev;
+  const y = opts.out ?? empty(dev, outShape, x.dtype);
+  if (y.numel === 0) return y;
+
+  const K = Cin * KH * KW, HWo = Ho * Wo;
+  const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo);
+  if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
+  const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
+  const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
+  const inPlace = sameRange(opts.residual, y);
+  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
+  const k = dev.kernel("conv2d", conv2dSrc, consts, x.dtype);
+  const bytes = BYTES[x.dtype];
+  // Images are independent: split the batch when x or y exceeds the binding limit.
+  const chunk = chunkItems(op, dev, B, [Cin * H * W * bytes, Cout * HWo * bytes]);
+  const wb = vecBinding(op, w);
+  for (let b0 = 0; b0 < B; b0 += chunk) {
+    const nb = Math.min(chunk, B - b0);
+    const whole = nb === B;
+    const xs = whole ? x : rangeView(x, b0, Cin * H * W, [nb, Cin, H, W]);
+    const ys = whole ? y : rangeView(y, b0, Cout * HWo, [nb, Cout, Ho, Wo]);
+    const rs = opts.residual && !inPlace &&
+      (whole ? opts.residual : rangeView(opts.residual, b0, Cout * HWo, [nb, Cout, Ho, Wo]));
+    const xb = vecBinding(op, xs);
+    const tilesM = Math.ceil(Cout / tile.BM), tilesN = Math.ceil(nb * HWo / tile.BN);
+    const g = tileGrid(tilesM, tilesN);
+    const p = new Params()
+      .u(Cout, Cin, H, W, Wo, HWo, nb * HWo, K)
+      .i(pt, pl)
+      .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags);
+    // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
+    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+  }
+  return y;
+}

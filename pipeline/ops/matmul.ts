@@ -1,0 +1,179 @@
+// Linear layers on the tiled GEMM (shaders/matmul.wgsl), plus the tile choice, grid and binding helpers that
+// conv2d's implicit GEMM shares.
+import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
+import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
+import { empty, Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, assertShape } from "./launch.ts";
+
+/** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
+export interface GemmTile {
+  BM: number;
+  BN: number;
+  TM: number;
+  TN: number;
+}
+export const BK = 16;
+
+// Bigger per-thread blocks do more FMAs per shared-memory load; the smaller tiles keep a big GPU busy when M*N is
+// small and waste less on ragged edges (e.g. 77-token text rows, 3-channel VAE output).
+export const TILES: readonly GemmTile[] = [
+  { BM: 128, BN: 128, TM: 8, TN: 8 },
+  { BM: 64, BN: 64, TM: 8, TN: 8 },
+  { BM: 128, BN: 64, TM: 8, TN: 4 },
+  { BM: 64, BN: 128, TM: 4, TN: 8 },
+  { BM: 64, BN: 64, TM: 4, TN: 4 },
+  { BM: 32, BN: 64, TM: 4, TN: 4 },
+  { BM: 64, BN: 32, TM: 4, TN: 4 },
+  { BM: 16, BN: 128, TM: 4, TN: 4 },
+];
+/** Workgroups that fill a large GPU (e.g. 132 SMs x 2 resident 256-thread groups); a CPU adapter has a few cores. */
+const FILL = 256, FILL_CPU = 4;
+/** Relative speed by outputs per thread (TM * TN). GPU: estimated; llvmpipe: measured (per-invocation overhead
+ *  dominates, so 8x8 blocks run ~1.6x faster than 8x4). */
+const BLOCKING: Record<number, number> = { 64: 1, 32: 0.85, 16: 0.7 };
+const BLOCKING_CPU: Record<number, number> = { 64: 1, 32: 0.62, 16: 0.5 };
+
+export function threads(t: GemmTile): number {
+  return (t.BM / t.TM) * (t.BN / t.TN);
+}
+
+/** Shared memory of one workgroup: two K-tiles of A and B in f32. */
+export function sharedBytes(t: GemmTile): number {
+  return 2 * (t.BM + t.BN) * BK * 4;
+}
+
+/** Tile maximising useful work x occupancy x register blocking for an M x N output, within the device's limits. */
+export function pickTile(dev: Device, M: number, N: number): GemmTile {
+  const L = dev.gpu.limits;
+  let best: GemmTile | null = null, bestScore = -1;
+  for (const t of TILES) {
+    if (sharedBytes(t) > L.maxComputeWorkgroupStorageSize || threads(t) > L.maxComputeInvocationsPerWorkgroup) continue;
+    const tm = Math.ceil(M / t.BM), tn = Math.ceil(N / t.BN);
+    const util = (M * N) / (tm * t.BM * tn * t.BN);
+    const fill = Math.min(1, (tm * tn) / (dev.isFallback ? FILL_CPU : FILL));
+    const blocking = (dev.isFallback ? BLOCKING_CPU : BLOCKING)[t.TM * t.TN] ?? 0.5;
+    const score = util * fill * blocking;
+    if (score > bestScore + 1e-9) best = t, bestScore = score;
+  }
+  if (!best) throw new GpuError(`GEMM: no tile fits this GPU's workgroup limits`);
+  return best;
+}
+
+/**
+ * Grid for tilesM x tilesN workgroups, folded into 2-D past the per-dimension limit (the kernel computes
+ * tile = wid.x + wid.y * gx). The smaller tile count varies fastest, so neighbouring workgroups share the larger
+ * operand's tile.
+ */
+export function tileGrid(tilesM: number, tilesN: number, maxPerDim = gemmHooks.maxGroups || 65535) {
+  const tiles = tilesM * tilesN;
+  const gx = Math.min(tiles, maxPerDim);
+  const gy = Math.ceil(tiles / gx);
+  return { groups: [gx, gy] as [number, number], gx, tiles, mfast: tilesM <= tilesN ? 1 : 0 };
+}
+
+/** Binding for a tensor read as array<vec4<T>>: its size rounded up to whole vec4s so the tail stays reachable. */
+export function vecBinding(op: string, t: Tensor): Binding {
+  const b = t.binding();
+  const v = 4 * BYTES[t.dtype];
+  const size = Math.ceil(b.size / v) * v;
+  if (b.offset % v !== 0 || b.offset + size > b.buffer.size) {
+    throw new GpuError(
+      `${op}: tensor [${t.shape}] cannot be read as vec4 (offset ${b.offset}, buffer ${b.buffer.size})`,
+    );
+  }
+  return { ...b, size };
+}
+
+/** Rows [start, start + count) of `t` seen as [rows, inner], as a view of shape `shape`. (Tensor.view refuses a
+ *  partial range at offset 0, so this builds the view directly.) */
+export function rangeView(t: Tensor, start: number, inner: number, shape: number[]): Tensor {
+  return new Tensor(t.dev, t.buffer, shape, t.dtype, t.offset + start * inner * BYTES[t.dtype]);
+}
+
+/** `residual` and `out` are the same tensor: the kernel then reads y before writing it (one read_write binding). */
+export function sameRange(a: Tensor | undefined, b: Tensor): boolean {
+  return !!a && a.buffer === b.buffer && a.offset === b.offset;
+}
+
+/** Test hooks: a smaller binding limit forces the split path on small tensors (0 = the device's limit); a smaller
+ *  grid limit forces the folded 2-D grid; `tile` overrides pickTile so every variant is checked on small shapes. */
+export const gemmHooks: { maxBinding: number; maxGroups: number; tile: GemmTile | null } = {
+  maxBinding: 0,
+  maxGroups: 0,
+  tile: null,
+};
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * How many leading items (rows or images) one dispatch may bind: every bound range (`itemBytes` per item)
+ * must fit the binding limit and every chunk must start at an aligned offset. Returns `count` when all fits.
+ */
+export function chunkItems(op: string, dev: Device, count: number, itemBytes: number[]): number {
+  const limit = gemmHooks.maxBinding || dev.maxBinding;
+  // vec4 bindings round their size up to 16 bytes.
+  if (itemBytes.every((b) => Math.ceil((count * b) / 16) * 16 <= limit)) return count;
+  const align = Math.max(dev.align, 16);
+  let step = 1;
+  for (const b of itemBytes) {
+    const q = align / gcd(b, align);
+    step = (step * q) / gcd(step, q);
+  }
+  const fit = Math.floor(Math.floor(limit / 16) * 16 / Math.max(...itemBytes));
+  const chunk = Math.floor(fit / step) * step;
+  if (chunk === 0) {
+    throw new GpuError(
+      `${op}: ${step} item(s) of ${Math.max(...itemBytes)} bytes exceed this GPU's maxStorageBufferBindingSize ` +
+        `(${limit}); the work can only be split between whole items (rows/images) at ${align}-byte offsets`,
+    );
+  }
+  return chunk;
+}
+
+/** y[..., N] = x[..., K] @ w[N, K]^T (+ bias[N]) (+ residual[..., N]). w in PyTorch nn.Linear layout [out, in].
+ *  x's rows = x.numel / K (any leading dims; output keeps them). */
+export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: { residual?: Tensor; out?: Tensor } = {}): Tensor {
+  const op = "linear";
+  if (w.shape.length !== 2) throw new GpuError(`${op}: w has shape [${w.shape}], expected [N, K]`);
+  const [N, K] = w.shape;
+  if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== K) {
+    throw new GpuError(`${op}: x has shape [${x.shape}], expected [..., ${K}] to match w [${w.shape}]`);
+  }
+  const outShape = [...x.shape.slice(0, -1), N];
+  const ts = [x, w];
+  if (bias) assertShape(op, "bias", bias, [N]), ts.push(bias);
+  if (opts.residual) assertShape(op, "residual", opts.residual, outShape), ts.push(opts.residual);
+  if (opts.out) assertShape(op, "out", opts.out, outShape), ts.push(opts.out);
+  assertSameDType(op, ...ts);
+  const dev = x.dev;
+  if (K === 0) throw new GpuError(`${op}: K = 0`);
+  const M = x.numel / K;
+  const y = opts.out ?? empty(dev, outShape, x.dtype);
+  if (M === 0 || N === 0) return y;
+
+  const tile = gemmHooks.tile ?? pickTile(dev, M, N);
+  const consts = { ...tile, BK, VEC: K % 4 === 0 };
+  const k = dev.kernel("matmul", matmulSrc, consts, x.dtype);
+  const inPlace = sameRange(opts.residual, y);
+  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
+  const bytes = BYTES[x.dtype];
+  const chunk = chunkItems(op, dev, M, [K * bytes, N * bytes]);
+  const wb = vecBinding(op, w);
+  for (let r0 = 0; r0 < M; r0 += chunk) {
+    const rows = Math.min(chunk, M - r0);
+    const xs = rows === M ? x : rangeView(x, r0, K, [rows, K]);
+    const ys = rows === M ? y : rangeView(y, r0, N, [rows, N]);
+    const rs = opts.residual && !inPlace &&
+      (rows === M ? opts.residual : rangeView(opts.residual, r0, N, [rows, N]));
+    const xb = vecBinding(op, xs);
+    const tilesM = Math.ceil(rows / tile.BM), tilesN = Math.ceil(N / tile.BN);
+    const g = tileGrid(tilesM, tilesN);
+    const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags);
+    // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
+    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+  }
+  return y;
+}

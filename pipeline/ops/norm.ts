@@ -1,0 +1,94 @@
+// GroupNorm (shaders/groupnorm_stats.wgsl + shaders/groupnorm.wgsl) and LayerNorm (shaders/layernorm.wgsl).
+import statsSrc from "../../shaders/groupnorm_stats.wgsl" with { type: "text" };
+import groupNormSrc from "../../shaders/groupnorm.wgsl" with { type: "text" };
+import layerNormSrc from "../../shaders/layernorm.wgsl" with { type: "text" };
+import { GpuError, Params } from "../gpu/device.ts";
+import { empty, type Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, assertShape, grid1d } from "./launch.ts";
+import { vecConsts, vecSource, widthFor } from "./vec.ts";
+
+// GroupNorm splits each group into chunks of about this many storage units (vec4 or scalar), one workgroup each,
+// so that small batches still fill the GPU; at most MAX_CHUNKS per group keeps the merge in pass 2 cheap.
+const CHUNK_UNITS = 1024;
+const MAX_CHUNKS = 256;
+
+function checkOut(op: string, x: Tensor, out?: Tensor): void {
+  if (!out) return;
+  assertShape(op, "out", out, x.shape);
+  assertSameDType(op, x, out);
+  // WebGPU rejects a dispatch that binds one buffer both read-only and writable.
+  if (out.buffer === x.buffer) throw new GpuError(`${op}: out must not share x's buffer (no in-place normalisation)`);
+}
+
+/** PyTorch GroupNorm over x [N, C, ...spatial] (any number of trailing dims incl. none), affine gamma/beta [C];
+ *  optional fused SiLU after the affine (diffusers resnets: norm -> silu). */
+export function groupNorm(
+  x: Tensor,
+  groups: number,
+  gamma: Tensor,
+  beta: Tensor,
+  eps: number,
+  opts: { silu?: boolean; out?: Tensor } = {},
+): Tensor {
+  const op = "groupNorm";
+  if (x.shape.length < 2) throw new GpuError(`${op}: x has shape [${x.shape}], expected [N, C, ...spatial]`);
+  const [N, C] = x.shape;
+  if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0) {
+    throw new GpuError(`${op}: ${C} channels do not split into ${groups} groups`);
+  }
+  assertShape(op, "gamma", gamma, [C]);
+  assertShape(op, "beta", beta, [C]);
+  assertSameDType(op, x, gamma, beta);
+  checkOut(op, x, opts.out);
+  const dev = x.dev;
+  const y = opts.out ?? empty(dev, x.shape, x.dtype);
+  const S = x.numel / (N * C);
+  const cg = C / groups;
+  const ng = N * groups;
+  if (x.numel === 0) return y;
+  if (ng > 65535) throw new GpuError(`${op}: N*groups = ${ng} exceeds 65535 workgroups`);
+  // vec4 needs every vector inside one channel.
+  const w = widthFor(S);
+  const units = (cg * S) / w;
+  const chunks = Math.min(MAX_CHUNKS, Math.ceil(units / CHUNK_UNITS));
+  const chunk = Math.ceil(units / chunks);
+  const part = empty(dev, [ng * chunks * 4], "f32");
+  const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc, w), vecConsts(w), x.dtype);
+  dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [x.binding(), part.binding()], [chunks, ng]);
+  const kn = dev.kernel("groupnorm", vecSource(groupNormSrc, w), vecConsts(w, { SILU: !!opts.silu }), x.dtype);
+  const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(0);
+  dev.dispatch(kn, pn, [x.binding(), part.binding(), gamma.binding(), beta.binding(), y.binding()], [chunks, ng]);
+  part.release();
+  return y;
+}
+
+/** PyTorch LayerNorm over the last dim C of x [..., C], gamma/beta [C]. */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, opts: { out?: Tensor } = {}): Tensor {
+  const op = "layerNorm";
+  if (x.shape.length < 1) throw new GpuError(`${op}: x has shape [${x.shape}], expected [..., C]`);
+  const C = x.shape[x.shape.length - 1];
+  assertShape(op, "gamma", gamma, [C]);
+  assertShape(op, "beta", beta, [C]);
+  assertSameDType(op, x, gamma, beta);
+  checkOut(op, x, opts.out);
+  const dev = x.dev;
+  const y = opts.out ?? empty(dev, x.shape, x.dtype);
+  if (x.numel === 0) return y;
+  const rows = x.numel / C;
+  const w = widthFor(C);
+  const units = C / w;
+  // Small rows: 64 threads; each thread keeps its R units in registers when R is small.
+  const wg = units <= 1024 ? 64 : 256;
+  const R = Math.ceil(units / wg);
+  const cache = R <= 16;
+  const k = dev.kernel(
+    "layernorm",
+    vecSource(layerNormSrc, w),
+    vecConsts(w, { WG: wg, R, CACHE: cache, RC: cache ? R : 1 }),
+    x.dtype,
+  );
+  const { groups } = grid1d(rows, 1);
+  const p = new Params().u(rows, units, groups[0]).f(eps);
+  dev.dispatch(k, p, [x.binding(), gamma.binding(), beta.binding(), y.binding()], groups);
+  return y;
+}

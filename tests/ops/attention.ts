@@ -1,0 +1,187 @@
+import {
+  attention,
+  attentionConfig,
+  type AttentionInternal,
+  type AttentionOpts,
+  attentionWith,
+} from "../../pipeline/ops/attention.ts";
+import type { Device, DType } from "../../pipeline/gpu/device.ts";
+import { DTYPES, quantize, randn, up } from "../util.ts";
+import type { OpCase, PerfCase } from "./types.ts";
+
+/** float64 reference: q [Bq, Nq, H*D], k/v [ceil(Bq/div), Nk, H*D]. */
+function refAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  s: Shape,
+): Float64Array {
+  const { Bq, Nq, Nk, heads, D } = s;
+  const div = s.opts.kvBatchDiv ?? 1, scale = s.opts.scale ?? 1 / Math.sqrt(D);
+  const C = heads * D;
+  const out = new Float64Array(Bq * Nq * C);
+  const p = new Float64Array(Nk);
+  for (let b = 0; b < Bq; b++) {
+    const kb = Math.floor(b / div);
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < Nq; i++) {
+        const qo = (b * Nq + i) * C + h * D;
+        const n = s.opts.causal ? Math.min(i + 1, Nk) : Nk;
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const ko = (kb * Nk + j) * C + h * D;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d];
+          p[j] = dot * scale;
+          m = Math.max(m, p[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += p[j] = Math.exp(p[j] - m);
+        for (let j = 0; j < n; j++) {
+          const vo = (kb * Nk + j) * C + h * D, w = p[j] / sum;
+          for (let d = 0; d < D; d++) out[qo + d] += w * v[vo + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+interface Shape {
+  Bq: number;
+  Nq: number;
+  Nk: number;
+  heads: number;
+  D: number;
+  opts: AttentionOpts;
+  internal?: AttentionInternal;
+  /** Write into a preallocated `out`. */
+  useOut?: boolean;
+  /** Extra text for the case name. */
+  note?: string;
+}
+
+// Every Nq/Nk below is a non-multiple of the query blocks (16/32/64) and key tiles (8/16/32) of the tilings used.
+const shapes: Shape[] = [
+  { Bq: 3, Nq: 37, Nk: 77, heads: 2, D: 4, opts: {} },
+  { Bq: 3, Nq: 100, Nk: 100, heads: 8, D: 8, opts: {} },
+  { Bq: 2, Nq: 70, Nk: 77, heads: 8, D: 40, opts: {} },
+  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 40, opts: {} },
+  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 64, opts: { scale: 0.3 } },
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: {} },
+  { Bq: 3, Nq: 40, Nk: 50, heads: 2, D: 160, opts: {} },
+  { Bq: 3, Nq: 37, Nk: 45, heads: 1, D: 512, opts: {} },
+  // Head dims that are not multiples of 4 (padded vec4 columns).
+  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {} },
+  { Bq: 2, Nq: 19, Nk: 33, heads: 4, D: 1, opts: {} },
+  { Bq: 2, Nq: 1, Nk: 1, heads: 2, D: 8, opts: {}, useOut: true },
+  // Causal (CLIP text encoder: 77 tokens, D = 64).
+  { Bq: 3, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true } },
+  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 64, opts: { causal: true } },
+  { Bq: 2, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { causal: true, scale: 0.5 } },
+  // Cross-frame: frames of a group read their anchor's K/V (Bq not a multiple of kvBatchDiv in the first).
+  { Bq: 5, Nq: 70, Nk: 70, heads: 2, D: 8, opts: { kvBatchDiv: 2 } },
+  { Bq: 6, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { kvBatchDiv: 3 } },
+  { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 } },
+  // Tilings of GPUs with 16 KiB of workgroup memory (head dim split into chunks, key tiles of 8).
+  { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: attentionConfig(40, 16384) }, note: "16K" },
+  { Bq: 3, Nq: 70, Nk: 50, heads: 2, D: 64, opts: {}, internal: { cfg: attentionConfig(64, 16384) }, note: "16K" },
+  { Bq: 2, Nq: 37, Nk: 45, heads: 1, D: 512, opts: {}, internal: { cfg: attentionConfig(512, 16384) }, note: "16K" },
+  {
+    Bq: 2,
+    Nq: 45,
+    Nk: 37,
+    heads: 2,
+    D: 80,
+    opts: { causal: true },
+    internal: { cfg: { BQ: 16, BK: 8, WG: 128, CS: 1, DV: 24, NCH: 1, TCO: 8 } },
+    note: "BK=8",
+  },
+  // Batch split at a small binding limit: 2 q batches per dispatch (within one kvBatchDiv group), then whole groups.
+  { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 3 }, internal: { maxBinding: 2 * 16 * 16 * 4 } },
+  { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
+];
+
+function describe(s: Shape): string {
+  const o = s.opts, i = s.internal;
+  const extra = [
+    o.causal ? "causal" : "",
+    o.kvBatchDiv ? `kvBatchDiv=${o.kvBatchDiv}` : "",
+    o.scale !== undefined ? `scale=${o.scale}` : "",
+    i?.cfg ? `cfg=${i.cfg.BQ}x${i.cfg.BK}/${i.cfg.NCH}ch` : "",
+    i?.maxBinding ? `maxBinding=${i.maxBinding}` : "",
+    s.useOut ? "out" : "",
+    s.note ?? "",
+  ].filter((x) => x).join(" ");
+  return `B=${s.Bq} Nq=${s.Nq} Nk=${s.Nk} heads=${s.heads} D=${s.D}${extra ? " " + extra : ""}`;
+}
+
+function tolFor(dtype: DType) {
+  // f16: output and reference are both rounded to f16, so an element is off by 0 or 1 ulp (|o| < 8: <= 4e-3), and
+  // relL2 stays under 2^-11 even if every element were.
+  return dtype === "f32" ? { maxAbs: 1e-5, relL2: 1e-5 } : { maxAbs: 4e-3, relL2: 5e-4 };
+}
+
+export const cases: OpCase[] = [];
+for (const dtype of DTYPES) {
+  shapes.forEach((s, n) => {
+    cases.push({
+      op: "attention",
+      shape: describe(s),
+      dtype,
+      tol: tolFor(dtype),
+      async run(dev) {
+        const C = s.heads * s.D, Bk = Math.ceil(s.Bq / (s.opts.kvBatchDiv ?? 1));
+        const q = quantize(randn(s.Bq * s.Nq * C, 100 + n), dtype);
+        const k = quantize(randn(Bk * s.Nk * C, 200 + n), dtype);
+        const v = quantize(randn(Bk * s.Nk * C, 300 + n), dtype);
+        const tq = up(dev, q, [s.Bq, s.Nq, C], dtype);
+        const tk = up(dev, k, [Bk, s.Nk, C], dtype), tv = up(dev, v, [Bk, s.Nk, C], dtype);
+        const out = s.useOut ? up(dev, randn(s.Bq * s.Nq * C, 400 + n), [s.Bq, s.Nq, C], dtype) : undefined;
+        const opts = { ...s.opts, out };
+        const y = s.internal
+          ? attentionWith(tq, tk, tv, s.heads, opts, s.internal)
+          : attention(tq, tk, tv, s.heads, opts);
+        if (out && y !== out) throw new Error("attention ignored opts.out");
+        const got = await y.read();
+        tq.release(), tk.release(), tv.release(), y.release();
+        return { got, want: quantize(Float32Array.from(refAttention(q, k, v, s)), dtype) };
+      },
+    });
+  });
+}
+
+/** Uploads random q/k/v for one perf shape and returns the recorded call. */
+function perfSetup(
+  dev: Device,
+  dtype: DType,
+  [Bq, Nq, Nk, heads, D]: number[],
+  opts: AttentionOpts = {},
+): () => void {
+  const C = heads * D, Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
+  const q = up(dev, randn(Bq * Nq * C, 1), [Bq, Nq, C], dtype);
+  const k = up(dev, randn(Bk * Nk * C, 2), [Bk, Nk, C], dtype);
+  const v = up(dev, randn(Bk * Nk * C, 3), [Bk, Nk, C], dtype);
+  const out = up(dev, randn(Bq * Nq * C, 4), [Bq, Nq, C], dtype);
+  return () => attention(q, k, v, heads, { ...opts, out });
+}
+
+function perfCase(op: string, dims: number[], opts: AttentionOpts = {}): PerfCase {
+  const [Bq, Nq, Nk, heads, D] = dims;
+  const Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
+  return {
+    op,
+    shape: `B=${Bq} Nq=${Nq} Nk=${Nk} heads=${heads} D=${D}${opts.kvBatchDiv ? ` kvBatchDiv=${opts.kvBatchDiv}` : ""}`,
+    flops: 4 * Bq * heads * Nq * Nk * D,
+    // f32 bytes of the minimum traffic (q, k, v read once, o written once).
+    bytes: 4 * heads * D * (2 * Bq * Nq + 2 * Bk * Nk),
+    setup: (dev, dtype) => perfSetup(dev, dtype, dims, opts),
+  };
+}
+
+export const perf: PerfCase[] = [
+  // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention, text cross-attention, VAE mid-block.
+  perfCase("attention.self", [2, 4096, 4096, 8, 40]),
+  perfCase("attention.cross", [2, 4096, 77, 8, 40]),
+  perfCase("attention.vae", [1, 4096, 4096, 1, 512]),
+];

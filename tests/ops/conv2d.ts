@@ -1,0 +1,175 @@
+import { conv2d } from "../../pipeline/ops/conv2d.ts";
+import { gemmHooks, type GemmTile, TILES } from "../../pipeline/ops/matmul.ts";
+import type { DType } from "../../pipeline/gpu/device.ts";
+import { DTYPES, quantize, randn, up } from "../util.ts";
+import { gemmTol } from "./matmul.ts";
+import type { OpCase, PerfCase } from "./types.ts";
+
+type Pad = [number, number, number, number];
+
+/** float64 direct convolution (zero padding) + bias + residual over dtype-rounded inputs. */
+function convRef(
+  x: Float32Array,
+  w: Float32Array,
+  [B, Cin, H, W]: number[],
+  [Cout, KH, KW]: number[],
+  stride: number,
+  [pt, pb, pl, pr]: Pad,
+  bias?: Float32Array,
+  res?: Float32Array,
+): Float32Array {
+  const Ho = Math.floor((H + pt + pb - KH) / stride) + 1, Wo = Math.floor((W + pl + pr - KW) / stride) + 1;
+  const y = new Float32Array(B * Cout * Ho * Wo);
+  const acc = new Float64Array(Ho * Wo);
+  for (let b = 0; b < B; b++) {
+    for (let co = 0; co < Cout; co++) {
+      acc.fill(bias ? bias[co] : 0);
+      for (let ci = 0; ci < Cin; ci++) {
+        const xo = (b * Cin + ci) * H * W;
+        for (let ky = 0; ky < KH; ky++) {
+          for (let kx = 0; kx < KW; kx++) {
+            const wv = w[((co * Cin + ci) * KH + ky) * KW + kx];
+            for (let oy = 0; oy < Ho; oy++) {
+              const iy = oy * stride - pt + ky;
+              if (iy < 0 || iy >= H) continue;
+              for (let ox = 0; ox < Wo; ox++) {
+                const ix = ox * stride - pl + kx;
+                if (ix >= 0 && ix < W) acc[oy * Wo + ox] += wv * x[xo + iy * W + ix];
+              }
+            }
+          }
+        }
+      }
+      const yo = (b * Cout + co) * Ho * Wo;
+      for (let i = 0; i < Ho * Wo; i++) y[yo + i] = acc[i] + (res ? res[yo + i] : 0);
+    }
+  }
+  return y;
+}
+
+interface ConvShape {
+  x: [number, number, number, number];
+  Cout: number;
+  k: number;
+  stride?: number;
+  pad?: number | Pad;
+  bias: boolean;
+  res: boolean;
+  tile?: GemmTile;
+  maxBinding?: number;
+  /** Forced workgroups-per-dimension limit (folded grid). */
+  maxGroups?: number;
+  /** residual passed as `out` too (in-place skip connection). */
+  inPlace?: boolean;
+}
+
+function convCase(s: ConvShape, dtype: DType): OpCase {
+  const [B, Cin, H, W] = s.x;
+  const stride = s.stride ?? 1;
+  const pad: Pad = typeof s.pad === "object" ? s.pad : [s.pad ?? 0, s.pad ?? 0, s.pad ?? 0, s.pad ?? 0];
+  const Ho = Math.floor((H + pad[0] + pad[1] - s.k) / stride) + 1,
+    Wo = Math.floor((W + pad[2] + pad[3] - s.k) / stride) + 1;
+  const extras = [
+    `k=${s.k}`,
+    stride !== 1 && `s=${stride}`,
+    `pad=${typeof s.pad === "object" ? `[${s.pad}]` : s.pad ?? 0}`,
+    s.bias && "bias",
+    s.res && (s.inPlace ? "res=out" : "res"),
+    s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
+    s.maxBinding && `split@${s.maxBinding}B`,
+    s.maxGroups && `grid<=${s.maxGroups}`,
+  ].filter(Boolean);
+  return {
+    op: "conv2d",
+    shape: `x=[${s.x}] Cout=${s.Cout} ${extras.join(" ")}`,
+    dtype,
+    tol: gemmTol(dtype),
+    async run(dev) {
+      const K = Cin * s.k * s.k, seed = B * 1000 + Cin * 31 + s.Cout * 7 + H * 3 + W;
+      const x = quantize(randn(B * Cin * H * W, seed), dtype);
+      const w = quantize(randn(s.Cout * K, seed + 1, 1 / Math.sqrt(K)), dtype);
+      const b = s.bias ? quantize(randn(s.Cout, seed + 2, 0.5), dtype) : undefined;
+      const r = s.res ? quantize(randn(B * s.Cout * Ho * Wo, seed + 3), dtype) : undefined;
+      const tx = up(dev, x, s.x, dtype), tw = up(dev, w, [s.Cout, Cin, s.k, s.k], dtype);
+      const tb = b && up(dev, b, [s.Cout], dtype);
+      const tr = r && up(dev, r, [B, s.Cout, Ho, Wo], dtype);
+      gemmHooks.tile = s.tile ?? null;
+      gemmHooks.maxBinding = s.maxBinding ?? 0;
+      gemmHooks.maxGroups = s.maxGroups ?? 0;
+      const before = dev.dispatches;
+      let y;
+      try {
+        y = conv2d(tx, tw, tb, { stride, padding: s.pad, residual: tr, out: s.inPlace ? tr : undefined });
+      } finally {
+        gemmHooks.tile = null;
+        gemmHooks.maxBinding = 0;
+        gemmHooks.maxGroups = 0;
+      }
+      if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
+      const got = await y.read();
+      for (const t of new Set([tx, tw, tb, tr, y])) t?.release();
+      const want = convRef(x, w, s.x, [s.Cout, s.k, s.k], stride, pad, b, r);
+      return { got, want: quantize(want, dtype) };
+    },
+  };
+}
+
+const TILE64: GemmTile = { BM: 64, BN: 64, TM: 4, TN: 4 };
+const shapes: ConvShape[] = [
+  { x: [1, 1, 1, 1], Cout: 1, k: 1, bias: false, res: false },
+  { x: [2, 4, 8, 12], Cout: 5, k: 3, pad: 1, bias: true, res: false }, // UNet conv_in-like, tiny
+  { x: [3, 19, 5, 7], Cout: 33, k: 3, pad: 1, bias: true, res: true }, // odd spatial, batch 3, K = 171
+  { x: [2, 64, 1, 2], Cout: 64, k: 3, pad: 1, bias: true, res: false }, // 1x2: most taps in the padding
+  { x: [2, 16, 13, 11], Cout: 24, k: 3, stride: 2, pad: 1, bias: true, res: false }, // downsample
+  { x: [2, 8, 8, 8], Cout: 12, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false }, // VAE downsample
+  { x: [3, 40, 6, 6], Cout: 24, k: 1, bias: true, res: true }, // 1x1, HW % 4 == 0: direct vec4 loads
+  { x: [2, 7, 5, 7], Cout: 9, k: 1, bias: false, res: true }, // 1x1, HW % 4 != 0: gathered
+  { x: [1, 32, 10, 10], Cout: 4, k: 3, pad: 1, bias: true, res: false }, // conv_out: tiny M
+  { x: [2, 64, 16, 16], Cout: 80, k: 3, pad: 1, bias: true, res: true },
+  { x: [1, 6, 9, 9], Cout: 8, k: 3, pad: 0, bias: false, res: false }, // valid conv
+  { x: [2, 12, 6, 5], Cout: 12, k: 3, pad: 1, bias: true, res: true, inPlace: true },
+  // Folded grid: 2 x 5 tiles of 64x64 on a 4 x 3 grid.
+  { x: [2, 8, 13, 11], Cout: 70, k: 3, pad: 1, bias: true, res: false, tile: TILE64, maxGroups: 4 },
+  // Split into several dispatches by image (binding limit forced down).
+  { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 4096 },
+  { x: [5, 16, 4, 4], Cout: 8, k: 1, bias: false, res: false, maxBinding: 1024 },
+];
+// Every tile variant: gathered 3x3 (K % 4 != 0, strided, asymmetric padding) and direct 1x1.
+for (const tile of TILES) {
+  shapes.push({ x: [3, 5, 9, 11], Cout: 37, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: true, tile });
+  shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
+}
+
+export const cases: OpCase[] = [];
+for (const dtype of DTYPES) for (const s of shapes) cases.push(convCase(s, dtype));
+
+function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1): PerfCase {
+  const pad = k === 3 ? 1 : 0;
+  const Ho = Math.floor((HW + 2 * pad - k) / stride) + 1;
+  return {
+    op: "conv2d",
+    shape: `x=[${B},${Cin},${HW},${HW}] Cout=${Cout} k=${k}${stride > 1 ? ` s=${stride}` : ""}`,
+    flops: 2 * Cout * B * Ho * Ho * Cin * k * k,
+    bytes: (B * Cin * HW * HW + Cout * Cin * k * k + B * Cout * Ho * Ho) * 4,
+    setup(dev, dtype) {
+      const x = up(dev, randn(B * Cin * HW * HW, 1), [B, Cin, HW, HW], dtype);
+      const w = up(dev, randn(Cout * Cin * k * k, 2, 1 / Math.sqrt(Cin * k * k)), [Cout, Cin, k, k], dtype);
+      const b = up(dev, randn(Cout, 3), [Cout], dtype);
+      const y = up(dev, randn(B * Cout * Ho * Ho, 4), [B, Cout, Ho, Ho], dtype);
+      return () => conv2d(x, w, b, { stride, padding: pad, out: y });
+    },
+  };
+}
+
+// SD 1.5 UNet (64x64 latent, batch 2) and VAE decoder (1 image) convolutions.
+export const perf: PerfCase[] = [
+  convPerf(2, 320, 320, 64, 3),
+  convPerf(2, 640, 640, 32, 3),
+  convPerf(2, 1280, 1280, 16, 3),
+  convPerf(2, 1280, 1280, 8, 3),
+  convPerf(2, 320, 320, 64, 3, 2),
+  convPerf(2, 640, 320, 64, 1),
+  convPerf(1, 512, 512, 128, 3),
+  convPerf(1, 256, 256, 256, 3),
+  convPerf(1, 128, 128, 512, 3),
+];

@@ -1,0 +1,145 @@
+import { gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
+import type { DType } from "../../pipeline/gpu/device.ts";
+import { DTYPES, quantize, randn, up } from "../util.ts";
+import type { OpCase, PerfCase } from "./types.ts";
+
+// Inputs scaled like real layers (w ~ 1/sqrt(K)) keep |y| ~ 1, so absolute tolerances mean the same everywhere.
+// f16: output rounding alone is up to 2^-11 relative.
+export function gemmTol(dtype: DType) {
+  return dtype === "f32" ? { maxAbs: 2e-5, relL2: 1e-5 } : { maxAbs: 1e-2, relL2: 1e-3 };
+}
+
+/** float64 y = x @ w^T + bias + res over dtype-rounded inputs. */
+export function linearRef(
+  x: Float32Array,
+  w: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  bias?: Float32Array,
+  res?: Float32Array,
+): Float32Array {
+  const y = new Float32Array(M * N);
+  const w64 = Float64Array.from(w);
+  for (let m = 0; m < M; m++) {
+    const xr = Float64Array.from(x.subarray(m * K, m * K + K));
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      const o = n * K;
+      for (let k = 0; k < K; k++) s += xr[k] * w64[o + k];
+      if (bias) s += bias[n];
+      if (res) s += res[m * N + n];
+      y[m * N + n] = s;
+    }
+  }
+  return y;
+}
+
+interface LinearShape {
+  lead: number[];
+  N: number;
+  K: number;
+  bias: boolean;
+  res: boolean;
+  tile?: GemmTile;
+  maxBinding?: number;
+  /** Forced workgroups-per-dimension limit (folded grid). */
+  maxGroups?: number;
+  /** residual passed as `out` too (y += x @ w^T in place). */
+  inPlace?: boolean;
+}
+
+function linearCase(s: LinearShape, dtype: DType): OpCase {
+  const M = s.lead.reduce((a, b) => a * b, 1);
+  const extras = [
+    s.bias && "bias",
+    s.res && (s.inPlace ? "res=out" : "res"),
+    s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
+  ].filter(Boolean);
+  const split = [s.maxBinding && `split@${s.maxBinding}B`, s.maxGroups && `grid<=${s.maxGroups}`].filter(Boolean);
+  return {
+    op: "linear",
+    shape: `x=[${s.lead},${s.K}] w=[${s.N},${s.K}] ${[...extras, ...split].join(" ")}`.trim(),
+    dtype,
+    tol: gemmTol(dtype),
+    async run(dev) {
+      const seed = M * 7 + s.N * 13 + s.K;
+      const x = quantize(randn(M * s.K, seed), dtype);
+      const w = quantize(randn(s.N * s.K, seed + 1, 1 / Math.sqrt(s.K)), dtype);
+      const b = s.bias ? quantize(randn(s.N, seed + 2, 0.5), dtype) : undefined;
+      const r = s.res ? quantize(randn(M * s.N, seed + 3), dtype) : undefined;
+      const tx = up(dev, x, [...s.lead, s.K], dtype), tw = up(dev, w, [s.N, s.K], dtype);
+      const tb = b && up(dev, b, [s.N], dtype);
+      const tr = r && up(dev, r, [...s.lead, s.N], dtype);
+      gemmHooks.tile = s.tile ?? null;
+      gemmHooks.maxBinding = s.maxBinding ?? 0;
+      gemmHooks.maxGroups = s.maxGroups ?? 0;
+      const before = dev.dispatches;
+      let y;
+      try {
+        y = linear(tx, tw, tb, { residual: tr, out: s.inPlace ? tr : undefined });
+      } finally {
+        gemmHooks.tile = null;
+        gemmHooks.maxBinding = 0;
+        gemmHooks.maxGroups = 0;
+      }
+      if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
+      const got = await y.read();
+      for (const t of new Set([tx, tw, tb, tr, y])) t?.release();
+      return { got, want: quantize(linearRef(x, w, M, s.N, s.K, b, r), dtype) };
+    },
+  };
+}
+
+const shapes: LinearShape[] = [
+  { lead: [1], N: 1, K: 1, bias: false, res: false },
+  { lead: [3, 5], N: 7, K: 17, bias: true, res: false }, // K % 4 != 0: scalar loads
+  { lead: [2, 77], N: 96, K: 64, bias: true, res: true }, // text tokens
+  { lead: [130], N: 70, K: 200, bias: false, res: false }, // K not a multiple of BK
+  { lead: [3, 67], N: 129, K: 333, bias: true, res: true },
+  { lead: [2, 300], N: 320, K: 320, bias: true, res: false },
+  { lead: [4, 9], N: 3, K: 1280, bias: false, res: true }, // long K, tiny N
+  { lead: [2, 33], N: 40, K: 24, bias: true, res: true, inPlace: true },
+  // Folded grid: 5 x 4 tiles of 32x64 on a 7 x 3 grid.
+  { lead: [150], N: 200, K: 20, bias: true, res: false, tile: { BM: 32, BN: 64, TM: 4, TN: 4 }, maxGroups: 7 },
+  // Split into several dispatches by rows (binding limit forced down; chunks start 256-byte aligned).
+  { lead: [37], N: 32, K: 64, bias: true, res: true, maxBinding: 2048 },
+  { lead: [5, 11], N: 64, K: 128, bias: false, res: true, maxBinding: 1024 },
+];
+// Every tile variant on ragged shapes, alternating vec4 and scalar K loads (few variants: compiling dominates).
+for (const [i, tile] of TILES.entries()) {
+  shapes.push(
+    i % 2
+      ? { lead: [2, 45], N: 139, K: 52, bias: true, res: true, tile }
+      : { lead: [149], N: 37, K: 35, bias: true, res: true, tile },
+  );
+}
+
+export const cases: OpCase[] = [];
+for (const dtype of DTYPES) for (const s of shapes) cases.push(linearCase(s, dtype));
+
+function linearPerf(M: number, N: number, K: number): PerfCase {
+  return {
+    op: "linear",
+    shape: `M=${M} N=${N} K=${K}`,
+    flops: 2 * M * N * K,
+    bytes: (M * K + N * K + M * N) * 4,
+    setup(dev, dtype) {
+      const x = up(dev, randn(M * K, 1), [M, K], dtype);
+      const w = up(dev, randn(N * K, 2, 1 / Math.sqrt(K)), [N, K], dtype);
+      const b = up(dev, randn(N, 3), [N], dtype);
+      const y = up(dev, randn(M * N, 4), [M, N], dtype);
+      return () => linear(x, w, b, { out: y });
+    },
+  };
+}
+
+// SD 1.5 at 512x512 (64x64 latent), batch 2 (CFG): attention projections, GEGLU/FF, cross-attn K/V from CLIP.
+export const perf: PerfCase[] = [
+  linearPerf(2 * 4096, 320, 320),
+  linearPerf(2 * 4096, 2560, 320),
+  linearPerf(2 * 4096, 320, 1280),
+  linearPerf(2 * 1024, 640, 640),
+  linearPerf(2 * 77, 320, 768),
+  linearPerf(2 * 77, 1280, 768),
+];
