@@ -11,7 +11,7 @@ import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
 import { encodePrompts, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
-import { ParamError } from "./text2video.ts";
+import { RequestError as ParamError } from "../job_types.ts";
 
 export interface ControlVideoParams {
   prompt: string;

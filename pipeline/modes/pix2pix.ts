@@ -11,7 +11,7 @@ import { EulerAncestral } from "../schedulers/euler_ancestral.ts";
 import { cfgPix2Pix } from "../schedulers/guidance.ts";
 import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
-import { ParamError } from "./text2video.ts";
+import { RequestError as ParamError } from "../job_types.ts";
 
 export interface Pix2PixParams {
   prompt: string;

@@ -17,6 +17,8 @@ import { free } from "../models/layers.ts";
 import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks, scaleStepIndex } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { warpLatents } from "./motion.ts";
+import { blendBackground, type SaliencyFn } from "./smoothing.ts";
+import { RequestError as ParamError } from "../job_types.ts";
 
 export interface Text2VideoParams {
   prompt: string;
@@ -36,6 +38,8 @@ export interface Text2VideoParams {
   /** diffusers' frame_ids: the motion-field index of each output frame (default 0..videoLength-1). The first
    * frame is the anchor; a repeated 0 gives a second, re-noised copy of it (the reference chunking recipe). */
   frameIds?: number[];
+  /** Background smoothing with a salient-object model; `strength` is the original's smooth_bg_strength (0.4). */
+  smoothing?: { saliency: SaliencyFn; strength: number };
 }
 
 export interface Text2VideoResult {
@@ -45,15 +49,11 @@ export interface Text2VideoResult {
   stages?: Record<string, Float32Array | Int32Array>;
 }
 
-export class ParamError extends Error {
-  constructor(readonly field: string, message: string) {
-    super(`${field}: ${message}`);
-    this.name = "ParamError";
-  }
-}
 
 export function resolveT0T1(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
-  const r = { t0: t0 ?? scaleStepIndex(44, steps), t1: t1 ?? scaleStepIndex(47, steps) };
+  // Defaults 44/47 of 50 scaled to the step count, kept inside 0 <= t0 < t1 < steps for short runs.
+  const d1 = Math.min(steps - 1, scaleStepIndex(47, steps));
+  const r = { t0: t0 ?? Math.max(0, Math.min(d1 - 1, scaleStepIndex(44, steps))), t1: t1 ?? d1 };
   if (!Number.isInteger(r.t0) || !Number.isInteger(r.t1) || !(0 <= r.t0 && r.t0 < r.t1 && r.t1 < steps)) {
     throw new ParamError("t0", `need integers 0 <= t0 < t1 < steps (${steps}); got t0=${r.t0}, t1=${r.t1}`);
   }
@@ -129,53 +129,69 @@ export async function text2video(
   await keep("x_1_t0", xT0);
 
   // 3-5. The other frames: warp the anchor's T0 latent by each frame's motion, jump forward to T1.
-  let latents: Tensor;
+  let latentsT1: Tensor;
   if (F > 1) {
     const warped = warpLatents(xT0, frameIds.slice(1), p.motionX, p.motionY);
     const eps = frameNoise(dev, noise, "forward", frameIds.slice(1).map((_, k) => k + 1), [C, h, w], dtype);
     const jumped = ddpmForward(warped, eps, ts[iT0], ts[iT1], sd.scheduler);
     await keep("x_2k_t0", warped);
     await keep("x_2k_t1", jumped);
-    latents = concat([xT1!.view([1, C * h * w]), jumped.view([1, (F - 1) * C * h * w])]).reshape([F, C, h, w]);
+    latentsT1 = concat([xT1!.view([1, C * h * w]), jumped.view([1, (F - 1) * C * h * w])]).reshape([F, C, h, w]);
     free(warped, eps, jumped, xT1!);
   } else {
-    latents = xT1!;
+    latentsT1 = xT1!;
   }
   free(xT0);
 
   // 6-7. Denoise all frames from T1 with cross-frame attention: anchor first (recording K/V), then chunks.
-  for (let i = iT1; i < N; i++) {
-    const t = ts[i];
-    const anchor = new AnchorKV("record", 2);
-    const parts: Tensor[] = [];
-    try {
-      const a = gather0(latents, [0, 0]);
-      parts.push(guided(a, t, { anchor }));
-      free(a);
-      anchor.mode = "use";
-      for (let s = 1; s < F; s += chunk) {
-        const idx = Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k);
-        const b = gather0(latents, [...idx, ...idx]);
-        parts.push(guided(b, t, { anchor }));
-        free(b);
+  const passes = p.smoothing ? 2 : 1;
+  const total = iT0 + passes * (N - iT1);
+  const denoise = async (start: Tensor, pass: number): Promise<Tensor> => {
+    let latents = start;
+    for (let i = iT1; i < N; i++) {
+      const t = ts[i];
+      const anchor = new AnchorKV("record", 2);
+      const parts: Tensor[] = [];
+      try {
+        const a = gather0(latents, [0, 0]);
+        parts.push(guided(a, t, { anchor }));
+        free(a);
+        anchor.mode = "use";
+        for (let s = 1; s < F; s += chunk) {
+          const idx = Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k);
+          const b = gather0(latents, [...idx, ...idx]);
+          parts.push(guided(b, t, { anchor }));
+          free(b);
+        }
+      } finally {
+        anchor.dispose();
       }
-    } finally {
-      anchor.dispose();
+      const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
+      if (parts.length > 1) free(...parts);
+      const { prev, x0 } = sched.step(eps, t, latents);
+      free(eps, x0);
+      if (latents !== start) free(latents);
+      latents = prev;
+      const step = iT0 + pass * (N - iT1) + i - iT1 + 1;
+      await pacer.stepDone({ stage: pass ? "smooth" : "denoise", step, total });
     }
-    const eps = parts.length === 1
-      ? parts[0]
-      : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
-    if (parts.length > 1) free(...parts);
-    const { prev, x0 } = sched.step(eps, t, latents);
-    free(eps, x0, latents);
-    latents = prev;
-    await pacer.stepDone({ stage: "denoise", step: iT0 + i - iT1 + 1, total: iT0 + N - iT1 });
-  }
-  free(context);
-  await keep("final_latents", latents);
+    return latents;
+  };
+  let final = await denoise(latentsT1, 0);
+  let frames = await decodeFrames(sd, final, pacer);
 
-  // 8. Decode.
-  const frames = await decodeFrames(sd, latents, pacer);
-  free(latents);
+  // Background smoothing (SPEC §1.7): blend each frame's background at T1 with the warped anchor background,
+  // using salient-object masks of the first result, then denoise again from T1.
+  if (p.smoothing && F > 1) {
+    const masks = await p.smoothing.saliency(frames, F, p.height, p.width);
+    const blended = await blendBackground(latentsT1, masks, frameIds, p.motionX, p.motionY, p.smoothing.strength);
+    free(final);
+    final = await denoise(blended, 1);
+    free(blended);
+    frames = await decodeFrames(sd, final, pacer);
+  }
+  free(context, latentsT1);
+  await keep("final_latents", final);
+  free(final);
   return { frames, stages: opts.keepStages ? stages : undefined };
 }
