@@ -27,7 +27,9 @@ async function check(dir: string, file: string, make: (cfg: never) => ShapeMap) 
 }
 
 Deno.test("shapes: tiny-sd unet", () => check("tiny-sd/unet", "diffusion_pytorch_model.safetensors", unetShapes));
-Deno.test("shapes: tiny-pix2pix unet", () => check("tiny-pix2pix/unet", "diffusion_pytorch_model.safetensors", unetShapes));
+Deno.test("shapes: tiny-pix2pix unet", () =>
+  check("tiny-pix2pix/unet", "diffusion_pytorch_model.safetensors", unetShapes));
 Deno.test("shapes: tiny-sd vae", () => check("tiny-sd/vae", "diffusion_pytorch_model.safetensors", vaeShapes));
 Deno.test("shapes: tiny-sd text encoder", () => check("tiny-sd/text_encoder", "model.safetensors", clipTextShapes));
-Deno.test("shapes: tiny controlnet", () => check("tiny-controlnet", "diffusion_pytorch_model.safetensors", controlnetShapes));
+Deno.test("shapes: tiny controlnet", () =>
+  check("tiny-controlnet", "diffusion_pytorch_model.safetensors", controlnetShapes));

@@ -22,7 +22,9 @@ Deno.test("smoothing: latentMasks = nearest resize then 5x5 max", () => {
             m = Math.max(m, masks[(f * H + yy * 4) * W + xx * 4]);
           }
         }
-        if (got[(f * h + y) * w + x] !== m) throw new Error(`mask (${f},${y},${x}): ${got[(f * h + y) * w + x]} != ${m}`);
+        if (got[(f * h + y) * w + x] !== m) {
+          throw new Error(`mask (${f},${y},${x}): ${got[(f * h + y) * w + x]} != ${m}`);
+        }
       }
     }
   }

@@ -100,7 +100,11 @@ export function applyConv(
   opts: { stride?: number; padding?: number | [number, number, number, number]; residual?: Tensor } = {},
 ): Tensor {
   const k = c.w.shape[2];
-  return conv2d(x, c.w, c.b, { stride: opts.stride ?? 1, padding: opts.padding ?? (k - 1) / 2, residual: opts.residual });
+  return conv2d(x, c.w, c.b, {
+    stride: opts.stride ?? 1,
+    padding: opts.padding ?? (k - 1) / 2,
+    residual: opts.residual,
+  });
 }
 
 export function applyGroupNorm(n: Norm, x: Tensor, groups: number, eps: number, silu = false): Tensor {

@@ -4,10 +4,11 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Device, DType } from "../gpu/device.ts";
 import { type SchedulerConfig, schedulerConfig } from "../schedulers/config.ts";
-import { loadComponent, loadConfig, type Json } from "../weights/diffusers.ts";
+import { type Json, loadComponent, loadConfig } from "../weights/diffusers.ts";
 import { loadSingleFile } from "../weights/single_file.ts";
-import { ClipTextModel, type ClipTextConfig } from "./clip.ts";
+import { type ClipTextConfig, ClipTextModel } from "./clip.ts";
 import { ControlNet, type ControlNetConfig } from "./controlnet.ts";
+import type { TensorSource } from "./layers.ts";
 import { ClipTokenizer } from "./tokenizer.ts";
 import { UNet, type UNetConfig } from "./unet.ts";
 import { VAE, type VAEConfig } from "./vae.ts";
@@ -20,6 +21,17 @@ export interface LoadSDOptions {
   tokenizerDir?: string;
   /** Prefer this weight variant in diffusers folders (e.g. "fp16"). */
   variant?: string;
+}
+
+/** In-memory parts of a checkpoint (the built-in demo model): configs, weight sources and a ready tokenizer. */
+export interface SDSources {
+  /** What `source` reports (e.g. "demo"). */
+  label: string;
+  tokenizer: ClipTokenizer;
+  textEncoder: { config: Json; weights: TensorSource };
+  unet: { config: Json; weights: TensorSource };
+  vae: { config: Json; weights: TensorSource };
+  scheduler: Json;
 }
 
 export class StableDiffusion {
@@ -61,7 +73,12 @@ export class StableDiffusion {
       }
       const sf = await loadSingleFile(path, { configDir: opts.configDir });
       try {
-        parts.te = await ClipTextModel.load(dev, sf.text_encoder.weights, sf.text_encoder.config as unknown as ClipTextConfig, opts.dtype);
+        parts.te = await ClipTextModel.load(
+          dev,
+          sf.text_encoder.weights,
+          sf.text_encoder.config as unknown as ClipTextConfig,
+          opts.dtype,
+        );
         parts.unet = await UNet.load(dev, sf.unet.weights, sf.unet.config as unknown as UNetConfig, opts.dtype);
         parts.vae = await VAE.load(dev, sf.vae.weights, sf.vae.config as unknown as VAEConfig, opts.dtype);
       } finally {
@@ -76,6 +93,22 @@ export class StableDiffusion {
       const tokenizer = await ClipTokenizer.fromDir(tokDir);
       const sched = schedulerConfig(sf.scheduler, `${path} scheduler`);
       return new StableDiffusion(dev, opts.dtype, path, tokenizer, parts.te, parts.unet, parts.vae, sched);
+    } catch (e) {
+      parts.te?.dispose(), parts.unet?.dispose(), parts.vae?.dispose();
+      throw e;
+    }
+  }
+
+  /** A model from in-memory sources (no files): the same loaders as `load`. */
+  static async fromSources(dev: Device, src: SDSources, dtype: DType): Promise<StableDiffusion> {
+    const parts: { te?: ClipTextModel; unet?: UNet; vae?: VAE } = {};
+    try {
+      const te = src.textEncoder;
+      parts.te = await ClipTextModel.load(dev, te.weights, te.config as unknown as ClipTextConfig, dtype);
+      parts.unet = await UNet.load(dev, src.unet.weights, src.unet.config as unknown as UNetConfig, dtype);
+      parts.vae = await VAE.load(dev, src.vae.weights, src.vae.config as unknown as VAEConfig, dtype);
+      const sched = schedulerConfig(src.scheduler, `${src.label} scheduler`);
+      return new StableDiffusion(dev, dtype, src.label, src.tokenizer, parts.te, parts.unet, parts.vae, sched);
     } catch (e) {
       parts.te?.dispose(), parts.unet?.dispose(), parts.vae?.dispose();
       throw e;

@@ -14,7 +14,17 @@ import {
   type Transformer2D,
   transformer2D,
 } from "./blocks.ts";
-import { applyConv, applyGroupNorm, applyLinear, type Conv, free, type Linear, type Norm, Params, type TensorSource } from "./layers.ts";
+import {
+  applyConv,
+  applyGroupNorm,
+  applyLinear,
+  type Conv,
+  free,
+  type Linear,
+  type Norm,
+  Params,
+  type TensorSource,
+} from "./layers.ts";
 
 export interface UNetConfig {
   in_channels: number;
@@ -104,7 +114,9 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
       const block: DownBlock = { resnets: [], attentions: [] };
       for (let j = 0; j < layers[i]; j++) {
         block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
-        if (hasAttn) block.attentions.push(await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], groups, lin));
+        if (hasAttn) {
+          block.attentions.push(await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], groups, lin));
+        }
       }
       if (i < cfg.down_block_types.length - 1) block.downsample = await p.conv(`${name}.downsamplers.0.conv`);
       this.down.push(block);
@@ -206,7 +218,13 @@ export class UNet extends UNetEncoder<UNetConfig> {
           block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
           if (hasAttn) {
             block.attentions.push(
-              await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], cfg.norm_num_groups, !!cfg.use_linear_projection),
+              await loadTransformer2D(
+                p,
+                `${name}.attentions.${j}`,
+                heads[i],
+                cfg.norm_num_groups,
+                !!cfg.use_linear_projection,
+              ),
             );
           }
         }

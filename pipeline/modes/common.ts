@@ -41,7 +41,7 @@ export class SeededNoise implements NoiseSource {
     h = splitmix32(h ^ Math.imul(frame + 1, 0x27d4eb2d));
     let a = splitmix32(h), b = splitmix32(a), c = splitmix32(b), d = splitmix32(c) | 1;
     const next = () => {
-      const r = Math.imul(((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25)), 9) >>> 0;
+      const r = Math.imul((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25), 9) >>> 0;
       const t = (b << 9) >>> 0;
       c ^= a, d ^= b, b ^= c, a ^= d, c ^= t;
       d = ((d << 11) | (d >>> 21)) >>> 0;
@@ -59,7 +59,14 @@ export class SeededNoise implements NoiseSource {
 }
 
 /** Noise for several frames of one stream, stacked [frames.length, ...shape]. */
-export function frameNoise(dev: Device, noise: NoiseSource, stream: string, frames: number[], shape: number[], dtype: Tensor["dtype"]): Tensor {
+export function frameNoise(
+  dev: Device,
+  noise: NoiseSource,
+  stream: string,
+  frames: number[],
+  shape: number[],
+  dtype: Tensor["dtype"],
+): Tensor {
   const per = shape.reduce((p, d) => p * d, 1);
   const data = new Float32Array(per * frames.length);
   frames.forEach((f, i) => data.set(noise.normal(stream, f, per), i * per));

@@ -44,7 +44,9 @@ export async function controlVideo(
   if (F < 1) throw new ParamError("video", "has no frames");
   if (H % 8 || W % 8) throw new ParamError("video", `control frames must be multiples of 8, got ${W}x${H}`);
   if (control.data.length !== F * 3 * H * W) throw new ParamError("video", "control data does not match its shape");
-  if (!Number.isInteger(p.steps) || p.steps < 1) throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  if (!Number.isInteger(p.steps) || p.steps < 1) {
+    throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  }
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
     throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }

@@ -3,10 +3,16 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { VAE } from "../models/vae.ts";
+import { gather0 } from "../ops/layout.ts";
 import type { Pacer } from "./common.ts";
 
 /** latents [F, C, h, w] -> frames [F, 8h, 8w, 3] in [0, 1]. */
-export async function decodeFrames(sd: StableDiffusion, latents: Tensor, pacer: Pacer, batch = 1): Promise<Float32Array> {
+export async function decodeFrames(
+  sd: StableDiffusion,
+  latents: Tensor,
+  pacer: Pacer,
+  batch = 1,
+): Promise<Float32Array> {
   const [F, , h, w] = latents.shape;
   const per = 8 * h * 8 * w * 3;
   const out = new Float32Array(F * per);
@@ -26,8 +32,5 @@ export async function decodeFrames(sd: StableDiffusion, latents: Tensor, pacer: 
 }
 
 function gatherRows(x: Tensor, start: number, n: number): Tensor {
-  // Local import keeps this module's public surface small.
-  return gather(x, Array.from({ length: n }, (_, k) => start + k));
+  return gather0(x, Array.from({ length: n }, (_, k) => start + k));
 }
-
-import { gather0 as gather } from "../ops/layout.ts";

@@ -41,9 +41,14 @@ export async function pix2pix(
   if (F < 1) throw new ParamError("video", "has no frames");
   if (H % 8 || W % 8) throw new ParamError("video", `frames must be multiples of 8, got ${W}x${H}`);
   if (sd.unet.cfg.in_channels !== 2 * sd.vae.cfg.latent_channels) {
-    throw new ParamError("model", `is not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`);
+    throw new ParamError(
+      "model",
+      `is not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`,
+    );
   }
-  if (!Number.isInteger(p.steps) || p.steps < 1) throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  if (!Number.isInteger(p.steps) || p.steps < 1) {
+    throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+  }
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
     throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }
@@ -68,7 +73,11 @@ export async function pix2pix(
 
   const sched = new EulerAncestral(sd.scheduler);
   const ts = sched.setTimesteps(p.steps);
-  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.prompt, p.negativePrompt ?? "", p.negativePrompt ?? ""]);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [
+    p.prompt,
+    p.negativePrompt ?? "",
+    p.negativePrompt ?? "",
+  ]);
   const all = Array.from({ length: F }, (_, f) => f);
   const z = frameNoise(dev, noise, "latents", all, [C, h, w], dtype);
   let latents = sched.scaleInitNoise(z);

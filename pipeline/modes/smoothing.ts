@@ -55,7 +55,9 @@ export async function blendBackground(
 ): Promise<Tensor> {
   const [F, C, h, w] = xT1.shape;
   const H = h * 8, W = w * 8;
-  if (masks.length !== F * H * W) throw new Error(`saliency masks: expected ${F}x${H}x${W} values, got ${masks.length}`);
+  if (masks.length !== F * H * W) {
+    throw new Error(`saliency masks: expected ${F}x${H}x${W} values, got ${masks.length}`);
+  }
   if (!(a >= 0 && a <= 1)) throw new Error(`smoothing strength must be in [0, 1], got ${a}`);
   const m = latentMasks(masks, F, H, W, h, w);
   const hw = h * w;

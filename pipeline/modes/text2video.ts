@@ -49,7 +49,6 @@ export interface Text2VideoResult {
   stages?: Record<string, Float32Array | Int32Array>;
 }
 
-
 export function resolveT0T1(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
   // Defaults 44/47 of 50 scaled to the step count, kept inside 0 <= t0 < t1 < steps for short runs.
   const d1 = Math.min(steps - 1, scaleStepIndex(47, steps));
@@ -77,7 +76,9 @@ export async function text2video(
   const F = p.videoLength;
   if (!Number.isInteger(F) || F < 1) throw new ParamError("videoLength", `must be a positive integer, got ${F}`);
   checkSize(p.width, p.height);
-  if (!Number.isInteger(p.steps) || p.steps < 2) throw new ParamError("steps", `must be an integer >= 2, got ${p.steps}`);
+  if (!Number.isInteger(p.steps) || p.steps < 2) {
+    throw new ParamError("steps", `must be an integer >= 2, got ${p.steps}`);
+  }
   const { t0, t1 } = resolveT0T1(p.steps, p.t0, p.t1);
   const frameIds = p.frameIds ?? Array.from({ length: F }, (_, i) => i);
   if (frameIds.length !== F) throw new ParamError("frameIds", `needs ${F} entries, got ${frameIds.length}`);

@@ -6,7 +6,16 @@ import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, grid1d } from "./launch.ts";
 import { GpuError } from "../gpu/device.ts";
 
-export const UNARY = { identity: 0, silu: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, exp: 5, clamp01: 6, clamp: 7 } as const;
+export const UNARY = {
+  identity: 0,
+  silu: 1,
+  gelu: 2,
+  quick_gelu: 3,
+  gelu_tanh: 4,
+  exp: 5,
+  clamp01: 6,
+  clamp: 7,
+} as const;
 export type UnaryOp = keyof typeof UNARY;
 
 /** y = f(alpha*x + beta). Writes into `out` when given (WebGPU forbids aliasing it with x). */

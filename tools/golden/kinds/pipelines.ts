@@ -17,7 +17,9 @@ export class RecordedNoise implements NoiseSource {
     if (!s) throw new Error(`recorded noise has no stream "${stream}"`);
     if (count !== s.per) throw new Error(`recorded noise "${stream}": ${count} values asked, rows hold ${s.per}`);
     const row = frame - s.base;
-    if (row < 0 || (row + 1) * s.per > s.data.length) throw new Error(`recorded noise "${stream}" has no frame ${frame}`);
+    if (row < 0 || (row + 1) * s.per > s.data.length) {
+      throw new Error(`recorded noise "${stream}" has no frame ${frame}`);
+    }
     return s.data.slice(row * s.per, (row + 1) * s.per);
   }
 }
@@ -113,13 +115,21 @@ async function controlnetCase(ctx: CaseContext): Promise<CaseOutputs> {
     const control = await ctx.input("control_frames");
     const [F, , H, W] = control.shape;
     const noise = new RecordedNoise({ latents: await stream(ctx, "latents_first_frame") });
-    const r = await controlVideo(sd, cn, { data: control.data, frames: F, height: H, width: W }, {
-      prompt: p.prompt as string,
-      negativePrompt: p.negative_prompt as string,
-      steps: p.num_inference_steps as number,
-      guidanceScale: p.guidance_scale as number,
-      controlScale: p.controlnet_conditioning_scale as number,
-    }, noise, {}, { keepStages: true });
+    const r = await controlVideo(
+      sd,
+      cn,
+      { data: control.data, frames: F, height: H, width: W },
+      {
+        prompt: p.prompt as string,
+        negativePrompt: p.negative_prompt as string,
+        steps: p.num_inference_steps as number,
+        guidanceScale: p.guidance_scale as number,
+        controlScale: p.controlnet_conditioning_scale as number,
+      },
+      noise,
+      {},
+      { keepStages: true },
+    );
     const st = r.stages!;
     const embeds = expandRows(st.prompt_embeds as Float32Array, 2, [...Array(F).fill(0), ...Array(F).fill(1)]);
     return { ...st, prompt_embeds: embeds, frames: r.frames };
@@ -143,13 +153,20 @@ async function pix2pixCase(ctx: CaseContext): Promise<CaseOutputs> {
     for (let i = 0; i < steps.shape[0]; i++) {
       streams[`step${i}`] = { data: steps.data.slice(i * per, (i + 1) * per), per: per / F, base: 0 };
     }
-    const r = await pix2pix(sd, { data: video.data, frames: F, height: H, width: W }, {
-      prompt: p.prompt as string,
-      negativePrompt: p.negative_prompt as string,
-      steps: p.num_inference_steps as number,
-      guidanceScale: p.guidance_scale as number,
-      imageGuidanceScale: p.image_guidance_scale as number,
-    }, new RecordedNoise(streams), {}, { keepStages: true });
+    const r = await pix2pix(
+      sd,
+      { data: video.data, frames: F, height: H, width: W },
+      {
+        prompt: p.prompt as string,
+        negativePrompt: p.negative_prompt as string,
+        steps: p.num_inference_steps as number,
+        guidanceScale: p.guidance_scale as number,
+        imageGuidanceScale: p.image_guidance_scale as number,
+      },
+      new RecordedNoise(streams),
+      {},
+      { keepStages: true },
+    );
     const st = r.stages!;
     const groups = (a: number, b: number, c: number) => [...Array(F).fill(a), ...Array(F).fill(b), ...Array(F).fill(c)];
     const frames = Array.from({ length: F }, (_, f) => f);
