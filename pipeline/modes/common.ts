@@ -4,6 +4,8 @@ import type { Device } from "../gpu/device.ts";
 import { type Tensor, upload } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip.ts";
 import type { ClipTokenizer } from "../models/tokenizer.ts";
+import { AnchorKV, type AttnContext } from "../models/blocks.ts";
+import { concat } from "../ops/layout.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Noise
@@ -139,4 +141,43 @@ export function encodePrompts(tokenizer: ClipTokenizer, encoder: ClipTextModel, 
 /** Scale a default DDIM step index (given for 50 steps) to `steps`, as Text2Video-Zero's t0/t1 are. */
 export function scaleStepIndex(index50: number, steps: number): number {
   return Math.round(index50 * steps / 50);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cross-frame attention over many frames
+
+/**
+ * One model evaluation over frames 0..F-1 whose self-attention reads frame 0's keys/values (in `groups` guidance
+ * groups). When all frames fit in a chunk this is one call with cross-frame attention. Otherwise the anchor (frame 0)
+ * runs first and records its K/V for each of `models` models, and the other frames follow in chunks of
+ * `chunkSize - 1` that attend to the recorded K/V: memory is bounded by the chunk and nothing is computed twice.
+ * `run(rows, attn)` evaluates the frames `rows` (attn[i] for model i) and returns [rows.length, ...].
+ */
+export function framesInChunks(
+  F: number,
+  chunkSize: number | undefined,
+  groups: number,
+  models: number,
+  run: (rows: number[], attn: AttnContext[]) => Tensor,
+): Tensor {
+  const per = Math.max(1, (chunkSize ?? F) - 1);
+  if (per >= F - 1) {
+    return run(Array.from({ length: F }, (_, f) => f), Array(models).fill({ crossFrame: { groups } }));
+  }
+  const anchors = Array.from({ length: models }, () => new AnchorKV("record", groups));
+  const parts: Tensor[] = [];
+  try {
+    parts.push(run([0], anchors.map((anchor) => ({ anchor }))));
+    for (const a of anchors) a.mode = "use";
+    for (let s = 1; s < F; s += per) {
+      const rows = Array.from({ length: Math.min(per, F - s) }, (_, k) => s + k);
+      parts.push(run(rows, anchors.map((anchor) => ({ anchor }))));
+    }
+  } finally {
+    for (const a of anchors) a.dispose();
+  }
+  const shape = [F, ...parts[0].shape.slice(1)];
+  const out = concat(parts.map((e) => e.view([1, e.numel]))).reshape(shape);
+  for (const p of parts) p.release();
+  return out;
 }

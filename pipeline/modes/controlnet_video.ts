@@ -1,15 +1,14 @@
 // ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
-import { type Tensor, upload } from "../gpu/tensor.ts";
-import { AnchorKV } from "../models/blocks.ts";
+import { upload } from "../gpu/tensor.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
-import { concat, gather0 } from "../ops/layout.ts";
+import { gather0 } from "../ops/layout.ts";
 import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
-import { encodePrompts, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
+import { encodePrompts, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { RequestError as ParamError } from "../job_types.ts";
 
@@ -50,7 +49,6 @@ export async function controlVideo(
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
     throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }
-  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
   const h = H / 8, w = W / 8, C = sd.unet.cfg.in_channels;
   const pacer = new Pacer(dev, hooks);
   const stages: Record<string, Float32Array | Int32Array> = {};
@@ -70,32 +68,23 @@ export async function controlVideo(
 
   for (let i = 0; i < ts.length; i++) {
     const t = ts[i];
-    const kvU = new AnchorKV("record", 2), kvC = new AnchorKV("record", 2);
-    const parts: Tensor[] = [];
-    const guided = (rows: number[]) => {
+    const eps = framesInChunks(F, p.chunkSize, 2, 2, (rows, [attnU, attnC]) => {
       const sample = gather0(latents, [...rows, ...rows]);
       const c = gather0(cond, [...rows, ...rows]);
-      const r = cn.forward({ sample, timesteps: [t], context, cond: c, scale: p.controlScale, attn: { anchor: kvC } });
+      const r = cn.forward({ sample, timesteps: [t], context, cond: c, scale: p.controlScale, attn: attnC });
       const e = sd.unet.forward({
         sample,
         timesteps: [t],
         context,
         downResiduals: r.down,
         midResidual: r.mid,
-        attn: { anchor: kvU },
+        attn: attnU,
       });
-      parts.push(cfg(e, p.guidanceScale));
-      free(sample, c, e, ...r.down, r.mid);
-    };
-    try {
-      guided([0]);
-      kvU.mode = kvC.mode = "use";
-      for (let s = 1; s < F; s += chunk) guided(Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k));
-    } finally {
-      kvU.dispose(), kvC.dispose();
-    }
-    const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
-    if (parts.length > 1) free(...parts);
+      free(sample, c, ...r.down, r.mid);
+      const g = cfg(e, p.guidanceScale);
+      free(e);
+      return g;
+    });
     const { prev, x0 } = sched.step(eps, t, latents);
     free(eps, x0, latents);
     latents = prev;

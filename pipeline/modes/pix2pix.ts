@@ -2,14 +2,13 @@
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
 import { type Tensor, upload } from "../gpu/tensor.ts";
-import { AnchorKV } from "../models/blocks.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { unary } from "../ops/elementwise.ts";
 import { concat, gather0 } from "../ops/layout.ts";
 import { EulerAncestral } from "../schedulers/euler_ancestral.ts";
 import { cfgPix2Pix } from "../schedulers/guidance.ts";
-import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
+import { encodePrompts, frameNoise, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { RequestError as ParamError } from "../job_types.ts";
 
@@ -52,7 +51,6 @@ export async function pix2pix(
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
     throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }
-  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
   const h = H / 8, w = W / 8, C = sd.vae.cfg.latent_channels;
   const pacer = new Pacer(dev, hooks);
   const stages: Record<string, Float32Array | Int32Array> = {};
@@ -92,26 +90,17 @@ export async function pix2pix(
 
   for (let i = 0; i < ts.length; i++) {
     const t = ts[i];
-    const kv = new AnchorKV("record", 3);
-    const parts: Tensor[] = [];
-    const guided = (rows: number[]) => {
+    const eps = framesInChunks(F, p.chunkSize, 3, 1, (rows, [attn]) => {
       const x3 = gather0(latents, [...rows, ...rows, ...rows]);
       const scaled = sched.scaleModelInput(x3, i);
       const img = gather0(imgLat, [...rows, ...rows, ...rows.map(() => F)]);
       const sample = concat([scaled, img]);
-      const e = sd.unet.forward({ sample, timesteps: [t], context, attn: { anchor: kv } });
-      parts.push(cfgPix2Pix(e, p.guidanceScale, p.imageGuidanceScale));
-      free(x3, scaled, img, sample, e);
-    };
-    try {
-      guided([0]);
-      kv.mode = "use";
-      for (let s = 1; s < F; s += chunk) guided(Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k));
-    } finally {
-      kv.dispose();
-    }
-    const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
-    if (parts.length > 1) free(...parts);
+      const e = sd.unet.forward({ sample, timesteps: [t], context, attn });
+      free(x3, scaled, img, sample);
+      const g = cfgPix2Pix(e, p.guidanceScale, p.imageGuidanceScale);
+      free(e);
+      return g;
+    });
     const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
     const next = sched.step(eps, i, latents, stepNoise);
     free(eps, stepNoise, latents);

@@ -4,17 +4,25 @@
 // Long videos, done right: every denoising step first runs the anchor (frame 0, one sample per guidance group) and
 // records its self-attention keys/values; the other frames then run in chunks that attend to those recorded K/V.
 // Memory is bounded by the chunk size, no frame is computed twice, and the frames do not depend on the chunking
-// (noise is addressed by global frame index). Unchunked is the same loop with one chunk.
+// (noise is addressed by global frame index). When all frames fit in one chunk they run in one call instead.
 import type { Tensor } from "../gpu/tensor.ts";
 import { upload } from "../gpu/tensor.ts";
-import { AnchorKV, type AttnContext } from "../models/blocks.ts";
+import type { AttnContext } from "../models/blocks.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { DDIM } from "../schedulers/ddim.ts";
 import { ddpmForward } from "../schedulers/ddpm_forward.ts";
 import { cfg } from "../schedulers/guidance.ts";
 import { concat, gather0 } from "../ops/layout.ts";
 import { free } from "../models/layers.ts";
-import { encodePrompts, frameNoise, type NoiseSource, Pacer, type RunHooks, scaleStepIndex } from "./common.ts";
+import {
+  encodePrompts,
+  frameNoise,
+  framesInChunks,
+  type NoiseSource,
+  Pacer,
+  type RunHooks,
+  scaleStepIndex,
+} from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { warpLatents } from "./motion.ts";
 import { blendBackground, type SaliencyFn } from "./smoothing.ts";
@@ -82,7 +90,6 @@ export async function text2video(
   const { t0, t1 } = resolveT0T1(p.steps, p.t0, p.t1);
   const frameIds = p.frameIds ?? Array.from({ length: F }, (_, i) => i);
   if (frameIds.length !== F) throw new ParamError("frameIds", `needs ${F} entries, got ${frameIds.length}`);
-  const chunk = Math.max(1, (p.chunkSize ?? F) - 1);
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
     throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }
@@ -151,24 +158,12 @@ export async function text2video(
     let latents = start;
     for (let i = iT1; i < N; i++) {
       const t = ts[i];
-      const anchor = new AnchorKV("record", 2);
-      const parts: Tensor[] = [];
-      try {
-        const a = gather0(latents, [0, 0]);
-        parts.push(guided(a, t, { anchor }));
-        free(a);
-        anchor.mode = "use";
-        for (let s = 1; s < F; s += chunk) {
-          const idx = Array.from({ length: Math.min(chunk, F - s) }, (_, k) => s + k);
-          const b = gather0(latents, [...idx, ...idx]);
-          parts.push(guided(b, t, { anchor }));
-          free(b);
-        }
-      } finally {
-        anchor.dispose();
-      }
-      const eps = parts.length === 1 ? parts[0] : concat(parts.map((e) => e.view([1, e.numel]))).reshape([F, C, h, w]);
-      if (parts.length > 1) free(...parts);
+      const eps = framesInChunks(F, p.chunkSize, 2, 1, (rows, [attn]) => {
+        const b = gather0(latents, [...rows, ...rows]);
+        const e = guided(b, t, attn);
+        free(b);
+        return e;
+      });
       const { prev, x0 } = sched.step(eps, t, latents);
       free(eps, x0);
       if (latents !== start) free(latents);

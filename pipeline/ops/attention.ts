@@ -138,23 +138,18 @@ function checkConfig(c: AttentionConfig, D: number): void {
 }
 
 /** Batches [start, start+count) as a view (Tensor.slice0 rejects a leading sub-range at offset 0). */
-function rows(t: Tensor, start: number, count: number): Tensor {
+function batches(t: Tensor, start: number, count: number): Tensor {
   const inner = t.numel / t.shape[0];
   return new Tensor(t.dev, t.buffer, [count, ...t.shape.slice(1)], t.dtype, t.offset + start * inner * BYTES[t.dtype]);
 }
 
+/** Production tilings by head dim and workgroup-memory budget. */
 const configs = new Map<string, AttentionConfig>();
 
 /** q [Bq, Nq, heads*D], k/v [Bk, Nk, heads*D] (row-major tokens, heads interleaved as in PyTorch's
  *  view(B, N, heads, D)); returns softmax(q k^T * scale) v per head as [Bq, Nq, heads*D]. Bk = ceil(Bq / kvBatchDiv). */
 export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOpts = {}): Tensor {
-  const C = q.shape[2];
-  const D = Number.isInteger(heads) && heads > 0 ? C / heads : NaN;
-  const budget = Math.min(SHARED_CAP, q.dev.gpu.limits.maxComputeWorkgroupStorageSize);
-  const key = `${D}|${budget}`;
-  let cfg = configs.get(key);
-  if (!cfg && Number.isInteger(D)) configs.set(key, cfg = attentionConfig(D, budget));
-  return attentionWith(q, k, v, heads, opts, { cfg });
+  return attentionWith(q, k, v, heads, opts);
 }
 
 /** Overrides for tests: an explicit tiling, or a smaller binding limit to exercise the batch split. */
@@ -187,13 +182,16 @@ export function attentionWith(
   const Nk = k.shape[1];
   assertShape(op, "v", v, [Bk, Nk, C]);
   if (Nk < 1) throw new GpuError(`${op}: k has no tokens ([${k.shape}])`);
-  const out = opts.out ?? empty(q.dev, q.shape, q.dtype);
-  if (opts.out) assertShape(op, "out", out, [Bq, Nq, C]);
-  if (Bq === 0 || Nq === 0) return out;
-  const c = internal.cfg ?? attentionConfig(D);
-  checkConfig(c, D);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  if (opts.out) assertShape(op, "out", opts.out, [Bq, Nq, C]);
   const dev = q.dev;
+  const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const key = `${D}|${budget}`;
+  let c = internal.cfg ?? configs.get(key);
+  if (!c) configs.set(key, c = attentionConfig(D, budget));
+  checkConfig(c, D);
+  const out = opts.out ?? empty(dev, q.shape, q.dtype);
+  if (Bq === 0 || Nq === 0) return out;
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
   const { kind, ...consts } = c;
   const kernel = kind === "rows"
     ? dev.kernel(op, attentionSrc, { D, ...consts }, q.dtype)
@@ -218,8 +216,8 @@ export function attentionWith(
     if (groups < 1) nb = Math.min(nb, (Math.floor(b0 / div) + 1) * div - b0);
     const kb0 = Math.floor(b0 / div), nkb = Math.floor((b0 + nb - 1) / div) - kb0 + 1;
     const whole = nb === Bq;
-    const qs = whole ? q : rows(q, b0, nb), os = whole ? out : rows(out, b0, nb);
-    const ks = whole ? k : rows(k, kb0, nkb), vs = whole ? v : rows(v, kb0, nkb);
+    const qs = whole ? q : batches(q, b0, nb), os = whole ? out : batches(out, b0, nb);
+    const ks = whole ? k : batches(k, kb0, nkb), vs = whole ? v : batches(v, kb0, nkb);
     dev.dispatch(kernel, params, [qs.binding(), ks.binding(), vs.binding(), os.binding()], [qBlocks, heads, nb]);
     b0 += nb;
   }

@@ -50,7 +50,7 @@ export function conv2d(
   const k = dev.kernel("conv2d", conv2dSrc, consts, x.dtype);
   const bytes = BYTES[x.dtype];
   // Images are independent: split the batch when x or y exceeds the binding limit.
-  const chunk = chunkItems(op, dev, B, [Cin * H * W * bytes, Cout * HWo * bytes]);
+  const chunk = chunkItems(op, dev, "images", B, [Cin * H * W * bytes, Cout * HWo * bytes]);
   const wb = vecBinding(op, w);
   for (let b0 = 0; b0 < B; b0 += chunk) {
     const nb = Math.min(chunk, B - b0);

@@ -112,7 +112,7 @@ function gcd(a: number, b: number): number {
  * How many leading items (rows or images) one dispatch may bind: every bound range (`itemBytes` per item)
  * must fit the binding limit and every chunk must start at an aligned offset. Returns `count` when all fits.
  */
-export function chunkItems(op: string, dev: Device, count: number, itemBytes: number[]): number {
+export function chunkItems(op: string, dev: Device, what: string, count: number, itemBytes: number[]): number {
   const limit = gemmHooks.maxBinding || dev.maxBinding;
   // vec4 bindings round their size up to 16 bytes.
   if (itemBytes.every((b) => Math.ceil((count * b) / 16) * 16 <= limit)) return count;
@@ -126,8 +126,8 @@ export function chunkItems(op: string, dev: Device, count: number, itemBytes: nu
   const chunk = Math.floor(fit / step) * step;
   if (chunk === 0) {
     throw new GpuError(
-      `${op}: ${step} item(s) of ${Math.max(...itemBytes)} bytes exceed this GPU's maxStorageBufferBindingSize ` +
-        `(${limit}); the work can only be split between whole items (rows/images) at ${align}-byte offsets`,
+      `${op}: ${step} ${what} of ${Math.max(...itemBytes)} bytes exceed this GPU's maxStorageBufferBindingSize ` +
+        `(${limit}) and the work can only be split between whole ${what} at ${align}-byte offsets`,
     );
   }
   return chunk;
@@ -160,7 +160,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: { residual?: T
   const inPlace = sameRange(opts.residual, y);
   const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
   const bytes = BYTES[x.dtype];
-  const chunk = chunkItems(op, dev, M, [K * bytes, N * bytes]);
+  const chunk = chunkItems(op, dev, "rows", M, [K * bytes, N * bytes]);
   const wb = vecBinding(op, w);
   for (let r0 = 0; r0 < M; r0 += chunk) {
     const rows = Math.min(chunk, M - r0);

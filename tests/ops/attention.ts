@@ -1,9 +1,11 @@
 import {
   attention,
-  attentionConfig,
+  type AttentionConfig,
   type AttentionInternal,
   type AttentionOpts,
   attentionWith,
+  rowsConfig,
+  tiledConfig,
 } from "../../pipeline/ops/attention.ts";
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
@@ -57,16 +59,16 @@ interface Shape {
   internal?: AttentionInternal;
   /** Write into a preallocated `out`. */
   useOut?: boolean;
-  /** Extra text for the case name. */
-  note?: string;
 }
 
-// Every Nq/Nk below is a non-multiple of the query blocks (16/32/64) and key tiles (8/16/32) of the tilings used.
+// Every Nq/Nk below (but the 1-token and batch-split cases) is a non-multiple of the query blocks (16/32/64/128) and key tiles
+// (8/16/32) of the tilings used. Without `internal` a case runs the production tiling: rows kernel up to D = 160,
+// tiled kernel above.
 const shapes: Shape[] = [
   { Bq: 3, Nq: 37, Nk: 77, heads: 2, D: 4, opts: {} },
   { Bq: 3, Nq: 100, Nk: 100, heads: 8, D: 8, opts: {} },
   { Bq: 2, Nq: 70, Nk: 77, heads: 8, D: 40, opts: {} },
-  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 40, opts: {} },
+  { Bq: 3, Nq: 150, Nk: 150, heads: 2, D: 40, opts: {} },
   { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 64, opts: { scale: 0.3 } },
   { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: {} },
   { Bq: 3, Nq: 40, Nk: 50, heads: 2, D: 160, opts: {} },
@@ -78,15 +80,21 @@ const shapes: Shape[] = [
   // Causal (CLIP text encoder: 77 tokens, D = 64).
   { Bq: 3, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true } },
   { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 64, opts: { causal: true } },
-  { Bq: 2, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { causal: true, scale: 0.5 } },
+  { Bq: 2, Nq: 150, Nk: 150, heads: 2, D: 40, opts: { causal: true, scale: 0.5 } },
   // Cross-frame: frames of a group read their anchor's K/V (Bq not a multiple of kvBatchDiv in the first).
-  { Bq: 5, Nq: 70, Nk: 70, heads: 2, D: 8, opts: { kvBatchDiv: 2 } },
+  { Bq: 5, Nq: 140, Nk: 140, heads: 2, D: 8, opts: { kvBatchDiv: 2 } },
   { Bq: 6, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { kvBatchDiv: 3 } },
   { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 } },
-  // Tilings of GPUs with 16 KiB of workgroup memory (head dim split into chunks, key tiles of 8).
-  { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: attentionConfig(40, 16384) }, note: "16K" },
-  { Bq: 3, Nq: 70, Nk: 50, heads: 2, D: 64, opts: {}, internal: { cfg: attentionConfig(64, 16384) }, note: "16K" },
-  { Bq: 2, Nq: 37, Nk: 45, heads: 1, D: 512, opts: {}, internal: { cfg: attentionConfig(512, 16384) }, note: "16K" },
+  // Rows kernel at the tilings of GPUs with 16 KiB of workgroup memory (key tiles of 8).
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { causal: true }, internal: { cfg: rowsConfig(80, 16384) } },
+  { Bq: 3, Nq: 40, Nk: 50, heads: 2, D: 160, opts: { kvBatchDiv: 2 }, internal: { cfg: rowsConfig(160, 16384) } },
+  // Tiled kernel (production: D > 160) at small head dims and 16 KiB tilings (head dim split into chunks).
+  { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: tiledConfig(40) } },
+  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {}, internal: { cfg: tiledConfig(6) } },
+  { Bq: 3, Nq: 70, Nk: 50, heads: 2, D: 64, opts: { scale: 0.3 }, internal: { cfg: tiledConfig(64, 16384) } },
+  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 80, opts: { causal: true }, internal: { cfg: tiledConfig(80) } },
+  { Bq: 6, Nq: 40, Nk: 50, heads: 2, D: 160, opts: { kvBatchDiv: 3 }, internal: { cfg: tiledConfig(160) } },
+  { Bq: 2, Nq: 37, Nk: 45, heads: 1, D: 512, opts: {}, internal: { cfg: tiledConfig(512, 16384) } },
   {
     Bq: 2,
     Nq: 45,
@@ -94,13 +102,16 @@ const shapes: Shape[] = [
     heads: 2,
     D: 80,
     opts: { causal: true },
-    internal: { cfg: { BQ: 16, BK: 8, WG: 128, CS: 1, DV: 24, NCH: 1, TCO: 8 } },
-    note: "BK=8",
+    internal: { cfg: { kind: "tiled", BQ: 16, BK: 8, WG: 128, CS: 1, DV: 24, NCH: 1, TCO: 8 } },
   },
   // Batch split at a small binding limit: 2 q batches per dispatch (within one kvBatchDiv group), then whole groups.
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 3 }, internal: { maxBinding: 2 * 16 * 16 * 4 } },
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
 ];
+
+function cfgText(c: AttentionConfig): string {
+  return c.kind === "rows" ? `rows TPR=${c.TPR} BK=${c.BK}` : `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
+}
 
 function describe(s: Shape): string {
   const o = s.opts, i = s.internal;
@@ -108,10 +119,9 @@ function describe(s: Shape): string {
     o.causal ? "causal" : "",
     o.kvBatchDiv ? `kvBatchDiv=${o.kvBatchDiv}` : "",
     o.scale !== undefined ? `scale=${o.scale}` : "",
-    i?.cfg ? `cfg=${i.cfg.BQ}x${i.cfg.BK}/${i.cfg.NCH}ch` : "",
+    i?.cfg ? cfgText(i.cfg) : "",
     i?.maxBinding ? `maxBinding=${i.maxBinding}` : "",
     s.useOut ? "out" : "",
-    s.note ?? "",
   ].filter((x) => x).join(" ");
   return `B=${s.Bq} Nq=${s.Nq} Nk=${s.Nk} heads=${s.heads} D=${s.D}${extra ? " " + extra : ""}`;
 }

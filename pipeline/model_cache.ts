@@ -1,0 +1,189 @@
+// Loaded models shared between modes and jobs: each (model, dtype) is loaded once, lent out to jobs, and evicted
+// least-recently-used when the GPU bytes of the idle ones exceed a budget. Concurrent requests for the same model
+// share one load. A model lent to a job is never disposed under it.
+import { resolve } from "node:path";
+import type { Device, DType } from "./gpu/device.ts";
+import type { ControlNet } from "./models/controlnet.ts";
+import { loadControlNet, StableDiffusion } from "./models/sd.ts";
+import { loadDemoControlNet, loadDemoSD } from "../fixtures/demo_model.ts";
+
+/** Where a Stable Diffusion checkpoint comes from (after hub resolution). */
+export type SDSpec =
+  | { kind: "demo"; variant: "sd" | "pix2pix" }
+  | { kind: "diffusers"; dir: string; variant?: string }
+  | { kind: "single_file"; path: string; configDir?: string; variant?: string };
+
+/** Where a ControlNet comes from: a folder with config.json + weights, or the demo one. */
+export type ControlNetSpec = { kind: "demo" } | { kind: "dir"; dir: string };
+
+export interface Lease<T> {
+  readonly model: T;
+  /** Hands the model back (idempotent); it stays cached until evicted. */
+  release(): void;
+}
+
+export interface ModelCacheOptions {
+  /** GPU bytes the cache may keep; idle models beyond this are disposed, oldest use first. Default: no limit. */
+  maxBytes?: number;
+}
+
+export interface CacheEntryInfo {
+  key: string;
+  bytes: number;
+  inUse: number;
+}
+
+type Model = StableDiffusion | ControlNet;
+
+interface Entry {
+  key: string;
+  load: Promise<Model>;
+  model: Model | null;
+  bytes: number;
+  refs: number;
+  lastUse: number;
+}
+
+function bytesOf(m: Model): number {
+  return m instanceof StableDiffusion ? m.bytes : m.params.bytes;
+}
+
+export function sdKey(spec: SDSpec, dtype: DType): string {
+  switch (spec.kind) {
+    case "demo":
+      return `demo:${spec.variant}|${dtype}`;
+    case "diffusers":
+      return `diffusers:${resolve(spec.dir)}|${spec.variant ?? ""}|${dtype}`;
+    case "single_file":
+      return `single_file:${resolve(spec.path)}|${spec.configDir ? resolve(spec.configDir) : ""}|${
+        spec.variant ?? ""
+      }|${dtype}`;
+  }
+}
+
+export function controlNetKey(spec: ControlNetSpec, dtype: DType): string {
+  return spec.kind === "demo" ? `controlnet:demo|${dtype}` : `controlnet:${resolve(spec.dir)}|${dtype}`;
+}
+
+export class ModelCache {
+  private entries = new Map<string, Entry>();
+  private clock = 0;
+  private disposed = false;
+  maxBytes: number;
+  /** Loads started (for tests and logs). */
+  loads = 0;
+
+  constructor(readonly dev: Device, opts: ModelCacheOptions = {}) {
+    this.maxBytes = opts.maxBytes ?? Infinity;
+  }
+
+  /** GPU bytes of the loaded models. */
+  get bytes(): number {
+    let n = 0;
+    for (const e of this.entries.values()) n += e.bytes;
+    return n;
+  }
+
+  info(): CacheEntryInfo[] {
+    return [...this.entries.values()].filter((e) => e.model).map((e) => ({
+      key: e.key,
+      bytes: e.bytes,
+      inUse: e.refs,
+    }));
+  }
+
+  has(key: string): boolean {
+    return this.entries.get(key)?.model != null;
+  }
+
+  stableDiffusion(spec: SDSpec, dtype: DType): Promise<Lease<StableDiffusion>> {
+    return this.acquire(sdKey(spec, dtype), () => {
+      switch (spec.kind) {
+        case "demo":
+          return loadDemoSD(this.dev, spec.variant, dtype);
+        case "diffusers":
+          return StableDiffusion.load(this.dev, spec.dir, { dtype, variant: spec.variant });
+        case "single_file":
+          return StableDiffusion.load(this.dev, spec.path, {
+            dtype,
+            configDir: spec.configDir,
+            variant: spec.variant,
+          });
+      }
+    }) as Promise<Lease<StableDiffusion>>;
+  }
+
+  controlNet(spec: ControlNetSpec, dtype: DType): Promise<Lease<ControlNet>> {
+    return this.acquire(
+      controlNetKey(spec, dtype),
+      () => spec.kind === "demo" ? loadDemoControlNet(this.dev, dtype) : loadControlNet(this.dev, spec.dir, dtype),
+    ) as Promise<Lease<ControlNet>>;
+  }
+
+  private async acquire(key: string, load: () => Promise<Model>): Promise<Lease<Model>> {
+    if (this.disposed) throw new Error("ModelCache: used after dispose()");
+    let e = this.entries.get(key);
+    if (!e) {
+      this.loads++;
+      const entry: Entry = { key, load: load(), model: null, bytes: 0, refs: 0, lastUse: 0 };
+      e = entry;
+      this.entries.set(key, entry);
+      entry.load.then((m) => {
+        entry.model = m;
+        entry.bytes = bytesOf(m);
+      }, () => {
+        // A failed load is forgotten, so the next request tries again.
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      });
+    }
+    e.refs++;
+    let model: Model;
+    try {
+      model = await e.load;
+    } catch (err) {
+      e.refs--;
+      throw err;
+    }
+    e.model ??= model;
+    e.bytes = bytesOf(model);
+    e.lastUse = ++this.clock;
+    const entry = e;
+    let released = false;
+    this.evict();
+    return {
+      model,
+      release: () => {
+        if (released) return;
+        released = true;
+        entry.refs--;
+        entry.lastUse = ++this.clock;
+        if (this.disposed && entry.refs === 0) model.dispose();
+        else this.evict();
+      },
+    };
+  }
+
+  /** Disposes idle models, least recently used first, until the cache fits maxBytes (or only lent ones remain). */
+  evict(): void {
+    let total = this.bytes;
+    if (total <= this.maxBytes) return;
+    const idle = [...this.entries.values()].filter((e) => e.model && e.refs === 0).sort((a, b) =>
+      a.lastUse - b.lastUse
+    );
+    for (const e of idle) {
+      if (total <= this.maxBytes) break;
+      this.entries.delete(e.key);
+      total -= e.bytes;
+      e.model!.dispose();
+    }
+  }
+
+  /** Disposes every idle model now, and lent ones when they are released. */
+  dispose(): void {
+    this.disposed = true;
+    for (const e of this.entries.values()) {
+      if (e.model && e.refs === 0) e.model.dispose();
+    }
+    this.entries.clear();
+  }
+}
