@@ -41,3 +41,11 @@ for (const precision of ["f32", "f16"] as const) {
     });
   }
 }
+
+Deno.test("golden: the chunking recipe's frame ids (for sets that give only chunk_size)", async () => {
+  const { recipeChunks } = await import("../tools/golden/kinds/pipelines.ts");
+  const got = JSON.stringify(recipeChunks(6, 4));
+  if (got !== JSON.stringify([[0, 0, 1, 2], [0, 3, 4, 5]])) throw new Error(`recipeChunks(6, 4) = ${got}`);
+  const eight = JSON.stringify(recipeChunks(8, 8));
+  if (eight !== JSON.stringify([[0, 0, 1, 2, 3, 4, 5, 6], [0, 7]])) throw new Error(`recipeChunks(8, 8) = ${eight}`);
+});

@@ -72,7 +72,10 @@ async function text2videoCase(ctx: CaseContext): Promise<CaseOutputs> {
 async function text2videoChunkedCase(ctx: CaseContext): Promise<CaseOutputs> {
   const sd = await loadSD(ctx);
   try {
-    const chunks = ctx.c.params.chunk_frame_ids as number[][];
+    const chunks = (ctx.c.params.chunk_frame_ids as number[][] | undefined) ?? recipeChunks(
+      ctx.c.params.video_length as number,
+      ctx.c.params.chunk_size as number,
+    );
     const latents = await stream(ctx, "latents");
     const out: CaseOutputs = {};
     const frames: Float32Array[] = [], finals: Float32Array[] = [];
@@ -92,6 +95,13 @@ async function text2videoChunkedCase(ctx: CaseContext): Promise<CaseOutputs> {
   } finally {
     sd.dispose();
   }
+}
+
+/** The recipe's chunks: starts arange(0, F, chunk_size - 1), each [0] + range(start, next start or F). */
+export function recipeChunks(F: number, chunkSize: number): number[][] {
+  const starts: number[] = [];
+  for (let s = 0; s < F; s += chunkSize - 1) starts.push(s);
+  return starts.map((s, i) => [0, ...Array.from({ length: (starts[i + 1] ?? F) - s }, (_, k) => s + k)]);
 }
 
 export function concatF32(parts: Float32Array[]): Float32Array {
