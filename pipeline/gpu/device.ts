@@ -90,12 +90,14 @@ export class Device {
   private readonly queryCapacity = 4096;
   /** Number of dispatches recorded since the device opened (for benchmarks and tests). */
   dispatches = 0;
+  /** Open tensor scopes (innermost last): pooled tensors created while one is open are released when it closes. */
+  readonly scopes: Set<{ release(): void }>[] = [];
 
   private constructor(
     readonly gpu: GPUDevice,
     readonly adapterName: string,
     readonly isFallback: boolean,
-    readonly profile: boolean,
+    private profileOn: boolean,
   ) {
     this.f16 = gpu.features.has("shader-f16");
     this.timestamps = gpu.features.has("timestamp-query");
@@ -258,7 +260,7 @@ export class Device {
     }
     const enc = this.currentEncoder();
     let pass: GPUComputePassEncoder;
-    if (this.profile && this.queryCount + 2 <= this.queryCapacity) {
+    if (this.profileOn && this.queryCount + 2 <= this.queryCapacity) {
       this.endPass();
       if (!this.querySet) {
         this.querySet = this.gpu.createQuerySet({ type: "timestamp", count: this.queryCapacity });
@@ -358,6 +360,19 @@ export class Device {
     if (err) throw new GpuError(`out of GPU memory during ${what}: ${err.message}`);
     if (failure) throw failure;
     return result as R;
+  }
+
+  /** Whether dispatches record GPU timestamps (bench only: each dispatch then gets its own compute pass). */
+  get profile(): boolean {
+    return this.profileOn;
+  }
+
+  /** Turn per-dispatch timestamps on or off; returns false when the adapter has no timestamp queries. */
+  setProfiling(on: boolean): boolean {
+    if (on && !this.timestamps) return false;
+    this.endPass();
+    this.profileOn = on;
+    return true;
   }
 
   /** Per-kernel GPU time (ms) since the last call; needs `profile: true`. */

@@ -43,6 +43,9 @@ export class Tensor {
   reshape(shape: readonly number[]): Tensor {
     if (numel(shape) !== this.numel) throw new GpuError(`cannot reshape [${this.shape}] to [${shape}]`);
     const t = new Tensor(this.dev, this.buffer, [...shape], this.dtype, this.offset, this.owner);
+    if (this.owner === "pool") {
+      for (const sc of this.dev.scopes) if (sc.delete(this)) sc.add(t);
+    }
     this.owner = "view";
     return t;
   }
@@ -56,6 +59,7 @@ export class Tensor {
   release(): void {
     if (this.released || this.owner === "view") return;
     this.released = true;
+    for (const sc of this.dev.scopes) sc.delete(this);
     if (this.owner === "pool") this.dev.pool.release(this.buffer);
     else {
       this.dev.flush();
@@ -80,7 +84,25 @@ export function numel(shape: readonly number[]): number {
 /** A pooled, uninitialised tensor. */
 export function empty(dev: Device, shape: readonly number[], dtype: DType): Tensor {
   const bytes = Math.max(4, numel(shape) * BYTES[dtype]);
-  return new Tensor(dev, dev.pool.acquire(bytes), [...shape], dtype, 0, "pool");
+  const t = new Tensor(dev, dev.pool.acquire(bytes), [...shape], dtype, 0, "pool");
+  dev.scopes[dev.scopes.length - 1]?.add(t);
+  return t;
+}
+
+/**
+ * Run `fn` with a tensor scope: every pooled tensor it creates and does not release is released when it ends,
+ * normally or by an error or a cancel, so an aborted run leaves no GPU memory in use. Results must leave `fn` as
+ * host data.
+ */
+export async function withTensorScope<R>(dev: Device, fn: () => Promise<R>): Promise<R> {
+  const scope = new Set<{ release(): void }>();
+  dev.scopes.push(scope);
+  try {
+    return await fn();
+  } finally {
+    dev.scopes.splice(dev.scopes.lastIndexOf(scope), 1);
+    for (const t of [...scope]) t.release();
+  }
 }
 
 /** Host data converted to the storage dtype. */

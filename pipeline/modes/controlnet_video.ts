@@ -1,7 +1,7 @@
 // ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
-import { upload } from "../gpu/tensor.ts";
+import { upload, withTensorScope } from "../gpu/tensor.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
@@ -29,7 +29,19 @@ export interface ControlVideoResult {
 }
 
 /** `control` is [F, 3, H, W] in [0, 1] (edges, pose skeleton or depth as RGB), H and W multiples of 8. */
-export async function controlVideo(
+export function controlVideo(
+  sd: StableDiffusion,
+  cn: ControlNet,
+  control: { data: Float32Array; frames: number; height: number; width: number },
+  p: ControlVideoParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<ControlVideoResult> {
+  return withTensorScope(sd.dev, () => controlVideoScoped(sd, cn, control, p, noise, hooks, opts));
+}
+
+async function controlVideoScoped(
   sd: StableDiffusion,
   cn: ControlNet,
   control: { data: Float32Array; frames: number; height: number; width: number },

@@ -1,7 +1,7 @@
 // Video Instruct-Pix2Pix (SPEC §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
-import { type Tensor, upload } from "../gpu/tensor.ts";
+import { type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { unary } from "../ops/elementwise.ts";
@@ -27,7 +27,18 @@ export interface Pix2PixResult {
 }
 
 /** `video` is [F, 3, H, W] in [0, 1], H and W multiples of 8. */
-export async function pix2pix(
+export function pix2pix(
+  sd: StableDiffusion,
+  video: { data: Float32Array; frames: number; height: number; width: number },
+  p: Pix2PixParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<Pix2PixResult> {
+  return withTensorScope(sd.dev, () => pix2pixScoped(sd, video, p, noise, hooks, opts));
+}
+
+async function pix2pixScoped(
   sd: StableDiffusion,
   video: { data: Float32Array; frames: number; height: number; width: number },
   p: Pix2PixParams,

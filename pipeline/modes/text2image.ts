@@ -1,7 +1,7 @@
 // Plain Stable Diffusion text-to-image: DDIM with classifier-free guidance from one latent of noise, then the VAE.
 // Text2Video-Zero's frame 0 follows exactly this trajectory (SPEC §1.2, "test invariant"): it draws the same noise
 // (stream "latents", frame 0), so with the same seed, prompt and steps the two agree.
-import { upload } from "../gpu/tensor.ts";
+import { upload, withTensorScope } from "../gpu/tensor.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { gather0 } from "../ops/layout.ts";
@@ -22,7 +22,16 @@ export interface Text2ImageParams {
 }
 
 /** Returns the image as [1, height, width, 3] in [0, 1]. */
-export async function text2image(
+export function text2image(
+  sd: StableDiffusion,
+  p: Text2ImageParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+): Promise<{ frames: Float32Array }> {
+  return withTensorScope(sd.dev, () => text2imageScoped(sd, p, noise, hooks));
+}
+
+async function text2imageScoped(
   sd: StableDiffusion,
   p: Text2ImageParams,
   noise: NoiseSource,

@@ -6,7 +6,7 @@
 // Memory is bounded by the chunk size, no frame is computed twice, and the frames do not depend on the chunking
 // (noise is addressed by global frame index). When all frames fit in one chunk they run in one call instead.
 import type { Tensor } from "../gpu/tensor.ts";
-import { upload } from "../gpu/tensor.ts";
+import { upload, withTensorScope } from "../gpu/tensor.ts";
 import type { AttnContext } from "../models/blocks.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { DDIM } from "../schedulers/ddim.ts";
@@ -73,7 +73,17 @@ export function checkSize(width: number, height: number): void {
   }
 }
 
-export async function text2video(
+export function text2video(
+  sd: StableDiffusion,
+  p: Text2VideoParams,
+  noise: NoiseSource,
+  hooks: RunHooks = {},
+  opts: { keepStages?: boolean } = {},
+): Promise<Text2VideoResult> {
+  return withTensorScope(sd.dev, () => text2videoScoped(sd, p, noise, hooks, opts));
+}
+
+async function text2videoScoped(
   sd: StableDiffusion,
   p: Text2VideoParams,
   noise: NoiseSource,

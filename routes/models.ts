@@ -1,0 +1,320 @@
+// The models a server may use: whatever the operator put under the model roots, found by a scan, and addressed by
+// name (the path inside its root, "/"-separated). A request names models; only names the scan found resolve, so
+// no request can reach a file outside the roots (absolute paths, "..", backslashes and unknown names are refused
+// before anything touches the disk). Symlinks the operator placed inside a root are followed, as the operator's
+// own choice (a Hugging Face cache keeps its files that way).
+//
+// Kinds: "sd" (diffusers Stable Diffusion pipeline folder), "pix2pix" (an Instruct-Pix2Pix pipeline folder),
+// "controlnet" (a folder with a ControlNetModel config.json), "single-file" (an original-layout .safetensors
+// checkpoint), "onnx" (an annotator model: depth, pose or saliency, told apart by its name), and "demo" (the
+// built-in demo model, offered when no root is configured).
+import { join, resolve, sep } from "node:path";
+import { type JobRequest, type Mode, MODES, RequestError } from "../pipeline/job_types.ts";
+import { DEMO_MODEL } from "../fixtures/demo_model.ts";
+
+export type ModelKind = "sd" | "pix2pix" | "controlnet" | "single-file" | "onnx" | "demo";
+export type OnnxRole = "depth" | "pose" | "saliency";
+
+export interface ModelEntry {
+  name: string;
+  kind: ModelKind;
+  /** Modes this model serves (as the base model, the ControlNet or the annotator). */
+  modes: Mode[];
+  /** For onnx models: what the file is for (from its name); null when the name does not say. */
+  role?: OnnxRole | null;
+  /** Text-embedding width (768 for SD 1.x, 1024 for SD 2.x): pairs a single file with a config folder. */
+  crossAttentionDim?: number;
+  /** Bytes on disk (files only). */
+  bytes?: number;
+  /** Absolute path (never sent to clients). */
+  path: string;
+}
+
+/** The request fields that name a model, and the kinds each accepts. */
+export const MODEL_FIELDS = {
+  model: ["sd", "pix2pix", "single-file", "demo"],
+  config: ["sd", "pix2pix"],
+  controlnet: ["controlnet", "demo"],
+  poseModel: ["onnx"],
+  depthModel: ["onnx"],
+  saliencyModel: ["onnx"],
+} as const satisfies Partial<Record<keyof JobRequest, readonly ModelKind[]>>;
+export type ModelField = keyof typeof MODEL_FIELDS;
+
+const BASE_MODES: Mode[] = ["text2video", "pose", "canny", "depth"];
+const CONTROL_MODES: Mode[] = ["pose", "canny", "depth"];
+const MAX_DEPTH = 4;
+
+async function readJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    const v = JSON.parse(await Deno.readTextFile(path));
+    return v && typeof v === "object" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The JSON header of a .safetensors file (read without loading any tensor). */
+async function safetensorsHeader(path: string): Promise<Record<string, { shape?: number[] }> | null> {
+  let f: Deno.FsFile | null = null;
+  try {
+    f = await Deno.open(path, { read: true });
+    const head = new Uint8Array(8);
+    if (await f.read(head) !== 8) return null;
+    const n = Number(new DataView(head.buffer).getBigUint64(0, true));
+    if (n <= 2 || n > 100 * 1024 * 1024) return null;
+    const buf = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const r = await f.read(buf.subarray(off));
+      if (r === null) return null;
+      off += r;
+    }
+    return JSON.parse(new TextDecoder().decode(buf));
+  } catch {
+    return null;
+  } finally {
+    f?.close();
+  }
+}
+
+function controlModes(name: string): Mode[] {
+  const n = name.toLowerCase();
+  const hits = CONTROL_MODES.filter((m) => m === "pose" ? /pose/.test(n) : n.includes(m));
+  return hits.length ? hits : [...CONTROL_MODES];
+}
+
+function onnxRole(name: string): OnnxRole | null {
+  const n = name.toLowerCase();
+  if (/depth|midas|dpt/.test(n)) return "depth";
+  if (/pose/.test(n)) return "pose";
+  if (/salien|u2net|sod|background/.test(n)) return "saliency";
+  return null;
+}
+
+/** Refuses anything that is not a plain relative name (the traversal check, before any lookup). */
+export function checkName(field: string, name: string): void {
+  const bad = name.length === 0 || name.length > 512 || name.startsWith("/") || name.includes("\\") ||
+    name.includes("\0") || /^[A-Za-z]:/.test(name) || name.split("/").some((s) => s === ".." || s === "." || s === "");
+  if (bad) {
+    throw new RequestError(field, `must be a model name from GET /v1/models, not a path (got ${JSON.stringify(name)})`);
+  }
+}
+
+export class ModelRegistry {
+  readonly roots: string[];
+  /** True when no root is configured: the built-in demo model is offered instead. */
+  readonly demo: boolean;
+  private cache: { at: number; list: ModelEntry[] } | null = null;
+  private scanning: Promise<ModelEntry[]> | null = null;
+  private rescanMs: number;
+
+  constructor(roots: string[], opts: { rescanMs?: number } = {}) {
+    this.roots = roots.map((r) => resolve(r));
+    this.demo = this.roots.length === 0;
+    this.rescanMs = opts.rescanMs ?? 10_000;
+  }
+
+  /** Every model under the roots (cached for a few seconds; a new folder shows up without a restart). */
+  list(fresh = false): Promise<ModelEntry[]> {
+    if (!fresh && this.cache && Date.now() - this.cache.at < this.rescanMs) return Promise.resolve(this.cache.list);
+    this.scanning ??= this.scan().then((list) => {
+      this.cache = { at: Date.now(), list };
+      return list;
+    }).finally(() => this.scanning = null);
+    return this.scanning;
+  }
+
+  private async scan(): Promise<ModelEntry[]> {
+    if (this.demo) {
+      return [{ name: DEMO_MODEL, kind: "demo", modes: [...MODES], path: DEMO_MODEL }];
+    }
+    const out: ModelEntry[] = [];
+    const seen = new Set<string>();
+    for (const root of this.roots) {
+      const st = await Deno.stat(root).catch(() => null);
+      if (!st?.isDirectory) continue;
+      await this.walk(root, "", 0, out, seen);
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private async walk(dir: string, rel: string, depth: number, out: ModelEntry[], seen: Set<string>): Promise<void> {
+    const add = (e: Omit<ModelEntry, "path">, path: string) => {
+      if (seen.has(e.name)) return; // an earlier root has a model of that name
+      seen.add(e.name);
+      out.push({ ...e, path });
+    };
+    if (rel) {
+      const index = await readJson(join(dir, "model_index.json"));
+      if (index) {
+        const unet = await readJson(join(dir, "unet", "config.json"));
+        const cls = String(index._class_name ?? "");
+        const pix = /InstructPix2Pix/i.test(cls) || unet?.in_channels === 8;
+        const cad = Number(unet?.cross_attention_dim) || undefined;
+        add({
+          name: rel,
+          kind: pix ? "pix2pix" : "sd",
+          modes: pix ? ["pix2pix"] : [...BASE_MODES],
+          crossAttentionDim: cad,
+        }, dir);
+        return;
+      }
+      const config = await readJson(join(dir, "config.json"));
+      if (config && config._class_name === "ControlNetModel") {
+        add({ name: rel, kind: "controlnet", modes: controlModes(rel) }, dir);
+        return;
+      }
+    }
+    if (depth >= MAX_DEPTH) return;
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch {
+      return;
+    }
+    entries.sort((a, b) => a.name.localeCompare(b.name));
+    for (const e of entries) {
+      if (e.name.startsWith(".") || e.name === "node_modules" || e.name.includes("\\")) continue;
+      const path = join(dir, e.name);
+      const name = rel ? `${rel}/${e.name}` : e.name;
+      const st = await Deno.stat(path).catch(() => null); // follows symlinks
+      if (!st) continue;
+      if (st.isDirectory) {
+        await this.walk(path, name, depth + 1, out, seen);
+      } else if (st.isFile && /\.safetensors$/i.test(e.name)) {
+        const h = await safetensorsHeader(path);
+        const first = h?.["model.diffusion_model.input_blocks.0.0.weight"]?.shape;
+        if (!first) continue; // not an original-layout SD checkpoint (a component's weights, a LoRA, ...)
+        const k = h?.["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"]?.shape;
+        const pix = first[1] === 8;
+        add({
+          name,
+          kind: "single-file",
+          modes: pix ? ["pix2pix"] : [...BASE_MODES],
+          crossAttentionDim: k?.[1],
+          bytes: st.size,
+        }, path);
+      } else if (st.isFile && /\.onnx$/i.test(e.name)) {
+        const role = onnxRole(name);
+        const modes: Mode[] = role === "depth" ? ["depth"] : role === "pose" ? ["pose"] : [];
+        add({ name, kind: "onnx", role, modes, bytes: st.size }, path);
+      }
+    }
+  }
+
+  /** The entry a request field names; RequestError when it is a path, unknown, or the wrong kind for the mode. */
+  async lookup(field: ModelField, name: string, mode: Mode): Promise<ModelEntry> {
+    checkName(field, name);
+    const list = await this.list();
+    let e = list.find((m) => m.name === name);
+    if (!e) e = (await this.list(true)).find((m) => m.name === name); // a model added since the last scan
+    if (!e) {
+      throw new RequestError(
+        field,
+        `unknown model ${JSON.stringify(name)}: GET /v1/models lists the models under the configured roots`,
+      );
+    }
+    const kinds = MODEL_FIELDS[field] as readonly ModelKind[];
+    if (!kinds.includes(e.kind)) {
+      throw new RequestError(
+        field,
+        `${JSON.stringify(name)} is a ${e.kind} model; ${field} takes ${kinds.join(" or ")}`,
+      );
+    }
+    if (field === "model" && !e.modes.includes(mode)) {
+      throw new RequestError(field, `${JSON.stringify(name)} (${e.kind}) does not serve mode ${mode}`);
+    }
+    return e;
+  }
+
+  /** What a request that names no model gets for `field` in `mode` (undefined: leave it unset). */
+  async defaultFor(field: ModelField, mode: Mode, chosen: Partial<Record<ModelField, ModelEntry>>): Promise<
+    ModelEntry | undefined
+  > {
+    const list = await this.list();
+    const pick = (kinds: ModelKind[], ok: (m: ModelEntry) => boolean = () => true) => {
+      for (const k of kinds) {
+        const hit = list.find((m) => m.kind === k && ok(m));
+        if (hit) return hit;
+      }
+      return undefined;
+    };
+    switch (field) {
+      case "model": {
+        const kinds: ModelKind[] = ["demo", mode === "pix2pix" ? "pix2pix" : "sd", "single-file"];
+        const hit = pick(kinds, (m) => m.modes.includes(mode));
+        if (!hit) {
+          const want = mode === "pix2pix" ? "an Instruct-Pix2Pix model" : "a Stable Diffusion model";
+          throw new RequestError("model", `no model for mode ${mode} under the model roots (need ${want})`);
+        }
+        return hit;
+      }
+      case "config": {
+        const base = chosen.model;
+        if (base?.kind !== "single-file") return undefined;
+        // A single file carries no tokenizer: take configs from a diffusers folder of the same text width.
+        const kinds: ModelKind[] = base.modes.includes("pix2pix") ? ["pix2pix", "sd"] : ["sd", "pix2pix"];
+        const hit = pick(kinds, (m) => m.crossAttentionDim === base.crossAttentionDim) ?? pick(kinds);
+        if (!hit) {
+          throw new RequestError(
+            "config",
+            `${base.name} is a single-file checkpoint, which carries no tokenizer: put a diffusers folder of the ` +
+              "same family under the model roots and name it in config",
+          );
+        }
+        return hit;
+      }
+      case "controlnet": {
+        if (!CONTROL_MODES.includes(mode)) return undefined;
+        if (chosen.model?.kind === "demo") return list.find((m) => m.kind === "demo");
+        const named = pick(["controlnet"], (m) => m.modes.length === 1 && m.modes[0] === mode);
+        const hit = named ?? pick(["controlnet"], (m) => m.modes.includes(mode));
+        if (!hit) throw new RequestError("controlnet", `no ControlNet for mode ${mode} under the model roots`);
+        return hit;
+      }
+      case "depthModel":
+        return mode === "depth" ? pick(["onnx"], (m) => m.role === "depth") : undefined;
+      default:
+        return undefined; // poseModel (a skeleton video needs none), saliencyModel
+    }
+  }
+
+  /**
+   * Names -> entries for every model field of a request (defaults filled in for the mode). Returns the request
+   * with absolute paths (what runJob reads) and the name of each path (to map results back).
+   */
+  async resolveRequest<T extends Partial<JobRequest> & { mode: Mode }>(
+    req: T,
+  ): Promise<{ names: T; paths: T; byPath: Map<string, string> }> {
+    const chosen: Partial<Record<ModelField, ModelEntry>> = {};
+    for (const field of Object.keys(MODEL_FIELDS) as ModelField[]) {
+      const v = req[field];
+      if (v !== undefined && v !== null) {
+        if (typeof v !== "string") throw new RequestError(field, "expected a model name (a string)");
+        chosen[field] = await this.lookup(field, v, req.mode);
+      } else {
+        const d = await this.defaultFor(field, req.mode, chosen);
+        if (d) chosen[field] = d;
+      }
+    }
+    if (chosen.config && chosen.model?.kind !== "single-file") {
+      throw new RequestError("config", "only applies to a single-file (.safetensors) model");
+    }
+    const names = { ...req }, paths = { ...req };
+    const byPath = new Map<string, string>();
+    for (const [field, e] of Object.entries(chosen) as [ModelField, ModelEntry][]) {
+      (names as Record<string, unknown>)[field] = e.name;
+      (paths as Record<string, unknown>)[field] = e.path;
+      byPath.set(e.path, e.name);
+    }
+    return { names, paths, byPath };
+  }
+
+  /** Replaces root paths in a message by nothing, so errors name models as clients know them. */
+  redact(text: string): string {
+    let t = text;
+    for (const r of this.roots) t = t.split(r + sep).join("").split(r).join("<models>");
+    return t;
+  }
+}

@@ -1,0 +1,748 @@
+// The HTTP server: a Hono app over the job queue (routes/queue.ts) and the model roots (routes/models.ts), the web
+// page (routes/web/), and `serve(args)`, which `main.ts serve` calls.
+//
+//   POST   /v1/jobs                JSON or multipart/form-data (with a `video` file) -> 202 {id, status, position}
+//   GET    /v1/jobs                recent jobs, newest first (?limit=)
+//   GET    /v1/jobs/:id            status, progress, timings, error, resolved params (seed included), result
+//   GET    /v1/jobs/:id/events     server-sent events: queued, started, progress, then done | failed | cancelled
+//   GET    /v1/jobs/:id/result     the video (Range supported; ?download=1 for an attachment)
+//   DELETE /v1/jobs/:id            cancel (queued), stop at the next step (running), delete (finished)
+//   GET    /v1/models              models found under the roots
+//   GET    /healthz                GPU adapter, queue length
+//   GET    /openapi.json           the OpenAPI document
+//   GET    /                       the web page
+//
+// Every error is JSON {error, field} with a 4xx status (field names the request field at fault, or null).
+import { Hono } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import { streamSSE } from "hono/streaming";
+import { validator } from "hono/validator";
+import { zValidator } from "@hono/zod-validator";
+import { z } from "zod";
+import { delimiter, join, resolve } from "node:path";
+import { type JobRequest, type Mode, RequestError } from "../pipeline/job_types.ts";
+import { probeVideo, type VideoInfo } from "../pipeline/media/probe.ts";
+import { sampleIndices } from "../pipeline/media/decode.ts";
+import { type Job, type JobEvent, JobQueue, QueueFullError, type Runner } from "./queue.ts";
+import { MODEL_FIELDS, type ModelField, ModelRegistry } from "./models.ts";
+import { DEFAULT_LIMITS, type JobBody, JobSchema, type Limits, openApi } from "./schema.ts";
+import pageHtml from "./web/index.html" with { type: "text" };
+import pageJs from "./web/app.js" with { type: "text" };
+import pageCss from "./web/style.css" with { type: "text" };
+
+export { DEFAULT_LIMITS, type Limits };
+
+const VIDEO_MODES: readonly Mode[] = ["pix2pix", "pose", "canny", "depth"];
+
+export interface Health {
+  /** The GPU adapter's name. */
+  adapter: string;
+  /** False when the GPU is gone (device lost): jobs will fail until a restart. */
+  ok: boolean;
+  error?: string;
+}
+
+export interface AppDeps {
+  queue: JobQueue;
+  models: ModelRegistry;
+  limits: Limits;
+  /** Bearer token for /v1/*; none = open. */
+  token?: string;
+  /** Checks a request and fills its defaults (validateRequest); throws RequestError. */
+  validate: (req: JobRequest) => JobRequest;
+  health: () => Health;
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// Views
+
+const iso = (t: number | null) => t === null ? null : new Date(t).toISOString();
+
+/** A job as the API shows it. */
+export function jobView(job: Job, queue: JobQueue): Record<string, unknown> {
+  const base = `/v1/jobs/${job.id}`;
+  return {
+    id: job.id,
+    status: job.status,
+    mode: job.request.mode,
+    prompt: job.request.prompt,
+    position: job.status === "queued" ? queue.position(job.id) : null,
+    progress: job.progress,
+    cancelRequested: job.cancelRequested,
+    createdAt: iso(job.createdAt),
+    startedAt: iso(job.startedAt),
+    finishedAt: iso(job.finishedAt),
+    attempts: job.attempts,
+    params: job.params ?? job.request,
+    timings: job.timings,
+    error: job.error,
+    field: job.errorField,
+    result: job.result ? { url: `${base}/result`, ...job.result } : null,
+    links: { self: base, events: `${base}/events`, result: `${base}/result` },
+  };
+}
+
+function errorJson(c: Context, status: number, error: string, field: string | null, headers?: Record<string, string>) {
+  for (const [k, v] of Object.entries(headers ?? {})) c.header(k, v);
+  return c.json({ error, field }, status as 400);
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// The app
+
+function sameToken(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let d = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    d |= (x[i % (x.length || 1)] ?? 0) ^ (y[i % (y.length || 1)] ?? 0);
+  }
+  return d === 0 && x.length === y.length;
+}
+
+function auth(token: string): MiddlewareHandler {
+  return async (c, next) => {
+    const h = c.req.header("Authorization") ?? "";
+    const given = /^Bearer\s+(.+)$/i.exec(h)?.[1]?.trim() ?? c.req.query("token") ?? "";
+    if (!given || !sameToken(given, token)) {
+      return errorJson(
+        c,
+        401,
+        given ? "wrong token" : "this server needs a token: Authorization: Bearer <token>",
+        "authorization",
+        {
+          "WWW-Authenticate": 'Bearer realm="zerovid"',
+        },
+      );
+    }
+    await next();
+  };
+}
+
+/** The frame count a video request will produce, as runJob samples it (for the frames limit). */
+function sampledFrames(info: VideoInfo, body: JobBody): number {
+  const start = (body.start as number | undefined) ?? 0, end = body.end as number | undefined;
+  if (end !== undefined && end !== -1 && end <= start) {
+    throw new RequestError("end", `must be after start (${start} s), got ${end} s`);
+  }
+  const fps = body.fps as number | undefined ?? (body.mode === "pix2pix" ? -1 : undefined);
+  try {
+    return sampleIndices(info.frames, info.fps, {
+      start: body.start as number | undefined,
+      end: body.end as number | undefined,
+      fps,
+    }).indices.length;
+  } catch (e) {
+    const msg = (e as Error).message.replace(/^decodeVideo: /, "");
+    const field = /^start/.test(msg) ? "start" : /fps/.test(msg) ? "fps" : "end";
+    throw new RequestError(field, msg);
+  }
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const { queue, models, limits } = deps;
+  const schema = new JobSchema(limits);
+  const app = new Hono();
+  const maxBody = limits.maxUploadMb * 1024 * 1024 + 64 * 1024; // the file plus the form's text fields
+
+  app.onError((err, c) => {
+    if (err instanceof RequestError) return errorJson(c, 400, err.message, err.field);
+    if (err instanceof HTTPException) {
+      const field = err.status === 400 ? "body" : null;
+      return errorJson(c, err.status, err.message || "bad request", field);
+    }
+    console.error(`${c.req.method} ${c.req.path}: ${(err as Error)?.stack ?? err}`);
+    return errorJson(c, 500, `internal error: ${(err as Error)?.message ?? err}`, null);
+  });
+  app.notFound((c) => errorJson(c, 404, `no route ${c.req.method} ${c.req.path}`, null));
+
+  // Page and documents (public).
+  app.get("/", (c) => c.html(pageHtml));
+  app.get("/app.js", (c) => c.body(pageJs, 200, { "Content-Type": "text/javascript; charset=utf-8" }));
+  app.get("/style.css", (c) => c.body(pageCss, 200, { "Content-Type": "text/css; charset=utf-8" }));
+  app.get("/openapi.json", (c) => c.json(openApi(schema, { auth: !!deps.token })));
+  app.get("/healthz", (c) => {
+    const h = deps.health();
+    return c.json({
+      ok: h.ok,
+      adapter: h.adapter,
+      error: h.error ?? null,
+      demo: models.demo,
+      auth: !!deps.token,
+      queue: { queued: queue.queued, running: queue.runningId ? 1 : 0, max: queue.maxQueued },
+      limits,
+    }, h.ok ? 200 : 503);
+  });
+
+  if (deps.token) app.use("/v1/*", auth(deps.token));
+
+  app.get("/v1/models", async (c) => {
+    const list = await models.list();
+    return c.json({
+      demo: models.demo,
+      models: list.map(({ path: _, ...m }) => m),
+    });
+  });
+
+  // ---- Submit
+  const isJson = (c: Context) =>
+    /^application\/([\w.-]+\+)?json$/i.test((c.req.header("Content-Type") ?? "").split(";")[0].trim());
+  const isForm = (c: Context) =>
+    /^(multipart\/form-data|application\/x-www-form-urlencoded)$/i.test(
+      (c.req.header("Content-Type") ?? "").split(";")[0].trim(),
+    );
+
+  app.post(
+    "/v1/jobs",
+    bodyLimit({
+      maxSize: maxBody,
+      onError: (c) =>
+        errorJson(c, 413, `the request is larger than the upload limit of ${limits.maxUploadMb} MiB`, "video"),
+    }),
+    async (c, next) => {
+      if (!isJson(c) && !isForm(c)) {
+        return errorJson(
+          c,
+          415,
+          `send application/json or multipart/form-data (got ${c.req.header("Content-Type") ?? "no Content-Type"})`,
+          "body",
+        );
+      }
+      await next();
+    },
+    validator("json", (v, c) => isJson(c) ? { body: schema.parse(v), video: null as File | null } : null),
+    validator("form", (v, c) => {
+      if (!isForm(c)) return null;
+      const { body, video } = schema.fromForm(v as Record<string, unknown>);
+      return { body: schema.parse(body), video };
+    }),
+    async (c) => {
+      const input = c.req.valid("json") ?? c.req.valid("form");
+      if (!input) throw new RequestError("body", "empty request");
+      const body = { ...input.body } as JobBody;
+      const mode = body.mode as Mode;
+      const notices: string[] = [];
+
+      // The input video: present for the video modes only, a real video, within the frame limit.
+      let video: Uint8Array | undefined;
+      if (input.video) {
+        if (!VIDEO_MODES.includes(mode)) throw new RequestError("video", `mode ${mode} takes no input video`);
+        video = new Uint8Array(await input.video.arrayBuffer());
+        if (video.length === 0) throw new RequestError("video", "the uploaded file is empty (0 bytes)");
+        const name = (body.videoName as string | undefined) ?? (input.video.name || "video");
+        body.videoName = name;
+        let info: VideoInfo;
+        try {
+          info = await probeVideo(video, name);
+        } catch (e) {
+          throw new RequestError("video", `not a video the server can read: ${(e as Error).message}`);
+        }
+        const n = Math.min(sampledFrames(info, body), (body.videoLength as number | undefined) ?? Infinity);
+        if (n > limits.maxFrames) {
+          body.videoLength = limits.maxFrames;
+          notices.push(`the video gives ${n} frames; the first ${limits.maxFrames} are used (the server's limit)`);
+        }
+      } else if (VIDEO_MODES.includes(mode)) {
+        throw new RequestError(
+          "video",
+          `mode ${mode} needs an input video: send multipart/form-data with a video file`,
+        );
+      }
+      // Defaults that would break a limit are brought inside it.
+      if (mode === "text2video") {
+        body.videoLength ??= Math.min(8, limits.maxFrames);
+        const side = Math.max(64, Math.floor(Math.min(512, limits.maxResolution) / 8) * 8);
+        body.width ??= side;
+        body.height ??= side;
+      } else if (body.width === undefined) {
+        body.resolution ??= Math.max(64, Math.floor(Math.min(512, limits.maxResolution) / 64) * 64);
+      }
+
+      // Model names -> paths inside the roots, then the pipeline's own checks and defaults (seed included).
+      const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
+      const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest);
+      const { video: _, ...stored } = full;
+      for (const f of Object.keys(MODEL_FIELDS) as ModelField[]) {
+        const v = stored[f];
+        if (typeof v === "string" && byPath.has(v)) (stored as Record<string, unknown>)[f] = byPath.get(v);
+      }
+      try {
+        const job = await queue.submit({ ...stored, ...(video ? { video } : {}) } as JobRequest);
+        c.header("Location", `/v1/jobs/${job.id}`);
+        return c.json({
+          id: job.id,
+          status: job.status,
+          position: queue.position(job.id),
+          ...(notices.length ? { notice: notices.join("; ") } : {}),
+        }, 202);
+      } catch (e) {
+        if (e instanceof QueueFullError) {
+          return errorJson(c, 429, e.message, null, { "Retry-After": String(e.retryAfter) });
+        }
+        throw e;
+      }
+    },
+  );
+
+  // ---- Read
+  app.get(
+    "/v1/jobs",
+    zValidator("query", z.object({ limit: z.coerce.number().int().min(1).max(200).optional() }), (r, c) => {
+      if (!r.success) return errorJson(c, 400, "limit: expected an integer in [1, 200]", "limit");
+    }),
+    (c) => {
+      const limit = c.req.valid("query").limit ?? 50;
+      return c.json({ jobs: queue.list(limit).map((j) => jobView(j, queue)) });
+    },
+  );
+
+  const unknownJob = (c: Context) => errorJson(c, 404, `no job with id ${JSON.stringify(c.req.param("id"))}`, "id");
+
+  app.get("/v1/jobs/:id", (c) => {
+    const job = queue.get(c.req.param("id"));
+    return job ? c.json(jobView(job, queue)) : unknownJob(c);
+  });
+
+  app.delete("/v1/jobs/:id", async (c) => {
+    const id = c.req.param("id");
+    const what = await queue.cancel(id);
+    if (!what) return unknownJob(c);
+    if (what === "deleted") return c.json({ id, deleted: true });
+    const job = queue.get(id)!;
+    return c.json(jobView(job, queue), what === "cancelling" ? 202 : 200);
+  });
+
+  app.get("/v1/jobs/:id/result", async (c) => {
+    const id = c.req.param("id");
+    const r = queue.resultFile(id);
+    if ("missing" in r) {
+      if (r.missing === "unknown") return unknownJob(c);
+      if (r.missing === "expired") return errorJson(c, 410, "the result was deleted (older than the retention)", "id");
+      const job = queue.get(id)!;
+      const why = job.status === "failed"
+        ? `the job failed: ${job.error}`
+        : job.status === "cancelled"
+        ? "the job was cancelled"
+        : `the job is ${job.status}; its result is not ready`;
+      return errorJson(c, 409, why, "id");
+    }
+    let bytes: Uint8Array<ArrayBuffer>;
+    try {
+      bytes = await Deno.readFile(r.path);
+    } catch {
+      return errorJson(c, 410, "the result file is gone", "id");
+    }
+    const name = `zerovid-${id.slice(0, 8)}.${r.info.format}`;
+    const headers: Record<string, string> = {
+      "Content-Type": r.info.contentType,
+      "Accept-Ranges": "bytes",
+      "Cache-Control": "private, max-age=86400",
+      "Content-Disposition": `${c.req.query("download") !== undefined ? "attachment" : "inline"}; filename="${name}"`,
+    };
+    const range = /^bytes=(\d*)-(\d*)$/.exec(c.req.header("Range") ?? "");
+    if (range && (range[1] || range[2])) {
+      const size = bytes.length;
+      let start = range[1] ? Number(range[1]) : size - Number(range[2]);
+      let end = range[1] && range[2] ? Number(range[2]) : size - 1;
+      start = Math.max(0, start), end = Math.min(size - 1, end);
+      if (start > end || start >= size) {
+        return c.body(null, 416, { ...headers, "Content-Range": `bytes */${size}` });
+      }
+      return c.body(bytes.slice(start, end + 1), 206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}` });
+    }
+    return c.body(bytes, 200, headers);
+  });
+
+  app.get("/v1/jobs/:id/events", (c) => {
+    const id = c.req.param("id");
+    if (!queue.get(id)) return unknownJob(c);
+    return streamSSE(c, async (stream) => {
+      // Subscribe before reading the state, so no event falls between the two.
+      const pending: JobEvent[] = [];
+      let wake: (() => void) | null = null;
+      let closed = false;
+      const unsubscribe = queue.subscribe(id, (ev) => {
+        // Every step is sent; only a client that falls far behind gets progress coalesced (latest step wins).
+        const last = pending[pending.length - 1];
+        if (ev.type === "progress" && last?.type === "progress" && pending.length > 32) {
+          pending[pending.length - 1] = ev;
+        } else pending.push(ev);
+        wake?.();
+      });
+      stream.onAbort(() => {
+        closed = true;
+        wake?.();
+      });
+      const ping = setInterval(() => {
+        stream.write(": ping\n\n").catch(() => {});
+      }, 15_000);
+      let n = 0;
+      const send = (event: string, data: unknown) =>
+        stream.writeSSE({ event, data: JSON.stringify(data), id: String(++n) });
+      try {
+        const job = queue.get(id);
+        if (!job) return;
+        if (job.status === "queued") await send("queued", { position: queue.position(id) });
+        if (job.status === "running") {
+          await send("started", { attempt: job.attempts });
+          if (job.progress) await send("progress", job.progress);
+        }
+        if (job.status === "succeeded" || job.status === "failed" || job.status === "cancelled") {
+          const ev = job.status === "succeeded" ? "done" : job.status;
+          await send(ev, jobView(job, queue));
+          return;
+        }
+        while (!closed) {
+          if (pending.length === 0) {
+            await new Promise<void>((r) => wake = r);
+            wake = null;
+            continue;
+          }
+          const ev = pending.shift()!;
+          switch (ev.type) {
+            case "queued":
+              await send("queued", { position: ev.position });
+              break;
+            case "started":
+              await send("started", { attempt: ev.attempt });
+              break;
+            case "progress":
+              await send("progress", ev.progress);
+              break;
+            case "closed":
+              return; // shutdown: the client reconnects (EventSource does) once the server is back
+            default:
+              await send(ev.type, jobView(ev.job, queue));
+              return;
+          }
+        }
+      } finally {
+        clearInterval(ping);
+        unsubscribe();
+      }
+    });
+  });
+
+  return app;
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// Wiring: queue + registry + app
+
+export interface ServerOptions {
+  /** Runs one job with model paths (runJob in production). */
+  runner: Runner;
+  dataDir: string;
+  /** Folders with models; none = the built-in demo model. */
+  modelRoots: string[];
+  limits?: Partial<Limits>;
+  token?: string;
+  validate: (req: JobRequest) => JobRequest;
+  health?: () => Health;
+  /** Start running queued jobs right away (default true; serve() starts after printing its banner). */
+  autostart?: boolean;
+  /** Result retention (see QueueOptions). */
+  keepMs?: number;
+  keepBytes?: number;
+  log?: (line: string) => void;
+}
+
+export interface ZerovidServer {
+  app: Hono;
+  queue: JobQueue;
+  models: ModelRegistry;
+  limits: Limits;
+  close(): Promise<void>;
+}
+
+/**
+ * The runner the queue calls: model names (as stored) -> paths inside the roots as they are now, then `run`; the
+ * result's parameters name models again, and messages name them as clients know them.
+ */
+export function namedRunner(models: ModelRegistry, run: Runner): Runner {
+  return async (stored, hooks) => {
+    const { paths, byPath } = await models.resolveRequest(stored);
+    try {
+      const res = await run(paths, hooks);
+      const params: Record<string, unknown> = { ...res.params };
+      for (const [k, v] of Object.entries(params)) {
+        if (typeof v === "string" && byPath.has(v)) params[k] = byPath.get(v);
+      }
+      delete params.video;
+      return { ...res, params };
+    } catch (e) {
+      if (e instanceof Error) e.message = models.redact(e.message);
+      throw e;
+    }
+  };
+}
+
+/** Opens the queue over the data directory and builds the app (what serve() runs and the tests drive). */
+export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
+  const limits: Limits = { ...DEFAULT_LIMITS, ...o.limits };
+  for (const [k, v] of Object.entries(limits)) {
+    if (!(Number.isFinite(v) && v > 0)) throw new RangeError(`limit ${k} must be a positive number, got ${v}`);
+  }
+  const models = new ModelRegistry(o.modelRoots);
+  const queue = await JobQueue.open({
+    dataDir: o.dataDir,
+    runner: namedRunner(models, o.runner),
+    maxQueued: limits.queueSize,
+    keepMs: o.keepMs,
+    keepBytes: o.keepBytes,
+    log: o.log,
+    autostart: o.autostart,
+  });
+  const app = createApp({
+    queue,
+    models,
+    limits,
+    token: o.token,
+    validate: o.validate,
+    health: o.health ?? (() => ({ adapter: "none", ok: true })),
+  });
+  return { app, queue, models, limits, close: () => queue.close() };
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// Command line
+
+export class ServeArgError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ServeArgError";
+  }
+}
+
+export interface ServeArgs {
+  host: string;
+  port: number;
+  modelRoots: string[];
+  token?: string;
+  dataDir: string;
+  limits: Limits;
+  keepHours: number;
+  keepMb: number;
+  cacheMb?: number;
+  help: boolean;
+}
+
+export const SERVE_USAGE = `usage: deno run -A main.ts serve [options]
+
+  --host H              address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+  --port N              port (default 8000; 0 picks a free one)
+  --models DIR          a folder with models (diffusers folders, single-file .safetensors, ControlNets, .onnx
+                        annotators); repeat for several. Also $ZEROVID_MODELS (a path list). None: the built-in
+                        demo model (random weights, output is noise)
+  --token T             require Authorization: Bearer T on /v1/* (also $ZEROVID_TOKEN)
+  --data-dir DIR        jobs database and results (default $ZEROVID_DATA or ~/.local/share/zerovid)
+  --max-upload-mb N     largest upload (default ${DEFAULT_LIMITS.maxUploadMb})
+  --max-frames N        most frames per video (default ${DEFAULT_LIMITS.maxFrames}; longer inputs are cut)
+  --max-resolution N    largest width / height / resolution (default ${DEFAULT_LIMITS.maxResolution})
+  --max-prompt N        longest prompt in characters (default ${DEFAULT_LIMITS.maxPrompt})
+  --max-steps N         most denoising steps (default ${DEFAULT_LIMITS.maxSteps})
+  --queue-size N        most waiting jobs; more get 429 (default ${DEFAULT_LIMITS.queueSize})
+  --keep-hours N        delete results older than this (default 168)
+  --keep-mb N           keep at most this many MiB of results, oldest deleted first (default 2048)
+  --cache-mb N          GPU memory for loaded models kept between jobs (default: no limit)`;
+
+function defaultDataDir(): string {
+  const env = (k: string) => {
+    try {
+      return Deno.env.get(k) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const explicit = env("ZEROVID_DATA");
+  if (explicit) return resolve(explicit);
+  const xdg = env("XDG_DATA_HOME") ?? (env("HOME") ? join(env("HOME")!, ".local", "share") : undefined);
+  return xdg ? join(xdg, "zerovid") : resolve(".zerovid");
+}
+
+/** Parses serve's options (and $ZEROVID_MODELS / $ZEROVID_TOKEN); throws ServeArgError naming the bad option. */
+export function parseServeArgs(args: string[], env: Record<string, string | undefined> = {}): ServeArgs {
+  const out: ServeArgs = {
+    host: "127.0.0.1",
+    port: 8000,
+    modelRoots: [],
+    token: env.ZEROVID_TOKEN || undefined,
+    dataDir: env.ZEROVID_DATA ? resolve(env.ZEROVID_DATA) : "",
+    limits: { ...DEFAULT_LIMITS },
+    keepHours: 168,
+    keepMb: 2048,
+    help: false,
+  };
+  const num = (flag: string, v: string, int = true, min = 1): number => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min) {
+      throw new ServeArgError(`${flag}: expected ${int ? "an integer" : "a number"} >= ${min}, got "${v}"`);
+    }
+    return n;
+  };
+  const limitFlags: Record<string, keyof Limits> = {
+    "--max-upload-mb": "maxUploadMb",
+    "--max-frames": "maxFrames",
+    "--max-resolution": "maxResolution",
+    "--max-prompt": "maxPrompt",
+    "--max-steps": "maxSteps",
+    "--queue-size": "queueSize",
+  };
+  const roots: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    let flag = args[i], value: string | undefined;
+    const eq = flag.indexOf("=");
+    if (flag.startsWith("--") && eq > 0) [flag, value] = [flag.slice(0, eq), flag.slice(eq + 1)];
+    if (flag === "--help" || flag === "-h") {
+      out.help = true;
+      continue;
+    }
+    const known = ["--host", "--port", "--models", "--token", "--data-dir", "--keep-hours", "--keep-mb", "--cache-mb"];
+    if (!known.includes(flag) && !(flag in limitFlags)) {
+      throw new ServeArgError(`unknown option ${JSON.stringify(flag)} (see serve --help)`);
+    }
+    if (value === undefined) {
+      value = args[++i];
+      if (value === undefined) throw new ServeArgError(`${flag} needs a value`);
+    }
+    switch (flag) {
+      case "--host":
+        if (!value) throw new ServeArgError("--host: empty");
+        out.host = value;
+        break;
+      case "--port":
+        out.port = num(flag, value, true, 0);
+        if (out.port > 65535) throw new ServeArgError(`--port: expected 0..65535, got ${value}`);
+        break;
+      case "--models":
+        if (!value) throw new ServeArgError("--models: empty");
+        roots.push(value);
+        break;
+      case "--token":
+        if (!value) throw new ServeArgError("--token: empty");
+        out.token = value;
+        break;
+      case "--data-dir":
+        if (!value) throw new ServeArgError("--data-dir: empty");
+        out.dataDir = resolve(value);
+        break;
+      case "--keep-hours":
+        out.keepHours = num(flag, value, false, 0);
+        break;
+      case "--keep-mb":
+        out.keepMb = num(flag, value, false, 0);
+        break;
+      case "--cache-mb":
+        out.cacheMb = num(flag, value, false, 0);
+        break;
+      default:
+        out.limits[limitFlags[flag]] = num(flag, value);
+    }
+  }
+  if (roots.length === 0 && env.ZEROVID_MODELS) roots.push(...env.ZEROVID_MODELS.split(delimiter).filter(Boolean));
+  out.modelRoots = roots.map((r) => resolve(r));
+  return out;
+}
+
+/** `main.ts serve [options]`: opens the GPU and the queue, serves until SIGINT/SIGTERM, then stops cleanly. */
+export async function serve(args: string[]): Promise<void> {
+  const env: Record<string, string | undefined> = {};
+  for (const k of ["ZEROVID_MODELS", "ZEROVID_TOKEN", "ZEROVID_DATA"]) {
+    try {
+      env[k] = Deno.env.get(k);
+    } catch { /* no env permission: flags only */ }
+  }
+  let a: ServeArgs;
+  try {
+    a = parseServeArgs(args, env);
+  } catch (e) {
+    if (!(e instanceof ServeArgError)) throw e;
+    console.error(`error: ${e.message}`);
+    Deno.exit(2);
+  }
+  if (a.help) {
+    console.log(SERVE_USAGE);
+    return;
+  }
+  a.dataDir ||= defaultDataDir();
+  for (const r of a.modelRoots) {
+    const st = await Deno.stat(r).catch(() => null);
+    if (!st?.isDirectory) {
+      console.error(`error: --models ${r}: not a folder`);
+      Deno.exit(2);
+    }
+  }
+
+  // The pipeline is loaded here, not at import, so tests of the app need no GPU.
+  const { Device } = await import("../pipeline/gpu/device.ts");
+  const { ModelCache } = await import("../pipeline/model_cache.ts");
+  const { runJob, validateRequest } = await import("../pipeline/job.ts");
+  const { DEMO_NOTICE } = await import("../fixtures/demo_model.ts");
+  const dev = await Device.open();
+  const cache = new ModelCache(dev, { maxBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined });
+  const env2 = { dev, models: cache, modelRoots: a.modelRoots };
+  const server = await openServer({
+    runner: (req, hooks) => runJob(env2, req, hooks),
+    validate: (req) => validateRequest(req, dev),
+    dataDir: a.dataDir,
+    modelRoots: a.modelRoots,
+    limits: a.limits,
+    token: a.token,
+    keepMs: a.keepHours * 3600e3,
+    keepBytes: a.keepMb * 1024 * 1024,
+    autostart: false,
+    health: () => {
+      try {
+        dev.checkAlive();
+        return { adapter: dev.adapterName, ok: true };
+      } catch (e) {
+        return { adapter: dev.adapterName, ok: false, error: (e as Error).message };
+      }
+    },
+  });
+  const list = await server.models.list();
+  console.log(`GPU: ${dev.adapterName}`);
+  if (server.models.demo) console.log(`models: none configured (--models DIR): ${DEMO_NOTICE}`);
+  else {
+    console.log(`models: ${list.length} under ${a.modelRoots.join(", ")}`);
+    for (const m of list) console.log(`  ${m.name} (${m.kind}: ${m.modes.join(", ") || "annotator"})`);
+    if (list.length === 0) console.log("  (none found: every job will fail with 'no model for mode')");
+  }
+  console.log(`data: ${a.dataDir} (${server.queue.queued} queued job(s) from before)`);
+  if (a.token) console.log("auth: a bearer token is required on /v1/*");
+
+  const ac = new AbortController();
+  const http = Deno.serve({
+    hostname: a.host,
+    port: a.port,
+    signal: ac.signal,
+    onListen: ({ hostname, port }) => {
+      const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.log(`zerovid server on http://${shown}:${port}/ (API: /openapi.json)`);
+      server.queue.start();
+    },
+  }, server.app.fetch);
+  let stopping: Promise<void> | null = null;
+  const stop = (why: string) =>
+    stopping ??= (async () => {
+      if (why !== "shutdown") console.log(`${why}: stopping (a running job goes back to the queue)`);
+      ac.abort();
+      await server.close();
+      cache.dispose();
+    })();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const handlers = signals.map((sig) => [sig, () => void stop(sig)] as const);
+  for (const [s, h] of handlers) {
+    try {
+      Deno.addSignalListener(s, h);
+    } catch { /* SIGTERM is not available on Windows */ }
+  }
+  await http.finished;
+  await stop("shutdown");
+  for (const [s, h] of handlers) {
+    try {
+      Deno.removeSignalListener(s, h);
+    } catch { /* see above */ }
+  }
+}

@@ -1,0 +1,599 @@
+// The zerovid page: one tab per mode, each a form built from the table below; a job is submitted to POST /v1/jobs,
+// followed through its server-sent events (progress bar, cancel), and its result plays inline. No build step.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, props = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k in e && typeof v !== "string") e[k] = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  return e;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Server access (optional bearer token, kept in localStorage)
+
+let token = localStorage.getItem("zerovid-token") || "";
+const headers = () => (token ? { Authorization: `Bearer ${token}` } : {});
+/** A URL for places that cannot send headers (EventSource, <video src>, links): the token goes in the query. */
+function withToken(path, extra = {}) {
+  const u = new URL(path, location.href);
+  for (const [k, v] of Object.entries(extra)) u.searchParams.set(k, v);
+  if (token) u.searchParams.set("token", token);
+  return u.pathname + u.search;
+}
+
+async function api(path, init = {}) {
+  const res = await fetch(path, { ...init, headers: { ...headers(), ...(init.headers || {}) } });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch { /* not JSON */ }
+  if (res.status === 401) {
+    $("#token-form").hidden = false;
+    $("#token").focus();
+  }
+  return { res, body };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The tabs and their options (defaults from the reference app, ranges from the server's limits)
+
+let limits = { maxFrames: 64, maxResolution: 1024, maxPrompt: 1000, maxSteps: 150, maxUploadMb: 64 };
+let models = [];
+
+const num = (name, label, value, min, max, step, hint) => ({
+  name,
+  label,
+  type: "number",
+  value,
+  min,
+  max,
+  step,
+  hint,
+});
+const common = {
+  negativePrompt: () => ({ name: "negativePrompt", label: "Negative prompt", type: "textarea", value: "" }),
+  steps: (v) => num("steps", "Steps", v, 1, limits.maxSteps, 1),
+  guidance: (v) => num("guidanceScale", "Guidance scale", v, 0, 30, 0.5),
+  seed: () => num("seed", "Seed", "", 0, 4294967295, 1, "empty: random (shown with the result)"),
+  chunk: () => num("chunkSize", "Chunk size", 8, 2, Math.max(2, limits.maxFrames), 1, "frames per model call"),
+  resolution: () =>
+    num("resolution", "Resolution", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 64, "longer side"),
+  start: () => num("start", "Start (s)", 0, 0, 86400, 0.1),
+  end: () => num("end", "End (s)", "", -1, 86400, 0.1, "empty: to the end"),
+  fps: (v, hint) => num("fps", "Frame rate", v, 0.1, 60, 0.1, hint),
+  controlScale: () => num("controlScale", "Control scale", 1, 0, 5, 0.05),
+  format: (v) => ({ name: "format", label: "Format", type: "select", value: v, options: ["mp4", "webm", "gif"] }),
+  length: () =>
+    num("videoLength", "Max frames", "", 1, limits.maxFrames, 1, `empty: all (at most ${limits.maxFrames})`),
+};
+
+const TABS = [
+  {
+    id: "text2video",
+    label: "Text to video",
+    mode: "text2video",
+    prompt: "a horse galloping on a street",
+    about: "Zero-shot text-to-video: one prompt, frames linked by a global motion and cross-frame attention.",
+    advanced: () => [
+      common.negativePrompt(),
+      num("videoLength", "Frames", Math.min(8, limits.maxFrames), 1, limits.maxFrames, 1),
+      num("width", "Width", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 8),
+      num("height", "Height", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 8),
+      common.steps(50),
+      common.guidance(7.5),
+      num("motionX", "Motion δx", 12, -20, 20, 1),
+      num("motionY", "Motion δy", 12, -20, 20, 1),
+      num("t0", "t0", "", 0, 999, 1, "empty: 44/50 of the steps"),
+      num("t1", "t1", "", 0, 999, 1, "empty: 47/50 of the steps"),
+      common.fps(4, "output fps"),
+      common.chunk(),
+      common.seed(),
+      common.format("mp4"),
+    ],
+  },
+  {
+    id: "pix2pix",
+    label: "Video editing",
+    mode: "pix2pix",
+    video: true,
+    prompt: "make it Van Gogh Starry Night style",
+    about: "Video Instruct-Pix2Pix: edit a video by an instruction.",
+    advanced: () => [
+      common.negativePrompt(),
+      common.steps(50),
+      common.guidance(7.5),
+      num("imageGuidanceScale", "Image guidance", 1.0, 0, 10, 0.1, "how closely to follow the video"),
+      common.resolution(),
+      common.start(),
+      common.end(),
+      common.fps("", "empty: the video's own"),
+      common.length(),
+      common.chunk(),
+      common.seed(),
+      common.format("mp4"),
+    ],
+  },
+  {
+    id: "pose",
+    label: "Pose",
+    mode: "pose",
+    video: true,
+    controlnet: true,
+    prompt: "an astronaut dancing in outer space",
+    about: "Pose-guided video: upload a rendered skeleton video (or pick a pose model for a raw video).",
+    advanced: () => [
+      common.negativePrompt(),
+      common.steps(20),
+      common.guidance(9),
+      common.controlScale(),
+      common.resolution(),
+      common.fps(4, "sampling fps"),
+      common.start(),
+      common.end(),
+      common.length(),
+      common.chunk(),
+      common.seed(),
+      common.format("gif"),
+    ],
+  },
+  {
+    id: "canny",
+    label: "Edges",
+    mode: "canny",
+    video: true,
+    controlnet: true,
+    prompt: "oil painting of a deer, a high-quality, detailed, and professional photo",
+    about: "Edge-guided video: Canny edges of your video steer every frame.",
+    advanced: () => [
+      common.negativePrompt(),
+      common.steps(20),
+      common.guidance(9),
+      common.controlScale(),
+      num("lowThreshold", "Low threshold", 100, 0, 255, 1),
+      num("highThreshold", "High threshold", 200, 0, 255, 1),
+      common.resolution(),
+      common.fps("", "empty: the video's own"),
+      common.start(),
+      common.end(),
+      common.length(),
+      common.chunk(),
+      common.seed(),
+      common.format("mp4"),
+    ],
+  },
+  {
+    id: "depth",
+    label: "Depth",
+    mode: "depth",
+    video: true,
+    controlnet: true,
+    depth: true,
+    prompt: "a santa claus, a high-quality, detailed, and professional photo",
+    about: "Depth-guided video: a depth model (MiDaS/DPT .onnx) estimates each frame's depth.",
+    advanced: () => [
+      common.negativePrompt(),
+      common.steps(20),
+      common.guidance(9),
+      common.controlScale(),
+      common.resolution(),
+      common.fps("", "empty: the video's own"),
+      common.start(),
+      common.end(),
+      common.length(),
+      common.chunk(),
+      common.seed(),
+      common.format("mp4"),
+    ],
+  },
+  {
+    id: "custom",
+    label: "Edges + custom model",
+    mode: "canny",
+    video: true,
+    controlnet: true,
+    custom: true,
+    prompt: "arcane style, a girl dancing",
+    about: "Edge-guided video with your own (DreamBooth) model: diffusers folders and single-file .safetensors. " +
+      "Use its trigger words in the prompt.",
+    advanced: () => [
+      common.negativePrompt(),
+      common.steps(20),
+      common.guidance(9),
+      common.controlScale(),
+      num("lowThreshold", "Low threshold", 100, 0, 255, 1),
+      num("highThreshold", "High threshold", 200, 0, 255, 1),
+      common.resolution(),
+      common.fps("", "empty: the video's own"),
+      common.start(),
+      common.end(),
+      common.length(),
+      common.chunk(),
+      common.seed(),
+      common.format("gif"),
+    ],
+  },
+];
+
+function input(f) {
+  let control;
+  if (f.type === "textarea") {
+    control = el("textarea", { name: f.name, rows: 2, maxlength: limits.maxPrompt }, f.value ?? "");
+  } else if (f.type === "select") {
+    control = el(
+      "select",
+      { name: f.name },
+      f.options.map((o) => el("option", { value: o, selected: o === f.value }, o)),
+    );
+  } else {
+    control = el("input", {
+      type: f.type,
+      name: f.name,
+      value: f.value ?? "",
+      min: f.min,
+      max: f.max,
+      step: f.step,
+      inputmode: f.type === "number" ? "decimal" : undefined,
+    });
+  }
+  return el(
+    "label",
+    { class: f.type === "textarea" ? "wide" : undefined },
+    el("span", { text: f.label }),
+    control,
+    f.hint ? el("span", { class: "hint", text: f.hint }) : null,
+  );
+}
+
+function modelOptions(filter) {
+  return models.filter(filter);
+}
+
+function select(name, label, entries, opts = {}) {
+  const s = el(
+    "select",
+    { name, id: opts.id },
+    opts.none ? el("option", { value: "" }, opts.none) : null,
+    entries.map((m) =>
+      el("option", { value: m.name }, m.kind === "demo" ? "demo (built-in)" : `${m.name} · ${m.kind}`)
+    ),
+  );
+  return el(
+    "label",
+    {},
+    el("span", { text: label }),
+    s,
+    opts.hint ? el("span", { class: "hint", text: opts.hint }) : null,
+  );
+}
+
+function buildForm(tab) {
+  const form = el("form", { id: `form-${tab.id}`, novalidate: true });
+  form.append(el("p", { class: "muted", text: tab.about }));
+  if (tab.video) {
+    form.append(el(
+      "label",
+      {},
+      el("span", { text: tab.mode === "pose" ? "Skeleton video (or any video with a pose model)" : "Video" }),
+      el("input", { type: "file", name: "video", accept: "video/*,image/gif", required: true }),
+      el("span", { class: "hint", text: `mp4, webm, gif, mov…; at most ${limits.maxUploadMb} MiB` }),
+    ));
+  }
+  form.append(el(
+    "label",
+    {},
+    el("span", { text: tab.mode === "pix2pix" ? "Instruction" : "Prompt" }),
+    el("textarea", { name: "prompt", rows: 2, required: true, maxlength: limits.maxPrompt }, tab.prompt),
+  ));
+
+  const base = modelOptions((m) =>
+    ["demo", "sd", "pix2pix", "single-file"].includes(m.kind) && m.modes.includes(tab.mode)
+  );
+  if (tab.custom) base.sort((a, b) => (b.kind === "single-file") - (a.kind === "single-file"));
+  const warn = el("p", { class: "error", hidden: true });
+  const grid = el("div", { class: "grid" });
+  if (base.length) grid.append(select("model", tab.custom ? "Custom model" : "Model", base, { id: `model-${tab.id}` }));
+  else {
+    warn.hidden = false;
+    warn.textContent = `No model for this mode under the server's model roots.`;
+  }
+  if (tab.custom) {
+    const configs = modelOptions((m) => m.kind === "sd");
+    const cfg = select("config", "Configs for a single file", configs, {
+      none: "automatic",
+      hint: "tokenizer + configs",
+    });
+    grid.append(cfg);
+    const sync = () => {
+      const chosen = models.find((m) => m.name === form.elements.model?.value);
+      cfg.hidden = chosen?.kind !== "single-file";
+      if (cfg.hidden) cfg.querySelector("select").value = "";
+    };
+    form.addEventListener("change", (e) => e.target.name === "model" && sync());
+    queueMicrotask(sync);
+  }
+  if (tab.controlnet) {
+    const cns = modelOptions((m) => (m.kind === "controlnet" || m.kind === "demo") && m.modes.includes(tab.mode));
+    cns.sort((a, b) => a.modes.length - b.modes.length);
+    if (cns.length) grid.append(select("controlnet", "ControlNet", cns));
+    else {
+      warn.hidden = false;
+      warn.textContent = `No ControlNet for ${tab.mode} under the server's model roots.`;
+    }
+  }
+  if (tab.mode === "pose") {
+    const poses = modelOptions((m) => m.kind === "onnx" && m.role === "pose");
+    if (poses.length) grid.append(select("poseModel", "Pose model", poses, { none: "none: the video is a skeleton" }));
+  }
+  if (tab.depth) {
+    const depths = modelOptions((m) => m.kind === "onnx" && m.role === "depth");
+    if (depths.length) grid.append(select("depthModel", "Depth model", depths));
+    else {
+      warn.hidden = false;
+      warn.textContent = "Depth needs a depth estimator (a MiDaS/DPT .onnx file) under the server's model roots.";
+    }
+  }
+  form.append(warn, grid);
+  form.append(
+    el(
+      "details",
+      {},
+      el("summary", { text: "Advanced options" }),
+      el("div", { class: "grid" }, tab.advanced().map(input)),
+    ),
+  );
+  const error = el("p", { class: "error", hidden: true, id: `error-${tab.id}` });
+  form.append(error, el("div", { class: "row" }, el("button", { type: "submit", text: "Generate" })));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    submit(tab, form, error);
+  });
+  return form;
+}
+
+let forms = {};
+function showTab(id) {
+  for (const b of document.querySelectorAll("#tabs button")) {
+    b.setAttribute("aria-selected", String(b.dataset.tab === id));
+  }
+  const panel = $("#panel");
+  panel.replaceChildren(forms[id]);
+  history.replaceState(null, "", `#${id}`);
+}
+
+function buildTabs() {
+  forms = Object.fromEntries(TABS.map((t) => [t.id, buildForm(t)]));
+  $("#tabs").replaceChildren(
+    ...TABS.map((t) =>
+      el("button", { type: "button", role: "tab", "data-tab": t.id, onclick: () => showTab(t.id) }, t.label)
+    ),
+  );
+  const want = location.hash.slice(1);
+  showTab(TABS.some((t) => t.id === want) ? want : TABS[0].id);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Submitting and following a job
+
+async function submit(tab, form, error) {
+  error.hidden = true;
+  for (const i of form.querySelectorAll(".invalid")) i.classList.remove("invalid");
+  const data = new FormData();
+  data.set("mode", tab.mode);
+  for (const c of form.elements) {
+    if (!c.name || c.disabled) continue;
+    if (c.type === "file") {
+      if (c.files[0]) data.set(c.name, c.files[0], c.files[0].name);
+    } else if (c.type === "checkbox") {
+      if (c.checked) data.set(c.name, "true");
+    } else if (c.value.trim() !== "" && !c.closest("[hidden]")) data.set(c.name, c.value);
+  }
+  if (tab.video && !data.get("video")) {
+    return fail("choose a video file first", "video");
+  }
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const { res, body } = await api("/v1/jobs", { method: "POST", body: data });
+    if (res.status !== 202) {
+      const wait = res.headers.get("Retry-After");
+      return fail((body?.error || `HTTP ${res.status}`) + (wait ? ` (retry in ${wait} s)` : ""), body?.field);
+    }
+    track(body.id, body.notice);
+    refreshJobs();
+  } catch (e) {
+    fail(`could not reach the server: ${e.message}`);
+  } finally {
+    button.disabled = false;
+  }
+
+  function fail(message, field) {
+    error.textContent = message;
+    error.hidden = false;
+    const bad = field && form.elements[field];
+    if (bad && bad.classList) {
+      bad.classList.add("invalid");
+      bad.closest("details")?.setAttribute("open", "");
+      bad.focus();
+    }
+  }
+}
+
+let current = null;
+
+function setStatus(text) {
+  $("#job-status").textContent = text;
+}
+
+function track(id, notice) {
+  if (current?.es) current.es.close();
+  current = { id, es: null, done: false };
+  $("#job").hidden = false;
+  $("#job-id").textContent = id.slice(0, 8);
+  $("#result").hidden = true;
+  $("#media").replaceChildren();
+  $("#job-error").hidden = true;
+  $("#job-stage").textContent = notice || "";
+  $("#progress").value = 0;
+  $("#progress").max = 1;
+  $("#cancel").disabled = false;
+  setStatus("queued");
+  const me = current;
+  const es = new EventSource(withToken(`/v1/jobs/${id}/events`));
+  me.es = es;
+  const data = (e) => JSON.parse(e.data);
+  es.addEventListener("queued", (e) => setStatus(`queued: position ${data(e).position}`));
+  es.addEventListener("started", () => setStatus("running"));
+  es.addEventListener("progress", (e) => {
+    const p = data(e);
+    setStatus("running");
+    const bar = $("#progress");
+    bar.max = Math.max(1, p.total);
+    bar.value = Math.min(p.step, bar.max);
+    const frames = p.frames ? ` · ${p.frames} frames` : "";
+    $("#job-stage").textContent = `${p.stage.replace(/_/g, " ")} ${p.step}/${p.total}${frames}`;
+  });
+  const end = (e) => {
+    me.done = true;
+    es.close();
+    finished(data(e));
+    refreshJobs();
+  };
+  es.addEventListener("done", end);
+  es.addEventListener("failed", end);
+  es.addEventListener("cancelled", end);
+  es.onerror = () => {
+    if (!me.done && current === me) setStatus("connection lost: reconnecting…");
+  };
+}
+
+function finished(job) {
+  $("#cancel").disabled = true;
+  const bar = $("#progress");
+  if (job.status === "succeeded") {
+    bar.value = bar.max;
+    setStatus(`done in ${job.timings?.total ? job.timings.total.toFixed(1) + " s" : "?"} (seed ${job.params?.seed})`);
+    showResult(job);
+  } else if (job.status === "failed") {
+    setStatus("failed");
+    $("#job-error").textContent = job.error || "failed";
+    $("#job-error").hidden = false;
+  } else {
+    setStatus("cancelled");
+  }
+}
+
+function showResult(job) {
+  const r = job.result;
+  if (!r || r.available === false) {
+    $("#job-error").textContent = "the result is no longer kept";
+    $("#job-error").hidden = false;
+    return;
+  }
+  const src = withToken(r.url);
+  const media = r.format === "gif" ? el("img", { id: "result-img", src, alt: job.prompt || "result" }) : el("video", {
+    id: "result-video",
+    src,
+    controls: true,
+    autoplay: true,
+    loop: true,
+    muted: true,
+    playsInline: true,
+  });
+  if (media.tagName === "VIDEO") media.muted = true;
+  $("#media").replaceChildren(media);
+  $("#download").href = withToken(r.url, { download: "1" });
+  $("#download").setAttribute("download", `zerovid-${job.id.slice(0, 8)}.${r.format}`);
+  $("#result-info").textContent = `${r.frames} frames · ${r.width}×${r.height} · ${r.fps} fps · ${
+    (r.bytes / 1024).toFixed(0)
+  } KiB`;
+  $("#result").hidden = false;
+}
+
+$("#cancel").addEventListener("click", async () => {
+  if (!current) return;
+  $("#cancel").disabled = true;
+  const { res, body } = await api(`/v1/jobs/${current.id}`, { method: "DELETE" });
+  if (res.status === 202) setStatus("stopping at the next step…");
+  else if (!res.ok) setStatus(body?.error || `cancel failed (HTTP ${res.status})`);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recent jobs
+
+async function refreshJobs() {
+  const { res, body } = await api("/v1/jobs?limit=20");
+  if (!res.ok) return;
+  const list = $("#jobs");
+  list.replaceChildren(...body.jobs.map((j) => {
+    const when = new Date(j.createdAt).toLocaleTimeString();
+    const open = el("button", { type: "button", class: "small", onclick: () => track(j.id) }, "open");
+    const remove = el("button", {
+      type: "button",
+      class: "small",
+      onclick: async () => {
+        await api(`/v1/jobs/${j.id}`, { method: "DELETE" });
+        refreshJobs();
+      },
+    }, j.status === "queued" || j.status === "running" ? "cancel" : "delete");
+    return el(
+      "li",
+      { "data-id": j.id },
+      el("span", { class: `badge ${j.status}`, text: j.status }),
+      el("span", { class: "muted", text: `${j.mode} · ${when}` }),
+      el("span", { class: "prompt", title: j.prompt, text: j.prompt }),
+      open,
+      remove,
+    );
+  }));
+  if (!body.jobs.length) list.append(el("li", { class: "muted", text: "none yet" }));
+}
+
+$("#refresh").addEventListener("click", refreshJobs);
+setInterval(() => {
+  if (document.visibilityState !== "visible") return;
+  refreshJobs();
+  refreshHealth();
+}, 10000);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Start
+
+async function refreshHealth() {
+  try {
+    const h = await (await fetch("/healthz")).json();
+    limits = { ...limits, ...h.limits };
+    $("#health").textContent =
+      `GPU: ${h.adapter}${h.ok ? "" : " (unavailable: " + h.error + ")"} · queue ${h.queue.queued}` +
+      (h.queue.running ? " + 1 running" : "");
+    $("#demo-banner").hidden = !h.demo;
+  } catch (e) {
+    $("#health").textContent = `server unreachable: ${e.message}`;
+  }
+}
+
+async function start() {
+  await refreshHealth();
+  const { res, body } = await api("/v1/models");
+  if (res.ok) models = body.models;
+  buildTabs();
+  refreshJobs();
+}
+
+$("#token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("#token").value.trim();
+  localStorage.setItem("zerovid-token", token);
+  $("#token-form").hidden = true;
+  start();
+});
+
+start();

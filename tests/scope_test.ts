@@ -1,0 +1,46 @@
+// A cancelled run must give back every pooled GPU buffer it took.
+import { StableDiffusion } from "../pipeline/models/sd.ts";
+import { Cancelled, SeededNoise } from "../pipeline/modes/common.ts";
+import { text2video } from "../pipeline/modes/text2video.ts";
+import { gpuTest } from "./util.ts";
+
+const TINY = new URL("../../shared/golden/models/tiny-sd", import.meta.url).pathname;
+
+gpuTest("modes: a cancel mid-run releases all pooled tensors", async (dev) => {
+  const sd = await StableDiffusion.load(dev, TINY, { dtype: "f32" });
+  try {
+    const p = {
+      prompt: "x",
+      videoLength: 3,
+      width: 64,
+      height: 64,
+      steps: 6,
+      guidanceScale: 7.5,
+      motionX: 12,
+      motionY: 12,
+    };
+    await text2video(sd, p, new SeededNoise(1)); // warm the pool
+    const before = dev.pool.inUse;
+    const ac = new AbortController();
+    let steps = 0;
+    const run = text2video(sd, { ...p, chunkSize: 2 }, new SeededNoise(1), {
+      signal: ac.signal,
+      onProgress: (s) => {
+        if (s.stage === "denoise" && ++steps === 1) ac.abort();
+      },
+    });
+    let cancelled = false;
+    try {
+      await run;
+    } catch (e) {
+      cancelled = e instanceof Cancelled;
+      if (!cancelled) throw e;
+    }
+    if (!cancelled) throw new Error("the run was not cancelled");
+    if (dev.pool.inUse !== before) {
+      throw new Error(`pool in use ${dev.pool.inUse} bytes after cancel, ${before} before`);
+    }
+  } finally {
+    sd.dispose();
+  }
+});
