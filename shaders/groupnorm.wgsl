@@ -9,7 +9,7 @@ struct Params { units: u32, chunk: u32, chunks: u32, cunits: u32, groups: u32, c
 @group(0) @binding(4) var<storage, read> beta: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<V>;
 
-const WG = 256u;
+// WG (threads, a power of two) comes from pipeline/ops/norm.ts, sized to the chunk.
 var<workgroup> sn: array<f32, WG>;
 var<workgroup> sm: array<f32, WG>;
 var<workgroup> sq: array<f32, WG>;

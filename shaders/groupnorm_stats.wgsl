@@ -7,7 +7,7 @@ struct Params { units: u32, chunk: u32, chunks: u32, pad: u32 }
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read_write> part: array<vec4f>;
 
-const WG = 256u;
+// WG (threads, a power of two) comes from pipeline/ops/norm.ts, sized to the chunk.
 var<workgroup> sn: array<f32, WG>;
 var<workgroup> sm: array<f32, WG>;
 var<workgroup> sq: array<f32, WG>;

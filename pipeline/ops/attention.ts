@@ -188,6 +188,12 @@ export function attentionWith(
   const key = `${D}|${budget}`;
   let c = internal.cfg ?? configs.get(key);
   if (!c) configs.set(key, c = attentionConfig(D, budget));
+  if (c.kind === "rows" && !internal.cfg) {
+    // Short sequences (tiny models, text encoders): no more threads than query rows, since idle threads still
+    // pay for every barrier (at least 32 to keep a full NVIDIA warp).
+    const need = 2 ** Math.ceil(Math.log2(Math.max(1, Nq) * c.TPR));
+    if (need < c.WG) c = { ...c, WG: Math.max(32, need, c.TPR) };
+  }
   checkConfig(c, D);
   const out = opts.out ?? empty(dev, q.shape, q.dtype);
   if (Bq === 0 || Nq === 0) return out;

@@ -53,9 +53,11 @@ export function groupNorm(
   const chunks = Math.min(MAX_CHUNKS, Math.ceil(units / CHUNK_UNITS));
   const chunk = Math.ceil(units / chunks);
   const part = empty(dev, [ng * chunks * 4], "f32");
-  const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc, w), vecConsts(w), x.dtype);
+  // Threads per workgroup: enough for the chunk, no more (idle threads still pay for every barrier).
+  const WG = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(chunk))));
+  const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc, w), vecConsts(w, { WG }), x.dtype);
   dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [x.binding(), part.binding()], [chunks, ng]);
-  const kn = dev.kernel("groupnorm", vecSource(groupNormSrc, w), vecConsts(w, { SILU: !!opts.silu }), x.dtype);
+  const kn = dev.kernel("groupnorm", vecSource(groupNormSrc, w), vecConsts(w, { SILU: !!opts.silu, WG }), x.dtype);
   const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(0);
   dev.dispatch(kn, pn, [x.binding(), part.binding(), gamma.binding(), beta.binding(), y.binding()], [chunks, ng]);
   part.release();
