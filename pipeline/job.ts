@@ -123,7 +123,7 @@ export const FIELDS: Record<Exclude<keyof JobRequest, "mode">, FieldSpec> = {
   motionX: { kind: "number", min: -512, max: 512, modes: T2V },
   motionY: { kind: "number", min: -512, max: 512, modes: T2V },
   chunkSize: { kind: "int", min: 2, max: 1024 },
-  fps: { kind: "number", min: 0.1, max: 120 },
+  fps: { kind: "number", min: -1, max: 120 },
   start: { kind: "number", min: 0, max: 86400, modes: VIDEO_MODES },
   end: { kind: "number", min: -1, max: 86400, modes: VIDEO_MODES },
   precision: { kind: "string", values: ["f32", "f16"] },
@@ -176,6 +176,18 @@ export const MODE_DEFAULTS: Record<Mode, Partial<JobRequest>> = {
     format: "mp4",
   },
   depth: { steps: 20, guidanceScale: 9.0, controlScale: 1.0, resolution: 512, chunkSize: 8, format: "mp4" },
+};
+
+/**
+ * The demo model's defaults where they differ: its UNet is sized for 64x64 frames (diffusers' default size is
+ * unet.sample_size * 8), and its output is noise whatever the step count, so `deno task demo` stays short on a CPU.
+ */
+export const DEMO_DEFAULTS: Record<Mode, Partial<JobRequest>> = {
+  text2video: { width: 64, height: 64, steps: 10 },
+  pix2pix: { resolution: 64, steps: 10 },
+  pose: { resolution: 64, steps: 10 },
+  canny: { resolution: 64, steps: 10 },
+  depth: { resolution: 64, steps: 10 },
 };
 
 function describe(v: unknown): string {
@@ -238,11 +250,12 @@ export function validateRequest(req: JobRequest, device?: { f16: boolean }): Job
     checkField(field, spec, v);
     out[field] = v;
   }
-  const r = { ...MODE_DEFAULTS[mode], ...out } as JobRequest;
+  const model = (out.model as string | undefined) ?? defaultModel(mode);
+  const demo = model === DEMO_MODEL ? DEMO_DEFAULTS[mode] : {};
+  const r = { ...MODE_DEFAULTS[mode], ...demo, ...out, model } as JobRequest;
 
   if (typeof r.prompt !== "string") throw new RequestError("prompt", "is required (the text to generate from)");
   r.negativePrompt ??= "";
-  r.model ??= defaultModel(mode);
   if (CONTROL_MODES.includes(mode)) {
     r.controlnet ??= r.model === DEMO_MODEL ? DEMO_MODEL : DEFAULT_CONTROLNETS[mode];
   }
@@ -271,7 +284,7 @@ export function validateRequest(req: JobRequest, device?: { f16: boolean }): Job
     r.t1 ??= r.t0 !== undefined && r.t0 >= d.t1 ? Math.min(r.t0 + 1, r.steps! - 1) : d.t1;
     r.t0 ??= Math.min(d.t0, r.t1 - 1);
     if (!(0 <= r.t0 && r.t0 < r.t1 && r.t1 < r.steps!)) {
-      const bad = r.t1 >= r.steps! ? "t1" : "t0";
+      const bad = r.t1 >= r.steps! || (out.t0 === undefined && out.t1 !== undefined) ? "t1" : "t0";
       throw new RequestError(bad, `need 0 <= t0 < t1 < steps (${r.steps}), got t0=${r.t0}, t1=${r.t1}`);
     }
     if (r.smoothBackground) {
@@ -284,6 +297,10 @@ export function validateRequest(req: JobRequest, device?: { f16: boolean }): Job
       throw new RequestError(f, "only applies with smoothBackground");
     }
   }
+  if (r.fps !== undefined && r.fps !== -1 && r.fps < 0.1) {
+    throw new RequestError("fps", `expected 0.1 to 120 frames per second${isVideo ? " (or -1: the source's)" : ""}`);
+  }
+  if (r.fps === -1 && !isVideo) throw new RequestError("fps", "expected 0.1 to 120 frames per second, got -1");
   if (isVideo && r.end !== undefined && r.end !== -1) {
     if (r.end < 0) throw new RequestError("end", `expected seconds > start or -1 (the whole clip), got ${r.end}`);
     if (r.end <= (r.start ?? 0)) {
@@ -451,6 +468,7 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       cn = l.model;
     }
     report({ stage: "load", step: 1, total: 1 });
+    checkModels(r.mode, sd, cn);
     checkAborted(signal);
 
     // The mode, with its progress attributed to phases (time since the previous report goes to this stage).
@@ -511,7 +529,10 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
         )).frames;
       } else {
         report({ stage: "annotate", step: 0, total: 1, frames: F });
-        const control = await timed("annotate", () => annotate(env.dev, r, v));
+        const control = await timed(
+          "annotate",
+          () => annotate(env.dev, r, v).catch(onnxError(r.mode === "depth" ? "depthModel" : "poseModel")),
+        );
         report({ stage: "annotate", step: 1, total: 1, frames: F });
         checkAborted(signal);
         last = performance.now();
@@ -560,6 +581,31 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
   }
 }
 
+/** A model of the wrong kind for the mode fails here with a clear message, not with a shape error mid-run. */
+function checkModels(mode: Mode, sd: StableDiffusion, cn: ControlNet | null): void {
+  const latent = sd.vae.cfg.latent_channels, inC = sd.unet.cfg.in_channels;
+  if (mode !== "pix2pix" && inC !== latent) {
+    throw new RequestError(
+      "model",
+      `${sd.source} has a ${inC}-channel UNet (an Instruct-Pix2Pix model?): ${mode} needs a plain Stable Diffusion model`,
+    );
+  }
+  if (!cn) return;
+  const u = sd.unet.cfg, c = cn.cfg;
+  const cross = (x: number | number[]) => Array.isArray(x) ? x[0] : x;
+  if (
+    cross(u.cross_attention_dim) !== cross(c.cross_attention_dim) ||
+    u.block_out_channels.join() !== c.block_out_channels.join()
+  ) {
+    throw new RequestError(
+      "controlnet",
+      `does not fit the base model (ControlNet channels [${c.block_out_channels}], text dim ${
+        cross(c.cross_attention_dim)
+      }; UNet [${u.block_out_channels}], ${cross(u.cross_attention_dim)})`,
+    );
+  }
+}
+
 /** Weight files that do not fit (missing tensors, wrong shapes, bad JSON) are bad input, not a crash. */
 function loadError(field: string): (e: unknown) => never {
   return (e) => {
@@ -568,6 +614,14 @@ function loadError(field: string): (e: unknown) => never {
       throw new RequestError(field, (e as Error).message);
     }
     if (e instanceof Error && /^model not found/.test(e.message)) throw new RequestError(field, e.message);
+    throw e;
+  };
+}
+
+/** An ONNX file that is not a usable model (not ONNX, wrong inputs or outputs) is bad input for its field. */
+function onnxError(field: string): (e: unknown) => never {
+  return (e) => {
+    if ((e as Error)?.name === "OnnxError") throw new RequestError(field, (e as Error).message);
     throw e;
   };
 }
@@ -586,13 +640,8 @@ async function annotate(dev: Device, r: JobRequest, frames: Frames): Promise<Flo
     case "pose": {
       if (!r.poseModel) return framesToNCHW(frames); // a rendered skeleton video is the control itself (SPEC §3)
       const path = await localFile(r.poseModel, "poseModel");
-      let mod: { poseVideo(f: Frames, modelPath: string): Promise<Float32Array> };
-      try {
-        mod = await import("./annotators/" + "pose.ts");
-      } catch {
-        throw new RequestError("poseModel", "pose detection is not available in this build: give a skeleton video");
-      }
-      return await mod.poseVideo(frames, path);
+      const { poseVideo } = await import("./annotators/pose.ts");
+      return await poseVideo(frames, path);
     }
     default:
       throw new Error(`annotate: mode ${r.mode} has no control images`);
@@ -608,7 +657,9 @@ async function saliencyFn(
   const { saliencyMasks } = await import("./annotators/saliency.ts");
   return async (frames, count, height, width) => {
     report({ stage: "saliency", step: 0, total: 1, frames: count });
-    const masks = await saliencyMasks(floatToFrames(frames, count, height, width, 1), path);
+    const masks = await saliencyMasks(floatToFrames(frames, count, height, width, 1), path).catch(
+      onnxError("saliencyModel"),
+    );
     report({ stage: "saliency", step: 1, total: 1, frames: count });
     return masks;
   };

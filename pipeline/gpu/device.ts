@@ -136,7 +136,7 @@ export class Device {
       );
     }
     const features: GPUFeatureName[] = [];
-    for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+    for (const f of ["shader-f16", "timestamp-query", "subgroups"] as GPUFeatureName[]) {
       if (adapter.features.has(f)) features.push(f);
     }
     const L = adapter.limits;
