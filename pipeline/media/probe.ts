@@ -90,11 +90,15 @@ export async function probeStream(bytes: Uint8Array, name = "video"): Promise<St
   if (format === "gif" && bytes[bytes.length - 1] !== 0x3b) {
     throw new Error(`${what}: the file is truncated (GIF trailer missing)`);
   }
+  const duration = Number(st.duration ?? json.format.duration ?? NaN);
   let fps = rate(st.avg_frame_rate) || rate(st.r_frame_rate);
+  // A short GIF often has no average rate, and r_frame_rate is then its 1/100 s timebase: use frames / duration.
+  if (format === "gif" && Number.isFinite(duration) && duration > 0 && (!rate(st.avg_frame_rate) || fps >= 100)) {
+    fps = packets / duration;
+  }
   if (!fps) fps = 25; // FFmpeg's own default for streams without timing.
   const rot = st.side_data_list?.find((s) => s.rotation !== undefined)?.rotation ?? Number(st.tags?.rotate ?? 0);
   const swap = Math.abs(Math.round(rot / 90)) % 2 === 1;
-  const duration = Number(st.duration ?? json.format.duration ?? NaN);
   return {
     width: swap ? st.height : st.width,
     height: swap ? st.width : st.height,
