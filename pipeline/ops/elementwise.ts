@@ -1,6 +1,7 @@
 // Elementwise activations and broadcast binary ops (shaders/unary.wgsl, shaders/binary.wgsl).
 import unarySrc from "../../shaders/unary.wgsl" with { type: "text" };
 import binarySrc from "../../shaders/binary.wgsl" with { type: "text" };
+import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import { Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, grid1d } from "./launch.ts";
@@ -26,7 +27,7 @@ export function unary(
 ): Tensor {
   const dev = x.dev;
   const y = opts.out ?? empty(dev, x.shape, x.dtype);
-  const k = dev.kernel("unary", unarySrc, { OP: UNARY[op] }, x.dtype);
+  const k = dev.kernel("unary", unarySrc + erfSrc, { OP: UNARY[op] }, x.dtype);
   const { groups, row } = grid1d(x.numel, 256);
   const p = new Params().u(x.numel).f(opts.alpha ?? 1, opts.beta ?? 0).u(row).f(opts.lo ?? -3.4e38, opts.hi ?? 3.4e38);
   dev.dispatch(k, p, [x.binding(), y.binding()], groups);

@@ -1,5 +1,6 @@
 // GEGLU activation (shaders/geglu.wgsl).
 import gegluSrc from "../../shaders/geglu.wgsl" with { type: "text" };
+import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import { GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./launch.ts";
@@ -16,7 +17,7 @@ export function geglu(x: Tensor): Tensor {
   const y = empty(dev, [...x.shape.slice(0, -1), D], x.dtype);
   const w = widthFor(D);
   const n = y.numel / w;
-  const k = dev.kernel("geglu", vecSource(gegluSrc, w), vecConsts(w), x.dtype);
+  const k = dev.kernel("geglu", vecSource(gegluSrc + erfSrc, w), vecConsts(w), x.dtype);
   const { groups, row } = grid1d(n, 256);
   dev.dispatch(k, new Params().u(n, D / w, row, 0), [x.binding(), y.binding()], groups);
   return y;

@@ -11,27 +11,12 @@ import { DDIM } from "../../pipeline/schedulers/ddim.ts";
 import { cfg as guidance } from "../../pipeline/schedulers/guidance.ts";
 import { loadComponent } from "../../pipeline/weights/diffusers.ts";
 import { randomSource } from "../../fixtures/random_weights.ts";
+import { DEMO_UNET } from "../../fixtures/demo_model.ts";
 import { randn } from "../../tests/util.ts";
 import { errorMessage, type KernelTime, type LoopOptions, since, timeCalls, type Timing } from "./measure.ts";
 
 /** The tiny test model's UNet config (tiny-sd in the golden folder), for random weights when the folder is absent. */
-export const TINY_UNET: UNetConfig = {
-  in_channels: 4,
-  out_channels: 4,
-  block_out_channels: [32, 32, 64, 64],
-  layers_per_block: 2,
-  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-  mid_block_type: "UNetMidBlock2DCrossAttn",
-  attention_head_dim: 8,
-  cross_attention_dim: 32,
-  norm_num_groups: 8,
-  norm_eps: 1e-5,
-  use_linear_projection: false,
-  flip_sin_to_cos: true,
-  freq_shift: 0,
-  sample_size: 8,
-};
+export const TINY_UNET: UNetConfig = DEMO_UNET;
 
 export interface UNetRow {
   model: string;
