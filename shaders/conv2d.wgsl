@@ -1,5 +1,5 @@
 // conv2d as implicit GEMM: y[co, pix] = w[co, k] @ patch[k, pix] (+ bias[co]) (+ res), with M = Cout,
-// N = images * Ho * Wo, K = Cin * KH * KW, on the tiling of matmul.wgsl (see there). The patch tile is gathered
+// N = images * Ho * Wo, K = Cin * KH * KW, on the shared core in shaders/gemm.wgsl (appended by pipeline/ops/conv2d.ts). The patch tile is gathered
 // from x while it is loaded into shared memory (zero padding = bounds check), so no im2col buffer exists.
 // Consts: BM, BN, BK, TM, TN, KH, KW, VEC (K % 4 == 0: vec4 weight loads), DIRECT (1x1, stride 1, no
 // padding, Ho*Wo % 4 == 0: the patch is x itself, loaded as vec4 along pixels).
@@ -15,22 +15,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> res: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
 
-const MT = BM / TM;
-const NT = BN / TN;
-const WG = MT * NT;
-const KV = BK / 4u;
 const KK = KH * KW;
-const A_LEN = BK * BM / 4u;
-const B_LEN = BK * BN / 4u;
 // Gather: each thread owns one pixel column of the patch tile and every KSTEP-th of its rows (WG % BN == 0).
 const KSTEP = WG / BN;
 
-var<workgroup> As: array<vec4<f32>, 2u * A_LEN>; // two buffers of [k][co / 4]
-var<workgroup> Bs: array<vec4<f32>, 2u * B_LEN>; // two buffers of [k][pix / 4]
-var<private> m0: u32;
-var<private> n0: u32;
-var<private> tx: u32;
-var<private> ty: u32;
 // This thread's gather column: image base offset in x and the top-left input position of its window.
 var<private> g_ok: bool;
 var<private> g_base: u32;
@@ -111,19 +99,8 @@ fn emit(r: u32, c: u32, v: vec4<f32>) {
   }
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * p.gx;
-  if (tile >= p.tiles) { return; }
-  if (p.mfast != 0u) {
-    m0 = (tile % p.tilesM) * BM;
-    n0 = (tile / p.tilesM) * BN;
-  } else {
-    n0 = (tile % p.tilesN) * BN;
-    m0 = (tile / p.tilesN) * BM;
-  }
-  tx = lid % NT;
-  ty = lid / NT;
+// The gather position of this thread's pixel column.
+fn prepare(lid: u32) {
   if (!DIRECT) {
     let pix = n0 + lid % BN;
     g_ok = pix < p.npix;
@@ -131,85 +108,5 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     g_base = (pix / p.HWo) * p.Cin * p.H * p.W;
     g_iy = i32((q / p.Wo) * p.stride) - p.padT;
     g_ix = i32((q % p.Wo) * p.stride) - p.padL;
-  }
-
-  // c0..3: rows 0-3 x column group 0; c4..7: rows 4-7 (TM = 8); c8..15: the same for column group 1 (TN = 8).
-  var c0 = vec4<f32>(0.0);
-  var c1 = vec4<f32>(0.0);
-  var c2 = vec4<f32>(0.0);
-  var c3 = vec4<f32>(0.0);
-  var c4 = vec4<f32>(0.0);
-  var c5 = vec4<f32>(0.0);
-  var c6 = vec4<f32>(0.0);
-  var c7 = vec4<f32>(0.0);
-  var c8 = vec4<f32>(0.0);
-  var c9 = vec4<f32>(0.0);
-  var c10 = vec4<f32>(0.0);
-  var c11 = vec4<f32>(0.0);
-  var c12 = vec4<f32>(0.0);
-  var c13 = vec4<f32>(0.0);
-  var c14 = vec4<f32>(0.0);
-  var c15 = vec4<f32>(0.0);
-  let nk = (p.K + BK - 1u) / BK;
-  load_tile(lid, 0u, 0u);
-  workgroupBarrier();
-  for (var t = 0u; t < nk; t++) {
-    let cur = t % 2u;
-    if (t + 1u < nk) { load_tile(lid, 1u - cur, (t + 1u) * BK); }
-    let ab = cur * A_LEN + ty;
-    let bb = cur * B_LEN + tx;
-    for (var k = 0u; k < BK; k++) {
-      let a0 = As[ab + k * (BM / 4u)];
-      let b0 = Bs[bb + k * (BN / 4u)];
-      c0 = fma(vec4<f32>(a0.x), b0, c0);
-      c1 = fma(vec4<f32>(a0.y), b0, c1);
-      c2 = fma(vec4<f32>(a0.z), b0, c2);
-      c3 = fma(vec4<f32>(a0.w), b0, c3);
-      if (TM > 4u) {
-        let a1 = As[ab + k * (BM / 4u) + MT];
-        c4 = fma(vec4<f32>(a1.x), b0, c4);
-        c5 = fma(vec4<f32>(a1.y), b0, c5);
-        c6 = fma(vec4<f32>(a1.z), b0, c6);
-        c7 = fma(vec4<f32>(a1.w), b0, c7);
-        if (TN > 4u) {
-          let b1 = Bs[bb + k * (BN / 4u) + NT];
-          c12 = fma(vec4<f32>(a1.x), b1, c12);
-          c13 = fma(vec4<f32>(a1.y), b1, c13);
-          c14 = fma(vec4<f32>(a1.z), b1, c14);
-          c15 = fma(vec4<f32>(a1.w), b1, c15);
-        }
-      }
-      if (TN > 4u) {
-        let b1 = Bs[bb + k * (BN / 4u) + NT];
-        c8 = fma(vec4<f32>(a0.x), b1, c8);
-        c9 = fma(vec4<f32>(a0.y), b1, c9);
-        c10 = fma(vec4<f32>(a0.z), b1, c10);
-        c11 = fma(vec4<f32>(a0.w), b1, c11);
-      }
-    }
-    workgroupBarrier();
-  }
-
-  emit(0u, 0u, c0);
-  emit(1u, 0u, c1);
-  emit(2u, 0u, c2);
-  emit(3u, 0u, c3);
-  if (TM > 4u) {
-    emit(4u, 0u, c4);
-    emit(5u, 0u, c5);
-    emit(6u, 0u, c6);
-    emit(7u, 0u, c7);
-  }
-  if (TN > 4u) {
-    emit(0u, 1u, c8);
-    emit(1u, 1u, c9);
-    emit(2u, 1u, c10);
-    emit(3u, 1u, c11);
-    if (TM > 4u) {
-      emit(4u, 1u, c12);
-      emit(5u, 1u, c13);
-      emit(6u, 1u, c14);
-      emit(7u, 1u, c15);
-    }
   }
 }

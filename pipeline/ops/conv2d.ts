@@ -1,4 +1,5 @@
 // 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer.
+import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
@@ -47,7 +48,7 @@ export function conv2d(
   const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
   const inPlace = sameRange(opts.residual, y);
   const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
-  const k = dev.kernel("conv2d", conv2dSrc, consts, x.dtype);
+  const k = dev.kernel("conv2d", conv2dSrc + gemmSrc, consts, x.dtype);
   const bytes = BYTES[x.dtype];
   // Images are independent: split the batch when x or y exceeds the binding limit.
   const chunk = chunkItems(op, dev, "images", B, [Cin * H * W * bytes, Cout * HWo * bytes]);

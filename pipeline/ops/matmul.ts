@@ -1,5 +1,6 @@
 // Linear layers on the tiled GEMM (shaders/matmul.wgsl), plus the tile choice, grid and binding helpers that
 // conv2d's implicit GEMM shares.
+import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
@@ -156,7 +157,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: { residual?: T
 
   const tile = gemmHooks.tile ?? pickTile(dev, M, N);
   const consts = { ...tile, BK, VEC: K % 4 === 0 };
-  const k = dev.kernel("matmul", matmulSrc, consts, x.dtype);
+  const k = dev.kernel("matmul", matmulSrc + gemmSrc, consts, x.dtype);
   const inPlace = sameRange(opts.residual, y);
   const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
   const bytes = BYTES[x.dtype];
