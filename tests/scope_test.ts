@@ -44,3 +44,39 @@ gpuTest("modes: a cancel mid-run releases all pooled tensors", async (dev) => {
     sd.dispose();
   }
 });
+
+gpuTest(
+  "modes: each text-to-video denoising step is recorded into one command buffer, chunked or not",
+  async (dev) => {
+    const sd = await StableDiffusion.load(dev, TINY, { dtype: "f32" });
+    try {
+      const p = {
+        prompt: "x",
+        videoLength: 5,
+        width: 64,
+        height: 64,
+        steps: 6,
+        guidanceScale: 7.5,
+        motionX: 12,
+        motionY: 12,
+      };
+      for (const chunkSize of [undefined, 2, 3]) {
+        const seen: number[] = [];
+        let last = -1;
+        await text2video(sd, { ...p, chunkSize }, new SeededNoise(3), {
+          onProgress: (s) => {
+            if (s.stage === "denoise") {
+              if (last >= 0) seen.push(dev.submits - last);
+              last = dev.submits;
+            }
+          },
+        });
+        if (!seen.length || seen.some((n) => n !== 1)) {
+          throw new Error(`chunkSize ${chunkSize}: command buffers per denoising step ${seen.join(", ")}`);
+        }
+      }
+    } finally {
+      sd.dispose();
+    }
+  },
+);

@@ -90,6 +90,8 @@ export class Device {
   private readonly queryCapacity = 4096;
   /** Number of dispatches recorded since the device opened (for benchmarks and tests). */
   dispatches = 0;
+  /** Number of command buffers submitted (a denoising step should be one). */
+  submits = 0;
   /** Open tensor scopes (innermost last): pooled tensors created while one is open are released when it closes. */
   readonly scopes: Set<{ release(): void }>[] = [];
 
@@ -299,6 +301,7 @@ export class Device {
     const cb = this.encoder.finish();
     this.encoder = null;
     this.gpu.queue.submit([cb]);
+    this.submits++;
   }
 
   /**

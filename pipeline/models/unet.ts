@@ -1,7 +1,7 @@
 // UNet2DConditionModel (diffusers), driven by its config.json. The forward pass reads top to bottom as in
 // diffusers: time embedding, conv_in, down blocks (collecting skips), mid block, up blocks, conv_out.
 import type { Device, DType } from "../gpu/device.ts";
-import { type Tensor, upload } from "../gpu/tensor.ts";
+import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
 import { binary, unary } from "../ops/elementwise.ts";
 import { concat, upsampleNearest } from "../ops/layout.ts";
 import {
@@ -97,6 +97,8 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
   convIn!: Conv;
   down: DownBlock[] = [];
   mid!: MidBlock;
+  /** Sinusoidal timestep inputs by timestep list (LRU). */
+  private sinusoids = new Map<string, Tensor>();
 
   constructor(readonly cfg: C, readonly params: Params) {}
 
@@ -131,17 +133,35 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
   }
 
   /** silu(time_embedding(timesteps)): every resnet applies silu to temb before its projection. */
+  /**
+   * silu(time_embedding(t)) as [1, 4*C0] when the whole batch shares one timestep (resnets broadcast it over the
+   * batch), else [batch, 4*C0]. The sinusoidal input is computed on the CPU in float64 and kept in a small cache of
+   * mapped-at-creation buffers: no queue write, so a step's work stays in one command buffer.
+   */
   protected timeEmbedding(timesteps: number[], batch: number): Tensor {
-    const ts = timesteps.length === 1 ? Array(batch).fill(timesteps[0]) : timesteps;
-    if (ts.length !== batch) throw new Error(`unet: ${ts.length} timesteps for a batch of ${batch}`);
-    const c0 = this.cfg.block_out_channels[0];
-    const sin = timestepEmbedding(ts, c0, this.cfg.flip_sin_to_cos ?? true, this.cfg.freq_shift ?? 0);
-    const t = upload(this.params.dev, sin, [batch, c0], this.params.dtype);
+    if (timesteps.length !== 1 && timesteps.length !== batch) {
+      throw new Error(`unet: ${timesteps.length} timesteps for a batch of ${batch}`);
+    }
+    const ts = timesteps.every((t) => t === timesteps[0]) ? [timesteps[0]] : timesteps;
+    const key = ts.join(",");
+    let t = this.sinusoids.get(key);
+    if (t) this.sinusoids.delete(key);
+    else {
+      const c0 = this.cfg.block_out_channels[0];
+      const sin = timestepEmbedding(ts, c0, this.cfg.flip_sin_to_cos ?? true, this.cfg.freq_shift ?? 0);
+      t = uploadOwned(this.params.dev, sin, [ts.length, c0], this.params.dtype);
+      if (this.sinusoids.size >= 256) {
+        const [oldest, old] = this.sinusoids.entries().next().value!;
+        this.sinusoids.delete(oldest);
+        old.release();
+      }
+    }
+    this.sinusoids.set(key, t); // most recently used last
     const h = applyLinear(this.timeLinear1, t);
     const hs = unary("silu", h);
     const emb = applyLinear(this.timeLinear2, hs);
     const embSilu = unary("silu", emb);
-    free(t, h, hs, emb);
+    free(h, hs, emb);
     return embSilu;
   }
 
@@ -181,6 +201,8 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
   }
 
   dispose(): void {
+    for (const t of this.sinusoids.values()) t.release();
+    this.sinusoids.clear();
     this.params.dispose();
   }
 }
