@@ -675,16 +675,17 @@ export async function serve(args: string[]): Promise<void> {
   }
 
   // The pipeline is loaded here, not at import, so tests of the app need no GPU.
-  const { Device } = await import("../pipeline/gpu/device.ts");
-  const { ModelCache } = await import("../pipeline/model_cache.ts");
+  const { GpuContext } = await import("../pipeline/gpu_context.ts");
   const { runJob, validateRequest } = await import("../pipeline/job.ts");
   const { DEMO_NOTICE } = await import("../fixtures/demo_model.ts");
-  const dev = await Device.open();
-  const cache = new ModelCache(dev, { maxBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined });
-  const env2 = { dev, models: cache, modelRoots: a.modelRoots };
+  const gpu = await GpuContext.create({
+    cacheBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined,
+    modelRoots: a.modelRoots,
+    onReopen: () => console.error("GPU device was lost: reopening it for the next job"),
+  });
   const server = await openServer({
-    runner: (req, hooks) => runJob(env2, req, hooks),
-    validate: (req) => validateRequest(req, dev),
+    runner: async (req, hooks) => runJob(await gpu.current(), req, hooks),
+    validate: (req) => validateRequest(req, gpu.now.dev),
     dataDir: a.dataDir,
     modelRoots: a.modelRoots,
     limits: a.limits,
@@ -693,16 +694,16 @@ export async function serve(args: string[]): Promise<void> {
     keepBytes: a.keepMb * 1024 * 1024,
     autostart: false,
     health: () => {
-      try {
-        dev.checkAlive();
-        return { adapter: dev.adapterName, ok: true };
-      } catch (e) {
-        return { adapter: dev.adapterName, ok: false, error: (e as Error).message };
+      // A lost device is reopened by the next job, so the service stays healthy; report what happened.
+      const dev = gpu.now.dev;
+      if (dev.isLost) {
+        return { adapter: dev.adapterName, ok: false, error: "GPU device lost; reopened on the next job" };
       }
+      return { adapter: dev.adapterName, ok: true };
     },
   });
   const list = await server.models.list();
-  console.log(`GPU: ${dev.adapterName}`);
+  console.log(`GPU: ${gpu.now.dev.adapterName}`);
   if (server.models.demo) console.log(`models: none configured (--models DIR): ${DEMO_NOTICE}`);
   else {
     console.log(`models: ${list.length} under ${a.modelRoots.join(", ")}`);
@@ -729,7 +730,7 @@ export async function serve(args: string[]): Promise<void> {
       if (why !== "shutdown") console.log(`${why}: stopping (a running job goes back to the queue)`);
       ac.abort();
       await server.close();
-      cache.dispose();
+      gpu.dispose();
     })();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((sig) => [sig, () => void stop(sig)] as const);

@@ -1,4 +1,5 @@
 // A cancelled run must give back every pooled GPU buffer it took.
+import { Device } from "../pipeline/gpu/device.ts";
 import { StableDiffusion } from "../pipeline/models/sd.ts";
 import { Cancelled, SeededNoise } from "../pipeline/modes/common.ts";
 import { text2video } from "../pipeline/modes/text2video.ts";
@@ -80,3 +81,32 @@ gpuTest(
     }
   },
 );
+
+Deno.test({
+  name: "modes: a lost device ends a run with a clear error instead of a hang",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dev = await Device.open();
+    const sd = await StableDiffusion.load(dev, TINY, { dtype: "f32" });
+    const p = {
+      prompt: "x",
+      videoLength: 2,
+      width: 64,
+      height: 64,
+      steps: 6,
+      guidanceScale: 7.5,
+      motionX: 12,
+      motionY: 12,
+    };
+    let steps = 0;
+    const run = text2video(sd, p, new SeededNoise(1), {
+      onProgress: () => {
+        if (++steps === 2) dev.gpu.destroy();
+      },
+    });
+    const timeout = new Promise<string>((r) => setTimeout(() => r("timeout"), 60_000));
+    const outcome = await Promise.race([run.then(() => "finished", (e) => `error: ${(e as Error).message}`), timeout]);
+    if (!/^error: .*(lost|destroy)/i.test(outcome)) throw new Error(`expected a device-lost error, got ${outcome}`);
+  },
+});

@@ -172,6 +172,11 @@ export class Device {
     return precision;
   }
 
+  /** True once the device is lost (driver reset, destroy): it must be reopened. */
+  get isLost(): boolean {
+    return this.lostReason !== null;
+  }
+
   checkAlive(): void {
     if (this.lostReason) throw new GpuError(this.lostReason);
   }
@@ -338,11 +343,29 @@ export class Device {
 
   /** Wait until the GPU has finished all submitted work; surfaces device loss and validation errors. */
   async sync(): Promise<void> {
+    await this.submitted();
+    this.checkErrors();
+  }
+
+  /** Submit pending work; resolves when the GPU has finished everything submitted, or at once if the device is lost. */
+  submitted(): Promise<void> {
     this.flush();
-    await Promise.race([
-      this.gpu.queue.onSubmittedWorkDone(),
-      this.gpu.lost.then(() => undefined),
-    ]);
+    return Promise.race([this.gpu.queue.onSubmittedWorkDone(), this.gpu.lost.then(() => undefined)]);
+  }
+
+  /**
+   * The error to report for a failure during GPU work: after a device loss, WebGPU calls fail with opaque messages
+   * ("Buffer ... is invalid") before the lost promise settles, so give it a moment and report the loss instead.
+   */
+  async explain(e: unknown): Promise<unknown> {
+    if (!this.lostReason && !(e instanceof GpuError)) {
+      await Promise.race([this.gpu.lost, new Promise((r) => setTimeout(r, 100))]);
+    }
+    return this.lostReason ? new GpuError(this.lostReason) : e;
+  }
+
+  /** Throw device loss and validation/out-of-memory errors collected so far. */
+  checkErrors(): void {
     this.checkAlive();
     if (this.errors.length) {
       const e = this.errors.splice(0);

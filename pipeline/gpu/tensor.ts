@@ -92,13 +92,15 @@ export function empty(dev: Device, shape: readonly number[], dtype: DType): Tens
 /**
  * Run `fn` with a tensor scope: every pooled tensor it creates and does not release is released when it ends,
  * normally or by an error or a cancel, so an aborted run leaves no GPU memory in use. Results must leave `fn` as
- * host data.
+ * host data. A failure caused by a lost device is reported as that.
  */
 export async function withTensorScope<R>(dev: Device, fn: () => Promise<R>): Promise<R> {
   const scope = new Set<{ release(): void }>();
   dev.scopes.push(scope);
   try {
     return await fn();
+  } catch (e) {
+    throw await dev.explain(e);
   } finally {
     dev.scopes.splice(dev.scopes.lastIndexOf(scope), 1);
     for (const t of [...scope]) t.release();

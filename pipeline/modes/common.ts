@@ -115,9 +115,9 @@ export class Pacer {
   }
 
   async stepDone(info: StepInfo): Promise<void> {
-    this.dev.flush();
-    this.inFlight.push(this.dev.gpu.queue.onSubmittedWorkDone());
+    this.inFlight.push(this.dev.submitted());
     if (this.inFlight.length > 1) await this.inFlight.shift();
+    this.dev.checkErrors(); // device loss or an out-of-memory error ends the run here, never a hang
     this.hooks.onProgress?.(info);
     this.check();
   }
