@@ -82,6 +82,7 @@ export class Device {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private lostReason: string | null = null;
+  private dry = false;
   private errors: string[] = [];
   // Profiling state (bench only).
   private querySet: GPUQuerySet | null = null;
@@ -90,6 +91,8 @@ export class Device {
   private readonly queryCapacity = 4096;
   /** Number of dispatches recorded since the device opened (for benchmarks and tests). */
   dispatches = 0;
+  /** Pipelines compiled outside a precompile dry run since the last one ended (0 in a well-prepared loop). */
+  lateCompiles = 0;
   /** Number of command buffers submitted (a denoising step should be one). */
   submits = 0;
   /** Open tensor scopes (innermost last): pooled tensors created while one is open are released when it closes. */
@@ -195,6 +198,7 @@ export class Device {
     });
     k = { name, pipeline, id: this.nextId++ };
     this.kernels.set(key, k);
+    if (!this.dry) this.lateCompiles++;
     return k;
   }
 
@@ -299,8 +303,31 @@ export class Device {
     enc.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, size);
   }
 
+  /**
+   * Record `fn` and throw the recording away: every pipeline and bind group it needs is created now (at load) rather
+   * than inside the denoising loop. Pooled tensors it leaves are released; a queue write or readback inside is an
+   * error (it would submit the dry run).
+   */
+  precompile(fn: () => void): void {
+    this.flush();
+    const scope = new Set<{ release(): void }>();
+    this.scopes.push(scope);
+    this.dry = true;
+    try {
+      fn();
+    } finally {
+      this.dry = false;
+      this.scopes.splice(this.scopes.lastIndexOf(scope), 1);
+      for (const t of scope) t.release();
+      this.endPass();
+      this.encoder = null; // recorded, never submitted
+      this.lateCompiles = 0;
+    }
+  }
+
   /** Submit everything recorded so far as one command buffer. */
   flush(): void {
+    if (this.dry) throw new GpuError("a queue write or readback inside a precompile dry run");
     this.endPass();
     if (!this.encoder) return;
     const cb = this.encoder.finish();

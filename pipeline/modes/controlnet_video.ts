@@ -1,7 +1,8 @@
 // ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
-import { upload, withTensorScope } from "../gpu/tensor.ts";
+import { empty, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
+import { VAE } from "../models/vae.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
@@ -78,8 +79,8 @@ async function controlVideoScoped(
   }
   const perStep: Float32Array[] = [];
 
-  for (let i = 0; i < ts.length; i++) {
-    const t = ts[i];
+  /** One DDIM step of all frames: ControlNet residuals into the UNet, CFG, cross-frame attention on both. */
+  const videoStep = (latents: Tensor, t: number): Tensor => {
     const eps = framesInChunks(F, p.chunkSize, 2, 2, (rows, [attnU, attnC]) => {
       const sample = gather0(latents, [...rows, ...rows]);
       const c = gather0(cond, [...rows, ...rows]);
@@ -98,7 +99,18 @@ async function controlVideoScoped(
       return g;
     });
     const { prev, x0 } = sched.step(eps, t, latents);
-    free(eps, x0, latents);
+    free(eps, x0);
+    return prev;
+  };
+  dev.precompile(() => {
+    const x = empty(dev, [F, C, h, w], dtype);
+    videoStep(x, ts[0]);
+    VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
+  });
+
+  for (let i = 0; i < ts.length; i++) {
+    const prev = videoStep(latents, ts[i]);
+    free(latents);
     latents = prev;
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });

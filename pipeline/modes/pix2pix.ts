@@ -1,7 +1,8 @@
 // Video Instruct-Pix2Pix (SPEC §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
-import { type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
+import { empty, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
+import { VAE } from "../models/vae.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { unary } from "../ops/elementwise.ts";
@@ -99,7 +100,8 @@ async function pix2pixScoped(
   }
   const perStep: Float32Array[] = [];
 
-  for (let i = 0; i < ts.length; i++) {
+  /** One Euler-ancestral step of all frames: [text+image, uncond+image, uncond+zero] guidance, 3 groups. */
+  const videoStep = (latents: Tensor, i: number, stepNoise: Tensor): Tensor => {
     const t = ts[i];
     const eps = framesInChunks(F, p.chunkSize, 3, 1, (rows, [attn]) => {
       const x3 = gather0(latents, [...rows, ...rows, ...rows]);
@@ -112,9 +114,21 @@ async function pix2pixScoped(
       free(e);
       return g;
     });
-    const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
     const next = sched.step(eps, i, latents, stepNoise);
-    free(eps, stepNoise, latents);
+    free(eps);
+    return next;
+  };
+  dev.precompile(() => {
+    const x = empty(dev, [F, C, h, w], dtype);
+    videoStep(x, 0, x);
+    VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
+  });
+
+  for (let i = 0; i < ts.length; i++) {
+    // Uploaded before the step is recorded, so the step stays one command buffer.
+    const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
+    const next = videoStep(latents, i, stepNoise);
+    free(stepNoise, latents);
     latents = next;
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });

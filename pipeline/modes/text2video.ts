@@ -6,7 +6,8 @@
 // Memory is bounded by the chunk size, no frame is computed twice, and the frames do not depend on the chunking
 // (noise is addressed by global frame index). When all frames fit in one chunk they run in one call instead.
 import type { Tensor } from "../gpu/tensor.ts";
-import { upload, withTensorScope } from "../gpu/tensor.ts";
+import { empty, upload, withTensorScope } from "../gpu/tensor.ts";
+import { VAE } from "../models/vae.ts";
 import type { AttnContext } from "../models/blocks.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { DDIM } from "../schedulers/ddim.ts";
@@ -119,22 +120,49 @@ async function text2videoScoped(
     stages.prompt_embeds = await context.read();
   }
 
-  // 1-2. The anchor alone, with CFG: DDIM to T1 (kept), then on to T0.
-  const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
-  let x = z;
-  let xT1: Tensor | null = null;
   const guided = (batch: Tensor, t: number, attn: AttnContext): Tensor => {
     const e = sd.unet.forward({ sample: batch, timesteps: [t], context, attn });
     const g = cfg(e, p.guidanceScale);
     free(e);
     return g;
   };
-  for (let i = 0; i < iT0; i++) {
-    const t = ts[i];
+  /** One DDIM step of the anchor alone ([1, C, h, w]) with CFG. */
+  const anchorStep = (x: Tensor, t: number): Tensor => {
     const pair = gather0(x, [0, 0]);
     const e = guided(pair, t, { crossFrame: { groups: 2 } });
     const { prev, x0 } = sched.step(e, t, x);
     free(pair, e, x0);
+    return prev;
+  };
+  /** One DDIM step of all frames with cross-frame attention: anchor first (recording K/V), then chunks. */
+  const videoStep = (latents: Tensor, t: number): Tensor => {
+    const eps = framesInChunks(F, p.chunkSize, 2, 1, (rows, [attn]) => {
+      const b = gather0(latents, [...rows, ...rows]);
+      const e = guided(b, t, attn);
+      free(b);
+      return e;
+    });
+    const { prev, x0 } = sched.step(eps, t, latents);
+    free(eps, x0);
+    return prev;
+  };
+  dev.precompile(() => {
+    const x = empty(dev, [F, C, h, w], dtype), a = gather0(x, [0]);
+    anchorStep(a, ts[0]);
+    if (F > 1) {
+      const rest = gather0(x, frameIds.slice(1).map((_, k) => k + 1));
+      ddpmForward(warpLatents(a, frameIds.slice(1), p.motionX, p.motionY), rest, 1, 2, sd.scheduler);
+    }
+    videoStep(x, ts[iT1]);
+    VAE.toImage(sd.vae.decode(a), "nhwc");
+  });
+
+  // 1-2. The anchor alone, with CFG: DDIM to T1 (kept), then on to T0.
+  const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
+  let x = z;
+  let xT1: Tensor | null = null;
+  for (let i = 0; i < iT0; i++) {
+    const prev = anchorStep(x, ts[i]);
     if (x !== z) free(x);
     x = prev;
     if (i === iT1 - 1) xT1 = gather0(x, [0]);
@@ -161,21 +189,13 @@ async function text2videoScoped(
   }
   free(xT0);
 
-  // 6-7. Denoise all frames from T1 with cross-frame attention: anchor first (recording K/V), then chunks.
+  // 6-7. Denoise all frames from T1.
   const passes = p.smoothing ? 2 : 1;
   const total = iT0 + passes * (N - iT1);
   const denoise = async (start: Tensor, pass: number): Promise<Tensor> => {
     let latents = start;
     for (let i = iT1; i < N; i++) {
-      const t = ts[i];
-      const eps = framesInChunks(F, p.chunkSize, 2, 1, (rows, [attn]) => {
-        const b = gather0(latents, [...rows, ...rows]);
-        const e = guided(b, t, attn);
-        free(b);
-        return e;
-      });
-      const { prev, x0 } = sched.step(eps, t, latents);
-      free(eps, x0);
+      const prev = videoStep(latents, ts[i]);
       if (latents !== start) free(latents);
       latents = prev;
       const step = iT0 + pass * (N - iT1) + i - iT1 + 1;
