@@ -76,6 +76,30 @@ const common = {
     num("videoLength", "Max frames", "", 1, limits.maxFrames, 1, `empty: all (at most ${limits.maxFrames})`),
 };
 
+/** The advanced options of the ControlNet tabs (the original's defaults: DDIM 20 steps, guidance 9). */
+function controlAdvanced({ edges = false, format, fps = ["", "empty: the video's own"] }) {
+  return [
+    common.negativePrompt(),
+    common.steps(20),
+    common.guidance(9),
+    common.controlScale(),
+    ...(edges
+      ? [
+        num("lowThreshold", "Low threshold", 100, 0, 255, 1),
+        num("highThreshold", "High threshold", 200, 0, 255, 1),
+      ]
+      : []),
+    common.resolution(),
+    common.fps(...fps),
+    common.start(),
+    common.end(),
+    common.length(),
+    common.chunk(),
+    common.seed(),
+    common.format(format),
+  ];
+}
+
 const TABS = [
   {
     id: "text2video",
@@ -130,20 +154,7 @@ const TABS = [
     controlnet: true,
     prompt: "an astronaut dancing in outer space",
     about: "Pose-guided video: upload a rendered skeleton video (or pick a pose model for a raw video).",
-    advanced: () => [
-      common.negativePrompt(),
-      common.steps(20),
-      common.guidance(9),
-      common.controlScale(),
-      common.resolution(),
-      common.fps(4, "sampling fps"),
-      common.start(),
-      common.end(),
-      common.length(),
-      common.chunk(),
-      common.seed(),
-      common.format("gif"),
-    ],
+    advanced: () => controlAdvanced({ format: "gif", fps: [4, "sampling fps"] }),
   },
   {
     id: "canny",
@@ -153,22 +164,7 @@ const TABS = [
     controlnet: true,
     prompt: "oil painting of a deer, a high-quality, detailed, and professional photo",
     about: "Edge-guided video: Canny edges of your video steer every frame.",
-    advanced: () => [
-      common.negativePrompt(),
-      common.steps(20),
-      common.guidance(9),
-      common.controlScale(),
-      num("lowThreshold", "Low threshold", 100, 0, 255, 1),
-      num("highThreshold", "High threshold", 200, 0, 255, 1),
-      common.resolution(),
-      common.fps("", "empty: the video's own"),
-      common.start(),
-      common.end(),
-      common.length(),
-      common.chunk(),
-      common.seed(),
-      common.format("mp4"),
-    ],
+    advanced: () => controlAdvanced({ edges: true, format: "mp4" }),
   },
   {
     id: "depth",
@@ -179,20 +175,7 @@ const TABS = [
     depth: true,
     prompt: "a santa claus, a high-quality, detailed, and professional photo",
     about: "Depth-guided video: a depth model (MiDaS/DPT .onnx) estimates each frame's depth.",
-    advanced: () => [
-      common.negativePrompt(),
-      common.steps(20),
-      common.guidance(9),
-      common.controlScale(),
-      common.resolution(),
-      common.fps("", "empty: the video's own"),
-      common.start(),
-      common.end(),
-      common.length(),
-      common.chunk(),
-      common.seed(),
-      common.format("mp4"),
-    ],
+    advanced: () => controlAdvanced({ format: "mp4" }),
   },
   {
     id: "custom",
@@ -204,22 +187,7 @@ const TABS = [
     prompt: "arcane style, a girl dancing",
     about: "Edge-guided video with your own (DreamBooth) model: diffusers folders and single-file .safetensors. " +
       "Use its trigger words in the prompt.",
-    advanced: () => [
-      common.negativePrompt(),
-      common.steps(20),
-      common.guidance(9),
-      common.controlScale(),
-      num("lowThreshold", "Low threshold", 100, 0, 255, 1),
-      num("highThreshold", "High threshold", 200, 0, 255, 1),
-      common.resolution(),
-      common.fps("", "empty: the video's own"),
-      common.start(),
-      common.end(),
-      common.length(),
-      common.chunk(),
-      common.seed(),
-      common.format("gif"),
-    ],
+    advanced: () => controlAdvanced({ edges: true, format: "gif" }),
   },
 ];
 
