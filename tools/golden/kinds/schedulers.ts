@@ -30,12 +30,17 @@ const scheduler_ddim: Handler = async (ctx) => {
   const ddim = new DDIM(await loadSchedulerConfig(ctx.modelPath()));
   const timesteps = ddim.setTimesteps(p.num_inference_steps);
   const eps = await ctx.input("model_output"), sample = await ctx.input("sample");
+  // eta > 0 draws noise inside step(); a set that uses it injects it (diffusers calls it variance_noise).
+  const noiseName = ["variance_noise", "noise"].find((n) => ctx.c.inputs.includes(n));
+  const noise = noiseName ? await ctx.input(noiseName) : null;
+  if ((p.eta ?? 0) > 0 && !noise) throw new Error("eta > 0 needs an injected noise input (variance_noise)");
   const prev: Tensor[] = [], x0: Tensor[] = [];
   p.step_timesteps.forEach((t, i) => {
     const e = uploadSlice(ctx, eps, i), x = uploadSlice(ctx, sample, i);
-    const r = ddim.step(e, t, x, { eta: p.eta });
+    const z = noise ? uploadSlice(ctx, noise, i) : undefined;
+    const r = ddim.step(e, t, x, { eta: p.eta ?? 0, noise: z });
     prev.push(r.prev), x0.push(r.x0);
-    e.release(), x.release();
+    e.release(), x.release(), z?.release();
   });
   return {
     timesteps,
