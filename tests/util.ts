@@ -1,6 +1,7 @@
 // Shared test helpers: one device per test process, seeded random data, and tolerance checks.
 import { Device, type DType } from "../pipeline/gpu/device.ts";
 import { type Tensor, upload } from "../pipeline/gpu/tensor.ts";
+import { compare } from "../tools/golden/runner.ts";
 
 let shared: Promise<Device> | null = null;
 export function testDevice(): Promise<Device> {
@@ -59,16 +60,10 @@ export interface Diff {
   relL2: number;
 }
 
+/** max |got - want| and ||got - want|| / ||want||, as the golden runner measures them. */
 export function diff(got: ArrayLike<number>, want: ArrayLike<number>): Diff {
   if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
-  let maxAbs = 0, num = 0, den = 0;
-  for (let i = 0; i < got.length; i++) {
-    const d = got[i] - want[i];
-    if (!(Math.abs(d) <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : Math.max(maxAbs, Math.abs(d));
-    num += d * d;
-    den += want[i] * want[i];
-  }
-  return { maxAbs, relL2: Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30) };
+  return compare(got, want);
 }
 
 export interface Tol {

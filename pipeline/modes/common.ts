@@ -75,6 +75,14 @@ export function frameNoise(
   return upload(dev, data, [frames.length, ...shape], dtype);
 }
 
+/** Host arrays joined end to end (stage outputs recorded per step or per chunk). */
+export function concatF32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, o), o += p.length;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Progress and cancellation
 

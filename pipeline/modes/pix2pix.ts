@@ -9,9 +9,17 @@ import { unary } from "../ops/elementwise.ts";
 import { concat, gather0 } from "../ops/layout.ts";
 import { EulerAncestral } from "../schedulers/euler_ancestral.ts";
 import { cfgPix2Pix } from "../schedulers/guidance.ts";
-import { encodePrompts, frameNoise, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
+import {
+  concatF32,
+  encodePrompts,
+  frameNoise,
+  framesInChunks,
+  type NoiseSource,
+  Pacer,
+  type RunHooks,
+} from "./common.ts";
 import { decodeFrames } from "./decode.ts";
-import { RequestError as ParamError } from "../job_types.ts";
+import { RequestError } from "../job_types.ts";
 
 export interface Pix2PixParams {
   prompt: string;
@@ -49,19 +57,19 @@ async function pix2pixScoped(
 ): Promise<Pix2PixResult> {
   const dev = sd.dev, dtype = sd.dtype;
   const { frames: F, height: H, width: W } = video;
-  if (F < 1) throw new ParamError("video", "has no frames");
-  if (H % 8 || W % 8) throw new ParamError("video", `frames must be multiples of 8, got ${W}x${H}`);
+  if (F < 1) throw new RequestError("video", "has no frames");
+  if (H % 8 || W % 8) throw new RequestError("video", `frames must be multiples of 8, got ${W}x${H}`);
   if (sd.unet.cfg.in_channels !== 2 * sd.vae.cfg.latent_channels) {
-    throw new ParamError(
+    throw new RequestError(
       "model",
       `is not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`,
     );
   }
   if (!Number.isInteger(p.steps) || p.steps < 1) {
-    throw new ParamError("steps", `must be an integer >= 1, got ${p.steps}`);
+    throw new RequestError("steps", `must be an integer >= 1, got ${p.steps}`);
   }
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
-    throw new ParamError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+    throw new RequestError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
   }
   const h = H / 8, w = W / 8, C = sd.vae.cfg.latent_channels;
   const pacer = new Pacer(dev, hooks);
@@ -135,9 +143,7 @@ async function pix2pixScoped(
   }
   free(context, imgLat);
   if (opts.keepStages) {
-    const out = new Float32Array(perStep.reduce((s, x) => s + x.length, 0));
-    perStep.forEach((x, k) => out.set(x, k * x.length));
-    stages.latents_per_step = out;
+    stages.latents_per_step = concatF32(perStep);
     stages.final_latents = await latents.read();
   }
   const frames = await decodeFrames(sd, latents, pacer);

@@ -1,6 +1,7 @@
 // Op-table cases for the scheduler and Text2Video-Zero latent kernels: weighted sums (guidance, DDPM forward),
 // DDIM and Euler-ancestral steps, and the latent warp, each against a float64 reference written from diffusers'
 // formulas (not from the coefficients the wrappers derive).
+import { concatF32 } from "../../pipeline/modes/common.ts";
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import type { Tensor } from "../../pipeline/gpu/tensor.ts";
 import { schedulerConfig } from "../../pipeline/schedulers/config.ts";
@@ -24,10 +25,7 @@ async function finish(outs: Tensor[], temps: Tensor[], want: Float64Array, dtype
   const parts: Float32Array[] = [];
   for (const o of outs) parts.push(await o.read());
   for (const t of [...outs, ...temps]) t.release();
-  const got = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) got.set(p, o), o += p.length;
-  return { got, want: quantize(Float32Array.from(want), dtype) };
+  return { got: concatF32(parts), want: quantize(Float32Array.from(want), dtype) };
 }
 
 function input(dev: Device, shape: number[], seed: number, dtype: DType, scale = 1) {

@@ -1,7 +1,7 @@
 // Golden handlers for the Text2Video-Zero pipelines. Recorded noise is injected through the pipelines' NoiseSource;
 // everything else runs through the same mode functions the CLI and the server call.
 import { StableDiffusion } from "../../../pipeline/models/sd.ts";
-import type { NoiseSource } from "../../../pipeline/modes/common.ts";
+import { concatF32, type NoiseSource } from "../../../pipeline/modes/common.ts";
 import { text2video, type Text2VideoParams } from "../../../pipeline/modes/text2video.ts";
 import { controlVideo } from "../../../pipeline/modes/controlnet_video.ts";
 import { pix2pix } from "../../../pipeline/modes/pix2pix.ts";
@@ -102,13 +102,6 @@ export function recipeChunks(F: number, chunkSize: number): number[][] {
   const starts: number[] = [];
   for (let s = 0; s < F; s += chunkSize - 1) starts.push(s);
   return starts.map((s, i) => [0, ...Array.from({ length: (starts[i + 1] ?? F) - s }, (_, k) => s + k)]);
-}
-
-export function concatF32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) out.set(p, o), o += p.length;
-  return out;
 }
 
 /** Rows of a [rows, ...] array repeated per group: [r0 x f, r1 x f, ...] (how the references stack CFG batches). */

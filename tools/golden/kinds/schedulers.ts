@@ -1,5 +1,6 @@
 // Golden handlers for the scheduler and Text2Video-Zero latent kinds: tables and timesteps come from the CPU-side
 // schedulers; every tensor output is computed by the GPU kernels (stored as f16 on the GPU at --precision f16).
+import { concatF32 } from "../../../pipeline/modes/common.ts";
 import { upload } from "../../../pipeline/gpu/tensor.ts";
 import type { Tensor } from "../../../pipeline/gpu/tensor.ts";
 import { loadSchedulerConfig } from "../../../pipeline/schedulers/config.ts";
@@ -19,10 +20,7 @@ async function readAll(ts: Tensor[]): Promise<Float32Array> {
   const parts: Float32Array[] = [];
   for (const t of ts) parts.push(await t.read());
   for (const t of ts) t.release();
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) out.set(p, o), o += p.length;
-  return out;
+  return concatF32(parts);
 }
 
 const scheduler_ddim: Handler = async (ctx) => {
