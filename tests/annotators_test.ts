@@ -20,8 +20,9 @@ import {
 import { type Frames, resizeRGB } from "../pipeline/media/frames.ts";
 import { decodeVideo } from "../pipeline/media/decode.ts";
 import { assertClose, randn, rng } from "./util.ts";
+import { MEDIA_DIR } from "../fixtures/paths.ts";
 
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const MEDIA = MEDIA_DIR + "/";
 const dir = await Deno.makeTempDir({ prefix: "zerovid_onnx_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const clip = await decodeVideo(await Deno.readFile(`${MEDIA}clip_testsrc_128x96_8fps.mp4`), {}, "testsrc");

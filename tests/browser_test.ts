@@ -8,8 +8,9 @@ import { testDevice } from "./util.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
 import { runJob, validateRequest } from "../pipeline/job.ts";
 import { openServer } from "../routes/server.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/models/", import.meta.url).pathname.replace(/\/$/, "");
+const GOLDEN = GOLDEN_MODELS;
 
 async function findChromium(): Promise<string> {
   const env = Deno.env.get("CHROMIUM_PATH");

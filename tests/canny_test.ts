@@ -7,8 +7,9 @@ import type { Frames } from "../pipeline/media/frames.ts";
 import { resizeRGB } from "../pipeline/media/frames.ts";
 import { decodeVideo } from "../pipeline/media/decode.ts";
 import { gpuTest, rng } from "./util.ts";
+import { MEDIA_DIR } from "../fixtures/paths.ts";
 
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const MEDIA = MEDIA_DIR + "/";
 
 /** Shapes, gradients and noise (never flat): a disc, a bar, a diagonal band over a colour ramp. */
 function synthFrames(w: number, h: number, count: number, seed: number, noise = 40): Frames {

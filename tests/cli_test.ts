@@ -6,10 +6,11 @@ import { probeVideo } from "../pipeline/media/probe.ts";
 import { DEMO_NOTICE } from "../fixtures/demo_model.ts";
 import { attr, onnxModel } from "../fixtures/onnx_writer.ts";
 import { assert, assertEquals } from "../fixtures/asserts.ts";
+import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MODELS = new URL("../../shared/golden/models/", import.meta.url).pathname;
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const MODELS = GOLDEN_MODELS + "/";
+const MEDIA = MEDIA_DIR + "/";
 const SD = join(MODELS, "tiny-sd"), P2P = join(MODELS, "tiny-pix2pix"), CN = join(MODELS, "tiny-controlnet");
 
 interface Run {

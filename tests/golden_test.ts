@@ -1,10 +1,10 @@
-// The golden contract: every case of ../shared/golden whose kind is implemented, in f32 (stored tolerance) and
+// The golden contract: every case of fixtures/golden whose kind is implemented, in f32 (stored tolerance) and
 // f16 (rel_l2 budget), through the same runner as `deno task golden`.
-import { resolve } from "node:path";
 import { listCases, loadHandlers, runCase } from "../tools/golden/runner.ts";
 import { gpuTest } from "./util.ts";
+import { GOLDEN_DIR } from "../fixtures/paths.ts";
 
-const dir = resolve(new URL("../../shared/golden", import.meta.url).pathname);
+const dir = GOLDEN_DIR;
 const handlers = await loadHandlers();
 const cases = await listCases(dir);
 

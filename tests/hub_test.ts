@@ -7,8 +7,9 @@ import { encodeSafetensors } from "../fixtures/safetensors_writer.ts";
 import { ClipTokenizer } from "../pipeline/models/tokenizer.ts";
 import { loadComponent } from "../pipeline/weights/diffusers.ts";
 import { HubError, repoCacheDir, resolveModel, snapshotDownload } from "../pipeline/weights/hub.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/models/", import.meta.url).pathname;
+const GOLDEN = GOLDEN_MODELS + "/";
 const TINY = join(GOLDEN, "tiny-sd");
 const UNET = "unet/diffusion_pytorch_model.safetensors";
 const PIPELINE_FILES = [

@@ -11,12 +11,13 @@ import { probeVideo } from "../pipeline/media/probe.ts";
 import { filesFromDir, startMockHub } from "../fixtures/mock_hub.ts";
 import { DEMO_MODEL } from "../fixtures/demo_model.ts";
 import { assertClose, gpuTest, testDevice } from "./util.ts";
+import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/models/", import.meta.url).pathname;
+const GOLDEN = GOLDEN_MODELS + "/";
 const TINY_SD = join(GOLDEN, "tiny-sd");
 const TINY_P2P = join(GOLDEN, "tiny-pix2pix");
 const TINY_CN = join(GOLDEN, "tiny-controlnet");
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const MEDIA = MEDIA_DIR + "/";
 
 /** RequestError with this field, whose message contains `text`. */
 function assertRequestError(fn: () => unknown, field: string, text?: string): void {

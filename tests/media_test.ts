@@ -15,8 +15,9 @@ import {
   resizeRGB,
 } from "../pipeline/media/frames.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
+import { MEDIA_DIR } from "../fixtures/paths.ts";
 
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const MEDIA = MEDIA_DIR + "/";
 const read = (f: string) => Deno.readFile(MEDIA + f);
 
 /** The README's clip table: "- `file` — codec..., WxH, N fps, M frames." */

@@ -6,8 +6,9 @@ import type { TensorSource } from "../pipeline/models/layers.ts";
 import { UNet, type UNetConfig } from "../pipeline/models/unet.ts";
 import { loadComponent } from "../pipeline/weights/diffusers.ts";
 import { assertClose, gpuTest, randn } from "./util.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const TINY = new URL("../../shared/golden/models/tiny-sd", import.meta.url).pathname;
+const TINY = GOLDEN_MODELS + "/tiny-sd";
 
 async function tinyUnet() {
   const c = await loadComponent(TINY, "unet");

@@ -6,8 +6,9 @@ import { pix2pix } from "../pipeline/modes/pix2pix.ts";
 import { Cancelled, SeededNoise, type StepInfo } from "../pipeline/modes/common.ts";
 import { text2video } from "../pipeline/modes/text2video.ts";
 import { gpuTest, randu } from "./util.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const TINY = new URL("../../shared/golden/models/tiny-sd", import.meta.url).pathname;
+const TINY = GOLDEN_MODELS + "/tiny-sd";
 
 gpuTest("modes: a cancel mid-run releases all pooled tensors", async (dev) => {
   const sd = await StableDiffusion.load(dev, TINY, { dtype: "f32" });
@@ -152,7 +153,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const models = new URL("../../shared/golden/models/", import.meta.url).pathname;
+    const models = GOLDEN_MODELS + "/";
     const F = 3, H = 48, W = 64;
     const video = { data: randu(F * 3 * H * W, 5, 0, 1), frames: F, height: H, width: W };
     const check = async (name: string, run: (dev: Device, onProgress: (s: StepInfo) => void) => Promise<unknown>) => {

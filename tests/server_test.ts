@@ -13,9 +13,10 @@ import { encodeVideo } from "../pipeline/media/encode.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import type { Runner } from "../routes/queue.ts";
 import { openServer, parseServeArgs, ServeArgError, type ServerOptions, type ZerovidServer } from "../routes/server.ts";
+import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/models/", import.meta.url).pathname.replace(/\/$/, "");
-const MEDIA = new URL("../../shared/media/", import.meta.url).pathname;
+const GOLDEN = GOLDEN_MODELS;
+const MEDIA = MEDIA_DIR + "/";
 const CLIP = join(MEDIA, "clip_testsrc_128x96_8fps.mp4"); // 16 frames, 128x96, 8 fps
 const quiet = () => {};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

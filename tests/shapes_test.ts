@@ -2,8 +2,9 @@
 import { join } from "node:path";
 import { clipTextShapes, controlnetShapes, type ShapeMap, unetShapes, vaeShapes } from "../pipeline/models/shapes.ts";
 import { Safetensors } from "../pipeline/weights/safetensors.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const models = new URL("../../shared/golden/models/", import.meta.url).pathname;
+const models = GOLDEN_MODELS + "/";
 
 async function check(dir: string, file: string, make: (cfg: never) => ShapeMap) {
   const cfg = JSON.parse(await Deno.readTextFile(join(models, dir, "config.json")));

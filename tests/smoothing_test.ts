@@ -6,8 +6,9 @@ import { StableDiffusion } from "../pipeline/models/sd.ts";
 import { SeededNoise } from "../pipeline/modes/common.ts";
 import { text2video } from "../pipeline/modes/text2video.ts";
 import { assertClose, gpuTest, randn, randu } from "./util.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const TINY = new URL("../../shared/golden/models/tiny-sd", import.meta.url).pathname;
+const TINY = GOLDEN_MODELS + "/tiny-sd";
 
 Deno.test("smoothing: latentMasks = nearest resize then 5x5 max", () => {
   const F = 2, H = 24, W = 16, h = 6, w = 4;

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "../fixtures/asserts.ts";
 import { buildClipTokenizerJson, cleanText, ClipTokenizer, TokenizerError } from "../pipeline/models/tokenizer.ts";
 import { Safetensors } from "../pipeline/weights/safetensors.ts";
+import { GOLDEN_DIR } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/", import.meta.url).pathname;
+const GOLDEN = GOLDEN_DIR + "/";
 const DIR = join(GOLDEN, "models", "tiny-sd", "tokenizer");
 
 async function withTokenizerDir(

@@ -7,8 +7,9 @@ import { Safetensors } from "../pipeline/weights/safetensors.ts";
 import { WeightError, type WeightSource } from "../pipeline/weights/source.ts";
 import { loadComponent, loadPipelineIndex, pickWeightFiles } from "../pipeline/weights/diffusers.ts";
 import { loadSingleFile } from "../pipeline/weights/single_file.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
-const GOLDEN = new URL("../../shared/golden/models/", import.meta.url).pathname;
+const GOLDEN = GOLDEN_MODELS + "/";
 const TINY = join(GOLDEN, "tiny-sd");
 const ORIGINAL = join(GOLDEN, "tiny-sd-original.safetensors");
 

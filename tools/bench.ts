@@ -9,6 +9,7 @@ import { type Cell, mib, ms, rate, table } from "./bench/format.ts";
 import { benchKernels, type KernelRow } from "./bench/kernels.ts";
 import { errorMessage, type KernelTime, type LoopOptions } from "./bench/measure.ts";
 import { benchFullStep, benchTinyUNet, type FullResult, type UNetRow } from "./bench/unet.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
 const HELP = `deno task bench [options]
 
@@ -24,7 +25,7 @@ Timing:
   --iters N           ... or N calls (default 50)
   --max-call S        skip kernel cases estimated to take more than S s per call (default 2; 0: never)
 Models:
-  --tiny-model DIR    tiny diffusers folder (default ../shared/golden/models/tiny-sd, else a random tiny config)
+  --tiny-model DIR    tiny diffusers folder (default fixtures/golden/models/tiny-sd, else a random tiny config)
   --tiny-latent N     tiny UNet latent size (default 8, the model's sample_size)
   --frames F          frames for the cross-frame call, batch 2F (default 8)
   --latent N          --full latent size (default 64 = 512x512)
@@ -219,7 +220,7 @@ const timedCell = (timed: number | null, d: number | null) =>
   timed === null || d === null ? "-" : timed < d ? `${Math.round(timed)}/${Math.round(d)}` : "all";
 
 if (parts.has("tiny")) {
-  const def = new URL("../../shared/golden/models/tiny-sd", import.meta.url).pathname;
+  const def = GOLDEN_MODELS + "/tiny-sd";
   const dir = a["tiny-model"] ?? def;
   const exists = !!(await stat(dir).catch(() => null))?.isDirectory();
   if (a["tiny-model"] && !exists) fail(`--tiny-model ${dir}: not a folder`);

@@ -2,6 +2,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Device, type DType } from "../pipeline/gpu/device.ts";
+import { GOLDEN_DIR } from "../fixtures/paths.ts";
 import { formatResult, listCases, loadHandlers, runCase } from "./golden/runner.ts";
 
 const { values, positionals } = parseArgs({
@@ -14,7 +15,7 @@ if (precision !== "f32" && precision !== "f16") {
   console.error(`--precision must be f32 or f16, got "${values.precision}"`);
   Deno.exit(2);
 }
-const dir = resolve(positionals[0] ?? new URL("../../shared/golden", import.meta.url).pathname);
+const dir = resolve(positionals[0] ?? GOLDEN_DIR);
 const only = values.only ? values.only.split(",").map((s) => s.trim()).filter(Boolean) : undefined;
 
 const dev = await Device.open();

@@ -1,4 +1,4 @@
-// The golden-case contract: `../shared/golden/README.md` describes the format; each kind's handler lives in
+// The golden-case contract: `fixtures/golden/README.md` describes the format; each kind's handler lives in
 // tools/golden/kinds/<group>.ts and calls the same public functions the CLI uses.
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import type { Safetensors } from "../../pipeline/weights/safetensors.ts";
