@@ -1,4 +1,4 @@
-// The HTTP server: a Hono app over the job queue (routes/queue.ts) and the model roots (routes/models.ts), the web
+// The HTTP server: a Hono app over the job queue (routes/queue/) and the model roots (routes/models.ts), the web
 // page (routes/web/), and `serve(args)`, which `main.ts serve` calls.
 //
 //   POST   /v1/jobs                JSON or multipart/form-data (with a `video` file) -> 202 {id, status, position}
@@ -25,7 +25,15 @@ import { delimiter, join, resolve } from "node:path";
 import { type JobRequest, type Mode, RequestError } from "../pipeline/job_types.ts";
 import { probeVideo, type VideoInfo } from "../pipeline/media/probe.ts";
 import { sampleIndices } from "../pipeline/media/decode.ts";
-import { type Job, type JobEvent, JobQueue, QueueFullError, type Runner } from "./queue.ts";
+import {
+  type Job,
+  type JobEvent,
+  type JobQueue,
+  QueueFullError,
+  QueueUnavailableError,
+  type Runner,
+} from "./queue/types.ts";
+import { SqliteQueue } from "./queue/sqlite.ts";
 import { MODEL_FIELDS, type ModelField, ModelRegistry } from "./models.ts";
 import { DEFAULT_LIMITS, type JobBody, JobSchema, type Limits, openApi } from "./schema.ts";
 import pageHtml from "./web/index.html" with { type: "text" };
@@ -61,14 +69,14 @@ export interface AppDeps {
 const iso = (t: number | null) => t === null ? null : new Date(t).toISOString();
 
 /** A job as the API shows it. */
-export function jobView(job: Job, queue: JobQueue): Record<string, unknown> {
+export async function jobView(job: Job, queue: JobQueue): Promise<Record<string, unknown>> {
   const base = `/v1/jobs/${job.id}`;
   return {
     id: job.id,
     status: job.status,
     mode: job.request.mode,
     prompt: job.request.prompt,
-    position: job.status === "queued" ? queue.position(job.id) : null,
+    position: job.status === "queued" ? await queue.position(job.id) : null,
     progress: job.progress,
     cancelRequested: job.cancelRequested,
     createdAt: iso(job.createdAt),
@@ -148,6 +156,9 @@ export function createApp(deps: AppDeps): Hono {
 
   app.onError((err, c) => {
     if (err instanceof RequestError) return errorJson(c, 400, err.message, err.field);
+    if (err instanceof QueueUnavailableError) {
+      return errorJson(c, 503, err.message, null, { "Retry-After": String(err.retryAfter) });
+    }
     if (err instanceof HTTPException) {
       const field = err.status === 400 ? "body" : null;
       return errorJson(c, err.status, err.message || "bad request", field);
@@ -162,17 +173,21 @@ export function createApp(deps: AppDeps): Hono {
   app.get("/app.js", (c) => c.body(pageJs, 200, { "Content-Type": "text/javascript; charset=utf-8" }));
   app.get("/style.css", (c) => c.body(pageCss, 200, { "Content-Type": "text/css; charset=utf-8" }));
   app.get("/openapi.json", (c) => c.json(openApi(schema, { auth: !!deps.token })));
-  app.get("/healthz", (c) => {
+  app.get("/healthz", async (c) => {
     const h = deps.health();
+    const qh = await queue.health();
+    const counts = qh.ok ? await queue.counts() : null;
+    const ok = h.ok && qh.ok;
     return c.json({
-      ok: h.ok,
+      ok,
       adapter: h.adapter,
-      error: h.error ?? null,
+      error: h.error ?? qh.error ?? null,
       demo: models.demo,
       auth: !!deps.token,
-      queue: { queued: queue.queued, running: queue.runningId ? 1 : 0, max: queue.maxQueued },
+      queue: counts ? { ...counts, backend: qh.backend } : { backend: qh.backend, ok: false, error: qh.error },
+      workers: qh.workers ?? null,
       limits,
-    }, h.ok ? 200 : 503);
+    }, ok ? 200 : 503);
   });
 
   if (deps.token) app.use("/v1/*", auth(deps.token));
@@ -273,7 +288,7 @@ export function createApp(deps: AppDeps): Hono {
         return c.json({
           id: job.id,
           status: job.status,
-          position: queue.position(job.id),
+          position: await queue.position(job.id),
           ...(notices.length ? { notice: notices.join("; ") } : {}),
         }, 202);
       } catch (e) {
@@ -291,17 +306,18 @@ export function createApp(deps: AppDeps): Hono {
     zValidator("query", z.object({ limit: z.coerce.number().int().min(1).max(200).optional() }), (r, c) => {
       if (!r.success) return errorJson(c, 400, "limit: expected an integer in [1, 200]", "limit");
     }),
-    (c) => {
+    async (c) => {
       const limit = c.req.valid("query").limit ?? 50;
-      return c.json({ jobs: queue.list(limit).map((j) => jobView(j, queue)) });
+      const jobs = await queue.list(limit);
+      return c.json({ jobs: await Promise.all(jobs.map((j) => jobView(j, queue))) });
     },
   );
 
   const unknownJob = (c: Context) => errorJson(c, 404, `no job with id ${JSON.stringify(c.req.param("id"))}`, "id");
 
-  app.get("/v1/jobs/:id", (c) => {
-    const job = queue.get(c.req.param("id"));
-    return job ? c.json(jobView(job, queue)) : unknownJob(c);
+  app.get("/v1/jobs/:id", async (c) => {
+    const job = await queue.get(c.req.param("id"));
+    return job ? c.json(await jobView(job, queue)) : unknownJob(c);
   });
 
   app.delete("/v1/jobs/:id", async (c) => {
@@ -309,29 +325,25 @@ export function createApp(deps: AppDeps): Hono {
     const what = await queue.cancel(id);
     if (!what) return unknownJob(c);
     if (what === "deleted") return c.json({ id, deleted: true });
-    const job = queue.get(id)!;
-    return c.json(jobView(job, queue), what === "cancelling" ? 202 : 200);
+    const job = await queue.get(id);
+    if (!job) return c.json({ id, deleted: true });
+    return c.json(await jobView(job, queue), what === "cancelling" ? 202 : 200);
   });
 
   app.get("/v1/jobs/:id/result", async (c) => {
     const id = c.req.param("id");
-    const r = queue.resultFile(id);
+    const r = await queue.openResult(id);
     if ("missing" in r) {
       if (r.missing === "unknown") return unknownJob(c);
       if (r.missing === "expired") return errorJson(c, 410, "the result was deleted (older than the retention)", "id");
-      const job = queue.get(id)!;
+      const job = await queue.get(id);
+      if (!job) return unknownJob(c);
       const why = job.status === "failed"
         ? `the job failed: ${job.error}`
         : job.status === "cancelled"
         ? "the job was cancelled"
         : `the job is ${job.status}; its result is not ready`;
       return errorJson(c, 409, why, "id");
-    }
-    let bytes: Uint8Array<ArrayBuffer>;
-    try {
-      bytes = await Deno.readFile(r.path);
-    } catch {
-      return errorJson(c, 410, "the result file is gone", "id");
     }
     const name = `zerovid-${id.slice(0, 8)}.${r.info.format}`;
     const headers: Record<string, string> = {
@@ -340,29 +352,40 @@ export function createApp(deps: AppDeps): Hono {
       "Cache-Control": "private, max-age=86400",
       "Content-Disposition": `${c.req.query("download") !== undefined ? "attachment" : "inline"}; filename="${name}"`,
     };
+    const size = r.size;
+    const read = async (start: number, end: number) => {
+      try {
+        return await r.read(start, end);
+      } catch {
+        return null;
+      }
+    };
     const range = /^bytes=(\d*)-(\d*)$/.exec(c.req.header("Range") ?? "");
     if (range && (range[1] || range[2])) {
-      const size = bytes.length;
       let start = range[1] ? Number(range[1]) : size - Number(range[2]);
       let end = range[1] && range[2] ? Number(range[2]) : size - 1;
       start = Math.max(0, start), end = Math.min(size - 1, end);
       if (start > end || start >= size) {
         return c.body(null, 416, { ...headers, "Content-Range": `bytes */${size}` });
       }
-      return c.body(bytes.slice(start, end + 1), 206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}` });
+      const part = await read(start, end + 1);
+      if (!part) return errorJson(c, 410, "the result is gone", "id");
+      return c.body(part, 206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}` });
     }
+    const bytes = await read(0, size);
+    if (!bytes) return errorJson(c, 410, "the result is gone", "id");
     return c.body(bytes, 200, headers);
   });
 
-  app.get("/v1/jobs/:id/events", (c) => {
+  app.get("/v1/jobs/:id/events", async (c) => {
     const id = c.req.param("id");
-    if (!queue.get(id)) return unknownJob(c);
+    if (!await queue.get(id)) return unknownJob(c);
     return streamSSE(c, async (stream) => {
       // Subscribe before reading the state, so no event falls between the two.
       const pending: JobEvent[] = [];
       let wake: (() => void) | null = null;
       let closed = false;
-      const unsubscribe = queue.subscribe(id, (ev) => {
+      const unsubscribe = await queue.subscribe(id, (ev) => {
         // Every step is sent; only a client that falls far behind gets progress coalesced (latest step wins).
         const last = pending[pending.length - 1];
         if (ev.type === "progress" && last?.type === "progress" && pending.length > 32) {
@@ -381,16 +404,16 @@ export function createApp(deps: AppDeps): Hono {
       const send = (event: string, data: unknown) =>
         stream.writeSSE({ event, data: JSON.stringify(data), id: String(++n) });
       try {
-        const job = queue.get(id);
+        const job = await queue.get(id);
         if (!job) return;
-        if (job.status === "queued") await send("queued", { position: queue.position(id) });
+        if (job.status === "queued") await send("queued", { position: await queue.position(id) });
         if (job.status === "running") {
           await send("started", { attempt: job.attempts });
           if (job.progress) await send("progress", job.progress);
         }
         if (job.status === "succeeded" || job.status === "failed" || job.status === "cancelled") {
           const ev = job.status === "succeeded" ? "done" : job.status;
-          await send(ev, jobView(job, queue));
+          await send(ev, await jobView(job, queue));
           return;
         }
         while (!closed) {
@@ -413,7 +436,7 @@ export function createApp(deps: AppDeps): Hono {
             case "closed":
               return; // shutdown: the client reconnects (EventSource does) once the server is back
             default:
-              await send(ev.type, jobView(ev.job, queue));
+              await send(ev.type, await jobView(ev.job, queue));
               return;
           }
         }
@@ -440,7 +463,7 @@ export interface ServerOptions {
   token?: string;
   validate: (req: JobRequest) => JobRequest;
   health?: () => Health;
-  /** Start running queued jobs right away (default true; serve() starts after printing its banner). */
+  /** Start running queued jobs right away (default true; serve() starts the worker once it listens). */
   autostart?: boolean;
   /** Result retention (see QueueOptions). */
   keepMs?: number;
@@ -451,6 +474,8 @@ export interface ServerOptions {
 export interface ZerovidServer {
   app: Hono;
   queue: JobQueue;
+  /** Makes this process the queue's worker (openServer does it unless autostart is false). */
+  startWorker(): void;
   models: ModelRegistry;
   limits: Limits;
   close(): Promise<void>;
@@ -485,15 +510,16 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
     if (!(Number.isFinite(v) && v > 0)) throw new RangeError(`limit ${k} must be a positive number, got ${v}`);
   }
   const models = new ModelRegistry(o.modelRoots);
-  const queue = await JobQueue.open({
+  const queue = await SqliteQueue.open({
     dataDir: o.dataDir,
-    runner: namedRunner(models, o.runner),
     maxQueued: limits.queueSize,
     keepMs: o.keepMs,
     keepBytes: o.keepBytes,
     log: o.log,
-    autostart: o.autostart,
   });
+  const runner = namedRunner(models, o.runner);
+  const startWorker = () => queue.startWorker(runner, { adapter: o.health?.().adapter });
+  if (o.autostart ?? true) startWorker();
   const app = createApp({
     queue,
     models,
@@ -502,7 +528,7 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
     validate: o.validate,
     health: o.health ?? (() => ({ adapter: "none", ok: true })),
   });
-  return { app, queue, models, limits, close: () => queue.close() };
+  return { app, queue, models, limits, startWorker, close: () => queue.close() };
 }
 
 // -----------------------------------------------------------------------------------------------------------------
@@ -710,7 +736,7 @@ export async function serve(args: string[]): Promise<void> {
     for (const m of list) console.log(`  ${m.name} (${m.kind}: ${m.modes.join(", ") || "annotator"})`);
     if (list.length === 0) console.log("  (none found: every job will fail with 'no model for mode')");
   }
-  console.log(`data: ${a.dataDir} (${server.queue.queued} queued job(s) from before)`);
+  console.log(`data: ${a.dataDir} (${(await server.queue.counts()).queued} queued job(s) from before)`);
   if (a.token) console.log("auth: a bearer token is required on /v1/*");
 
   const ac = new AbortController();
@@ -721,7 +747,7 @@ export async function serve(args: string[]): Promise<void> {
     onListen: ({ hostname, port }) => {
       const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(`zerovid server on http://${shown}:${port}/ (API: /openapi.json)`);
-      server.queue.start();
+      server.startWorker();
     },
   }, server.app.fetch);
   let stopping: Promise<void> | null = null;

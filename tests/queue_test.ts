@@ -2,7 +2,8 @@
 // graceful restart and across a killed process, retention.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { join } from "node:path";
-import { type Job, JobQueue, QueueFullError, type Runner, writeAtomic } from "../routes/queue.ts";
+import { type QueueOptions, SqliteQueue, writeAtomic } from "../routes/queue/sqlite.ts";
+import { type Job, QueueFullError, type ResultLookup, type Runner } from "../routes/queue/types.ts";
 import type { JobRequest, JobResult } from "../pipeline/job_types.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
@@ -40,6 +41,19 @@ function stepRunner(steps = 3, ms = 5, log: string[] = []): Runner {
 const req = (prompt: string, extra: Partial<JobRequest> = {}): JobRequest => ({ mode: "text2video", prompt, ...extra });
 const quiet = () => {};
 
+/** Opens a queue over `dataDir` and makes this process its worker. */
+async function open(o: QueueOptions & { runner: Runner }): Promise<SqliteQueue> {
+  const { runner, ...opts } = o;
+  const q = await SqliteQueue.open(opts);
+  q.startWorker(runner);
+  return q;
+}
+
+/** The bytes of a result (and its type), or why there is none. */
+async function resultBytes(r: ResultLookup): Promise<{ bytes: Uint8Array; type: string } | string> {
+  return "missing" in r ? r.missing : { bytes: await r.read(0, r.size), type: r.info.contentType };
+}
+
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zerovid-queue-" });
   try {
@@ -54,7 +68,7 @@ Deno.test("queue: runs jobs one at a time in order, stores results as files, rep
     const ran: string[] = [];
     let running = 0, maxRunning = 0;
     const inner = stepRunner(3, 5, ran);
-    const q = await JobQueue.open({
+    const q = await open({
       dataDir: dir,
       log: quiet,
       runner: async (r, h) => {
@@ -70,24 +84,28 @@ Deno.test("queue: runs jobs one at a time in order, stores results as files, rep
       const events: string[] = [];
       const jobs: Job[] = [];
       for (const p of ["a", "b", "c"]) jobs.push(await q.submit(req(p)));
-      q.subscribe(jobs[2].id, (ev) => events.push(ev.type === "queued" ? `queued ${ev.position}` : ev.type));
+      await q.subscribe(jobs[2].id, (ev) => events.push(ev.type === "queued" ? `queued ${ev.position}` : ev.type));
       await q.idle();
       assertEquals(ran, ["a", "b", "c"]);
       assertEquals(maxRunning, 1);
       for (const j of jobs) {
-        const got = q.get(j.id)!;
+        const got = (await q.get(j.id))!;
         assertEquals(got.status, "succeeded");
         assertEquals(got.progress, { stage: "denoise", step: 3, total: 3 });
-        const f = q.resultFile(j.id);
-        assert("path" in f);
-        assertEquals(await Deno.readFile(f.path), new Uint8Array([1, 2, 3, 4]));
-        assertEquals(f.info.contentType, "video/mp4");
+        assertEquals(await resultBytes(await q.openResult(j.id)), {
+          bytes: new Uint8Array([1, 2, 3, 4]),
+          type: "video/mp4",
+        });
+        // Any byte range of it (what HTTP Range asks for).
+        const f = await q.openResult(j.id);
+        assert(!("missing" in f));
+        assertEquals([f.size, await f.read(1, 3)], [4, new Uint8Array([2, 3])]);
       }
       // c waited behind b (position 2 while a ran, if a had not started before we listened), then 1, then ran.
       const waits = events.filter((e) => e.startsWith("queued"));
       assertEquals(waits[waits.length - 1], "queued 1");
       assertEquals(events.slice(waits.length), ["started", "progress", "progress", "progress", "done"]);
-      assertEquals(q.list(10).map((j) => j.request.prompt), ["c", "b", "a"]);
+      assertEquals((await q.list(10)).map((j) => j.request.prompt), ["c", "b", "a"]);
       // No temp files are left behind.
       const files = (await Array.fromAsync(Deno.readDir(join(dir, "results")))).map((e) => e.name);
       assertEquals(files.filter((f) => f.endsWith(".tmp")), []);
@@ -99,16 +117,16 @@ Deno.test("queue: runs jobs one at a time in order, stores results as files, rep
 
 Deno.test("queue: a failing job is marked failed with the reason and the next job runs", () =>
   withDir(async (dir) => {
-    const q = await JobQueue.open({ dataDir: dir, log: quiet, runner: stepRunner(1, 1) });
+    const q = await open({ dataDir: dir, log: quiet, runner: stepRunner(1, 1) });
     try {
       const bad = await q.submit(req("fail-1"));
       const good = await q.submit(req("ok"));
       await q.idle();
-      const b = q.get(bad.id)!;
+      const b = (await q.get(bad.id))!;
       assertEquals(b.status, "failed");
       assertEquals(b.error, "runner broke on fail-1");
-      assertEquals(q.resultFile(bad.id), { missing: "not-ready" });
-      assertEquals(q.get(good.id)!.status, "succeeded");
+      assertEquals(await q.openResult(bad.id), { missing: "not-ready" });
+      assertEquals((await q.get(good.id))!.status, "succeeded");
     } finally {
       await q.close();
     }
@@ -132,31 +150,31 @@ Deno.test("queue: cancel a queued job, stop a running one at its next step, dele
       }
       return fakeResult(r);
     };
-    const q = await JobQueue.open({ dataDir: dir, log: quiet, runner });
+    const q = await open({ dataDir: dir, log: quiet, runner });
     try {
       const long = await q.submit(req("long"));
       const queued = await q.submit(req("queued", { video: new Uint8Array([9, 9, 9]) }));
       const after = await q.submit(req("after"));
       await isRunning;
-      assertEquals(q.get(queued.id)!.status, "queued");
+      assertEquals((await q.get(queued.id))!.status, "queued");
       assertEquals(await Deno.readFile(join(dir, "uploads", queued.id)), new Uint8Array([9, 9, 9]));
       const evs: string[] = [];
-      q.subscribe(queued.id, (e) => evs.push(e.type));
+      await q.subscribe(queued.id, (e) => evs.push(e.type));
       assertEquals(await q.cancel(queued.id), "cancelled");
-      assertEquals(q.get(queued.id)!.status, "cancelled");
+      assertEquals((await q.get(queued.id))!.status, "cancelled");
       assertEquals(evs, ["cancelled"]);
       // Its upload is gone.
       assertEquals(await Deno.stat(join(dir, "uploads", queued.id)).catch(() => null), null);
 
       assertEquals(await q.cancel(long.id), "cancelling");
-      assert(q.get(long.id)!.cancelRequested);
+      assert((await q.get(long.id))!.cancelRequested);
       await q.idle();
-      assertEquals(q.get(long.id)!.status, "cancelled");
+      assertEquals((await q.get(long.id))!.status, "cancelled");
       assert(abortedAtStep > 3 && abortedAtStep < 10, `stopped at step ${abortedAtStep}`);
-      assertEquals(q.get(after.id)!.status, "succeeded");
+      assertEquals((await q.get(after.id))!.status, "succeeded");
 
       assertEquals(await q.cancel(after.id), "deleted");
-      assertEquals(q.get(after.id), null);
+      assertEquals(await q.get(after.id), null);
       assertEquals(await Deno.stat(join(dir, "results", `${after.id}.mp4`)).catch(() => null), null);
       assertEquals(await q.cancel("no-such-id"), null);
     } finally {
@@ -168,7 +186,7 @@ Deno.test("queue: full queue refuses with a retry time; submits racing for the l
   withDir(async (dir) => {
     let release!: () => void;
     const gate = new Promise<void>((r) => release = r);
-    const q = await JobQueue.open({
+    const q = await open({
       dataDir: dir,
       log: quiet,
       maxQueued: 3,
@@ -195,7 +213,7 @@ Deno.test("queue: full queue refuses with a retry time; submits racing for the l
       assertEquals((await Array.fromAsync(Deno.readDir(join(dir, "uploads")))).length, 3);
       release();
       await q.idle();
-      assertEquals(q.list(100).filter((j) => j.status === "succeeded").length, 4);
+      assertEquals((await q.list(100)).filter((j) => j.status === "succeeded").length, 4);
     } finally {
       release();
       await q.close();
@@ -208,28 +226,30 @@ Deno.test("queue: a graceful restart keeps queued jobs (the running one goes bac
       r.prompt === "quick" ? Promise.resolve(fakeResult(r)) : new Promise((_, reject) => {
         signal?.addEventListener("abort", () => reject(new DOMException("stopped", "AbortError")));
       });
-    const q1 = await JobQueue.open({ dataDir: dir, log: quiet, runner: hang });
+    const q1 = await open({ dataDir: dir, log: quiet, runner: hang });
     const done = await q1.submit(req("quick"));
-    while (q1.get(done.id)!.status !== "succeeded") await sleep(2);
+    while ((await q1.get(done.id))!.status !== "succeeded") await sleep(2);
     const a = await q1.submit(req("a", { video: new Uint8Array([1, 2]) }));
     const b = await q1.submit(req("b", { video: new Uint8Array([3, 4]) }));
     while (q1.runningId !== a.id) await sleep(2);
     await q1.close();
 
     const ran: string[] = [];
-    const q2 = await JobQueue.open({ dataDir: dir, log: quiet, runner: stepRunner(1, 1, ran), autostart: false });
+    const q2 = await SqliteQueue.open({ dataDir: dir, log: quiet });
     try {
-      assertEquals(q2.get(a.id)!.status, "queued");
-      assertEquals(q2.get(a.id)!.attempts, 0); // a graceful stop does not count as an attempt
-      assertEquals(q2.position(a.id), 1);
-      assertEquals(q2.position(b.id), 2);
-      const r = q2.resultFile(done.id);
-      assert("path" in r);
-      q2.start();
+      assertEquals((await q2.get(a.id))!.status, "queued");
+      assertEquals((await q2.get(a.id))!.attempts, 0); // a graceful stop does not count as an attempt
+      assertEquals(await q2.position(a.id), 1);
+      assertEquals(await q2.position(b.id), 2);
+      assertEquals(await resultBytes(await q2.openResult(done.id)), {
+        bytes: new Uint8Array([1, 2, 3, 4]),
+        type: "video/mp4",
+      });
+      q2.startWorker(stepRunner(1, 1, ran));
       await q2.idle();
       assertEquals(ran, ["a", "b"]);
-      assertEquals(q2.get(a.id)!.status, "succeeded");
-      assertEquals(q2.get(b.id)!.status, "succeeded");
+      assertEquals((await q2.get(a.id))!.status, "succeeded");
+      assertEquals((await q2.get(b.id))!.status, "succeeded");
       assertEquals((await Array.fromAsync(Deno.readDir(join(dir, "uploads")))).length, 0);
     } finally {
       await q2.close();
@@ -239,26 +259,23 @@ Deno.test("queue: a graceful restart keeps queued jobs (the running one goes bac
 // A child process that runs a queue whose jobs hang (except "quick"), prints READY once `wait` is running, and is
 // then killed with SIGKILL: the crash the on-disk state must survive.
 const CHILD = `
-import { JobQueue } from ${JSON.stringify(new URL("../routes/queue.ts", import.meta.url).href)};
+import { SqliteQueue } from ${JSON.stringify(new URL("../routes/queue/sqlite.ts", import.meta.url).href)};
 const [dir, wait, ...prompts] = Deno.args;
-const q = await JobQueue.open({
-  dataDir: dir,
-  log: () => {},
-  runner: (r, { onProgress }) => {
+const q = await SqliteQueue.open({ dataDir: dir, log: () => {} });
+q.startWorker((r, { onProgress }) => {
     if (r.prompt === "quick") {
       return Promise.resolve({ bytes: new Uint8Array([7, 7]), format: "gif", contentType: "image/gif", params: {},
         frames: 1, width: 8, height: 8, fps: 1, timings: {} });
     }
     onProgress?.({ stage: "denoise", step: 1, total: 9 });
     return new Promise(() => {});
-  },
 });
 for (const p of prompts) {
   const j = await q.submit({ mode: "text2video", prompt: p });
   console.log("JOB " + p + " " + j.id);
 }
 for (;;) {
-  const running = q.runningId && q.get(q.runningId);
+  const running = q.runningId && await q.get(q.runningId);
   if (running && running.request.prompt === wait) break;
   await new Promise((r) => setTimeout(r, 5));
 }
@@ -301,16 +318,17 @@ Deno.test("queue: after a crash (SIGKILL) the running job is re-queued once, que
     const ids = await runAndKill(script, [data, "slow", "quick", "slow", "next"]);
 
     // First restart: "slow" was running -> re-queued at the head; "quick"'s result is kept.
-    const q = await JobQueue.open({ dataDir: data, log: quiet, runner: stepRunner(1, 1), autostart: false });
+    const q = await SqliteQueue.open({ dataDir: data, log: quiet });
     try {
-      assertEquals(q.get(ids.quick)!.status, "succeeded");
-      const r = q.resultFile(ids.quick);
-      assert("path" in r);
-      assertEquals(await Deno.readFile(r.path), new Uint8Array([7, 7]));
-      assertEquals(q.get(ids.slow)!.status, "queued");
-      assertEquals(q.get(ids.slow)!.attempts, 1);
-      assertEquals(q.position(ids.slow), 1);
-      assertEquals(q.position(ids.next), 2);
+      assertEquals((await q.get(ids.quick))!.status, "succeeded");
+      assertEquals(await resultBytes(await q.openResult(ids.quick)), {
+        bytes: new Uint8Array([7, 7]),
+        type: "image/gif",
+      });
+      assertEquals((await q.get(ids.slow))!.status, "queued");
+      assertEquals((await q.get(ids.slow))!.attempts, 1);
+      assertEquals(await q.position(ids.slow), 1);
+      assertEquals(await q.position(ids.next), 2);
     } finally {
       await q.close();
     }
@@ -318,14 +336,14 @@ Deno.test("queue: after a crash (SIGKILL) the running job is re-queued once, que
     // A second crash while the same job runs again: it is marked failed, and the next job still runs.
     await runAndKill(script, [data, "slow"]);
     const ran: string[] = [];
-    const q2 = await JobQueue.open({ dataDir: data, log: quiet, runner: stepRunner(1, 1, ran) });
+    const q2 = await open({ dataDir: data, log: quiet, runner: stepRunner(1, 1, ran) });
     try {
       await q2.idle();
-      const slow = q2.get(ids.slow)!;
+      const slow = (await q2.get(ids.slow))!;
       assertEquals(slow.status, "failed");
       assert(/interrupted twice/.test(slow.error!), slow.error!);
       assertEquals(ran, ["next"]);
-      assertEquals(q2.get(ids.next)!.status, "succeeded");
+      assertEquals((await q2.get(ids.next))!.status, "succeeded");
     } finally {
       await q2.close();
     }
@@ -334,7 +352,7 @@ Deno.test("queue: after a crash (SIGKILL) the running job is re-queued once, que
 Deno.test("queue: retention deletes results by age, then by total size (oldest first); stray files are swept", () =>
   withDir(async (dir) => {
     const big = new Uint8Array(1000);
-    const q = await JobQueue.open({
+    const q = await open({
       dataDir: dir,
       log: quiet,
       keepBytes: 2500,
@@ -348,13 +366,13 @@ Deno.test("queue: retention deletes results by age, then by total size (oldest f
         await q.idle();
       }
       // 4000 bytes > 2500: the two oldest results went.
-      const avail = ids.map((id) => "path" in q.resultFile(id));
-      assertEquals(avail, [false, false, true, true]);
-      assertEquals(q.resultFile(ids[0]), { missing: "expired" });
-      assertEquals(q.get(ids[0])!.result!.available, false);
+      const avail = async () => await Promise.all(ids.map(async (id) => !("missing" in await q.openResult(id))));
+      assertEquals(await avail(), [false, false, true, true]);
+      assertEquals(await q.openResult(ids[0]), { missing: "expired" });
+      assertEquals((await q.get(ids[0]))!.result!.available, false);
       // Age: two hours later everything is past keepMs.
       await q.sweepResults(Date.now() + 2 * 3600e3);
-      assertEquals(ids.map((id) => "path" in q.resultFile(id)), [false, false, false, false]);
+      assertEquals(await avail(), [false, false, false, false]);
       assertEquals((await Array.fromAsync(Deno.readDir(join(dir, "results")))).length, 0);
     } finally {
       await q.close();
@@ -362,7 +380,7 @@ Deno.test("queue: retention deletes results by age, then by total size (oldest f
     // Files no row points at (a crash between write and record) and temp files are removed at open.
     await writeAtomic(join(dir, "results", "orphan.mp4"), new Uint8Array(3));
     await Deno.writeFile(join(dir, "uploads", "x.tmp"), new Uint8Array(3));
-    const q2 = await JobQueue.open({ dataDir: dir, log: quiet, runner: stepRunner() });
+    const q2 = await open({ dataDir: dir, log: quiet, runner: stepRunner() });
     await q2.close();
     assertEquals((await Array.fromAsync(Deno.readDir(join(dir, "results")))).length, 0);
     assertEquals((await Array.fromAsync(Deno.readDir(join(dir, "uploads")))).length, 0);

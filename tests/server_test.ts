@@ -11,7 +11,7 @@ import { ModelCache } from "../pipeline/model_cache.ts";
 import { onnxModel } from "../fixtures/onnx_writer.ts";
 import { encodeVideo } from "../pipeline/media/encode.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
-import type { Runner } from "../routes/queue.ts";
+import type { Runner } from "../routes/queue/types.ts";
 import { openServer, parseServeArgs, ServeArgError, type ServerOptions, type ZerovidServer } from "../routes/server.ts";
 import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 
@@ -211,7 +211,7 @@ Deno.test("server: submit, status, events, result (content type, Range), recent 
     const list = await json(await fetch(`${s.base}/v1/jobs`));
     assertEquals((list.jobs as { id: string }[]).map((j) => j.id), [id]);
     const health = await json(await fetch(`${s.base}/healthz`));
-    assertEquals(health.queue, { queued: 0, running: 0, max: 20 });
+    assertEquals(health.queue, { queued: 0, running: 0, max: 20, backend: "sqlite" });
   } finally {
     await s.stop();
   }
@@ -321,7 +321,7 @@ Deno.test("server: every bad request gets a 4xx JSON {error, field}, and the ser
     assertEquals(early.status, 409);
     assertEquals((await json(early)).field, "id");
     // Nothing bad was queued.
-    assertEquals(s.srv.queue.list(100).length, 1);
+    assertEquals((await s.srv.queue.list(100)).length, 1);
   } finally {
     await s.stop();
   }

@@ -1,90 +1,35 @@
-// The job queue: one GPU worker per process runs jobs one at a time, in submission order. Jobs and results live in
-// the data directory so a restart loses nothing:
+// The job queue for one box (the JobQueue of types.ts on SQLite): the process that serves the API is also the one
+// GPU worker, which runs jobs one at a time in submission order. Jobs and results live in the data directory so a
+// restart loses nothing:
 //   <data>/jobs.sqlite      one row per job (node:sqlite), the request without the video bytes
 //   <data>/uploads/<id>     the uploaded video of a queued job (deleted when the job ends)
 //   <data>/results/<id>.<format>  the finished video
 // Every file is written atomically (temp file + rename), and a row points at a file only after the rename, so a
 // crash leaves either the old state or the new one; stray files are swept at startup.
 //
-// Crash policy: a job found "running" at startup was interrupted (crash, kill, power loss). It is re-queued at the
-// head of the queue once; a job interrupted a second time is marked failed ("interrupted twice"), so a job that
-// itself kills the process cannot take the server down in a loop. A graceful stop (close()) aborts the running job
-// and puts it back at the head of the queue without counting an attempt.
+// Crash policy (types.ts), here: a job found "running" at open was interrupted. It is re-queued at the head of the
+// queue once; a job interrupted a second time is marked failed ("interrupted twice"). close() aborts the running
+// job and puts it back at the head of the queue without counting an attempt.
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
+import { hostname } from "node:os";
+import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "../../pipeline/job_types.ts";
 import {
-  CONTENT_TYPES,
-  type Format,
-  type JobProgress,
-  type JobRequest,
-  type JobResult,
-} from "../pipeline/job_types.ts";
-
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
-export const FINISHED: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
-
-/** What runs a job: `runJob(env, req, hooks)` in production, a fake in tests. Must stop soon after `signal` aborts. */
-export type Runner = (
-  req: JobRequest,
-  hooks: { onProgress?(p: JobProgress): void; signal?: AbortSignal },
-) => Promise<JobResult>;
-
-/** The request as stored: a JobRequest without the video bytes (they are a file in uploads/). */
-export type StoredRequest = Omit<JobRequest, "video">;
-
-export interface ResultInfo {
-  format: Format;
-  contentType: string;
-  bytes: number;
-  frames: number;
-  width: number;
-  height: number;
-  fps: number;
-  /** False once the retention sweep deleted the file. */
-  available: boolean;
-}
-
-export interface Job {
-  id: string;
-  seq: number;
-  status: JobStatus;
-  request: StoredRequest;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  attempts: number;
-  progress: JobProgress | null;
-  /** Resolved parameters (seed included): those the runner reported, else the request's. */
-  params: Record<string, unknown> | null;
-  timings: Record<string, number> | null;
-  error: string | null;
-  /** The request field an error is about (RequestError raised while running), if any. */
-  errorField: string | null;
-  result: ResultInfo | null;
-  /** Set when a cancel was asked for while running: the job stops at its next step. */
-  cancelRequested: boolean;
-}
-
-export type JobEvent =
-  | { type: "queued"; position: number }
-  | { type: "started"; attempt: number }
-  | { type: "progress"; progress: JobProgress }
-  | { type: "done"; job: Job }
-  | { type: "failed"; job: Job }
-  | { type: "cancelled"; job: Job }
-  /** The queue is closing (server shutdown): listeners should end their streams. */
-  | { type: "closed" };
-
-export class QueueFullError extends Error {
-  constructor(readonly queued: number, readonly retryAfter: number) {
-    super(`the queue is full (${queued} jobs waiting); try again in about ${retryAfter} s`);
-    this.name = "QueueFullError";
-  }
-}
+  type Job,
+  type JobEvent,
+  type JobQueue,
+  type JobStatus,
+  type QueueCounts,
+  QueueFullError,
+  type QueueHealth,
+  type ResultInfo,
+  type ResultLookup,
+  type Runner,
+  type StoredRequest,
+} from "./types.ts";
 
 export interface QueueOptions {
   dataDir: string;
-  runner: Runner;
   /** Most jobs waiting (the running one not counted); more are refused with QueueFullError. Default 20. */
   maxQueued?: number;
   /** Results older than this are deleted (their job rows stay, marked expired). Default 7 days. */
@@ -95,8 +40,6 @@ export interface QueueOptions {
   keepJobs?: number;
   /** Log lines (one per job start/end/recovery). Default: console.log. */
   log?: (line: string) => void;
-  /** Start the worker right away. Default true; false lets a caller inspect the recovered state first. */
-  autostart?: boolean;
 }
 
 interface Row {
@@ -172,11 +115,13 @@ function isAbort(e: unknown): boolean {
 /** The abort reason of a graceful stop (the job goes back to the queue, not to "cancelled"). */
 const SHUTDOWN = "server shutting down";
 
-export class JobQueue {
+export class SqliteQueue implements JobQueue {
+  readonly backend = "sqlite";
   readonly dataDir: string;
   readonly maxQueued: number;
   private db: DatabaseSync;
-  private runner: Runner;
+  private runner: Runner | null = null;
+  private worker: { id: string; startedAt: number; adapter?: string } | null = null;
   private keepMs: number;
   private keepBytes: number;
   private keepJobs: number;
@@ -184,7 +129,6 @@ export class JobQueue {
   private listeners = new Map<string, Set<(ev: JobEvent) => void>>();
   private current: { id: string; ac: AbortController; progress: JobProgress | null; done: Promise<void> } | null = null;
   private closed = false;
-  private started = false;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private durations: number[] = [];
   private progressWritten = 0;
@@ -192,7 +136,6 @@ export class JobQueue {
   private constructor(opts: QueueOptions, db: DatabaseSync) {
     this.dataDir = opts.dataDir;
     this.db = db;
-    this.runner = opts.runner;
     this.maxQueued = opts.maxQueued ?? 20;
     this.keepMs = opts.keepMs ?? 7 * 24 * 3600e3;
     this.keepBytes = opts.keepBytes ?? 2 * 1024 ** 3;
@@ -200,8 +143,9 @@ export class JobQueue {
     this.log = opts.log ?? ((l) => console.log(l));
   }
 
-  /** Opens (or creates) the data directory, recovers interrupted jobs, sweeps stray files and starts the worker. */
-  static async open(opts: QueueOptions): Promise<JobQueue> {
+  /** Opens (or creates) the data directory, recovers interrupted jobs and sweeps stray files; no job runs before
+   * startWorker. */
+  static async open(opts: QueueOptions): Promise<SqliteQueue> {
     if (!Number.isInteger(opts.maxQueued ?? 20) || (opts.maxQueued ?? 20) < 1) {
       throw new RangeError(`maxQueued must be a positive integer, got ${opts.maxQueued}`);
     }
@@ -215,14 +159,13 @@ export class JobQueue {
       db.close();
       throw new Error(`cannot open the job database in ${opts.dataDir}: ${errorText(e)}`);
     }
-    const q = new JobQueue(opts, db);
+    const q = new SqliteQueue(opts, db);
     q.recover();
     await q.sweepFiles();
     await q.sweepResults();
     // Hourly retention sweep; unref'd so it never keeps a process (or a test) alive.
     q.sweepTimer = setInterval(() => q.sweepResults().catch((e) => q.log(`retention sweep: ${errorText(e)}`)), 3600e3);
     Deno.unrefTimer(q.sweepTimer!);
-    if (opts.autostart ?? true) q.start();
     return q;
   }
 
@@ -324,19 +267,29 @@ export class JobQueue {
     };
   }
 
-  get(id: string): Job | null {
-    const r = this.db.prepare("SELECT * FROM jobs WHERE id = ?").get(id) as unknown as Row | undefined;
+  private row(id: string): Row | undefined {
+    return this.db.prepare("SELECT * FROM jobs WHERE id = ?").get(id) as unknown as Row | undefined;
+  }
+
+  private job(id: string): Job | null {
+    const r = this.row(id);
     return r ? this.toJob(r) : null;
   }
 
-  /** Newest first. */
-  list(limit = 50): Job[] {
-    const rows = this.db.prepare("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?").all(limit) as unknown as Row[];
-    return rows.map((r) => this.toJob(r));
+  get(id: string): Promise<Job | null> {
+    return Promise.resolve(this.job(id));
   }
 
-  /** 1-based place among the waiting jobs (1 = runs next), or 0 when the job is not waiting. */
-  position(id: string): number {
+  list(limit = 50): Promise<Job[]> {
+    const rows = this.db.prepare("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?").all(limit) as unknown as Row[];
+    return Promise.resolve(rows.map((r) => this.toJob(r)));
+  }
+
+  position(id: string): Promise<number> {
+    return Promise.resolve(this.positionNow(id));
+  }
+
+  private positionNow(id: string): number {
     const r = this.db.prepare("SELECT seq, status FROM jobs WHERE id = ?").get(id) as unknown as Row | undefined;
     if (!r || r.status !== "queued") return 0;
     const n = this.db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued' AND seq <= ?").get(r.seq) as {
@@ -345,21 +298,57 @@ export class JobQueue {
     return n.n;
   }
 
+  /** Jobs waiting now. */
   get queued(): number {
     return (this.db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'").get() as { n: number }).n;
   }
 
+  /** The job the worker runs now. */
   get runningId(): string | null {
     return this.current?.id ?? null;
   }
 
-  /** The finished video of a job: path and type, or why there is none. */
-  resultFile(id: string): { path: string; info: ResultInfo } | { missing: "unknown" | "not-ready" | "expired" } {
-    const r = this.db.prepare("SELECT * FROM jobs WHERE id = ?").get(id) as unknown as Row | undefined;
+  counts(): Promise<QueueCounts> {
+    return Promise.resolve({ queued: this.queued, running: this.current ? 1 : 0, max: this.maxQueued });
+  }
+
+  async openResult(id: string): Promise<ResultLookup> {
+    const r = this.row(id);
     if (!r) return { missing: "unknown" };
     if (r.status !== "succeeded") return { missing: "not-ready" };
     if (!r.result_file) return { missing: "expired" };
-    return { path: join(this.dataDir, r.result_file), info: JSON.parse(r.result!) };
+    const path = join(this.dataDir, r.result_file);
+    const st = await Deno.stat(path).catch(() => null);
+    if (!st?.isFile) return { missing: "expired" };
+    return {
+      info: JSON.parse(r.result!) as ResultInfo,
+      size: st.size,
+      read: async (start, end) => {
+        const out = new Uint8Array(Math.max(0, end - start));
+        using f = await Deno.open(path, { read: true });
+        await f.seek(start, Deno.SeekMode.Start);
+        let off = 0;
+        while (off < out.length) {
+          const n = await f.read(out.subarray(off));
+          if (n === null) throw new Error(`the result file ended at ${start + off} bytes`);
+          off += n;
+        }
+        return out;
+      },
+    };
+  }
+
+  health(): Promise<QueueHealth> {
+    const w = this.worker;
+    const workers = w
+      ? [{ id: w.id, host: hostname(), pid: Deno.pid, adapter: w.adapter, running: this.runningId, seenAt: Date.now() }]
+      : [];
+    return Promise.resolve({
+      backend: "sqlite",
+      ok: !this.closed,
+      ...(this.closed ? { error: "closed" } : {}),
+      workers,
+    });
   }
 
   /** Seconds a client should wait before trying again when the queue is full: about one job's time (a slot frees
@@ -372,14 +361,14 @@ export class JobQueue {
   // -------------------------------------------------------------------------------------------------------------
   // Events
 
-  subscribe(id: string, fn: (ev: JobEvent) => void): () => void {
+  subscribe(id: string, fn: (ev: JobEvent) => void): Promise<() => void> {
     let set = this.listeners.get(id);
     if (!set) this.listeners.set(id, set = new Set());
     set.add(fn);
-    return () => {
+    return Promise.resolve(() => {
       set.delete(fn);
       if (set.size === 0 && this.listeners.get(id) === set) this.listeners.delete(id);
-    };
+    });
   }
 
   private emit(id: string, ev: JobEvent): void {
@@ -429,7 +418,7 @@ export class JobQueue {
       "INSERT INTO jobs (id, seq, status, request, video_file, created_at) VALUES (?, ?, 'queued', ?, ?, ?)",
     ).run(id, seq, JSON.stringify(stored), videoFile, Date.now());
     queueMicrotask(() => this.pump());
-    return this.get(id)!;
+    return this.job(id)!;
   }
 
   private checkRoom(): void {
@@ -442,7 +431,7 @@ export class JobQueue {
    * finished one with its result. Returns what happened, or null for an unknown id.
    */
   async cancel(id: string): Promise<"cancelled" | "cancelling" | "deleted" | null> {
-    const r = this.db.prepare("SELECT * FROM jobs WHERE id = ?").get(id) as unknown as Row | undefined;
+    const r = this.row(id);
     if (!r) return null;
     if (r.status === "running" && this.current?.id === id) {
       this.current.ac.abort(new Error("cancelled by request"));
@@ -455,7 +444,7 @@ export class JobQueue {
       );
       if (r.video_file) await Deno.remove(join(this.dataDir, r.video_file)).catch(() => {});
       this.log(`job ${id}: cancelled while queued`);
-      this.emit(id, { type: "cancelled", job: this.get(id)! });
+      this.emit(id, { type: "cancelled", job: this.job(id)! });
       this.emitPositions();
       return "cancelled";
     }
@@ -464,14 +453,15 @@ export class JobQueue {
     return "deleted";
   }
 
-  /** Starts the worker (idempotent). */
-  start(): void {
-    this.started = true;
+  startWorker(runner: Runner, about: { adapter?: string } = {}): void {
+    if (this.runner) return;
+    this.runner = runner;
+    this.worker = { id: `${hostname()}:${Deno.pid}`, startedAt: Date.now(), ...about };
     queueMicrotask(() => this.pump());
   }
 
   private pump(): void {
-    if (this.current || this.closed || !this.started) return;
+    if (this.current || this.closed || !this.runner) return;
     const r = this.db.prepare("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").get() as unknown as
       | Row
       | undefined;
@@ -505,7 +495,7 @@ export class JobQueue {
       const video = r.video_file ? await Deno.readFile(join(this.dataDir, r.video_file)) : undefined;
       const req: JobRequest = video ? { ...stored, video } : stored;
       if (cur.ac.signal.aborted) throw new DOMException("aborted before start", "AbortError");
-      result = await this.runner(req, {
+      result = await this.runner!(req, {
         signal: cur.ac.signal,
         onProgress: (p) => {
           cur.progress = { ...p };
@@ -541,7 +531,7 @@ export class JobQueue {
       ]);
       this.log(`job ${id}: cancelled while running (${((now - started) / 1000).toFixed(1)} s)`);
       await this.dropUpload(r);
-      this.emit(id, { type: "cancelled", job: this.get(id)! });
+      this.emit(id, { type: "cancelled", job: this.job(id)! });
       return;
     }
     if (result) {
@@ -573,7 +563,7 @@ export class JobQueue {
         if (this.durations.length > 10) this.durations.shift();
         this.log(`job ${id}: succeeded in ${((now - started) / 1000).toFixed(1)} s (${info.bytes} bytes ${format})`);
         await this.dropUpload(r);
-        this.emit(id, { type: "done", job: this.get(id)! });
+        this.emit(id, { type: "done", job: this.job(id)! });
         await this.sweepResults().catch((e) => this.log(`retention sweep: ${errorText(e)}`));
         return;
       } catch (e) {
@@ -590,7 +580,7 @@ export class JobQueue {
     );
     this.log(`job ${id}: failed: ${message}`);
     await this.dropUpload(r);
-    this.emit(id, { type: "failed", job: this.get(id)! });
+    this.emit(id, { type: "failed", job: this.job(id)! });
   }
 
   private exec(sql: string, args: (string | number | null)[]): void {
@@ -603,7 +593,7 @@ export class JobQueue {
     await Deno.remove(join(this.dataDir, r.video_file)).catch(() => {});
   }
 
-  /** Waits until no job is queued or running (after start(); for tests and a clean stop). */
+  /** Waits until no job is queued or running (after startWorker; for tests). */
   async idle(): Promise<void> {
     while (this.current || (this.queued > 0 && !this.closed)) {
       if (this.current) await this.current.done;
