@@ -322,15 +322,14 @@ export async function main(args: string[]): Promise<number> {
       return cmd === undefined ? 2 : 0;
     }
     if (cmd === "serve") {
-      let mod: { serve(args: string[]): Promise<void> };
+      let mod: { serve(args: string[]): Promise<number> };
       try {
         mod = await import("./routes/server.ts"); // loaded only for `serve`: the CLI works without it
       } catch (e) {
         console.error(`error: the server is not available in this build (${firstLine(e)})`);
         return 1;
       }
-      await mod.serve(rest);
-      return 0;
+      return await mod.serve(rest);
     }
     if (!MODES.includes(cmd as Mode)) {
       throw new UsageError(`unknown mode "${cmd}" (expected ${MODES.join(", ")} or serve; see --help)`);

@@ -1,4 +1,4 @@
-// The HTTP server: a Hono app over the job queue (routes/queue/) and the model roots (routes/models.ts), the web
+// The HTTP server: a Hono app over the job queue (routes/queue/) and the model roots (routes/registry.ts), the web
 // page (routes/web/), and `serve(args)`, which `main.ts serve` calls.
 //
 //   POST   /v1/jobs                JSON or multipart/form-data (with a `video` file) -> 202 {id, status, position}
@@ -21,7 +21,6 @@ import { streamSSE } from "hono/streaming";
 import { validator } from "hono/validator";
 import { zValidator } from "@hono/zod-validator";
 import { z } from "zod";
-import { delimiter, join, resolve } from "node:path";
 import { type JobRequest, type Mode, RequestError } from "../pipeline/job_types.ts";
 import { probeVideo, type VideoInfo } from "../pipeline/media/probe.ts";
 import { sampleIndices } from "../pipeline/media/decode.ts";
@@ -34,13 +33,12 @@ import {
   type Runner,
 } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
-import { MODEL_FIELDS, type ModelField, ModelRegistry } from "./models.ts";
+import { MODEL_FIELDS, type ModelField, ModelRegistry } from "./registry.ts";
 import { DEFAULT_LIMITS, type JobBody, JobSchema, type Limits, openApi } from "./schema.ts";
+import { defaultDataDir, parseServeArgs, SERVE_FLAGS, SERVE_USAGE, ServeArgError, type ServeArgs } from "./cli.ts";
 import pageHtml from "./web/index.html" with { type: "text" };
 import pageJs from "./web/app.js" with { type: "text" };
 import pageCss from "./web/style.css" with { type: "text" };
-
-export { DEFAULT_LIMITS, type Limits };
 
 const VIDEO_MODES: readonly Mode[] = ["pix2pix", "pose", "canny", "depth"];
 
@@ -531,177 +529,45 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
   return { app, queue, models, limits, startWorker, close: () => queue.close() };
 }
 
-// -----------------------------------------------------------------------------------------------------------------
-// Command line
-
-export class ServeArgError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ServeArgError";
+function getEnv(k: string): string | undefined {
+  try {
+    return Deno.env.get(k) || undefined;
+  } catch {
+    return undefined; // no env permission: flags only
   }
 }
 
-export interface ServeArgs {
-  host: string;
-  port: number;
-  modelRoots: string[];
-  token?: string;
-  dataDir: string;
-  limits: Limits;
-  keepHours: number;
-  keepMb: number;
-  cacheMb?: number;
-  help: boolean;
-}
-
-export const SERVE_USAGE = `usage: deno run -A main.ts serve [options]
-
-  --host H              address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
-  --port N              port (default 8000; 0 picks a free one)
-  --models DIR          a folder with models (diffusers folders, single-file .safetensors, ControlNets, .onnx
-                        annotators); repeat for several. Also $ZEROVID_MODELS (a path list). None: the built-in
-                        demo model (random weights, output is noise)
-  --token T             require Authorization: Bearer T on /v1/* (also $ZEROVID_TOKEN)
-  --data-dir DIR        jobs database and results (default $ZEROVID_DATA or ~/.local/share/zerovid)
-  --max-upload-mb N     largest upload (default ${DEFAULT_LIMITS.maxUploadMb})
-  --max-frames N        most frames per video (default ${DEFAULT_LIMITS.maxFrames}; longer inputs are cut)
-  --max-resolution N    largest width / height / resolution (default ${DEFAULT_LIMITS.maxResolution})
-  --max-prompt N        longest prompt in characters (default ${DEFAULT_LIMITS.maxPrompt})
-  --max-steps N         most denoising steps (default ${DEFAULT_LIMITS.maxSteps})
-  --queue-size N        most waiting jobs; more get 429 (default ${DEFAULT_LIMITS.queueSize})
-  --keep-hours N        delete results older than this (default 168)
-  --keep-mb N           keep at most this many MiB of results, oldest deleted first (default 2048)
-  --cache-mb N          GPU memory for loaded models kept between jobs (default: no limit)`;
-
-function defaultDataDir(): string {
-  const env = (k: string) => {
-    try {
-      return Deno.env.get(k) || undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const explicit = env("ZEROVID_DATA");
-  if (explicit) return resolve(explicit);
-  const xdg = env("XDG_DATA_HOME") ?? (env("HOME") ? join(env("HOME")!, ".local", "share") : undefined);
-  return xdg ? join(xdg, "zerovid") : resolve(".zerovid");
-}
-
-/** Parses serve's options (and $ZEROVID_MODELS / $ZEROVID_TOKEN); throws ServeArgError naming the bad option. */
-export function parseServeArgs(args: string[], env: Record<string, string | undefined> = {}): ServeArgs {
-  const out: ServeArgs = {
-    host: "127.0.0.1",
-    port: 8000,
-    modelRoots: [],
-    token: env.ZEROVID_TOKEN || undefined,
-    dataDir: env.ZEROVID_DATA ? resolve(env.ZEROVID_DATA) : "",
-    limits: { ...DEFAULT_LIMITS },
-    keepHours: 168,
-    keepMb: 2048,
-    help: false,
-  };
-  const num = (flag: string, v: string, int = true, min = 1): number => {
-    const n = Number(v);
-    if (v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min) {
-      throw new ServeArgError(`${flag}: expected ${int ? "an integer" : "a number"} >= ${min}, got "${v}"`);
-    }
-    return n;
-  };
-  const limitFlags: Record<string, keyof Limits> = {
-    "--max-upload-mb": "maxUploadMb",
-    "--max-frames": "maxFrames",
-    "--max-resolution": "maxResolution",
-    "--max-prompt": "maxPrompt",
-    "--max-steps": "maxSteps",
-    "--queue-size": "queueSize",
-  };
-  const roots: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    let flag = args[i], value: string | undefined;
-    const eq = flag.indexOf("=");
-    if (flag.startsWith("--") && eq > 0) [flag, value] = [flag.slice(0, eq), flag.slice(eq + 1)];
-    if (flag === "--help" || flag === "-h") {
-      out.help = true;
-      continue;
-    }
-    const known = ["--host", "--port", "--models", "--token", "--data-dir", "--keep-hours", "--keep-mb", "--cache-mb"];
-    if (!known.includes(flag) && !(flag in limitFlags)) {
-      throw new ServeArgError(`unknown option ${JSON.stringify(flag)} (see serve --help)`);
-    }
-    if (value === undefined) {
-      value = args[++i];
-      if (value === undefined) throw new ServeArgError(`${flag} needs a value`);
-    }
-    switch (flag) {
-      case "--host":
-        if (!value) throw new ServeArgError("--host: empty");
-        out.host = value;
-        break;
-      case "--port":
-        out.port = num(flag, value, true, 0);
-        if (out.port > 65535) throw new ServeArgError(`--port: expected 0..65535, got ${value}`);
-        break;
-      case "--models":
-        if (!value) throw new ServeArgError("--models: empty");
-        roots.push(value);
-        break;
-      case "--token":
-        if (!value) throw new ServeArgError("--token: empty");
-        out.token = value;
-        break;
-      case "--data-dir":
-        if (!value) throw new ServeArgError("--data-dir: empty");
-        out.dataDir = resolve(value);
-        break;
-      case "--keep-hours":
-        out.keepHours = num(flag, value, false, 0);
-        break;
-      case "--keep-mb":
-        out.keepMb = num(flag, value, false, 0);
-        break;
-      case "--cache-mb":
-        out.cacheMb = num(flag, value, false, 0);
-        break;
-      default:
-        out.limits[limitFlags[flag]] = num(flag, value);
-    }
-  }
-  if (roots.length === 0 && env.ZEROVID_MODELS) roots.push(...env.ZEROVID_MODELS.split(delimiter).filter(Boolean));
-  out.modelRoots = roots.map((r) => resolve(r));
-  return out;
-}
-
-/** `main.ts serve [options]`: opens the GPU and the queue, serves until SIGINT/SIGTERM, then stops cleanly. */
-export async function serve(args: string[]): Promise<void> {
-  const env: Record<string, string | undefined> = {};
-  for (const k of ["ZEROVID_MODELS", "ZEROVID_TOKEN", "ZEROVID_DATA"]) {
-    try {
-      env[k] = Deno.env.get(k);
-    } catch { /* no env permission: flags only */ }
-  }
+/**
+ * `main.ts serve [options]`: opens the GPU and the queue, serves until SIGINT/SIGTERM, then stops cleanly.
+ * Returns the exit code: 0 after a clean stop (or --help), 2 for a bad option.
+ */
+export async function serve(args: string[]): Promise<number> {
+  const env = Object.fromEntries(
+    Object.values(SERVE_FLAGS).flatMap((f) => f.env ? [[f.env.name, getEnv(f.env.name)]] : []),
+  );
   let a: ServeArgs;
   try {
     a = parseServeArgs(args, env);
   } catch (e) {
     if (!(e instanceof ServeArgError)) throw e;
     console.error(`error: ${e.message}`);
-    Deno.exit(2);
+    return 2;
   }
   if (a.help) {
     console.log(SERVE_USAGE);
-    return;
+    return 0;
   }
-  a.dataDir ||= defaultDataDir();
+  a.dataDir ||= defaultDataDir(getEnv);
   for (const r of a.modelRoots) {
     const st = await Deno.stat(r).catch(() => null);
     if (!st?.isDirectory) {
       console.error(`error: --models ${r}: not a folder`);
-      Deno.exit(2);
+      return 2;
     }
   }
 
   // The pipeline is loaded here, not at import, so tests of the app need no GPU.
-  const { GpuContext } = await import("../pipeline/gpu_context.ts");
+  const { GpuContext } = await import("./gpu_context.ts");
   const { runJob, validateRequest } = await import("../pipeline/job.ts");
   const { DEMO_NOTICE } = await import("../fixtures/demo_model.ts");
   const gpu = await GpuContext.create({
@@ -772,4 +638,5 @@ export async function serve(args: string[]): Promise<void> {
       Deno.removeSignalListener(s, h);
     } catch { /* see above */ }
   }
+  return 0;
 }

@@ -1,5 +1,5 @@
 // The server's GPU context survives a device loss: the next job gets a fresh device.
-import { GpuContext } from "../pipeline/gpu_context.ts";
+import { GpuContext } from "../routes/gpu_context.ts";
 
 Deno.test({
   name: "gpu context: a lost device is reopened for the next job",

@@ -12,7 +12,8 @@ import { onnxModel } from "../fixtures/onnx_writer.ts";
 import { encodeVideo } from "../pipeline/media/encode.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import type { Runner } from "../routes/queue/types.ts";
-import { openServer, parseServeArgs, ServeArgError, type ServerOptions, type ZerovidServer } from "../routes/server.ts";
+import { openServer, type ServerOptions, type ZerovidServer } from "../routes/server.ts";
+import { parseServeArgs, SERVE_USAGE, ServeArgError } from "../routes/cli.ts";
 import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 
 const GOLDEN = GOLDEN_MODELS;
@@ -551,6 +552,10 @@ Deno.test("server: parseServeArgs reads flags and the environment, and names a b
       [["--max-frames", "0"], "--max-frames"],
       [["--models"], "needs a value"],
       [["--fast"], "unknown option"],
+      [["--port", "70000"], "--port: expected an integer in 0..65535"],
+      [["--keep-hours=-1"], "--keep-hours"],
+      [["--host", ""], "--host: empty"],
+      [["stray"], "options only"],
     ] as const
   ) {
     let err: unknown = null;
@@ -561,6 +566,14 @@ Deno.test("server: parseServeArgs reads flags and the environment, and names a b
     }
     assert(err instanceof ServeArgError && err.message.includes(msg), `${args}: ${err}`);
   }
+  assertEquals(parseServeArgs(["-h"]).help, true);
+  // The usage text lists every flag, with the limits' defaults.
+  for (
+    const f of ["--host H", "--port N", "--models DIR", "--token T", "--data-dir DIR", "--queue-size N", "--cache-mb N"]
+  ) {
+    assert(SERVE_USAGE.includes(f), f);
+  }
+  assert(SERVE_USAGE.includes("most denoising steps (default 150)"), SERVE_USAGE);
 });
 
 // -----------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // The server's GPU: a device and its model cache, reopened when the device is lost (a driver reset, say), so the
 // job that saw the loss fails and the next one runs on a fresh device with its models reloaded.
-import { Device, type DeviceOptions } from "./gpu/device.ts";
-import { ModelCache } from "./model_cache.ts";
+import { Device, type DeviceOptions } from "../pipeline/gpu/device.ts";
+import { ModelCache } from "../pipeline/model_cache.ts";
 
 export interface GpuEnv {
   dev: Device;

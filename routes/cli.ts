@@ -1,0 +1,194 @@
+// `main.ts serve`'s command line: one table of flags gives node:util's parseArgs its options, the usage text, and
+// the environment variables that stand in for a flag that is not given.
+import { parseArgs } from "node:util";
+import { delimiter, join, resolve } from "node:path";
+import { DEFAULT_LIMITS, type Limits } from "./schema.ts";
+
+export class ServeArgError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ServeArgError";
+  }
+}
+
+export interface ServeArgs {
+  host: string;
+  port: number;
+  /** Absolute paths; none = the built-in demo model. */
+  modelRoots: string[];
+  token?: string;
+  /** Absolute; "" = not given (serve() picks defaultDataDir()). */
+  dataDir: string;
+  limits: Limits;
+  keepHours: number;
+  keepMb: number;
+  cacheMb?: number;
+  help: boolean;
+}
+
+interface Flag {
+  /** The value's name in the usage text. */
+  value: string;
+  help: string;
+  /** May be given more than once. */
+  multiple?: boolean;
+  /** Read when the flag is not given; `list`: a path list ($PATH-style), one value per entry. */
+  env?: { name: string; list?: boolean };
+  /** Stores one value; throws ServeArgError naming the flag when the value is bad. */
+  set(out: ServeArgs, value: string, flag: string): void;
+}
+
+function nonEmpty(flag: string, v: string): string {
+  if (!v.trim()) throw new ServeArgError(`${flag}: empty`);
+  return v;
+}
+
+function num(flag: string, v: string, o: { int?: boolean; min: number; max?: number }): number {
+  const n = Number(v);
+  const int = o.int ?? true;
+  if (v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < o.min || n > (o.max ?? Infinity)) {
+    const range = o.max === undefined ? `>= ${o.min}` : `in ${o.min}..${o.max}`;
+    throw new ServeArgError(`${flag}: expected ${int ? "an integer" : "a number"} ${range}, got "${v}"`);
+  }
+  return n;
+}
+
+const limit = (key: keyof Limits, help: string): Flag => ({
+  value: "N",
+  help: `${help} (default ${DEFAULT_LIMITS[key]})`,
+  set: (o, v, f) => o.limits[key] = num(f, v, { min: 1 }),
+});
+
+/** serve's flags, in the order the usage text lists them. */
+export const SERVE_FLAGS: Record<string, Flag> = {
+  host: {
+    value: "H",
+    help: "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    set: (o, v, f) => o.host = nonEmpty(f, v),
+  },
+  port: {
+    value: "N",
+    help: "port (default 8000; 0 picks a free one)",
+    set: (o, v, f) => o.port = num(f, v, { min: 0, max: 65535 }),
+  },
+  models: {
+    value: "DIR",
+    help: "a folder with models (diffusers folders, single-file .safetensors, ControlNets, .onnx\n" +
+      "annotators); repeat for several. Also $ZEROVID_MODELS (a path list). None: the built-in\n" +
+      "demo model (random weights, output is noise)",
+    multiple: true,
+    env: { name: "ZEROVID_MODELS", list: true },
+    set: (o, v, f) => o.modelRoots.push(resolve(nonEmpty(f, v))),
+  },
+  token: {
+    value: "T",
+    help: "require Authorization: Bearer T on /v1/* (also $ZEROVID_TOKEN)",
+    env: { name: "ZEROVID_TOKEN" },
+    set: (o, v, f) => o.token = nonEmpty(f, v),
+  },
+  "data-dir": {
+    value: "DIR",
+    help: "jobs database and results (default $ZEROVID_DATA or ~/.local/share/zerovid)",
+    env: { name: "ZEROVID_DATA" },
+    set: (o, v, f) => o.dataDir = resolve(nonEmpty(f, v)),
+  },
+  "max-upload-mb": limit("maxUploadMb", "largest upload"),
+  "max-frames": limit("maxFrames", "most frames per video; longer inputs are cut"),
+  "max-resolution": limit("maxResolution", "largest width / height / resolution"),
+  "max-prompt": limit("maxPrompt", "longest prompt in characters"),
+  "max-steps": limit("maxSteps", "most denoising steps"),
+  "queue-size": limit("queueSize", "most waiting jobs; more get 429"),
+  "keep-hours": {
+    value: "N",
+    help: "delete results older than this (default 168)",
+    set: (o, v, f) => o.keepHours = num(f, v, { int: false, min: 0 }),
+  },
+  "keep-mb": {
+    value: "N",
+    help: "keep at most this many MiB of results, oldest deleted first (default 2048)",
+    set: (o, v, f) => o.keepMb = num(f, v, { int: false, min: 0 }),
+  },
+  "cache-mb": {
+    value: "N",
+    help: "GPU memory for loaded models kept between jobs (default: no limit)",
+    set: (o, v, f) => o.cacheMb = num(f, v, { int: false, min: 0 }),
+  },
+};
+
+function usage(): string {
+  const col = 24;
+  const lines = Object.entries(SERVE_FLAGS).map(([name, f]) => {
+    const head = `  --${name} ${f.value}`;
+    const [first, ...rest] = f.help.split("\n");
+    return [head.padEnd(col) + first, ...rest.map((l) => " ".repeat(col) + l)].join("\n");
+  });
+  return `usage: deno run -A main.ts serve [options]\n\n${lines.join("\n")}\n  -h, --help            this text`;
+}
+
+export const SERVE_USAGE: string = usage();
+
+/** Parses serve's options (then the environment for those not given); throws ServeArgError naming the bad option. */
+export function parseServeArgs(args: string[], env: Record<string, string | undefined> = {}): ServeArgs {
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        ...Object.fromEntries(
+          Object.entries(SERVE_FLAGS).map(([name, f]) => [name, { type: "string", multiple: !!f.multiple }] as const),
+        ),
+      },
+    }).values;
+  } catch (e) {
+    throw argError(e);
+  }
+  const out: ServeArgs = {
+    host: "127.0.0.1",
+    port: 8000,
+    modelRoots: [],
+    dataDir: "",
+    limits: { ...DEFAULT_LIMITS },
+    keepHours: 168,
+    keepMb: 2048,
+    help: values.help === true,
+  };
+  for (const [name, f] of Object.entries(SERVE_FLAGS)) {
+    const given = values[name] as string | string[] | undefined;
+    if (given !== undefined) {
+      for (const v of [given].flat()) f.set(out, v, `--${name}`);
+    } else if (f.env && env[f.env.name]) {
+      const v = env[f.env.name]!;
+      for (const one of f.env.list ? v.split(delimiter).filter(Boolean) : [v]) f.set(out, one, `$${f.env.name}`);
+    }
+  }
+  return out;
+}
+
+/** parseArgs' errors (a TypeError with a code) as one line that names the option. */
+function argError(e: unknown): unknown {
+  const err = e as Error & { code?: string };
+  const flag = /'(-[^' ]+)/.exec(err.message ?? "")?.[1] ?? /"(-[^"]+)"/.exec(err.message ?? "")?.[1];
+  switch (err.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return new ServeArgError(`unknown option ${JSON.stringify(flag ?? err.message)} (see serve --help)`);
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (/argument missing/.test(err.message)) return new ServeArgError(`${flag} needs a value`);
+      if (/ambiguous/.test(err.message)) {
+        return new ServeArgError(`${flag}: a value that starts with "-" is written ${flag}=VALUE`);
+      }
+      return new ServeArgError(`${flag}: ${err.message.split(".")[0]}`);
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return new ServeArgError(`${err.message.split(".")[0]} (serve takes options only; see serve --help)`);
+    default:
+      return e;
+  }
+}
+
+/** Where jobs and results go when neither --data-dir nor $ZEROVID_DATA is given: the XDG data directory. */
+export function defaultDataDir(env: (k: string) => string | undefined): string {
+  const xdg = env("XDG_DATA_HOME") ?? (env("HOME") ? join(env("HOME")!, ".local", "share") : undefined);
+  return xdg ? join(xdg, "zerovid") : resolve(".zerovid");
+}
