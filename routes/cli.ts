@@ -84,7 +84,13 @@ export const SERVE_FLAGS: Record<string, Flag> = {
     value: "T",
     help: "require Authorization: Bearer T on /v1/* (also $ZEROVID_TOKEN)",
     env: { name: "ZEROVID_TOKEN" },
-    set: (o, v, f) => o.token = nonEmpty(f, v),
+    set: (o, v, f) => {
+      // What an Authorization: Bearer header can carry (RFC 6750's token68); bearerAuth refuses anything else.
+      if (!/^[A-Za-z0-9._~+/-]+=*$/.test(v)) {
+        throw new ServeArgError(`${f}: use letters, digits and . _ ~ + / - (then any "="), got ${v.length} characters`);
+      }
+      o.token = v;
+    },
   },
   "data-dir": {
     value: "DIR",

@@ -456,17 +456,31 @@ Deno.test("server: bearer token on /v1/* (header or ?token=); page, health and O
   try {
     const no = await fetch(`${s.base}/v1/models`);
     assertEquals(no.status, 401);
+    assertEquals(no.headers.get("www-authenticate"), 'Bearer realm="zerovid"');
     assertEquals((await json(no)).field, "authorization");
     const wrong = await fetch(`${s.base}/v1/models`, { headers: { Authorization: "Bearer nope" } });
     assertEquals(wrong.status, 401);
-    await wrong.body?.cancel();
+    assert(/invalid_token/.test(wrong.headers.get("www-authenticate")!));
+    assertEquals(await json(wrong), { error: "wrong token", field: "authorization" });
+    const basic = await fetch(`${s.base}/v1/models`, { headers: { Authorization: "Basic czNjcmV0" } });
+    assertEquals([basic.status, (await json(basic)).field], [400, "authorization"]);
+    const wrongQuery = await fetch(`${s.base}/v1/jobs?token=s3cre`);
+    assertEquals([wrongQuery.status, (await json(wrongQuery)).field], [401, "authorization"]);
+    // ?token= is for what cannot send headers (EventSource, <video src>, links): GET only.
+    assertEquals((await post(s.base, T2V)).status, 401);
+    const postQuery = await fetch(`${s.base}/v1/jobs?token=s3cret`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(T2V),
+    });
+    assertEquals([postQuery.status, (await json(postQuery)).field], [401, "authorization"]);
     const ok = await fetch(`${s.base}/v1/models`, { headers: { Authorization: "Bearer s3cret" } });
     assertEquals(ok.status, 200);
     await ok.body?.cancel();
     const q = await fetch(`${s.base}/v1/jobs?token=s3cret`);
     assertEquals(q.status, 200);
     await q.body?.cancel();
-    assertEquals((await post(s.base, T2V)).status, 401);
+    assertEquals((await post(s.base, T2V, { Authorization: "Bearer s3cret" })).status, 202);
     for (const p of ["/", "/app.js", "/style.css", "/healthz", "/openapi.json"]) {
       const r = await fetch(`${s.base}${p}`);
       assertEquals(r.status, 200, p);
@@ -555,6 +569,7 @@ Deno.test("server: parseServeArgs reads flags and the environment, and names a b
       [["--port", "70000"], "--port: expected an integer in 0..65535"],
       [["--keep-hours=-1"], "--keep-hours"],
       [["--host", ""], "--host: empty"],
+      [["--token", "has space"], "--token: use letters"],
       [["stray"], "options only"],
     ] as const
   ) {

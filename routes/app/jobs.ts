@@ -1,0 +1,172 @@
+// /v1/jobs: submit (JSON, or multipart/form-data with a `video` file), list, read one, cancel / delete.
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { validator } from "hono/validator";
+import { zValidator } from "@hono/zod-validator";
+import { z } from "zod";
+import { type JobRequest, type Mode, RequestError } from "../../pipeline/job_types.ts";
+import { probeVideo, type VideoInfo } from "../../pipeline/media/probe.ts";
+import { sampleIndices } from "../../pipeline/media/decode.ts";
+import { QueueFullError } from "../queue/types.ts";
+import { MODEL_FIELDS, type ModelField } from "../registry.ts";
+import type { JobBody } from "../schema.ts";
+import { errorJson, jobView, type SubAppDeps, unknownJob } from "./context.ts";
+
+const VIDEO_MODES: readonly Mode[] = ["pix2pix", "pose", "canny", "depth"];
+
+/** The frame count a video request will produce, as runJob samples it (for the frames limit). */
+function sampledFrames(info: VideoInfo, body: JobBody): number {
+  const start = (body.start as number | undefined) ?? 0, end = body.end as number | undefined;
+  if (end !== undefined && end !== -1 && end <= start) {
+    throw new RequestError("end", `must be after start (${start} s), got ${end} s`);
+  }
+  const fps = body.fps as number | undefined ?? (body.mode === "pix2pix" ? -1 : undefined);
+  try {
+    return sampleIndices(info.frames, info.fps, {
+      start: body.start as number | undefined,
+      end: body.end as number | undefined,
+      fps,
+    }).indices.length;
+  } catch (e) {
+    const msg = (e as Error).message.replace(/^decodeVideo: /, "");
+    const field = /^start/.test(msg) ? "start" : /fps/.test(msg) ? "fps" : "end";
+    throw new RequestError(field, msg);
+  }
+}
+
+export function jobsApp(deps: SubAppDeps): Hono {
+  const { queue, models, limits, schema } = deps;
+  const app = new Hono();
+  const maxBody = limits.maxUploadMb * 1024 * 1024 + 64 * 1024; // the file plus the form's text fields
+
+  // ---- Submit
+  const isJson = (c: Context) =>
+    /^application\/([\w.-]+\+)?json$/i.test((c.req.header("Content-Type") ?? "").split(";")[0].trim());
+  const isForm = (c: Context) =>
+    /^(multipart\/form-data|application\/x-www-form-urlencoded)$/i.test(
+      (c.req.header("Content-Type") ?? "").split(";")[0].trim(),
+    );
+
+  app.post(
+    "/",
+    bodyLimit({
+      maxSize: maxBody,
+      onError: (c) =>
+        errorJson(c, 413, `the request is larger than the upload limit of ${limits.maxUploadMb} MiB`, "video"),
+    }),
+    async (c, next) => {
+      if (!isJson(c) && !isForm(c)) {
+        return errorJson(
+          c,
+          415,
+          `send application/json or multipart/form-data (got ${c.req.header("Content-Type") ?? "no Content-Type"})`,
+          "body",
+        );
+      }
+      await next();
+    },
+    validator("json", (v, c) => isJson(c) ? { body: schema.parse(v), video: null as File | null } : null),
+    validator("form", (v, c) => {
+      if (!isForm(c)) return null;
+      const { body, video } = schema.fromForm(v as Record<string, unknown>);
+      return { body: schema.parse(body), video };
+    }),
+    async (c) => {
+      const input = c.req.valid("json") ?? c.req.valid("form");
+      if (!input) throw new RequestError("body", "empty request");
+      const body = { ...input.body } as JobBody;
+      const mode = body.mode as Mode;
+      const notices: string[] = [];
+
+      // The input video: present for the video modes only, a real video, within the frame limit.
+      let video: Uint8Array | undefined;
+      if (input.video) {
+        if (!VIDEO_MODES.includes(mode)) throw new RequestError("video", `mode ${mode} takes no input video`);
+        video = new Uint8Array(await input.video.arrayBuffer());
+        if (video.length === 0) throw new RequestError("video", "the uploaded file is empty (0 bytes)");
+        const name = (body.videoName as string | undefined) ?? (input.video.name || "video");
+        body.videoName = name;
+        let info: VideoInfo;
+        try {
+          info = await probeVideo(video, name);
+        } catch (e) {
+          throw new RequestError("video", `not a video the server can read: ${(e as Error).message}`);
+        }
+        const n = Math.min(sampledFrames(info, body), (body.videoLength as number | undefined) ?? Infinity);
+        if (n > limits.maxFrames) {
+          body.videoLength = limits.maxFrames;
+          notices.push(`the video gives ${n} frames; the first ${limits.maxFrames} are used (the server's limit)`);
+        }
+      } else if (VIDEO_MODES.includes(mode)) {
+        throw new RequestError(
+          "video",
+          `mode ${mode} needs an input video: send multipart/form-data with a video file`,
+        );
+      }
+      // Defaults that would break a limit are brought inside it.
+      if (mode === "text2video") {
+        body.videoLength ??= Math.min(8, limits.maxFrames);
+        const side = Math.max(64, Math.floor(Math.min(512, limits.maxResolution) / 8) * 8);
+        body.width ??= side;
+        body.height ??= side;
+      } else if (body.width === undefined) {
+        body.resolution ??= Math.max(64, Math.floor(Math.min(512, limits.maxResolution) / 64) * 64);
+      }
+
+      // Model names -> paths inside the roots, then the pipeline's own checks and defaults (seed included).
+      const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
+      const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest);
+      const { video: _, ...stored } = full;
+      for (const f of Object.keys(MODEL_FIELDS) as ModelField[]) {
+        const v = stored[f];
+        if (typeof v === "string" && byPath.has(v)) (stored as Record<string, unknown>)[f] = byPath.get(v);
+      }
+      try {
+        const job = await queue.submit({ ...stored, ...(video ? { video } : {}) } as JobRequest);
+        c.header("Location", `/v1/jobs/${job.id}`);
+        return c.json({
+          id: job.id,
+          status: job.status,
+          position: await queue.position(job.id),
+          ...(notices.length ? { notice: notices.join("; ") } : {}),
+        }, 202);
+      } catch (e) {
+        if (e instanceof QueueFullError) {
+          return errorJson(c, 429, e.message, null, { "Retry-After": String(e.retryAfter) });
+        }
+        throw e;
+      }
+    },
+  );
+
+  // ---- Read
+  app.get(
+    "/",
+    zValidator("query", z.object({ limit: z.coerce.number().int().min(1).max(200).optional() }), (r, c) => {
+      if (!r.success) return errorJson(c, 400, "limit: expected an integer in [1, 200]", "limit");
+    }),
+    async (c) => {
+      const limit = c.req.valid("query").limit ?? 50;
+      const jobs = await queue.list(limit);
+      return c.json({ jobs: await Promise.all(jobs.map((j) => jobView(j, queue))) });
+    },
+  );
+
+  app.get("/:id", async (c) => {
+    const job = await queue.get(c.req.param("id"));
+    return job ? c.json(await jobView(job, queue)) : unknownJob(c);
+  });
+
+  app.delete("/:id", async (c) => {
+    const id = c.req.param("id");
+    const what = await queue.cancel(id);
+    if (!what) return unknownJob(c);
+    if (what === "deleted") return c.json({ id, deleted: true });
+    const job = await queue.get(id);
+    if (!job) return c.json({ id, deleted: true });
+    return c.json(await jobView(job, queue), what === "cancelling" ? 202 : 200);
+  });
+
+  return app;
+}
