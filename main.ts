@@ -2,105 +2,48 @@
 // server (routes/server.ts). Bad options or inputs exit with 2 and one line naming the problem; other failures
 // (GPU, I/O) exit with 1.
 import { basename, dirname, extname, resolve } from "node:path";
+import { parseArgs as parseArgv } from "node:util";
 import { Device } from "./pipeline/gpu/device.ts";
-import { DEMO_DEFAULTS, FIELDS, MODE_DEFAULTS, runJob, validateRequest, VIDEO_MODES } from "./pipeline/job.ts";
+import { RequestError } from "./pipeline/errors.ts";
 import {
-  type Format,
-  type JobProgress,
-  type JobRequest,
-  type Mode,
-  MODES,
-  RequestError,
-} from "./pipeline/job_types.ts";
+  appliesTo,
+  defaultOf,
+  defaultText,
+  FIELD_NAMES,
+  type FieldName,
+  FIELDS,
+  type FieldSpec,
+} from "./pipeline/job/fields.ts";
+import { isMode, type Mode, MODE_HELP, MODES, VIDEO_MODES } from "./pipeline/job/modes.ts";
+import { runJob } from "./pipeline/job/run.ts";
+import type { JobProgress, JobRequest } from "./pipeline/job/types.ts";
+import { validateRequest } from "./pipeline/job/validate.ts";
 import { ModelCache } from "./pipeline/model_cache.ts";
 import { Cancelled } from "./pipeline/modes/common.ts";
-import { DEMO_MODEL, DEMO_NOTICE } from "./fixtures/demo_model.ts";
+import { DEMO_MODEL, DEMO_NOTICE } from "./pipeline/models/demo.ts";
 
 /** A bad command line (exit 2). */
 class UsageError extends Error {}
 
-type OptKind = "string" | "int" | "number" | "file" | "flag";
-
-interface Opt {
-  kind: OptKind;
-  /** The JobRequest field it sets (default: the camelCase name). */
-  field?: keyof JobRequest;
-  arg: string;
-  help: string;
-  /** Modes it applies to (default: those of the field, else all). */
-  modes?: readonly Mode[];
-}
-
-const OPTS: Record<string, Opt> = {
-  "prompt": { kind: "string", arg: "TEXT", help: "what to generate (pix2pix: the edit instruction)" },
-  "negative-prompt": { kind: "string", arg: "TEXT", help: "what to avoid (default: empty)" },
-  "video": { kind: "file", arg: "FILE", help: "input video (mp4, webm, gif, mov, ...)" },
-  "model": {
-    kind: "string",
-    arg: "PATH|ID",
-    help: "base model: diffusers folder, .safetensors file, hub id, or 'demo' (default: $ZEROVID_MODEL, else demo)",
-  },
-  "config": { kind: "string", arg: "DIR|ID", help: "configs + tokenizer for a single-file model (diffusers folder)" },
-  "controlnet": { kind: "string", arg: "DIR|ID", help: "ControlNet folder or hub id (default per mode)" },
-  "video-length": { kind: "int", arg: "N", help: "frames (text2video); at most N frames (video modes)" },
-  "width": { kind: "int", arg: "PX", help: "frame width, a multiple of 8" },
-  "height": { kind: "int", arg: "PX", help: "frame height, a multiple of 8" },
-  "resolution": { kind: "int", arg: "PX", help: "longer side of the input frames, rounded to multiples of 64" },
-  "steps": { kind: "int", arg: "N", help: "denoising steps" },
-  "guidance-scale": { kind: "number", arg: "G", help: "classifier-free guidance scale" },
-  "image-guidance-scale": { kind: "number", arg: "G", help: "Instruct-Pix2Pix image guidance scale" },
-  "control-scale": { kind: "number", arg: "S", help: "ControlNet conditioning scale" },
-  "seed": { kind: "int", arg: "N", help: "random seed (default: random, printed)" },
-  "t0": { kind: "int", arg: "N", help: "DDIM step index (from the end) where the motion warp starts" },
-  "t1": { kind: "int", arg: "N", help: "DDIM step index (from the end) the warped frames are re-noised to" },
-  "motion-x": { kind: "number", arg: "D", help: "horizontal motion per frame (pixels of a 512 frame)" },
-  "motion-y": { kind: "number", arg: "D", help: "vertical motion per frame (pixels of a 512 frame)" },
-  "chunk-size": { kind: "int", arg: "N", help: "frames per model call, anchor included (bounds GPU memory)" },
-  "fps": {
-    kind: "number",
-    arg: "FPS",
-    help: "frames per second of the output (video modes: the input is resampled to it; -1: the source's)",
-  },
-  "start": { kind: "number", arg: "SEC", help: "first second of the input video used" },
-  "end": { kind: "number", arg: "SEC", help: "last second of the input video used (-1: to the end)" },
-  "precision": { kind: "string", arg: "f16|f32", help: "storage precision (default: f16 if the GPU has it)" },
-  "low-threshold": { kind: "number", arg: "T", help: "Canny low threshold (0-255)" },
-  "high-threshold": { kind: "number", arg: "T", help: "Canny high threshold (0-255)" },
-  "depth-model": { kind: "string", arg: "FILE", help: "MiDaS/DPT depth model (.onnx)" },
-  "pose-model": { kind: "string", arg: "FILE", help: "pose detector (.onnx) for raw videos (default: skeleton input)" },
-  "smooth-background": { kind: "flag", arg: "", help: "background smoothing (needs --saliency-model)" },
-  "smooth-strength": { kind: "number", arg: "A", help: "weight kept of each frame's own background (0-1)" },
-  "saliency-model": { kind: "string", arg: "FILE", help: "salient-object model (.onnx) for background smoothing" },
-};
-
+// The options are the registry's fields (pipeline/job/fields.ts) in kebab-case, plus these two of the CLI's own.
+const kebab = (f: string) => f.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+const OPTION_FIELDS = new Map<string, FieldName>(
+  FIELD_NAMES.filter((n) => FIELDS[n].arg !== false).map((n) => [kebab(n), n]),
+);
 const CLI_ONLY: Record<string, { arg: string; help: string }> = {
-  "out": { arg: "FILE", help: "output file; the format follows the extension: .mp4, .gif or .webm" },
+  "out": { arg: "FILE", help: `output file; the format follows the extension: ${FIELDS.format.values.join(", ")}` },
   "adapter": { arg: "NAME", help: "WebGPU adapter: a substring of its name, low-power or high-performance" },
 };
 
-const MODE_HELP: Record<Mode, string> = {
-  text2video: "text to video: Text2Video-Zero (motion field + cross-frame attention)",
-  pix2pix: "edit a video by instruction: Video Instruct-Pix2Pix",
-  pose: "pose-guided video from a rendered skeleton video (ControlNet openpose)",
-  canny: "edge-guided video: Canny edges of the input video (ControlNet canny)",
-  depth: "depth-guided video: depth maps of the input video (ControlNet depth)",
-};
-
-const camel = (k: string) => k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-const kebab = (f: string) => f.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
-
-function optModes(name: string): readonly Mode[] {
-  const o = OPTS[name];
-  return o.modes ?? FIELDS[(o.field ?? camel(name)) as keyof typeof FIELDS]?.modes ?? MODES;
+function row(name: string, arg: string, help: string, def?: string): string {
+  const left = `  --${name}${arg ? " " + arg : ""}`;
+  return `${left.padEnd(34)}${help}${def === undefined ? "" : ` [default: ${def}]`}`;
 }
 
 function usage(mode?: Mode): string {
   const lines: string[] = [];
-  const row = (name: string, arg: string, help: string, def?: unknown) => {
-    const left = `  --${name}${arg ? " " + arg : ""}`;
-    const d = def === undefined ? "" : ` [default: ${def}]`;
-    lines.push(`${left.padEnd(34)}${help}${d}`);
-  };
+  const fieldRow = (n: FieldName, m?: Mode) =>
+    row(kebab(n), FIELDS[n].arg as string, FIELDS[n].help, m && defaultText(n, m));
   if (!mode) {
     lines.push(
       "zerovid: zero-shot video diffusion (Text2Video-Zero) on WebGPU",
@@ -112,33 +55,20 @@ function usage(mode?: Mode): string {
       ...MODES.map((m) => `  ${m.padEnd(12)}${MODE_HELP[m]}`),
       "",
       "`main.ts <mode> --help` lists the options of a mode and their defaults. Common options:",
-    );
-    for (const k of ["prompt", "model", "video", "steps", "seed", "precision"]) row(k, OPTS[k].arg, OPTS[k].help);
-    row("out", CLI_ONLY.out.arg, CLI_ONLY.out.help);
-    lines.push(
+      ...(["prompt", "model", "video", "steps", "seed", "precision"] as const).map((n) => fieldRow(n)),
+      row("out", CLI_ONLY.out.arg, CLI_ONLY.out.help),
       "",
       "With no model configured (no --model, no $ZEROVID_MODEL) the built-in demo model runs: its output is noise.",
     );
     return lines.join("\n");
   }
   lines.push(`usage: deno run -A main.ts ${mode} [options]`, "", MODE_HELP[mode], "", "options:");
-  const defs = MODE_DEFAULTS[mode] as Record<string, unknown>;
-  for (const [k, o] of Object.entries(OPTS)) {
-    if (!optModes(k).includes(mode)) continue;
-    let def = defs[o.field ?? camel(k)];
-    if (k === "t0" || k === "t1") def = k === "t0" ? "44 of 50 steps, scaled" : "47 of 50 steps, scaled";
-    const demo = (DEMO_DEFAULTS[mode] as Record<string, unknown>)[o.field ?? camel(k)];
-    if (demo !== undefined) def = `${def}; demo model: ${demo}`;
-    if (def === undefined && VIDEO_MODES.includes(mode)) {
-      def = { "fps": "the source's", "video-length": "all", "start": 0, "end": "-1" }[k];
-    }
-    row(k, o.arg, o.help, def);
-  }
-  row("out", CLI_ONLY.out.arg, CLI_ONLY.out.help, `${mode}.${defs.format}`);
-  row("adapter", CLI_ONLY.adapter.arg, CLI_ONLY.adapter.help);
+  for (const n of OPTION_FIELDS.values()) if (appliesTo(FIELDS[n], mode)) lines.push(fieldRow(n, mode));
+  lines.push(row("out", CLI_ONLY.out.arg, CLI_ONLY.out.help, `${mode}.${defaultOf("format", mode)}`));
+  lines.push(row("adapter", CLI_ONLY.adapter.arg, CLI_ONLY.adapter.help));
   lines.push(`  ${"--help".padEnd(32)}this text`);
-  if (VIDEO_MODES.includes(mode) && mode !== "pix2pix") lines.push("", "--video is required.");
-  if (mode === "pix2pix") lines.push("", "--video is required; --model should be an Instruct-Pix2Pix model.");
+  if (VIDEO_MODES.includes(mode)) lines.push("", "--video is required.");
+  if (mode === "pix2pix") lines.push("--model should be an Instruct-Pix2Pix model.");
   return lines.join("\n");
 }
 
@@ -148,60 +78,64 @@ interface Parsed {
   adapter?: string;
 }
 
-function parseNumber(name: string, kind: OptKind, s: string): number {
-  const v = s.trim() === "" ? NaN : Number(s);
-  if (!Number.isFinite(v)) {
-    throw new UsageError(`--${name}: expected ${kind === "int" ? "an integer" : "a number"}, got "${s}"`);
-  }
-  if (kind === "int" && !Number.isInteger(v)) throw new UsageError(`--${name}: expected an integer, got "${s}"`);
-  return v;
+/** An option's text as the field's value; text that is not a number stays text for validation to refuse. */
+function fromText(field: FieldName, text: string): unknown {
+  const kind = FIELDS[field].kind;
+  if (kind !== "int" && kind !== "number") return text;
+  const n = text.trim() === "" ? NaN : Number(text);
+  return Number.isFinite(n) ? n : text;
 }
 
 async function parseArgs(mode: Mode, args: string[]): Promise<Parsed> {
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const [opt, f] of OPTION_FIELDS) options[opt] = { type: FIELDS[f].kind === "bool" ? "boolean" : "string" };
+  for (const opt of Object.keys(CLI_ONLY)) options[opt] = { type: "string" };
+  // Not strict: the checks below name the option at fault in our words, and a value may start with "-" (--fps -1).
+  const { tokens } = parseArgv({ args, options, strict: false, allowPositionals: true, tokens: true });
   const req: Record<string, unknown> = { mode };
   let out: string | undefined, adapter: string | undefined;
   const seen = new Set<string>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (!a.startsWith("--")) throw new UsageError(`unexpected argument "${a}" (options start with --)`);
-    let [name, value] = a.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
-    const opt = OPTS[name], cli = CLI_ONLY[name];
-    if (!opt && !cli) throw new UsageError(`--${name}: unknown option (see main.ts ${mode} --help)`);
+  for (const t of tokens) {
+    if (t.kind === "positional") throw new UsageError(`unexpected argument "${t.value}" (options start with --)`);
+    if (t.kind === "option-terminator") throw new UsageError('unexpected "--"');
+    const name = t.name, field = OPTION_FIELDS.get(name), cli = CLI_ONLY[name];
+    if (!t.rawName.startsWith("--") || (!field && !cli)) {
+      throw new UsageError(`${t.rawName}: unknown option (see main.ts ${mode} --help)`);
+    }
     if (seen.has(name)) throw new UsageError(`--${name}: given twice`);
     seen.add(name);
-    if (opt?.kind === "flag") {
-      if (value !== undefined) throw new UsageError(`--${name}: takes no value`);
-      value = "true";
-    } else if (value === undefined) {
-      if (i + 1 >= args.length) throw new UsageError(`--${name}: missing value (${(opt ?? cli).arg})`);
-      value = args[++i];
+    const boolean = options[name].type === "boolean";
+    if (boolean && t.value !== undefined) throw new UsageError(`--${name}: takes no value`);
+    if (!boolean && t.value === undefined) {
+      throw new UsageError(`--${name}: missing value (${cli?.arg ?? FIELDS[field!].arg})`);
     }
+    const value = t.value as string;
     if (cli) {
       if (name === "out") out = value;
       else adapter = value;
       continue;
     }
-    if (!optModes(name).includes(mode)) {
-      throw new UsageError(`--${name}: does not apply to ${mode} (only ${optModes(name).join(", ")})`);
+    const f = field!;
+    if (!appliesTo(FIELDS[f], mode)) {
+      throw new UsageError(
+        `--${name}: does not apply to ${mode} (only ${((FIELDS[f] as FieldSpec).modes ?? MODES).join(", ")})`,
+      );
     }
-    const field = opt.field ?? camel(name);
-    if (opt.kind === "file") {
+    if (FIELDS[f].kind === "file") {
       try {
-        req[field] = await Deno.readFile(value);
+        req[f] = await Deno.readFile(value);
       } catch (e) {
         throw new UsageError(`--${name}: cannot read ${value} (${(e as Error).message.split(":")[0]})`);
       }
       req.videoName = basename(value);
-    } else if (opt.kind === "flag") req[field] = true;
-    else if (opt.kind === "string") req[field] = value;
-    else req[field] = parseNumber(name, opt.kind, value);
+    } else req[f] = boolean ? true : fromText(f, value);
   }
-  const format = (MODE_DEFAULTS[mode].format ?? "mp4") as Format;
-  if (out === undefined) out = `${mode}.${format}`;
+  if (out === undefined) out = `${mode}.${defaultOf("format", mode)}`;
   else {
     const ext = extname(out).slice(1).toLowerCase();
-    if (!["mp4", "gif", "webm"].includes(ext)) {
-      throw new UsageError(`--out: cannot tell the format of "${out}" (use a .mp4, .gif or .webm file name)`);
+    if (!(FIELDS.format.values as readonly string[]).includes(ext)) {
+      const exts = FIELDS.format.values.map((v: string) => "." + v).join(", ");
+      throw new UsageError(`--out: cannot tell the format of "${out}" (use a file name ending in ${exts})`);
     }
     req.format = ext;
   }
@@ -277,8 +211,9 @@ function firstLine(e: unknown): string {
 
 /** RequestError fields are camelCase request fields; name them as the options the user typed. */
 function requestErrorLine(e: RequestError): string {
-  const opt = e.field in OPTS || kebab(e.field) in OPTS ? `--${kebab(e.field)}` : e.field;
-  return `${opt}: ${e.message.slice(e.field.length + 2)}`;
+  if (!e.field) return e.detail;
+  const opt = OPTION_FIELDS.has(kebab(e.field)) ? `--${kebab(e.field)}` : e.field;
+  return `${opt}: ${e.detail}`;
 }
 
 async function generate(mode: Mode, args: string[]): Promise<number> {
@@ -331,10 +266,10 @@ export async function main(args: string[]): Promise<number> {
       }
       return await mod.serve(rest);
     }
-    if (!MODES.includes(cmd as Mode)) {
+    if (!isMode(cmd)) {
       throw new UsageError(`unknown mode "${cmd}" (expected ${MODES.join(", ")} or serve; see --help)`);
     }
-    const mode = cmd as Mode;
+    const mode = cmd;
     if (rest.includes("--help") || rest.includes("-h")) {
       console.log(usage(mode));
       return 0;

@@ -5,7 +5,7 @@ import { resolve } from "node:path";
 import type { Device, DType } from "./gpu/device.ts";
 import type { ControlNet } from "./models/controlnet.ts";
 import { loadControlNet, StableDiffusion } from "./models/sd.ts";
-import { loadDemoControlNet, loadDemoSD } from "../fixtures/demo_model.ts";
+import { loadDemoControlNet, loadDemoSD } from "./models/demo.ts";
 
 /** Where a Stable Diffusion checkpoint comes from (after hub resolution). */
 export type SDSpec =

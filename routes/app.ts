@@ -5,6 +5,7 @@
 //   GET    /openapi.json           the OpenAPI document (page)
 //   GET    /healthz                GPU adapter, queue backend and length, workers (health)
 //   GET    /v1/models              models found under the roots (models)
+//   GET    /v1/fields              the request fields of each mode, for the page's forms (fields)
 //   POST   /v1/jobs                JSON or multipart/form-data (with a `video` file) -> 202 {id, status, position}
 //   GET    /v1/jobs                recent jobs, newest first (?limit=)
 //   GET    /v1/jobs/:id            status, progress, timings, error, resolved params (seed included), result
@@ -16,7 +17,7 @@
 // (field names the request field at fault, or null), or 503 while the queue's backend is unreachable.
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { RequestError } from "../pipeline/job_types.ts";
+import { RequestError } from "../pipeline/errors.ts";
 import { QueueUnavailableError } from "./queue/types.ts";
 import { JobSchema } from "./schema.ts";
 import { type AppDeps, errorJson, type SubAppDeps } from "./app/context.ts";
@@ -24,6 +25,7 @@ import { tokenAuth } from "./app/auth.ts";
 import { pageApp } from "./app/page.ts";
 import { healthApp } from "./app/health.ts";
 import { modelsApp } from "./app/models.ts";
+import { fieldsApp } from "./app/fields.ts";
 import { jobsApp } from "./app/jobs.ts";
 import { eventsApp } from "./app/events.ts";
 import { resultsApp } from "./app/results.ts";
@@ -52,6 +54,7 @@ export function createApp(appDeps: AppDeps): Hono {
   app.route("/healthz", healthApp(deps));
   if (deps.token) app.use("/v1/*", tokenAuth(deps.token));
   app.route("/v1/models", modelsApp(deps));
+  app.route("/v1/fields", fieldsApp(deps));
   app.route("/v1/jobs", jobsApp(deps));
   app.route("/v1/jobs", eventsApp(deps));
   app.route("/v1/jobs", resultsApp(deps));

@@ -9,8 +9,10 @@
 // checkpoint), "onnx" (an annotator model: depth, pose or saliency, told apart by its name), and "demo" (the
 // built-in demo model, offered when no root is configured).
 import { join, resolve, sep } from "node:path";
-import { type JobRequest, type Mode, MODES, RequestError } from "../pipeline/job_types.ts";
-import { DEMO_MODEL } from "../fixtures/demo_model.ts";
+import type { JobRequest } from "../pipeline/job/types.ts";
+import { CONTROL_MODES, type Mode, MODES } from "../pipeline/job/modes.ts";
+import { RequestError } from "../pipeline/errors.ts";
+import { DEMO_MODEL } from "../pipeline/models/demo.ts";
 
 export type ModelKind = "sd" | "pix2pix" | "controlnet" | "single-file" | "onnx" | "demo";
 export type OnnxRole = "depth" | "pose" | "saliency";
@@ -41,8 +43,7 @@ export const MODEL_FIELDS = {
 } as const satisfies Partial<Record<keyof JobRequest, readonly ModelKind[]>>;
 export type ModelField = keyof typeof MODEL_FIELDS;
 
-const BASE_MODES: Mode[] = ["text2video", "pose", "canny", "depth"];
-const CONTROL_MODES: Mode[] = ["pose", "canny", "depth"];
+const BASE_MODES: Mode[] = MODES.filter((m) => m !== "pix2pix");
 const MAX_DEPTH = 4;
 
 async function readJson(path: string): Promise<Record<string, unknown> | null> {

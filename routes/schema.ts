@@ -1,20 +1,26 @@
-// The HTTP request schema (zod), built from the server's limits, and the OpenAPI document that publishes it.
-// One table describes every JobRequest field the API accepts; it yields the zod schema, the error messages (field,
-// what was expected, what came), the coercion of multipart form strings, and the OpenAPI/JSON schema.
+// The HTTP request schema (zod) and the OpenAPI document that publishes it, both derived from the field registry
+// (pipeline/job/fields.ts) and narrowed by the server's limits: one object per mode with that mode's fields, the
+// registry's messages (field, what was expected, what came), and the typing of multipart form strings.
 import { z } from "zod";
-import { MODES, RequestError } from "../pipeline/job_types.ts";
+import { RequestError } from "../pipeline/errors.ts";
+import {
+  appliesTo,
+  boundsOf,
+  expected,
+  FIELD_NAMES,
+  type FieldLimits,
+  type FieldName,
+  FIELDS,
+  type FieldSpec,
+  fieldSpec,
+} from "../pipeline/job/fields.ts";
+import { isMode, type Mode, MODE_HELP, MODES } from "../pipeline/job/modes.ts";
+import { checkValue, shown } from "../pipeline/job/validate.ts";
 
-export interface Limits {
+/** The server's limits: the registry's field limits (frames, resolution, steps, prompt) and its own. */
+export interface Limits extends FieldLimits {
   /** Largest upload (the whole request body), MiB. */
   maxUploadMb: number;
-  /** Most output frames (videoLength; input videos are cut to this many). */
-  maxFrames: number;
-  /** Largest width, height or resolution (pixels). */
-  maxResolution: number;
-  /** Longest prompt / negative prompt (characters). */
-  maxPrompt: number;
-  /** Most denoising steps. */
-  maxSteps: number;
   /** Most jobs waiting. */
   queueSize: number;
 }
@@ -28,152 +34,64 @@ export const DEFAULT_LIMITS: Limits = {
   queueSize: 20,
 };
 
-type FieldType = "string" | "int" | "number" | "bool" | "enum";
+/** The JSON (and form) fields of POST /v1/jobs: the registry's, less the video file (multipart only). */
+const JSON_FIELDS = FIELD_NAMES.filter((n) => !(FIELDS[n] as FieldSpec).notJson);
 
-export interface FieldDef {
-  type: FieldType;
-  min?: number;
-  max?: number;
-  /** Integers only: must be a multiple of this. */
-  multipleOf?: number;
-  values?: readonly string[];
-  required?: boolean;
-  description: string;
-}
-
-/** Every JSON / form field of POST /v1/jobs except the `video` file. */
-export function fieldTable(l: Limits): Record<string, FieldDef> {
-  const name = (description: string): FieldDef => ({ type: "string", min: 1, max: 512, description });
-  return {
-    mode: { type: "enum", values: MODES, required: true, description: "What to make (one tab of the page)." },
-    prompt: {
-      type: "string",
-      min: 1,
-      max: l.maxPrompt,
-      required: true,
-      description: "The text to generate from (pix2pix: the edit instruction).",
-    },
-    negativePrompt: { type: "string", min: 0, max: l.maxPrompt, description: "What to avoid." },
-    model: name("Base model name from GET /v1/models (default: the first one serving the mode)."),
-    config: name("For a single-file model: a diffusers folder name whose configs and tokenizer describe it."),
-    controlnet: name("ControlNet name for pose/canny/depth (default: one whose name mentions the mode)."),
-    poseModel: name("Pose mode: an ONNX pose model name, to run on a raw video (default: the video is a skeleton)."),
-    depthModel: name("Depth mode: an ONNX MiDaS/DPT model name (default: the first *depth*/*midas*/*dpt* .onnx)."),
-    saliencyModel: name("Text-to-video background smoothing: a salient-object ONNX model name."),
-    videoName: { type: "string", min: 1, max: 255, description: "Name of the input video (for messages)." },
-    videoLength: {
-      type: "int",
-      min: 1,
-      max: l.maxFrames,
-      description: "Frames to make (text2video) or to keep from the input video.",
-    },
-    width: { type: "int", min: 64, max: l.maxResolution, multipleOf: 8, description: "Frame width (multiple of 8)." },
-    height: {
-      type: "int",
-      min: 64,
-      max: l.maxResolution,
-      multipleOf: 8,
-      description: "Frame height (multiple of 8).",
-    },
-    resolution: {
-      type: "int",
-      min: 64,
-      max: l.maxResolution,
-      description: "Video modes: longer side of the frames, rounded to multiples of 64.",
-    },
-    steps: { type: "int", min: 1, max: l.maxSteps, description: "Denoising steps." },
-    guidanceScale: { type: "number", min: 0, max: 30, description: "Classifier-free guidance scale." },
-    imageGuidanceScale: { type: "number", min: 0, max: 10, description: "pix2pix: how closely to follow the video." },
-    controlScale: { type: "number", min: 0, max: 5, description: "ControlNet conditioning scale." },
-    seed: { type: "int", min: 0, max: 4294967295, description: "Random seed (default: random, reported back)." },
-    t0: { type: "int", min: 0, max: 999, description: "text2video: DDIM step index t0 (< t1 < steps)." },
-    t1: { type: "int", min: 0, max: 999, description: "text2video: DDIM step index t1." },
-    motionX: { type: "number", min: -100, max: 100, description: "text2video: global motion, x (δx)." },
-    motionY: { type: "number", min: -100, max: 100, description: "text2video: global motion, y (δy)." },
-    chunkSize: {
-      type: "int",
-      min: 2,
-      max: Math.max(2, l.maxFrames),
-      description: "Frames per model call (bounds GPU memory).",
-    },
-    fps: {
-      type: "number",
-      min: 0.1,
-      max: 60,
-      description: "Output fps (text2video) or the input video's sampling fps (other modes).",
-    },
-    start: { type: "number", min: 0, max: 86400, description: "Video modes: first second of the input used." },
-    end: { type: "number", min: -1, max: 86400, description: "Video modes: last second used (-1: to the end)." },
-    precision: { type: "enum", values: ["f32", "f16"], description: "Storage precision (default: f16 if supported)." },
-    format: { type: "enum", values: ["mp4", "gif", "webm"], description: "Output file format." },
-    lowThreshold: { type: "number", min: 0, max: 255, description: "canny: low threshold." },
-    highThreshold: { type: "number", min: 0, max: 255, description: "canny: high threshold." },
-    smoothBackground: { type: "bool", description: "text2video: background smoothing (needs saliencyModel)." },
-    smoothStrength: { type: "number", min: 0, max: 1, description: "text2video: background smoothing strength." },
-  };
-}
-
-function expected(d: FieldDef): string {
-  switch (d.type) {
-    case "enum":
-      return `one of ${d.values!.join(", ")}`;
-    case "bool":
-      return "true or false";
-    case "string":
-      return d.min ? `a non-empty string of at most ${d.max} characters` : `a string of at most ${d.max} characters`;
-    default: {
-      const what = d.type === "int"
-        ? (d.multipleOf ? `an integer multiple of ${d.multipleOf}` : "an integer")
-        : "a number";
-      return `${what} in [${d.min}, ${d.max}]`;
-    }
-  }
-}
-
-function shown(v: unknown): string {
-  if (typeof v === "string") return JSON.stringify(v.length > 40 ? v.slice(0, 40) + "..." : v);
-  if (typeof v === "number" || typeof v === "boolean" || v === null) return String(v);
-  if (Array.isArray(v)) return "a list";
-  return typeof v === "object" ? "an object" : typeof v;
-}
-
-function zodField(d: FieldDef): z.ZodType {
+/** A registry field as a zod type for one mode, narrowed by the server's limits. */
+function zodField(name: FieldName, mode: Mode, l: Limits): z.ZodType {
+  const s: FieldSpec = FIELDS[name];
+  const b = boundsOf(name, mode, l);
   let t: z.ZodType;
-  switch (d.type) {
+  switch (s.kind) {
     case "enum":
-      t = z.enum(d.values as [string, ...string[]]);
+      t = z.enum(s.values as unknown as [string, ...string[]]);
       break;
     case "bool":
       t = z.boolean();
       break;
     case "string":
-      t = z.string().min(d.min ?? 0).max(d.max ?? 100000);
+      t = z.string().min(b.min ?? 0).max(b.max!);
       break;
-    case "int": {
-      let n = z.number().int().min(d.min!).max(d.max!);
-      if (d.multipleOf) n = n.multipleOf(d.multipleOf);
-      t = n;
+    case "int":
+    case "number": {
+      let n = s.kind === "int" ? z.number().int() : z.number();
+      n = n.min(b.min!).max(b.max!);
+      if (b.multipleOf) n = n.multipleOf(b.multipleOf);
+      t = b.special !== undefined ? z.union([z.literal(b.special), n]) : n;
       break;
     }
-    case "number":
-      t = z.number().min(d.min!).max(d.max!);
-      break;
+    case "file":
+      throw new Error(`schema: ${name} is a file, not a JSON field`);
   }
-  t = t.describe(d.description);
-  return d.required ? t : t.optional();
+  const special = b.special !== undefined ? ` ${b.special}: ${s.special!.means}.` : "";
+  t = t.describe(`${s.help[0].toUpperCase()}${s.help.slice(1)}.${special}`);
+  return s.required ? t : t.optional();
 }
 
-export type JobBody = Record<string, string | number | boolean | undefined> & { mode: string; prompt: string };
+export type JobBody = Record<string, string | number | boolean | undefined> & { mode: Mode; prompt: string };
 
 export class JobSchema {
-  readonly fields: Record<string, FieldDef>;
+  /** The body of each mode: its fields only. */
+  readonly byMode: Record<Mode, z.ZodType<JobBody>>;
+  /** Any mode's body (a union on `mode`), for the OpenAPI document. */
   readonly zod: z.ZodType<JobBody>;
 
   constructor(readonly limits: Limits) {
-    this.fields = fieldTable(limits);
-    const shape: Record<string, z.ZodType> = {};
-    for (const [k, d] of Object.entries(this.fields)) shape[k] = zodField(d);
-    this.zod = z.strictObject(shape) as unknown as z.ZodType<JobBody>;
+    const objects = MODES.map((mode) => {
+      const shape: Record<string, z.ZodType> = { mode: z.literal(mode).describe(MODE_HELP[mode]) };
+      for (const n of JSON_FIELDS) if (appliesTo(FIELDS[n], mode)) shape[n] = zodField(n, mode, limits);
+      return z.strictObject(shape).describe(`${mode}: ${MODE_HELP[mode]}`);
+    });
+    this.byMode = Object.fromEntries(MODES.map((m, i) => [m, objects[i]])) as unknown as Record<
+      Mode,
+      z.ZodType<JobBody>
+    >;
+    this.zod = z.discriminatedUnion(
+      "mode",
+      objects as unknown as [z.ZodObject, ...z.ZodObject[]],
+    ) as unknown as z.ZodType<
+      JobBody
+    >;
   }
 
   /** Validates a decoded body; throws RequestError naming the first bad field. */
@@ -186,18 +104,18 @@ export class JobSchema {
     if ("video" in obj) {
       throw new RequestError("video", "send the video as a file in a multipart/form-data request (field video)");
     }
-    const r = this.zod.safeParse(obj);
+    const mode = obj.mode;
+    if (mode === undefined) throw new RequestError("mode", `is required: one of ${MODES.join(", ")}`);
+    if (!isMode(mode)) throw new RequestError("mode", `expected one of ${MODES.join(", ")}, got ${shown(mode)}`);
+    const r = this.byMode[mode].safeParse(obj);
     if (r.success) return r.data;
     const issue = r.error.issues[0];
-    if (issue.code === "unrecognized_keys") {
-      const key = issue.keys[0];
-      throw new RequestError(key, `unknown field (the fields are: ${Object.keys(this.fields).join(", ")})`);
+    const field = issue.code === "unrecognized_keys" ? issue.keys[0] : String(issue.path[0] ?? "body");
+    if (obj[field] === undefined && fieldSpec(field)) {
+      throw new RequestError(field, `is required: ${expected(field as FieldName, mode, this.limits)}`);
     }
-    const field = String(issue.path[0] ?? "body");
-    const def = this.fields[field];
-    if (!def) throw new RequestError(field, issue.message);
-    if (obj[field] === undefined) throw new RequestError(field, `is required: ${expected(def)}`);
-    throw new RequestError(field, `expected ${expected(def)}, got ${shown(obj[field])}`);
+    checkValue(field, obj[field], mode, this.limits); // throws the registry's message for this field
+    throw new RequestError(field, issue.message); // unreachable while the schema follows the registry
   }
 
   /**
@@ -218,18 +136,17 @@ export class JobSchema {
         continue;
       }
       if (typeof v !== "string") throw new RequestError(k, "expected a text field, got a file");
-      const d = this.fields[k];
+      const d = fieldSpec(k);
       if (!d) {
-        body[k] = v; // parse() names it as unknown
+        body[k] = v; // parse() names it as unknown (or it is `mode`)
         continue;
       }
       const s = v.trim();
-      if (s === "" && d.type !== "string") continue;
-      if (s === "" && !d.required && d.min) continue;
-      if (d.type === "int" || d.type === "number") {
+      if (s === "" && !(d.kind === "string" && d.required)) continue;
+      if (d.kind === "int" || d.kind === "number") {
         const n = Number(s);
         body[k] = Number.isFinite(n) ? n : v;
-      } else if (d.type === "bool") {
+      } else if (d.kind === "bool") {
         body[k] = /^(true|1|on|yes)$/i.test(s) ? true : /^(false|0|off|no)$/i.test(s) ? false : v;
       } else {
         body[k] = v;
@@ -238,7 +155,7 @@ export class JobSchema {
     return { body, video };
   }
 
-  /** JSON schema of the JSON body (for the OpenAPI document). */
+  /** JSON schema of the JSON body (for the OpenAPI document): one alternative per mode. */
   jsonSchema(): Record<string, unknown> {
     const s = z.toJSONSchema(this.zod) as Record<string, unknown>;
     delete s.$schema;
@@ -460,6 +377,14 @@ export function openApi(schema: JobSchema, opts: { auth: boolean }): Record<stri
               },
             },
           },
+        },
+      },
+      "/v1/fields": {
+        get: {
+          summary: "The request fields of each mode, as the page builds its forms",
+          description: "From the same registry as this schema: label, help, range narrowed by the server's limits, " +
+            "step, special value (-1), default with a real model and with the built-in demo model.",
+          responses: { "200": { description: "{modes, fields: {<mode>: [field, ...]}}" } },
         },
       },
       "/healthz": {

@@ -2,7 +2,7 @@
 // (openServer, what the tests drive), and `serve(args)`, which `main.ts serve` runs: the GPU, the listener, the
 // worker, and a clean stop on SIGINT/SIGTERM.
 import type { Hono } from "hono";
-import type { JobRequest } from "../pipeline/job_types.ts";
+import type { JobRequest } from "../pipeline/job/types.ts";
 import type { JobQueue, Runner } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
 import { ModelRegistry } from "./registry.ts";
@@ -127,8 +127,9 @@ export async function serve(args: string[]): Promise<number> {
 
   // The pipeline is loaded here, not at import, so tests of the app need no GPU.
   const { GpuContext } = await import("./gpu_context.ts");
-  const { runJob, validateRequest } = await import("../pipeline/job.ts");
-  const { DEMO_NOTICE } = await import("../fixtures/demo_model.ts");
+  const { runJob } = await import("../pipeline/job/run.ts");
+  const { validateRequest } = await import("../pipeline/job/validate.ts");
+  const { DEMO_NOTICE } = await import("../pipeline/models/demo.ts");
   const gpu = await GpuContext.create({
     cacheBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined,
     modelRoots: a.modelRoots,

@@ -6,7 +6,8 @@ import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { chromium } from "playwright-core";
 import { testDevice } from "./util.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
-import { runJob, validateRequest } from "../pipeline/job.ts";
+import { runJob } from "../pipeline/job/run.ts";
+import { validateRequest } from "../pipeline/job/validate.ts";
 import { openServer } from "../routes/server.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 

@@ -3,7 +3,7 @@
 // inputs exit with 2 and one line naming the option; a GPU failure exits with 1.
 import { join } from "node:path";
 import { probeVideo } from "../pipeline/media/probe.ts";
-import { DEMO_NOTICE } from "../fixtures/demo_model.ts";
+import { DEMO_NOTICE } from "../pipeline/models/demo.ts";
 import { attr, onnxModel } from "../fixtures/onnx_writer.ts";
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";

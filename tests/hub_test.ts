@@ -6,7 +6,7 @@ import { filesFromDir, type MockHub, type MockRepo, startMockHub } from "../fixt
 import { encodeSafetensors } from "../fixtures/safetensors_writer.ts";
 import { ClipTokenizer } from "../pipeline/models/tokenizer.ts";
 import { loadComponent } from "../pipeline/weights/diffusers.ts";
-import { HubError, repoCacheDir, resolveModel, snapshotDownload } from "../pipeline/weights/hub.ts";
+import { HubError, HubNetworkError, repoCacheDir, resolveModel, snapshotDownload } from "../pipeline/weights/hub.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
 const GOLDEN = GOLDEN_MODELS + "/";
@@ -236,7 +236,7 @@ Deno.test("hub: unknown repository, revision or file give clear errors", async (
     await assertRejects(() => snapshotDownload("not a repo", o), HubError, "not a hub id");
     await assertRejects(() => snapshotDownload("test/tiny-sd", { ...o, revision: "../../x" }), HubError, "unsafe");
     const closed = { ...o, endpoint: "http://127.0.0.1:9" };
-    await assertRejects(() => snapshotDownload("test/tiny-sd", closed), HubError, "cannot reach");
+    await assertRejects(() => snapshotDownload("test/tiny-sd", closed), HubNetworkError, "cannot reach");
   });
 });
 

@@ -4,7 +4,7 @@ import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { join } from "node:path";
 import { type QueueOptions, SqliteQueue, writeAtomic } from "../routes/queue/sqlite.ts";
 import { type Job, QueueFullError, type ResultLookup, type Runner } from "../routes/queue/types.ts";
-import type { JobRequest, JobResult } from "../pipeline/job_types.ts";
+import type { JobRequest, JobResult } from "../pipeline/job/types.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 

@@ -3,8 +3,9 @@
 // playable video, server-sent events, cancelling a running job).
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { join } from "node:path";
-import type { JobRequest, JobResult } from "../pipeline/job_types.ts";
-import { runJob, validateRequest } from "../pipeline/job.ts";
+import type { JobRequest, JobResult } from "../pipeline/job/types.ts";
+import { runJob } from "../pipeline/job/run.ts";
+import { validateRequest } from "../pipeline/job/validate.ts";
 import type { Device } from "../pipeline/gpu/device.ts";
 import { testDevice } from "./util.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
@@ -522,9 +523,17 @@ Deno.test("server: /v1/models lists the roots' models by kind and mode; no roots
     for (const p of ["/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/events", "/v1/jobs/{id}/result", "/v1/models"]) {
       assert(paths.includes(p), p);
     }
-    const schema = (api.components as Record<string, Record<string, { properties: Record<string, unknown> }>>)
-      .schemas.JobRequest;
-    assertEquals(schema.properties.steps, {
+    // One body schema per mode (the field registry's fields of that mode), narrowed by the limits.
+    type Body = { properties: Record<string, Record<string, unknown>> };
+    const schema = (api.components as Record<string, Record<string, { oneOf: Body[] }>>).schemas.JobRequest;
+    const bodyOf = (mode: string) => schema.oneOf.find((b) => b.properties.mode.const === mode)!;
+    assertEquals(bodyOf("text2video").properties.steps, {
+      type: "integer",
+      minimum: 2,
+      maximum: 150,
+      description: "Denoising steps.",
+    });
+    assertEquals(bodyOf("canny").properties.steps, {
       type: "integer",
       minimum: 1,
       maximum: 150,

@@ -4,7 +4,8 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../fixtures/a
 import { join } from "node:path";
 import { encodeSafetensors, f16, type StEntry } from "../fixtures/safetensors_writer.ts";
 import { Safetensors } from "../pipeline/weights/safetensors.ts";
-import { WeightError, type WeightSource } from "../pipeline/weights/source.ts";
+import type { WeightSource } from "../pipeline/weights/source.ts";
+import { WeightError } from "../pipeline/errors.ts";
 import { loadComponent, loadPipelineIndex, pickWeightFiles } from "../pipeline/weights/diffusers.ts";
 import { loadSingleFile } from "../pipeline/weights/single_file.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";

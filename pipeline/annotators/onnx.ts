@@ -2,6 +2,7 @@
 // build of onnxruntime-web, which is what Deno resolves), the WebGPU backend (`onnxruntime-web/webgpu`) on request.
 // Errors name the file and what is wrong: missing file, not an ONNX model, unknown/missing inputs, wrong shapes.
 import type * as Ort from "onnxruntime-web";
+import { RequestError } from "../errors.ts";
 
 export type OnnxBackend = "wasm" | "webgpu";
 
@@ -39,9 +40,9 @@ export interface OnnxModel {
   release(): Promise<void>;
 }
 
-export class OnnxError extends Error {
+export class OnnxError extends RequestError {
   constructor(message: string) {
-    super(message);
+    super(null, message);
     this.name = "OnnxError";
   }
 }

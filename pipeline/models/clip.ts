@@ -18,17 +18,6 @@ export interface ClipTextConfig {
   [key: string]: unknown;
 }
 
-export const SD15_TEXT: ClipTextConfig = {
-  hidden_size: 768,
-  intermediate_size: 3072,
-  num_attention_heads: 12,
-  num_hidden_layers: 12,
-  max_position_embeddings: 77,
-  vocab_size: 49408,
-  hidden_act: "quick_gelu",
-  layer_norm_eps: 1e-5,
-};
-
 interface Layer {
   layer_norm1: Norm;
   q_proj: Linear;

@@ -1,6 +1,7 @@
 // Parameter loading for the models: named tensors from a weight source, uploaded once in the run's dtype, grouped
 // into the layer types diffusers uses (Linear, Conv2d, GroupNorm, LayerNorm). Names stay diffusers' names.
 import type { Device, DType } from "../gpu/device.ts";
+import { WeightError } from "../errors.ts";
 import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
 import { conv2d } from "../ops/conv2d.ts";
 import { linear as linearOp } from "../ops/matmul.ts";
@@ -11,13 +12,6 @@ export interface TensorSource {
   has(name: string): boolean;
   shape(name: string): readonly number[];
   float32(name: string): Promise<Float32Array>;
-}
-
-export class WeightError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "WeightError";
-  }
 }
 
 export interface Linear {

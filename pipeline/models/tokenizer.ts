@@ -3,10 +3,11 @@
 // vocab.json + merges.txt) get the equivalent CLIP tokenizer.json built in memory.
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { RequestError } from "../errors.ts";
 
-export class TokenizerError extends Error {
+export class TokenizerError extends RequestError {
   constructor(message: string) {
-    super(message);
+    super(null, message);
     this.name = "TokenizerError";
   }
 }

@@ -29,17 +29,6 @@ export interface VAEConfig {
   [key: string]: unknown;
 }
 
-export const SD15_VAE: VAEConfig = {
-  in_channels: 3,
-  out_channels: 3,
-  block_out_channels: [128, 256, 512, 512],
-  layers_per_block: 2,
-  latent_channels: 4,
-  norm_num_groups: 32,
-  scaling_factor: 0.18215,
-  sample_size: 512,
-};
-
 const EPS = 1e-6;
 
 interface VaeAttention {

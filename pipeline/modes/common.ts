@@ -129,11 +129,6 @@ export class Pacer {
     this.hooks.onProgress?.(info);
     this.check();
   }
-
-  async drain(): Promise<void> {
-    await this.dev.sync();
-    this.inFlight = [];
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

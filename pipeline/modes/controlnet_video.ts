@@ -11,7 +11,6 @@ import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
 import { concatF32, encodePrompts, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
-import { RequestError } from "../job_types.ts";
 
 export interface ControlVideoParams {
   prompt: string;
@@ -53,14 +52,16 @@ async function controlVideoScoped(
 ): Promise<ControlVideoResult> {
   const dev = sd.dev, dtype = sd.dtype;
   const { frames: F, height: H, width: W } = control;
-  if (F < 1) throw new RequestError("video", "has no frames");
-  if (H % 8 || W % 8) throw new RequestError("video", `control frames must be multiples of 8, got ${W}x${H}`);
-  if (control.data.length !== F * 3 * H * W) throw new RequestError("video", "control data does not match its shape");
+  if (F < 1) throw new Error(`controlVideo: video has no frames`);
+  if (H % 8 || W % 8) throw new Error(`controlVideo: video control frames must be multiples of 8, got ${W}x${H}`);
+  if (control.data.length !== F * 3 * H * W) {
+    throw new Error(`controlVideo: video control data does not match its shape`);
+  }
   if (!Number.isInteger(p.steps) || p.steps < 1) {
-    throw new RequestError("steps", `must be an integer >= 1, got ${p.steps}`);
+    throw new Error(`controlVideo: steps must be an integer >= 1, got ${p.steps}`);
   }
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
-    throw new RequestError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+    throw new Error(`controlVideo: chunkSize must be an integer >= 2, got ${p.chunkSize}`);
   }
   const h = H / 8, w = W / 8, C = sd.unet.cfg.in_channels;
   const pacer = new Pacer(dev, hooks);

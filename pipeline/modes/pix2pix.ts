@@ -19,7 +19,6 @@ import {
   type RunHooks,
 } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
-import { RequestError } from "../job_types.ts";
 
 export interface Pix2PixParams {
   prompt: string;
@@ -57,19 +56,16 @@ async function pix2pixScoped(
 ): Promise<Pix2PixResult> {
   const dev = sd.dev, dtype = sd.dtype;
   const { frames: F, height: H, width: W } = video;
-  if (F < 1) throw new RequestError("video", "has no frames");
-  if (H % 8 || W % 8) throw new RequestError("video", `frames must be multiples of 8, got ${W}x${H}`);
+  if (F < 1) throw new Error(`pix2pix: video has no frames`);
+  if (H % 8 || W % 8) throw new Error(`pix2pix: video frames must be multiples of 8, got ${W}x${H}`);
   if (sd.unet.cfg.in_channels !== 2 * sd.vae.cfg.latent_channels) {
-    throw new RequestError(
-      "model",
-      `is not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`,
-    );
+    throw new Error(`pix2pix: not an Instruct-Pix2Pix model (UNet in_channels ${sd.unet.cfg.in_channels}, need 8)`);
   }
   if (!Number.isInteger(p.steps) || p.steps < 1) {
-    throw new RequestError("steps", `must be an integer >= 1, got ${p.steps}`);
+    throw new Error(`pix2pix: steps must be an integer >= 1, got ${p.steps}`);
   }
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
-    throw new RequestError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+    throw new Error(`pix2pix: chunkSize must be an integer >= 2, got ${p.chunkSize}`);
   }
   const h = H / 8, w = W / 8, C = sd.vae.cfg.latent_channels;
   const pacer = new Pacer(dev, hooks);

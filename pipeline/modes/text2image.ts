@@ -7,7 +7,6 @@ import type { StableDiffusion } from "../models/sd.ts";
 import { gather0 } from "../ops/layout.ts";
 import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
-import { RequestError } from "../job_types.ts";
 import { encodePrompts, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { checkSize } from "./text2video.ts";
@@ -40,7 +39,7 @@ async function text2imageScoped(
   const dev = sd.dev, dtype = sd.dtype;
   checkSize(p.width, p.height);
   if (!Number.isInteger(p.steps) || p.steps < 1) {
-    throw new RequestError("steps", `must be an integer >= 1, got ${p.steps}`);
+    throw new Error(`text2image: steps must be an integer >= 1, got ${p.steps}`);
   }
   const h = p.height / 8, w = p.width / 8, C = sd.unet.cfg.in_channels;
   const pacer = new Pacer(dev, hooks);

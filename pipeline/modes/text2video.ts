@@ -27,7 +27,6 @@ import {
 import { decodeFrames } from "./decode.ts";
 import { warpLatents } from "./motion.ts";
 import { blendBackground, type SaliencyFn } from "./smoothing.ts";
-import { RequestError } from "../job_types.ts";
 
 export interface Text2VideoParams {
   prompt: string;
@@ -58,21 +57,25 @@ export interface Text2VideoResult {
   stages?: Record<string, Float32Array | Int32Array>;
 }
 
+/** The default t0/t1 for a step count (>= 2): 44 and 47 of 50, scaled, and kept inside 0 <= t0 < t1 < steps. */
+export function defaultT0T1(steps: number): { t0: number; t1: number } {
+  const t1 = Math.max(1, Math.min(scaleStepIndex(47, steps), steps - 1));
+  const t0 = Math.max(0, Math.min(scaleStepIndex(44, steps), t1 - 1));
+  return { t0, t1 };
+}
+
 export function resolveT0T1(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
-  // Defaults 44/47 of 50 scaled to the step count, kept inside 0 <= t0 < t1 < steps for short runs.
-  const d1 = Math.min(steps - 1, scaleStepIndex(47, steps));
-  const r = { t0: t0 ?? Math.max(0, Math.min(d1 - 1, scaleStepIndex(44, steps))), t1: t1 ?? d1 };
+  const d = defaultT0T1(steps);
+  const r = { t0: t0 ?? d.t0, t1: t1 ?? d.t1 };
   if (!Number.isInteger(r.t0) || !Number.isInteger(r.t1) || !(0 <= r.t0 && r.t0 < r.t1 && r.t1 < steps)) {
-    throw new RequestError("t0", `need integers 0 <= t0 < t1 < steps (${steps}); got t0=${r.t0}, t1=${r.t1}`);
+    throw new Error(`text2video: need integers 0 <= t0 < t1 < steps (${steps}); got t0=${r.t0}, t1=${r.t1}`);
   }
   return r;
 }
 
 export function checkSize(width: number, height: number): void {
   for (const [field, v] of [["width", width], ["height", height]] as const) {
-    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) {
-      throw new RequestError(field, `must be a multiple of 8, got ${v}`);
-    }
+    if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) throw new Error(`${field} must be a multiple of 8, got ${v}`);
   }
 }
 
@@ -95,16 +98,16 @@ async function text2videoScoped(
 ): Promise<Text2VideoResult> {
   const dev = sd.dev, dtype = sd.dtype;
   const F = p.videoLength;
-  if (!Number.isInteger(F) || F < 1) throw new RequestError("videoLength", `must be a positive integer, got ${F}`);
+  if (!Number.isInteger(F) || F < 1) throw new Error(`text2video: videoLength must be a positive integer, got ${F}`);
   checkSize(p.width, p.height);
   if (!Number.isInteger(p.steps) || p.steps < 2) {
-    throw new RequestError("steps", `must be an integer >= 2, got ${p.steps}`);
+    throw new Error(`text2video: steps must be an integer >= 2, got ${p.steps}`);
   }
   const { t0, t1 } = resolveT0T1(p.steps, p.t0, p.t1);
   const frameIds = p.frameIds ?? Array.from({ length: F }, (_, i) => i);
-  if (frameIds.length !== F) throw new RequestError("frameIds", `needs ${F} entries, got ${frameIds.length}`);
+  if (frameIds.length !== F) throw new Error(`text2video: frameIds needs ${F} entries, got ${frameIds.length}`);
   if (p.chunkSize !== undefined && (!Number.isInteger(p.chunkSize) || p.chunkSize < 2)) {
-    throw new RequestError("chunkSize", `must be an integer >= 2, got ${p.chunkSize}`);
+    throw new Error(`text2video: chunkSize must be an integer >= 2, got ${p.chunkSize}`);
   }
   const h = p.height / 8, w = p.width / 8, C = sd.unet.cfg.in_channels;
   const pacer = new Pacer(dev, hooks);

@@ -1,6 +1,7 @@
 // Scheduler configuration (a diffusers scheduler_config.json) and the float32 noise tables. The tables are built
 // the way diffusers 0.25.1 builds them on PyTorch's CPU kernels, including their float32 rounding order, so that
 // timesteps, sigmas and products match the reference bit for bit (see torchLinspaceF32 / torchProdF32).
+import { RequestError } from "../errors.ts";
 
 export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
 export type TimestepSpacing = "leading" | "linspace" | "trailing";
@@ -29,9 +30,9 @@ export interface SchedulerConfig {
   _class_name?: string;
 }
 
-export class SchedulerError extends Error {
+export class SchedulerError extends RequestError {
   constructor(message: string) {
-    super(message);
+    super(null, message);
     this.name = "SchedulerError";
   }
 }

@@ -2,7 +2,8 @@
 // scheduler_config.json) and safetensors weights: single file, fp16 variant, or shards with an index.
 import { join } from "node:path";
 import { Safetensors } from "./safetensors.ts";
-import { type TensorRef, TensorTable, WeightError, type WeightSource } from "./source.ts";
+import { type TensorRef, TensorTable, type WeightSource } from "./source.ts";
+import { WeightError } from "../errors.ts";
 
 export type Json = Record<string, unknown>;
 

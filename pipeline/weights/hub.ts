@@ -9,11 +9,20 @@
 import { createHash } from "node:crypto";
 import { dirname, join, relative } from "node:path";
 import { pickWeightFiles, unsupportedWeightFiles } from "./diffusers.ts";
+import { RequestError } from "../errors.ts";
 
-export class HubError extends Error {
+export class HubError extends RequestError {
+  constructor(message: string) {
+    super(null, message);
+    this.name = "HubError";
+  }
+}
+
+/** The hub could not be reached (network down, DNS): not the user's request at fault. */
+export class HubNetworkError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = "HubError";
+    this.name = "HubNetworkError";
   }
 }
 
@@ -254,7 +263,7 @@ class HubClient {
     try {
       return await fetch(url, init);
     } catch (e) {
-      throw new HubError(`cannot reach ${this.endpoint} for ${what}: ${(e as Error).message}`);
+      throw new HubNetworkError(`cannot reach ${this.endpoint} for ${what}: ${(e as Error).message}`);
     }
   }
 
@@ -360,7 +369,7 @@ class HubClient {
       } catch (e) {
         if (!(e instanceof Retryable)) throw e;
         if (attempt >= attempts) {
-          throw new HubError(`${path}: download failed after ${attempt} attempts: ${(e as Error).message}`);
+          throw new HubNetworkError(`${path}: download failed after ${attempt} attempts: ${(e as Error).message}`);
         }
         await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
       }

@@ -1,5 +1,6 @@
 // Safetensors: 8-byte little-endian header length, JSON header, raw little-endian tensor data.
 // Reads lazily from a file handle so multi-GB checkpoints are never loaded whole.
+import { WeightError } from "../errors.ts";
 
 export type StDType = "F32" | "F16" | "BF16" | "I32" | "I64" | "F64" | "U8" | "I8" | "I16" | "BOOL";
 const ELEM: Record<StDType, number> = {
@@ -21,13 +22,6 @@ export interface StTensorInfo {
   /** Absolute byte range in the file. */
   begin: number;
   end: number;
-}
-
-export class SafetensorsError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "SafetensorsError";
-  }
 }
 
 /** A parsed header plus a way to read tensor bytes; backed by a file or by memory. */
@@ -56,7 +50,7 @@ export class Safetensors {
     try {
       file = await Deno.open(path, { read: true });
     } catch (e) {
-      throw new SafetensorsError(`cannot open ${path}: ${(e as Error).message}`);
+      throw new WeightError(`cannot open ${path}: ${(e as Error).message}`);
     }
     try {
       const size = (await file.stat()).size;
@@ -64,7 +58,7 @@ export class Safetensors {
       await readExact(file, head, 0, path);
       const n = Number(new DataView(head.buffer).getBigUint64(0, true));
       if (n <= 0 || 8 + n > size) {
-        throw new SafetensorsError(`${path}: header length ${n} does not fit a ${size}-byte file (not safetensors?)`);
+        throw new WeightError(`${path}: header length ${n} does not fit a ${size}-byte file (not safetensors?)`);
       }
       const all = new Uint8Array(8 + n);
       await readExact(file, all, 0, path);
@@ -87,7 +81,7 @@ export class Safetensors {
 
   info(name: string): StTensorInfo {
     const t = this.tensors.get(name);
-    if (!t) throw new SafetensorsError(`${this.source}: missing tensor "${name}"`);
+    if (!t) throw new WeightError(`${this.source}: missing tensor "${name}"`);
     return t;
   }
 
@@ -110,7 +104,7 @@ export class Safetensors {
     const copy = b.slice();
     if (t.dtype === "I32") return new Int32Array(copy.buffer);
     if (t.dtype === "I64") return Int32Array.from(new BigInt64Array(copy.buffer), (v) => Number(v));
-    throw new SafetensorsError(`${this.source}: "${name}" is ${t.dtype}, expected an integer tensor`);
+    throw new WeightError(`${this.source}: "${name}" is ${t.dtype}, expected an integer tensor`);
   }
 
   close(): void {
@@ -134,7 +128,7 @@ export function toFloat32(bytes: Uint8Array, dtype: StDType, what: string): Floa
     case "F64":
       return Float32Array.from(new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8));
     default:
-      throw new SafetensorsError(`${what} has dtype ${dtype}, expected a float tensor (F32, F16, BF16, F64)`);
+      throw new WeightError(`${what} has dtype ${dtype}, expected a float tensor (F32, F16, BF16, F64)`);
   }
 }
 
@@ -143,22 +137,22 @@ async function readExact(file: Deno.FsFile, buf: Uint8Array, pos: number, path: 
   let off = 0;
   while (off < buf.length) {
     const n = await file.read(buf.subarray(off));
-    if (n === null) throw new SafetensorsError(`${path}: file ends early (truncated download?)`);
+    if (n === null) throw new WeightError(`${path}: file ends early (truncated download?)`);
     off += n;
   }
 }
 
 function parseHeader(bytes: Uint8Array, fileSize: number, source: string) {
-  if (bytes.byteLength < 8) throw new SafetensorsError(`${source}: too short to be safetensors`);
+  if (bytes.byteLength < 8) throw new WeightError(`${source}: too short to be safetensors`);
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
   if (n <= 0 || 8 + n > bytes.byteLength) {
-    throw new SafetensorsError(`${source}: header length ${n} does not fit the file (not safetensors?)`);
+    throw new WeightError(`${source}: header length ${n} does not fit the file (not safetensors?)`);
   }
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
-    throw new SafetensorsError(`${source}: header is not valid JSON (${(e as Error).message})`);
+    throw new WeightError(`${source}: header is not valid JSON (${(e as Error).message})`);
   }
   const dataStart = 8 + n;
   const tensors = new Map<string, StTensorInfo>();
@@ -169,19 +163,19 @@ function parseHeader(bytes: Uint8Array, fileSize: number, source: string) {
       continue;
     }
     const t = v as { dtype: StDType; shape: number[]; data_offsets: [number, number] };
-    if (!(t.dtype in ELEM)) throw new SafetensorsError(`${source}: "${name}" has unsupported dtype ${t.dtype}`);
+    if (!(t.dtype in ELEM)) throw new WeightError(`${source}: "${name}" has unsupported dtype ${t.dtype}`);
     if (!Array.isArray(t.shape) || !Array.isArray(t.data_offsets) || t.data_offsets.length !== 2) {
-      throw new SafetensorsError(`${source}: "${name}" has a malformed header entry`);
+      throw new WeightError(`${source}: "${name}" has a malformed header entry`);
     }
     const [b, e] = t.data_offsets;
     const count = t.shape.reduce((p, d) => p * d, 1);
     if (e - b !== count * ELEM[t.dtype]) {
-      throw new SafetensorsError(
+      throw new WeightError(
         `${source}: "${name}" [${t.shape}] ${t.dtype} needs ${count * ELEM[t.dtype]} bytes, header gives ${e - b}`,
       );
     }
     if (b < 0 || dataStart + e > fileSize) {
-      throw new SafetensorsError(`${source}: "${name}" lies past the end of the file (truncated?)`);
+      throw new WeightError(`${source}: "${name}" lies past the end of the file (truncated?)`);
     }
     tensors.set(name, { dtype: t.dtype, shape: t.shape, begin: dataStart + b, end: dataStart + e });
   }

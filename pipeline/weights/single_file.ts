@@ -4,8 +4,9 @@
 // The mapping follows diffusers' convert_original_stable_diffusion_to_diffusers / single_file_utils.
 import { join } from "node:path";
 import { Safetensors } from "./safetensors.ts";
-import { type TensorRef, TensorTable, WeightError } from "./source.ts";
+import { type TensorRef, TensorTable } from "./source.ts";
 import { type Component, type Json, loadConfig } from "./diffusers.ts";
+import { WeightError } from "../errors.ts";
 
 export type Family = "sd1" | "sd2";
 

@@ -1,13 +1,7 @@
 // A WeightSource is what a model reads its parameters from: named tensors (diffusers names), read as float32 on
 // demand. Diffusers folders, sharded folders and converted single-file checkpoints all look the same through it.
+import { WeightError } from "../errors.ts";
 import { Safetensors, type StDType, toFloat32 } from "./safetensors.ts";
-
-export class WeightError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "WeightError";
-  }
-}
 
 export interface WeightSource {
   /** Component and file(s), for messages: `unet (/m/unet/diffusion_pytorch_model.safetensors)`. */

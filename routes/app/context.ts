@@ -1,6 +1,6 @@
 // What every sub-app of the HTTP API gets: its dependencies, the one error shape, and a job as the API shows it.
 import type { Context } from "hono";
-import type { JobRequest } from "../../pipeline/job_types.ts";
+import type { JobRequest } from "../../pipeline/job/types.ts";
 import type { Job, JobQueue } from "../queue/types.ts";
 import type { ModelRegistry } from "../registry.ts";
 import type { JobSchema, Limits } from "../schema.ts";

@@ -5,15 +5,15 @@ import { bodyLimit } from "hono/body-limit";
 import { validator } from "hono/validator";
 import { zValidator } from "@hono/zod-validator";
 import { z } from "zod";
-import { type JobRequest, type Mode, RequestError } from "../../pipeline/job_types.ts";
+import type { JobRequest } from "../../pipeline/job/types.ts";
+import { type Mode, VIDEO_MODES } from "../../pipeline/job/modes.ts";
+import { RequestError } from "../../pipeline/errors.ts";
 import { probeVideo, type VideoInfo } from "../../pipeline/media/probe.ts";
 import { sampleIndices } from "../../pipeline/media/decode.ts";
 import { QueueFullError } from "../queue/types.ts";
 import { MODEL_FIELDS, type ModelField } from "../registry.ts";
 import type { JobBody } from "../schema.ts";
 import { errorJson, jobView, type SubAppDeps, unknownJob } from "./context.ts";
-
-const VIDEO_MODES: readonly Mode[] = ["pix2pix", "pose", "canny", "depth"];
 
 /** The frame count a video request will produce, as runJob samples it (for the frames limit). */
 function sampledFrames(info: VideoInfo, body: JobBody): number {

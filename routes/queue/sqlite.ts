@@ -13,7 +13,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { hostname } from "node:os";
-import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "../../pipeline/job_types.ts";
+import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "../../pipeline/job/types.ts";
 import {
   type Job,
   type JobEvent,

@@ -19,7 +19,7 @@
 // once; a job interrupted a second time fails ("interrupted twice"), so a job that itself kills its worker cannot
 // take the service down in a loop. A graceful stop (close()) puts the running job back at the head of the queue
 // without counting an attempt. Each job ends exactly once: one final state, at most one result.
-import type { Format, JobProgress, JobRequest, JobResult } from "../../pipeline/job_types.ts";
+import type { Format, JobProgress, JobRequest, JobResult } from "../../pipeline/job/types.ts";
 
 export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 

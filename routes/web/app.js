@@ -1,5 +1,6 @@
-// The zerovid page: one tab per mode, each a form built from the table below; a job is submitted to POST /v1/jobs,
-// followed through its server-sent events (progress bar, cancel), and its result plays inline. No build step.
+// The zerovid page: one tab per mode, each a form built from the server's field registry (GET /v1/fields); a job is
+// submitted to POST /v1/jobs, followed through its server-sent events (progress bar, cancel), and its result plays
+// inline. No build step.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -44,60 +45,43 @@ async function api(path, init = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The tabs and their options (defaults from the reference app, ranges from the server's limits)
+// The tabs and their options: every option input is built from GET /v1/fields (the server's field registry, ranges
+// narrowed by its limits, defaults per mode), so the page holds no bound or default of its own.
 
-let limits = { maxFrames: 64, maxResolution: 1024, maxPrompt: 1000, maxSteps: 150, maxUploadMb: 64 };
+let limits = { maxPrompt: 1000, maxUploadMb: 64 };
 let models = [];
+let demo = false;
+/** mode -> [{name, kind, label, help, min, max, step, values, special, specialMeans, default, demoDefault,
+ * defaultHelp}] */
+let fields = {};
 
-const num = (name, label, value, min, max, step, hint) => ({
-  name,
-  label,
-  type: "number",
-  value,
-  min,
-  max,
-  step,
-  hint,
-});
-const common = {
-  negativePrompt: () => ({ name: "negativePrompt", label: "Negative prompt", type: "textarea", value: "" }),
-  steps: (v) => num("steps", "Steps", v, 1, limits.maxSteps, 1),
-  guidance: (v) => num("guidanceScale", "Guidance scale", v, 0, 30, 0.5),
-  seed: () => num("seed", "Seed", "", 0, 4294967295, 1, "empty: random (shown with the result)"),
-  chunk: () => num("chunkSize", "Chunk size", 8, 2, Math.max(2, limits.maxFrames), 1, "frames per model call"),
-  resolution: () =>
-    num("resolution", "Resolution", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 64, "longer side"),
-  start: () => num("start", "Start (s)", 0, 0, 86400, 0.1),
-  end: () => num("end", "End (s)", "", -1, 86400, 0.1, "empty: to the end"),
-  fps: (v, hint) => num("fps", "Frame rate", v, 0.1, 60, 0.1, hint),
-  controlScale: () => num("controlScale", "Control scale", 1, 0, 5, 0.05),
-  format: (v) => ({ name: "format", label: "Format", type: "select", value: v, options: ["mp4", "webm", "gif"] }),
-  length: () =>
-    num("videoLength", "Max frames", "", 1, limits.maxFrames, 1, `empty: all (at most ${limits.maxFrames})`),
-};
-
-/** The advanced options of the ControlNet tabs (the original's defaults: DDIM 20 steps, guidance 9). */
-function controlAdvanced({ edges = false, format, fps = ["", "empty: the video's own"] }) {
-  return [
-    common.negativePrompt(),
-    common.steps(20),
-    common.guidance(9),
-    common.controlScale(),
-    ...(edges
-      ? [
-        num("lowThreshold", "Low threshold", 100, 0, 255, 1),
-        num("highThreshold", "High threshold", 200, 0, 255, 1),
-      ]
-      : []),
-    common.resolution(),
-    common.fps(...fps),
-    common.start(),
-    common.end(),
-    common.length(),
-    common.chunk(),
-    common.seed(),
-    common.format(format),
-  ];
+/** A registry field as the page's input description. */
+function fromRegistry(f) {
+  const value = demo && f.demoDefault !== undefined ? f.demoDefault : f.default;
+  const empty = f.defaultHelp ? `empty: ${f.defaultHelp}` : null;
+  const special = f.special !== undefined ? `${f.special}: ${f.specialMeans}` : null;
+  if (f.kind === "string") return { name: f.name, label: f.label, type: "textarea", value: value ?? "" };
+  if (f.kind === "enum") {
+    return {
+      name: f.name,
+      label: f.label,
+      type: "select",
+      value,
+      options: f.values,
+      none: value === undefined ? (f.defaultHelp || "default") : null,
+    };
+  }
+  if (f.kind === "bool") return { name: f.name, label: f.label, type: "checkbox", value: !!value, hint: f.help };
+  return {
+    name: f.name,
+    label: f.label,
+    type: "number",
+    value: value ?? "",
+    min: f.min,
+    max: f.max,
+    step: f.step,
+    hint: [value === undefined ? empty : null, special].filter(Boolean).join("; ") || null,
+  };
 }
 
 const TABS = [
@@ -107,22 +91,6 @@ const TABS = [
     mode: "text2video",
     prompt: "a horse galloping on a street",
     about: "Zero-shot text-to-video: one prompt, frames linked by a global motion and cross-frame attention.",
-    advanced: () => [
-      common.negativePrompt(),
-      num("videoLength", "Frames", Math.min(8, limits.maxFrames), 1, limits.maxFrames, 1),
-      num("width", "Width", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 8),
-      num("height", "Height", Math.min(512, limits.maxResolution), 64, limits.maxResolution, 8),
-      common.steps(50),
-      common.guidance(7.5),
-      num("motionX", "Motion δx", 12, -20, 20, 1),
-      num("motionY", "Motion δy", 12, -20, 20, 1),
-      num("t0", "t0", "", 0, 999, 1, "empty: 44/50 of the steps"),
-      num("t1", "t1", "", 0, 999, 1, "empty: 47/50 of the steps"),
-      common.fps(4, "output fps"),
-      common.chunk(),
-      common.seed(),
-      common.format("mp4"),
-    ],
   },
   {
     id: "pix2pix",
@@ -131,20 +99,6 @@ const TABS = [
     video: true,
     prompt: "make it Van Gogh Starry Night style",
     about: "Video Instruct-Pix2Pix: edit a video by an instruction.",
-    advanced: () => [
-      common.negativePrompt(),
-      common.steps(50),
-      common.guidance(7.5),
-      num("imageGuidanceScale", "Image guidance", 1.0, 0, 10, 0.1, "how closely to follow the video"),
-      common.resolution(),
-      common.start(),
-      common.end(),
-      common.fps("", "empty: the video's own"),
-      common.length(),
-      common.chunk(),
-      common.seed(),
-      common.format("mp4"),
-    ],
   },
   {
     id: "pose",
@@ -154,7 +108,6 @@ const TABS = [
     controlnet: true,
     prompt: "an astronaut dancing in outer space",
     about: "Pose-guided video: upload a rendered skeleton video (or pick a pose model for a raw video).",
-    advanced: () => controlAdvanced({ format: "gif", fps: [4, "sampling fps"] }),
   },
   {
     id: "canny",
@@ -164,7 +117,6 @@ const TABS = [
     controlnet: true,
     prompt: "oil painting of a deer, a high-quality, detailed, and professional photo",
     about: "Edge-guided video: Canny edges of your video steer every frame.",
-    advanced: () => controlAdvanced({ edges: true, format: "mp4" }),
   },
   {
     id: "depth",
@@ -175,7 +127,6 @@ const TABS = [
     depth: true,
     prompt: "a santa claus, a high-quality, detailed, and professional photo",
     about: "Depth-guided video: a depth model (MiDaS/DPT .onnx) estimates each frame's depth.",
-    advanced: () => controlAdvanced({ format: "mp4" }),
   },
   {
     id: "custom",
@@ -184,12 +135,21 @@ const TABS = [
     video: true,
     controlnet: true,
     custom: true,
+    format: "gif",
     prompt: "arcane style, a girl dancing",
     about: "Edge-guided video with your own (DreamBooth) model: diffusers folders and single-file .safetensors. " +
       "Use its trigger words in the prompt.",
-    advanced: () => controlAdvanced({ edges: true, format: "gif" }),
   },
 ];
+
+/** The advanced options of a tab: its mode's registry fields, with the tab's own preferences on top. */
+function advanced(tab) {
+  return (fields[tab.mode] || []).map((f) => {
+    const d = fromRegistry(f);
+    if (tab.format && f.name === "format") d.value = tab.format;
+    return d;
+  });
+}
 
 function input(f) {
   let control;
@@ -199,8 +159,11 @@ function input(f) {
     control = el(
       "select",
       { name: f.name },
+      f.none ? el("option", { value: "" }, f.none) : null,
       f.options.map((o) => el("option", { value: o, selected: o === f.value }, o)),
     );
+  } else if (f.type === "checkbox") {
+    control = el("input", { type: "checkbox", name: f.name, checked: f.value });
   } else {
     control = el("input", {
       type: f.type,
@@ -315,7 +278,7 @@ function buildForm(tab) {
       "details",
       {},
       el("summary", { text: "Advanced options" }),
-      el("div", { class: "grid" }, tab.advanced().map(input)),
+      el("div", { class: "grid" }, advanced(tab).map(input)),
     ),
   );
   const error = el("p", { class: "error", hidden: true, id: `error-${tab.id}` });
@@ -542,6 +505,7 @@ async function refreshHealth() {
     $("#health").textContent =
       `GPU: ${h.adapter}${h.ok ? "" : " (unavailable: " + h.error + ")"} · queue ${h.queue.queued}` +
       (h.queue.running ? " + 1 running" : "");
+    demo = !!h.demo;
     $("#demo-banner").hidden = !h.demo;
   } catch (e) {
     $("#health").textContent = `server unreachable: ${e.message}`;
@@ -550,8 +514,9 @@ async function refreshHealth() {
 
 async function start() {
   await refreshHealth();
-  const { res, body } = await api("/v1/models");
-  if (res.ok) models = body.models;
+  const [m, f] = await Promise.all([api("/v1/models"), api("/v1/fields")]);
+  if (m.res.ok) models = m.body.models;
+  if (f.res.ok) fields = f.body.fields;
   buildTabs();
   refreshJobs();
 }

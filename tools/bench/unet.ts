@@ -10,8 +10,8 @@ import { gather0 } from "../../pipeline/ops/layout.ts";
 import { DDIM } from "../../pipeline/schedulers/ddim.ts";
 import { cfg as guidance } from "../../pipeline/schedulers/guidance.ts";
 import { loadComponent } from "../../pipeline/weights/diffusers.ts";
-import { randomSource } from "../../fixtures/random_weights.ts";
-import { DEMO_UNET } from "../../fixtures/demo_model.ts";
+import { randomSource } from "../../pipeline/weights/random.ts";
+import { DEMO_UNET } from "../../pipeline/models/demo.ts";
 import { randn } from "../../tests/util.ts";
 import { errorMessage, type KernelTime, type LoopOptions, since, timeCalls, type Timing } from "./measure.ts";
 

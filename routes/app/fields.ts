@@ -1,0 +1,11 @@
+// GET /v1/fields: the request fields of each mode as the page builds its forms, from the field registry
+// (pipeline/job/fields.ts) with ranges narrowed by this server's limits: the page hard-codes no bound or default.
+import { Hono } from "hono";
+import { formFields } from "../../pipeline/job/fields.ts";
+import { MODES } from "../../pipeline/job/modes.ts";
+import type { SubAppDeps } from "./context.ts";
+
+export function fieldsApp({ limits }: SubAppDeps): Hono {
+  const body = { modes: MODES, fields: formFields(limits) };
+  return new Hono().get("/", (c) => c.json(body));
+}
