@@ -1,7 +1,7 @@
 // GroupNorm pass 2: merge the chunk statistics of one (n, group), then normalise this workgroup's chunk:
 // y = ((x - shift) - mean) * rstd * gamma[c] + beta[c], optionally followed by SiLU.
 // Needs (from pipeline/ops/vec.ts) V, VF, W, lane0; W = 4 only when a channel's spatial size is a multiple of 4.
-struct Params { units: u32, chunk: u32, chunks: u32, cunits: u32, groups: u32, cg: u32, eps: f32, pad: u32 }
+struct Params { units: u32, chunk: u32, chunks: u32, cunits: u32, groups: u32, cg: u32, eps: f32, g0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read> part: array<vec4f>;
@@ -46,7 +46,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let mean = sm[0];
   let rstd = inverseSqrt(max(sq[0] / sn[0], 0.0) + p.eps);
   let shift = lane0(VF(x[base]));
-  let c0 = (ng % p.groups) * p.cg;
+  // g0: the group of this dispatch's first row (a dispatch may start inside an image past the binding limit).
+  let c0 = ((ng + p.g0) % p.groups) * p.cg;
   let lo = k * p.chunk;
   let hi = min(lo + p.chunk, p.units);
   for (var i = lo + t; i < hi; i += WG) {

@@ -72,8 +72,10 @@ export class Device {
   readonly pool: BufferPool;
   readonly f16: boolean;
   readonly timestamps: boolean;
-  readonly maxBinding: number;
   readonly align: number;
+  /** The adapter's real limits; `maxBinding` / `maxBuffer` are what ops and the run planner see (maybe lowered). */
+  readonly adapterLimits: { maxBinding: number; maxBuffer: number };
+  private seen: { maxBinding: number; maxBuffer: number };
   private kernels = new Map<string, Kernel>();
   private uniforms = new Map<string, GPUBuffer>();
   private bindGroups = new Map<string, GPUBindGroup>();
@@ -106,7 +108,8 @@ export class Device {
   ) {
     this.f16 = gpu.features.has("shader-f16");
     this.timestamps = gpu.features.has("timestamp-query");
-    this.maxBinding = gpu.limits.maxStorageBufferBindingSize;
+    this.adapterLimits = { maxBinding: gpu.limits.maxStorageBufferBindingSize, maxBuffer: gpu.limits.maxBufferSize };
+    this.seen = { ...this.adapterLimits };
     this.align = gpu.limits.minStorageBufferOffsetAlignment;
     this.pool = new BufferPool(gpu, () => this.bindGroups.clear());
     gpu.lost.then((info) => {
@@ -165,6 +168,31 @@ export class Device {
       adapter.info.isFallbackAdapter,
       !!opts.profile && features.includes("timestamp-query"),
     );
+  }
+
+  /** Largest storage binding an op may record (bytes): ops split their work to stay under it. */
+  get maxBinding(): number {
+    return this.seen.maxBinding;
+  }
+
+  /** Largest buffer a tensor may have (bytes). */
+  get maxBuffer(): number {
+    return this.seen.maxBuffer;
+  }
+
+  /**
+   * Make ops and the planner see smaller limits than the adapter's (never larger): tests force the split paths on
+   * small tensors this way, as a GPU with smaller limits would. Returns a function that restores the previous ones.
+   */
+  lowerLimits(l: { maxBinding?: number; maxBuffer?: number }): () => void {
+    const before = { ...this.seen };
+    for (const k of ["maxBinding", "maxBuffer"] as const) {
+      const v = l[k];
+      if (v === undefined) continue;
+      if (!Number.isInteger(v) || v < 256) throw new GpuError(`lowerLimits: ${k} must be an integer >= 256, got ${v}`);
+      this.seen[k] = Math.min(v, this.adapterLimits[k]);
+    }
+    return () => this.seen = before;
   }
 
   /** Storage dtype for activations/weights at a requested precision (f16 needs `shader-f16`). */

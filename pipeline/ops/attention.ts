@@ -5,7 +5,8 @@ import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape } from "./launch.ts";
+import { assertSameDType, assertShape, itemsPerBinding, rangeView } from "./launch.ts";
+import { bindable, blockCopy } from "./layout.ts";
 
 export interface AttentionOpts {
   /** Query batch b reads keys/values of batch floor(b / kvBatchDiv). Default 1 (k/v batch = q batch).
@@ -139,8 +140,7 @@ function checkConfig(c: AttentionConfig, D: number): void {
 
 /** Batches [start, start+count) as a view (Tensor.slice0 rejects a leading sub-range at offset 0). */
 function batches(t: Tensor, start: number, count: number): Tensor {
-  const inner = t.numel / t.shape[0];
-  return new Tensor(t.dev, t.buffer, [count, ...t.shape.slice(1)], t.dtype, t.offset + start * inner * BYTES[t.dtype]);
+  return rangeView(t, start, t.numel / t.shape[0], [count, ...t.shape.slice(1)]);
 }
 
 /** Production tilings by head dim and workgroup-memory budget. */
@@ -202,30 +202,67 @@ export function attentionWith(
   const kernel = kind === "rows"
     ? dev.kernel(op, attentionSrc, { D, ...consts }, q.dtype)
     : dev.kernel("attention_tiled", attentionTiledSrc, { D, ...consts }, q.dtype);
-  const qBlocks = Math.ceil(Nq / (c.kind === "rows" ? c.WG / c.TPR : c.BQ));
 
-  // Split the batch when a binding would exceed the GPU's limit (lavapipe: 128 MiB) or the grid's z limit. Chunks
-  // hold whole kvBatchDiv groups when they can, otherwise they stay inside one group (k/v: one batch), so the
-  // kernel's floor(b / kvBatchDiv) is right within every chunk.
-  const maxBinding = internal.maxBinding ?? dev.maxBinding;
-  const perQ = Nq * C * BYTES[q.dtype], perK = Nk * C * BYTES[q.dtype];
-  const nbQ = Math.floor(maxBinding / perQ), nbK = Math.floor(maxBinding / perK);
-  if (nbQ < 1 || nbK < 1) {
-    throw new GpuError(`${op}: one batch of q [${q.shape}] or k [${k.shape}] exceeds the GPU's storage binding limit`);
-  }
+  // Past the binding limit (lavapipe: 128 MiB) or the grid's z limit, split: whole kvBatchDiv groups per dispatch
+  // when they fit, else the query batches of one group, else the query rows of one batch (queries are independent;
+  // k/v of one batch must fit). A view at an unaligned offset is copied to a pooled tensor first.
+  const limit = internal.maxBinding ?? dev.maxBinding;
+  const eb = BYTES[q.dtype], perQ = Nq * C * eb, perK = Nk * C * eb;
   const maxZ = dev.gpu.limits.maxComputeWorkgroupsPerDimension;
-  const groups = Math.min(Math.floor(nbQ / div), nbK, Math.floor(maxZ / div));
-  const step = groups >= 1 ? groups * div : Math.min(nbQ, maxZ);
-  const params = new Params().u(Nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E);
-  for (let b0 = 0; b0 < Bq;) {
-    let nb = Math.min(step, Bq - b0);
-    if (groups < 1) nb = Math.min(nb, (Math.floor(b0 / div) + 1) * div - b0);
-    const kb0 = Math.floor(b0 / div), nkb = Math.floor((b0 + nb - 1) / div) - kb0 + 1;
-    const whole = nb === Bq;
-    const qs = whole ? q : batches(q, b0, nb), os = whole ? out : batches(out, b0, nb);
-    const ks = whole ? k : batches(k, kb0, nkb), vs = whole ? v : batches(v, kb0, nkb);
-    dev.dispatch(kernel, params, [qs.binding(), ks.binding(), vs.binding(), os.binding()], [qBlocks, heads, nb]);
-    b0 += nb;
+  const params = (nq: number) => new Params().u(nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E);
+  const run = (qs: Tensor, ks: Tensor, vs: Tensor, os: Tensor) => {
+    const [nb, nq] = qs.shape, qb = Math.ceil(nq / (c.kind === "rows" ? c.WG / c.TPR : c.BQ));
+    const [qa, ka, va] = [qs, ks, vs].map((t) => bindable(t)), oa = bindable(os, false);
+    dev.dispatch(kernel, params(nq), [qa.binding(), ka.binding(), va.binding(), oa.binding()], [qb, heads, nb]);
+    for (const [t, a] of [[qs, qa], [ks, ka], [vs, va]]) if (a !== t) a.release();
+    if (oa !== os) {
+      blockCopy(oa, os, { n: os.numel, blk: os.numel, ss: 0, ds: 0, so: 0, do: 0 });
+      oa.release();
+    }
+  };
+  const fullGroups = Math.floor(Bq / div);
+  const g = Math.min(
+    itemsPerBinding(dev, fullGroups, [div * perQ, perK], limit),
+    Math.floor(maxZ / div),
+    fullGroups,
+  );
+  let b0 = 0;
+  if (g >= 1) {
+    while (b0 + div <= Bq) {
+      const ng = Math.min(g, Math.floor((Bq - b0) / div)), kb0 = b0 / div;
+      const whole = ng * div === Bq && ng === Bk;
+      run(
+        whole ? q : batches(q, b0, ng * div),
+        whole ? k : batches(k, kb0, ng),
+        whole ? v : batches(v, kb0, ng),
+        whole ? out : batches(out, b0, ng * div),
+      );
+      b0 += ng * div;
+    }
+  }
+  // The rest (or everything, when one group does not fit): one k/v batch at a time.
+  if (perK > limit) {
+    throw new GpuError(
+      `${op}: one batch of k [${k.shape}] (${perK} bytes) exceeds the storage binding limit (${limit})`,
+    );
+  }
+  for (; b0 < Bq;) {
+    const kb = Math.floor(b0 / div), end = Math.min(Bq, (kb + 1) * div);
+    const ks = batches(k, kb, 1), vs = batches(v, kb, 1);
+    const nb = Math.min(end - b0, maxZ, Math.floor(limit / perQ));
+    if (nb >= 1) {
+      run(batches(q, b0, nb), ks, vs, batches(out, b0, nb));
+      b0 += nb;
+      continue;
+    }
+    // One query batch is too large: split its query rows (a causal mask would need their offset).
+    if (opts.causal) throw new GpuError(`${op}: a causal q [${q.shape}] batch exceeds the storage binding limit`);
+    const rows = Math.max(1, Math.floor(limit / (C * eb)));
+    for (let n0 = 0; n0 < Nq; n0 += rows) {
+      const m = Math.min(rows, Nq - n0);
+      run(rangeView(q, b0 * Nq + n0, C, [1, m, C]), ks, vs, rangeView(out, b0 * Nq + n0, C, [1, m, C]));
+    }
+    b0 += 1;
   }
   return out;
 }

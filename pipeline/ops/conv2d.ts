@@ -3,8 +3,9 @@ import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape } from "./launch.ts";
-import { BK, chunkItems, gemmHooks, pickTile, rangeView, sameRange, threads, tileGrid, vecBinding } from "./matmul.ts";
+import { assertSameDType, assertShape, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
+import { blockCopy } from "./layout.ts";
+import { BK, chunkItems, gemmHooks, pickTile, sameRange, threads, tileGrid, vecBinding } from "./matmul.ts";
 
 /** x [N, Cin, H, W], w [Cout, Cin, kh, kw] (PyTorch layout), bias [Cout]; padding = number or [top, bottom, left, right]
  *  (zero padding); stride 1 or 2; residual [N, Cout, Ho, Wo] is added after the bias (ResNet skip). Output [N, Cout, Ho, Wo]. */
@@ -40,6 +41,11 @@ export function conv2d(
   const dev = x.dev;
   const y = opts.out ?? empty(dev, outShape, x.dtype);
   if (y.numel === 0) return y;
+  const limit = Math.min(gemmHooks.maxBinding || Infinity, dev.maxBinding);
+  const eb = BYTES[x.dtype];
+  if (itemsPerBinding(dev, B, [Cin * H * W * eb, Cout * Ho * Wo * eb], limit) === 0) {
+    return conv2dChannels(x, w, bias, y, { stride, padding: [pt, pb, pl, pr], residual: opts.residual }, limit);
+  }
 
   const K = Cin * KH * KW, HWo = Ho * Wo;
   const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo);
@@ -69,6 +75,57 @@ export function conv2d(
       .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags);
     // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
     dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+  }
+  return y;
+}
+
+/**
+ * A convolution whose single image exceeds the binding limit (a large VAE frame in f32): one call per block of
+ * output channels and, when the input image does not fit either, per block of input channels, each block's partial
+ * sum added in place to the output. Only the summation order changes, so results move by float rounding only.
+ */
+function conv2dChannels(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  y: Tensor,
+  o: { stride: number; padding: [number, number, number, number]; residual?: Tensor },
+  limit: number,
+): Tensor {
+  const op = "conv2d";
+  const [B, Cin, H, W] = x.shape, [Cout, , KH, KW] = w.shape, [, , Ho, Wo] = y.shape;
+  const dev = x.dev, eb = BYTES[x.dtype], KK = KH * KW, HWo = Ho * Wo;
+  // Weight blocks are copied out (no alignment needed), but must fit too.
+  const co = splitItems(op, dev, "output channels", Cout, [HWo * eb], limit, Math.floor(limit / (Cin * KK * eb)));
+  const ci = splitItems(op, dev, "input channels", Cin, [H * W * eb], limit);
+  const inPlace = sameRange(o.residual, y);
+  for (let b = 0; b < B; b++) {
+    for (let co0 = 0; co0 < Cout; co0 += co) {
+      const m = Math.min(co, Cout - co0);
+      const ys = rangeView(y, b * Cout + co0, HWo, [1, m, Ho, Wo]);
+      const rs = o.residual && (inPlace ? ys : rangeView(o.residual, b * Cout + co0, HWo, [1, m, Ho, Wo]));
+      let bs: Tensor | undefined;
+      if (bias) {
+        bs = empty(dev, [m], bias.dtype);
+        blockCopy(bias, bs, { n: m, blk: m, ss: 0, ds: 0, so: co0, do: 0 });
+      }
+      for (let ci0 = 0; ci0 < Cin; ci0 += ci) {
+        const n = Math.min(ci, Cin - ci0);
+        const xs = rangeView(x, b * Cin + ci0, H * W, [1, n, H, W]);
+        // w[co0 : co0 + m, ci0 : ci0 + n] as its own [m, n, KH, KW] tensor.
+        const ws = empty(dev, [m, n, KH, KW], w.dtype);
+        blockCopy(w, ws, { n: m * n * KK, blk: n * KK, ss: Cin * KK, ds: n * KK, so: (co0 * Cin + ci0) * KK, do: 0 });
+        const first = ci0 === 0;
+        conv2d(xs, ws, first ? bs : undefined, {
+          stride: o.stride,
+          padding: o.padding,
+          residual: first ? (rs || undefined) : ys,
+          out: ys,
+        });
+        ws.release();
+      }
+      bs?.release();
+    }
   }
   return y;
 }

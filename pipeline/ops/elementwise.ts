@@ -2,10 +2,9 @@
 import unarySrc from "../../shaders/unary.wgsl" with { type: "text" };
 import binarySrc from "../../shaders/binary.wgsl" with { type: "text" };
 import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
-import { Params } from "../gpu/device.ts";
+import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, grid1d } from "./launch.ts";
-import { GpuError } from "../gpu/device.ts";
+import { assertSameDType, grid1d, rangeView, splitItems } from "./launch.ts";
 
 export const UNARY = {
   identity: 0,
@@ -28,9 +27,16 @@ export function unary(
   const dev = x.dev;
   const y = opts.out ?? empty(dev, x.shape, x.dtype);
   const k = dev.kernel("unary", unarySrc + erfSrc, { OP: UNARY[op] }, x.dtype);
-  const { groups, row } = grid1d(x.numel, 256);
-  const p = new Params().u(x.numel).f(opts.alpha ?? 1, opts.beta ?? 0).u(row).f(opts.lo ?? -3.4e38, opts.hi ?? 3.4e38);
-  dev.dispatch(k, p, [x.binding(), y.binding()], groups);
+  const n = x.numel, eb = BYTES[x.dtype];
+  // Elements are independent: split past the binding limit.
+  const chunk = splitItems("unary", dev, "elements", n, [eb, eb]);
+  for (let i0 = 0; i0 < n; i0 += chunk) {
+    const m = Math.min(chunk, n - i0);
+    const xs = m === n ? x : rangeView(x, i0, 1, [m]), ys = m === n ? y : rangeView(y, i0, 1, [m]);
+    const { groups, row } = grid1d(m, 256);
+    const p = new Params().u(m).f(opts.alpha ?? 1, opts.beta ?? 0).u(row).f(opts.lo ?? -3.4e38, opts.hi ?? 3.4e38);
+    dev.dispatch(k, p, [xs.binding(), ys.binding()], groups);
+  }
   return y;
 }
 
@@ -55,9 +61,23 @@ export function binary(
   const dev = a.dev;
   const y = opts.out ?? empty(dev, a.shape, a.dtype);
   const k = dev.kernel("binary", binarySrc, { OP: BINARY[op] }, a.dtype);
-  const { groups, row } = grid1d(a.numel, 256);
-  const p = new Params().u(a.numel, inner, b.numel, row).f(opts.alpha ?? 1);
-  dev.dispatch(k, p, [a.binding(), b.binding(), y.binding()], groups);
+  const n = a.numel, eb = BYTES[a.dtype];
+  // Past the binding limit a and y split anywhere: a same-size b splits with them, a broadcast b is bound whole and
+  // the kernel indexes it from the range's first element.
+  const same = b.numel === n && inner === 1;
+  const chunk = splitItems(op, dev, "elements", n, same ? [eb, eb, eb] : [eb, eb]);
+  if (!same && b.bytes > dev.maxBinding) {
+    throw new GpuError(`${op}: broadcast operand [${b.shape}] exceeds the storage binding limit (${dev.maxBinding})`);
+  }
+  for (let i0 = 0; i0 < n; i0 += chunk) {
+    const m = Math.min(chunk, n - i0);
+    const whole = m === n;
+    const as = whole ? a : rangeView(a, i0, 1, [m]), ys = whole ? y : rangeView(y, i0, 1, [m]);
+    const bs = same && !whole ? rangeView(b, i0, 1, [m]) : b;
+    const { groups, row } = grid1d(m, 256);
+    const p = new Params().u(m, inner, same ? m : b.numel, row).f(opts.alpha ?? 1).u(same ? 0 : i0);
+    dev.dispatch(k, p, [as.binding(), bs.binding(), ys.binding()], groups);
+  }
   return y;
 }
 

@@ -5,7 +5,7 @@ import copySrc from "../../shaders/copy.wgsl" with { type: "text" };
 import transposeSrc from "../../shaders/transpose.wgsl" with { type: "text" };
 import { type Binding, BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, grid1d } from "./launch.ts";
+import { assertSameDType, grid1d, rangeView, splitItems } from "./launch.ts";
 import { vecConsts, vecSource, type Width, widthFor } from "./vec.ts";
 
 const MAX_GROUPS = 65535;
@@ -20,40 +20,92 @@ export function upsampleNearest(x: Tensor, Ho: number, Wo: number): Tensor {
   const [N, C, H, W] = x.shape;
   const dev = x.dev;
   const y = empty(dev, [N, C, Ho, Wo], x.dtype);
+  if (y.numel === 0) return y;
   const w = widthFor(Wo);
-  const n = y.numel / w;
   const k = dev.kernel("upsample", vecSource(upsampleSrc, w), vecConsts(w), x.dtype);
-  const { groups, row } = grid1d(n, 256);
-  dev.dispatch(k, new Params().u(n, H, W, Ho, Wo, row, 0, 0), [x.binding(), y.binding()], groups);
+  // Channel planes are independent: split them past the binding limit.
+  const planes = N * C, eb = BYTES[x.dtype];
+  const per = splitItems("upsampleNearest", dev, "channel planes", planes, [H * W * eb, Ho * Wo * eb]);
+  for (let c0 = 0; c0 < planes; c0 += per) {
+    const m = Math.min(per, planes - c0);
+    const xs = m === planes ? x : rangeView(x, c0, H * W, [m, H, W]);
+    const ys = m === planes ? y : rangeView(y, c0, Ho * Wo, [m, Ho, Wo]);
+    const n = m * Ho * Wo / w;
+    const { groups, row } = grid1d(n, 256);
+    dev.dispatch(k, new Params().u(n, H, W, Ho, Wo, row, 0, 0), [xs.binding(), ys.binding()], groups);
+  }
   return y;
 }
 
-/** A binding that starts at the 256-aligned byte offset at or below `t`'s, and `t`'s start in elements from there:
- *  lets the copy kernel read and write views at any element offset. */
-function alignedBinding(t: Tensor): { b: Binding; at: number } {
-  const base = t.offset - (t.offset % t.dev.align);
-  const extra = t.offset - base;
+/** A binding of elements [first, first + count) of `t` that starts at the aligned byte offset at or below the first,
+ *  and the first's index from there: lets the copy kernel read and write at any element offset. */
+function rangeBinding(t: Tensor, first: number, count: number): { b: Binding; at: number } {
+  const eb = BYTES[t.dtype];
+  const start = t.offset + first * eb;
+  const base = start - (start % t.dev.align);
   return {
-    b: { buffer: t.buffer, offset: base, size: Math.ceil((extra + t.bytes) / 4) * 4 },
-    at: extra / BYTES[t.dtype],
+    b: { buffer: t.buffer, offset: base, size: Math.ceil((start - base + count * eb) / 4) * 4 },
+    at: (start - base) / eb,
   };
 }
 
-/** Record a strided block copy (see shaders/copy.wgsl); all counts in elements, vectorised when they allow. */
-function blockCopy(
+/** Record a strided block copy (see shaders/copy.wgsl); all counts in elements, vectorised when they allow. Splits
+ *  between blocks, and inside a block, so that no binding exceeds the limit. */
+export function blockCopy(
   src: Tensor,
   dst: Tensor,
   c: { n: number; blk: number; ss: number; ds: number; so: number; do: number },
 ): void {
   if (c.n === 0) return;
   const dev = src.dev;
-  const s = alignedBinding(src), d = alignedBinding(dst);
-  const so = c.so + s.at, doff = c.do + d.at;
+  const blocks = c.n / c.blk;
+  // Elements a binding of `k` blocks spans, plus the slack of rounding its start down to an aligned offset.
+  const span = (k: number, stride: number) => ((k - 1) * stride + c.blk) * BYTES[src.dtype] + dev.align;
+  const fits = (k: number) => span(k, c.ss) <= dev.maxBinding && span(k, c.ds) <= dev.maxBinding;
+  if (!fits(blocks)) {
+    let k = blocks;
+    while (k > 1 && !fits(k)) k = Math.floor(k / 2);
+    if (fits(k)) {
+      for (let b0 = 0; b0 < blocks; b0 += k) {
+        const m = Math.min(k, blocks - b0);
+        blockCopy(src, dst, { ...c, n: m * c.blk, so: c.so + b0 * c.ss, do: c.do + b0 * c.ds });
+      }
+    } else {
+      // One block is too large: copy it in contiguous pieces.
+      const piece = Math.floor((dev.maxBinding - dev.align) / BYTES[src.dtype] / 4) * 4;
+      for (let b = 0; b < blocks; b++) {
+        for (let j0 = 0; j0 < c.blk; j0 += piece) {
+          const len = Math.min(piece, c.blk - j0);
+          blockCopy(src, dst, {
+            n: len,
+            blk: len,
+            ss: len,
+            ds: len,
+            so: c.so + b * c.ss + j0,
+            do: c.do + b * c.ds + j0,
+          });
+        }
+      }
+    }
+    return;
+  }
+  const s = rangeBinding(src, c.so, (blocks - 1) * c.ss + c.blk),
+    d = rangeBinding(dst, c.do, (blocks - 1) * c.ds + c.blk);
+  const so = s.at, doff = d.at;
   const w: Width = widthFor(c.n, c.blk, c.ss, c.ds, so, doff);
   const k = dev.kernel("copy", vecSource(copySrc, w), vecConsts(w), src.dtype);
   const { groups, row } = grid1d(c.n / w, 256);
   const p = new Params().u(c.n / w, c.blk / w, c.ss / w, c.ds / w, so / w, doff / w, row, 0);
   dev.dispatch(k, p, [s.b, d.b], groups);
+}
+
+/** `t` when its offset can be bound, else a pooled copy (`copyIn`: with its data; for an output the caller copies
+ *  the result back with blockCopy). */
+export function bindable(t: Tensor, copyIn = true): Tensor {
+  if (t.offset % t.dev.align === 0) return t;
+  const c = empty(t.dev, t.shape, t.dtype);
+  if (copyIn) blockCopy(t, c, { n: t.numel, blk: t.numel, ss: 0, ds: 0, so: 0, do: 0 });
+  return c;
 }
 
 /** Concatenate along dim 1: [N, Ci, ...rest] each -> [N, sum Ci, ...rest]
@@ -92,9 +144,13 @@ export function transposeLast2(x: Tensor): Tensor { // [B, A, C] -> [B, C, A] ge
   if (x.numel === 0) return y;
   const k = dev.kernel("transpose", transposeSrc, {}, x.dtype);
   const gx = Math.ceil(C / 32), gy = Math.ceil(A / 32);
-  for (let b0 = 0; b0 < B; b0 += MAX_GROUPS) {
-    const gz = Math.min(MAX_GROUPS, B - b0);
-    dev.dispatch(k, new Params().u(A, C, b0, 0), [x.binding(), y.binding()], [gx, gy, gz]);
+  // Matrices are independent: split them past the binding limit (one matrix must fit).
+  const per = Math.min(MAX_GROUPS, splitItems("transposeLast2", dev, "matrices", B, [A * C * BYTES[x.dtype]]));
+  for (let b0 = 0; b0 < B; b0 += per) {
+    const gz = Math.min(per, B - b0);
+    const xs = gz === B ? x : rangeView(x, b0, A * C, [gz, A, C]),
+      ys = gz === B ? y : rangeView(y, b0, A * C, [gz, C, A]);
+    dev.dispatch(k, new Params().u(A, C, 0, 0), [xs.binding(), ys.binding()], [gx, gy, gz]);
   }
   return y;
 }

@@ -4,7 +4,7 @@ import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape } from "./launch.ts";
+import { assertSameDType, assertShape, rangeView, splitItems } from "./launch.ts";
 
 /** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
 export interface GemmTile {
@@ -85,12 +85,6 @@ export function vecBinding(op: string, t: Tensor): Binding {
   return { ...b, size };
 }
 
-/** Rows [start, start + count) of `t` seen as [rows, inner], as a view of shape `shape`. (Tensor.view refuses a
- *  partial range at offset 0, so this builds the view directly.) */
-export function rangeView(t: Tensor, start: number, inner: number, shape: number[]): Tensor {
-  return new Tensor(t.dev, t.buffer, shape, t.dtype, t.offset + start * inner * BYTES[t.dtype]);
-}
-
 /** `residual` and `out` are the same tensor: the kernel then reads y before writing it (one read_write binding). */
 export function sameRange(a: Tensor | undefined, b: Tensor): boolean {
   return !!a && a.buffer === b.buffer && a.offset === b.offset;
@@ -104,34 +98,10 @@ export const gemmHooks: { maxBinding: number; maxGroups: number; tile: GemmTile 
   tile: null,
 };
 
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
-
-/**
- * How many leading items (rows or images) one dispatch may bind: every bound range (`itemBytes` per item)
- * must fit the binding limit and every chunk must start at an aligned offset. Returns `count` when all fits.
- */
+/** How many leading rows or images one GEMM dispatch may bind (see launch.ts `splitItems`), under the test hook's
+ *  smaller limit when one is set. */
 export function chunkItems(op: string, dev: Device, what: string, count: number, itemBytes: number[]): number {
-  const limit = gemmHooks.maxBinding || dev.maxBinding;
-  // vec4 bindings round their size up to 16 bytes.
-  if (itemBytes.every((b) => Math.ceil((count * b) / 16) * 16 <= limit)) return count;
-  const align = Math.max(dev.align, 16);
-  let step = 1;
-  for (const b of itemBytes) {
-    const q = align / gcd(b, align);
-    step = (step * q) / gcd(step, q);
-  }
-  const fit = Math.floor(Math.floor(limit / 16) * 16 / Math.max(...itemBytes));
-  const chunk = Math.floor(fit / step) * step;
-  if (chunk === 0) {
-    throw new GpuError(
-      `${op}: ${step} ${what} of ${Math.max(...itemBytes)} bytes exceed this GPU's maxStorageBufferBindingSize ` +
-        `(${limit}) and the work can only be split between whole ${what} at ${align}-byte offsets`,
-    );
-  }
-  return chunk;
+  return splitItems(op, dev, what, count, itemBytes, Math.min(gemmHooks.maxBinding || Infinity, dev.maxBinding));
 }
 
 /** y[..., N] = x[..., K] @ w[N, K]^T (+ bias[N]) (+ residual[..., N]). w in PyTorch nn.Linear layout [out, in].

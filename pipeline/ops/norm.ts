@@ -2,9 +2,9 @@
 import statsSrc from "../../shaders/groupnorm_stats.wgsl" with { type: "text" };
 import groupNormSrc from "../../shaders/groupnorm.wgsl" with { type: "text" };
 import layerNormSrc from "../../shaders/layernorm.wgsl" with { type: "text" };
-import { GpuError, Params } from "../gpu/device.ts";
+import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, grid1d } from "./launch.ts";
+import { assertSameDType, assertShape, grid1d, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
 import { vecConsts, vecSource, widthFor } from "./vec.ts";
 
 // GroupNorm splits each group into chunks of about this many storage units (vec4 or scalar), one workgroup each,
@@ -44,23 +44,42 @@ export function groupNorm(
   const y = opts.out ?? empty(dev, x.shape, x.dtype);
   const S = x.numel / (N * C);
   const cg = C / groups;
-  const ng = N * groups;
   if (x.numel === 0) return y;
-  if (ng > 65535) throw new GpuError(`${op}: N*groups = ${ng} exceeds 65535 workgroups`);
   // vec4 needs every vector inside one channel.
   const w = widthFor(S);
   const units = (cg * S) / w;
   const chunks = Math.min(MAX_CHUNKS, Math.ceil(units / CHUNK_UNITS));
   const chunk = Math.ceil(units / chunks);
-  const part = empty(dev, [ng * chunks * 4], "f32");
   // Threads per workgroup: enough for the chunk, no more (idle threads still pay for every barrier).
   const WG = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(chunk))));
   const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc, w), vecConsts(w, { WG }), x.dtype);
-  dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [x.binding(), part.binding()], [chunks, ng]);
   const kn = dev.kernel("groupnorm", vecSource(groupNormSrc, w), vecConsts(w, { SILU: !!opts.silu, WG }), x.dtype);
-  const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(0);
-  dev.dispatch(kn, pn, [x.binding(), part.binding(), gamma.binding(), beta.binding(), y.binding()], [chunks, ng]);
-  part.release();
+  /** Normalise `count` consecutive groups starting at group g0 of the channel order (x rows of cg * S elements). */
+  const run = (start: number, count: number, g0: number) => {
+    const whole = count === N * groups;
+    const xs = whole ? x : rangeView(x, start, cg * S, [count * cg * S]);
+    const ys = whole ? y : rangeView(y, start, cg * S, [count * cg * S]);
+    if (count > 65535) throw new GpuError(`${op}: ${count} groups in one dispatch exceed 65535 workgroups`);
+    const part = empty(dev, [count * chunks * 4], "f32");
+    dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [xs.binding(), part.binding()], [chunks, count]);
+    const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(g0);
+    dev.dispatch(kn, pn, [xs.binding(), part.binding(), gamma.binding(), beta.binding(), ys.binding()], [
+      chunks,
+      count,
+    ]);
+    part.release();
+  };
+  // Groups are independent: past the binding limit split between images, or between the groups of one image.
+  const eb = BYTES[x.dtype], imageBytes = C * S * eb;
+  const images = Math.min(itemsPerBinding(dev, N, [imageBytes]), Math.floor(65535 / groups));
+  if (images > 0) {
+    for (let n0 = 0; n0 < N; n0 += images) run(n0 * groups, Math.min(images, N - n0) * groups, 0);
+    return y;
+  }
+  const per = Math.min(splitItems(op, dev, "groups", groups, [cg * S * eb]), 65535);
+  for (let n = 0; n < N; n++) {
+    for (let g0 = 0; g0 < groups; g0 += per) run(n * groups + g0, Math.min(per, groups - g0), g0);
+  }
   return y;
 }
 
@@ -89,8 +108,15 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, o
     vecConsts(w, { WG: wg, R, CACHE: cache, RC: cache ? R : 1 }),
     x.dtype,
   );
-  const { groups } = grid1d(rows, 1);
-  const p = new Params().u(rows, units, groups[0]).f(eps);
-  dev.dispatch(k, p, [x.binding(), gamma.binding(), beta.binding(), y.binding()], groups);
+  // Rows are independent: split them past the binding limit.
+  const eb = BYTES[x.dtype];
+  const per = splitItems(op, dev, "rows", rows, [C * eb, C * eb]);
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const m = Math.min(per, rows - r0);
+    const xs = m === rows ? x : rangeView(x, r0, C, [m, C]), ys = m === rows ? y : rangeView(y, r0, C, [m, C]);
+    const { groups } = grid1d(m, 1);
+    const p = new Params().u(m, units, groups[0]).f(eps);
+    dev.dispatch(k, p, [xs.binding(), gamma.binding(), beta.binding(), ys.binding()], groups);
+  }
   return y;
 }
