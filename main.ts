@@ -23,7 +23,7 @@ import { Cancelled } from "./pipeline/modes/common.ts";
 import { DEMO_MODEL, DEMO_NOTICE } from "./pipeline/models/demo.ts";
 
 /** A bad command line (exit 2). */
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 // The options are the registry's fields (pipeline/job/fields.ts) in kebab-case, plus these two of the CLI's own.
 const kebab = (f: string) => f.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
@@ -72,7 +72,7 @@ function usage(mode?: Mode): string {
   return lines.join("\n");
 }
 
-interface Parsed {
+export interface Parsed {
   req: JobRequest;
   out: string;
   adapter?: string;
@@ -86,7 +86,8 @@ function fromText(field: FieldName, text: string): unknown {
   return Number.isFinite(n) ? n : text;
 }
 
-async function parseArgs(mode: Mode, args: string[]): Promise<Parsed> {
+/** A mode's command line -> its request (not yet validated), output file and adapter; UsageError when malformed. */
+export async function parseCommandLine(mode: Mode, args: string[]): Promise<Parsed> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const [opt, f] of OPTION_FIELDS) options[opt] = { type: FIELDS[f].kind === "bool" ? "boolean" : "string" };
   for (const opt of Object.keys(CLI_ONLY)) options[opt] = { type: "string" };
@@ -217,7 +218,7 @@ function requestErrorLine(e: RequestError): string {
 }
 
 async function generate(mode: Mode, args: string[]): Promise<number> {
-  const { req, out, adapter } = await parseArgs(mode, args);
+  const { req, out, adapter } = await parseCommandLine(mode, args);
   validateRequest(req); // bad options fail here, before the GPU opens
   const dev = await Device.open({ adapter });
   const models = new ModelCache(dev);

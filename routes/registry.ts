@@ -11,8 +11,9 @@
 import { join, resolve, sep } from "node:path";
 import type { JobRequest } from "../pipeline/job/types.ts";
 import { CONTROL_MODES, type Mode, MODES } from "../pipeline/job/modes.ts";
-import { RequestError } from "../pipeline/errors.ts";
+import { RequestError, WeightError } from "../pipeline/errors.ts";
 import { DEMO_MODEL } from "../pipeline/models/demo.ts";
+import { Safetensors } from "../pipeline/weights/safetensors.ts";
 
 export type ModelKind = "sd" | "pix2pix" | "controlnet" | "single-file" | "onnx" | "demo";
 export type OnnxRole = "depth" | "pose" | "saliency";
@@ -28,6 +29,8 @@ export interface ModelEntry {
   crossAttentionDim?: number;
   /** Bytes on disk (files only). */
   bytes?: number;
+  /** Why the file cannot be used (a truncated or corrupt .safetensors): listed, refused by name with this. */
+  unusable?: string;
   /** Absolute path (never sent to clients). */
   path: string;
 }
@@ -52,30 +55,6 @@ async function readJson(path: string): Promise<Record<string, unknown> | null> {
     return v && typeof v === "object" ? v : null;
   } catch {
     return null;
-  }
-}
-
-/** The JSON header of a .safetensors file (read without loading any tensor). */
-async function safetensorsHeader(path: string): Promise<Record<string, { shape?: number[] }> | null> {
-  let f: Deno.FsFile | null = null;
-  try {
-    f = await Deno.open(path, { read: true });
-    const head = new Uint8Array(8);
-    if (await f.read(head) !== 8) return null;
-    const n = Number(new DataView(head.buffer).getBigUint64(0, true));
-    if (n <= 2 || n > 100 * 1024 * 1024) return null;
-    const buf = new Uint8Array(n);
-    let off = 0;
-    while (off < n) {
-      const r = await f.read(buf.subarray(off));
-      if (r === null) return null;
-      off += r;
-    }
-    return JSON.parse(new TextDecoder().decode(buf));
-  } catch {
-    return null;
-  } finally {
-    f?.close();
   }
 }
 
@@ -184,10 +163,21 @@ export class ModelRegistry {
       if (st.isDirectory) {
         await this.walk(path, name, depth + 1, out, seen);
       } else if (st.isFile && /\.safetensors$/i.test(e.name)) {
-        const h = await safetensorsHeader(path);
-        const first = h?.["model.diffusion_model.input_blocks.0.0.weight"]?.shape;
+        // The pipeline's reader checks the header and that every tensor lies inside the file.
+        let h: Safetensors;
+        try {
+          h = await Safetensors.open(path);
+        } catch (err) {
+          if (!(err instanceof WeightError)) throw err;
+          // Named as the client knows it: the server's path stays on the server.
+          const why = err.message.split(path).join(name);
+          add({ name, kind: "single-file", modes: [], unusable: why, bytes: st.size }, path);
+          continue;
+        }
+        h.close();
+        const first = h.tensors.get("model.diffusion_model.input_blocks.0.0.weight")?.shape;
         if (!first) continue; // not an original-layout SD checkpoint (a component's weights, a LoRA, ...)
-        const k = h?.["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"]?.shape;
+        const k = h.tensors.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")?.shape;
         const pix = first[1] === 8;
         add({
           name,
@@ -216,6 +206,7 @@ export class ModelRegistry {
         `unknown model ${JSON.stringify(name)}: GET /v1/models lists the models under the configured roots`,
       );
     }
+    if (e.unusable) throw new RequestError(field, e.unusable);
     const kinds = MODEL_FIELDS[field] as readonly ModelKind[];
     if (!kinds.includes(e.kind)) {
       throw new RequestError(

@@ -3,6 +3,7 @@
 // worker, and a clean stop on SIGINT/SIGTERM.
 import type { Hono } from "hono";
 import type { JobRequest } from "../pipeline/job/types.ts";
+import type { FieldLimits } from "../pipeline/job/fields.ts";
 import type { JobQueue, Runner } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
 import { ModelRegistry } from "./registry.ts";
@@ -18,7 +19,7 @@ export interface ServerOptions {
   modelRoots: string[];
   limits?: Partial<Limits>;
   token?: string;
-  validate: (req: JobRequest) => JobRequest;
+  validate: (req: JobRequest, limits: FieldLimits) => JobRequest;
   health?: () => Health;
   /** Start running queued jobs right away (default true; serve() starts the worker once it listens). */
   autostart?: boolean;
@@ -137,7 +138,7 @@ export async function serve(args: string[]): Promise<number> {
   });
   const server = await openServer({
     runner: async (req, hooks) => runJob(await gpu.current(), req, hooks),
-    validate: (req) => validateRequest(req, gpu.now.dev),
+    validate: (req, limits) => validateRequest(req, gpu.now.dev, limits),
     dataDir: a.dataDir,
     modelRoots: a.modelRoots,
     limits: a.limits,

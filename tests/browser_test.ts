@@ -44,7 +44,7 @@ Deno.test({
       dataDir: dir,
       modelRoots: [GOLDEN],
       runner: (req, hooks) => runJob({ dev, models, modelRoots: [GOLDEN] }, req, hooks),
-      validate: (r) => validateRequest(r, dev),
+      validate: (r, limits) => validateRequest(r, dev, limits),
       health: () => ({ adapter: dev.adapterName, ok: true }),
       log: () => {},
     });
@@ -80,6 +80,30 @@ Deno.test({
       const form = page.locator("#panel form");
       await form.locator("textarea[name=prompt]").fill("a tiny panda");
       await form.locator("summary").click();
+      // Every option input is the server's field registry (GET /v1/fields): its range, step and default.
+      const fieldsRes = await fetch(`${base}/v1/fields`);
+      const registry = (await fieldsRes.json()).fields.text2video as {
+        name: string;
+        kind: string;
+        min?: number;
+        max?: number;
+      }[];
+      const inputs = await form.locator("details input[type=number]").evaluateAll((els) =>
+        els.map((e) => {
+          const i = e as unknown as { name: string; min: string; max: string };
+          return {
+            name: i.name,
+            min: i.min === "" ? undefined : Number(i.min),
+            max: i.max === "" ? undefined : Number(i.max),
+          };
+        })
+      );
+      const numeric = registry.filter((f) => f.kind === "int" || f.kind === "number").map(({ name, min, max }) => ({
+        name,
+        min,
+        max,
+      }));
+      assertEquals(inputs, numeric);
       for (const [name, value] of [["videoLength", "2"], ["width", "64"], ["height", "64"], ["steps", "3"]]) {
         await form.locator(`input[name=${name}]`).fill(value);
       }

@@ -46,6 +46,15 @@ Deno.test("validateRequest: text2video defaults (SPEC §1.9)", () => {
   assertEquals(validateRequest({ mode: "text2video", prompt: "" }, { f16: true }).precision, "f16");
   assertEquals(validateRequest({ mode: "text2video", prompt: "", precision: "f32" }, { f16: true }).precision, "f32");
   assertEquals(validateRequest({ mode: "text2video", prompt: "", seed: 7 }).seed, 7);
+  // A server's limits narrow the ranges and bring the defaults inside them.
+  const small = { maxResolution: 300, maxFrames: 4, maxSteps: 30 };
+  const fit = validateRequest({ mode: "text2video", prompt: "", model: "m" }, undefined, small);
+  assertEquals([fit.width, fit.height, fit.videoLength, fit.steps, fit.t0, fit.t1], [296, 296, 4, 30, 26, 28]);
+  assertRequestError(
+    () => validateRequest({ mode: "text2video", prompt: "", steps: 31 }, undefined, small),
+    "steps",
+    "[2, 30]",
+  );
 });
 
 Deno.test("validateRequest: defaults of the video modes (SPEC §2, §3)", () => {
@@ -94,7 +103,7 @@ Deno.test("validateRequest: errors name the field and what was expected", () => 
   assertRequestError(t2v({ steps: 2.5 }), "steps", "integer");
   assertRequestError(t2v({ t0: 47, t1: 44 }), "t0", "t0 < t1 < steps");
   assertRequestError(t2v({ steps: 20, t1: 20 }), "t1", "t0 < t1 < steps (20)");
-  assertRequestError(t2v({ t1: 0 }), "t1", "t0 < t1");
+  assertRequestError(t2v({ t1: 0 }), "t1", "[1, 999]");
   assertRequestError(t2v({ guidanceScale: NaN }), "guidanceScale", "number");
   assertRequestError(t2v({ seed: -1 }), "seed", "[0, 4294967295]");
   assertRequestError(t2v({ seed: "12" as unknown as number }), "seed", "integer");
@@ -487,4 +496,82 @@ gpuTest("runJob: a single-file checkpoint loads with --config (the configs and t
   assert(e.models.info().some((i) => i.key.startsWith(`single_file:${single}|${TINY_SD}|`)), "loaded as a single file");
   const err = await assertRejects(() => runJob(e, { ...T2V, config: TINY_SD }), RequestError, "single-file");
   assertEquals(err.field, "config");
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// A truncated or corrupt .safetensors is the user's error on the field that named it (exit 2, HTTP 400), never ours.
+
+/** Copies of the golden single-file checkpoint: cut in its tensor data, cut in its header, and not safetensors. */
+async function brokenCheckpoints(dir: string): Promise<Record<string, string>> {
+  const whole = await Deno.readFile(join(GOLDEN, "tiny-sd-original.safetensors"));
+  const files: Record<string, Uint8Array> = {
+    "cut-data.safetensors": whole.subarray(0, whole.length >> 1),
+    "cut-header.safetensors": whole.subarray(0, 20),
+    "not-safetensors.safetensors": new TextEncoder().encode("a text file with the wrong name ".repeat(4)),
+  };
+  const out: Record<string, string> = {};
+  for (const [name, bytes] of Object.entries(files)) {
+    out[name] = join(dir, name);
+    await Deno.writeFile(out[name], bytes);
+  }
+  return out;
+}
+
+gpuTest("runJob: a truncated or corrupt .safetensors model is a RequestError on 'model'", async () => {
+  const e = await env();
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-broken-" });
+  try {
+    for (const [name, path] of Object.entries(await brokenCheckpoints(dir))) {
+      const err = await assertRejects(() => runJob(e, { ...T2V, model: path, config: TINY_SD }), RequestError);
+      assertEquals(err.field, "model", `${name}: ${err.message}`);
+      assert(err.message.includes(path), `${name}: the message names the file: ${err.message}`);
+    }
+    // A diffusers folder whose UNet weights are cut short: the same.
+    const folder = join(dir, "tiny-sd-cut");
+    await Deno.mkdir(folder);
+    for await (const entry of Deno.readDir(TINY_SD)) {
+      await new Deno.Command("cp", { args: ["-r", join(TINY_SD, entry.name), folder] }).output();
+    }
+    const unet = join(folder, "unet", "diffusion_pytorch_model.safetensors");
+    const bytes = await Deno.readFile(unet);
+    await Deno.writeFile(unet, bytes.subarray(0, bytes.length - 100));
+    const err = await assertRejects(() => runJob(e, { ...T2V, model: folder }), RequestError, "truncated");
+    assertEquals(err.field, "model");
+    assert(e.models.info().every((i) => i.inUse === 0), "no model left lent out");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: a truncated or corrupt .safetensors under the model root is refused with 400 on 'model'", async () => {
+  const root = await Deno.makeTempDir({ prefix: "zerovid-broken-root-" });
+  const data = await Deno.makeTempDir({ prefix: "zerovid-broken-data-" });
+  const { openServer } = await import("../routes/server.ts");
+  const srv = await openServer({
+    runner: () => Promise.reject(new Error("no job should run")),
+    dataDir: data,
+    modelRoots: [root, GOLDEN_MODELS],
+    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    autostart: false,
+    log: () => {},
+  });
+  try {
+    for (const name of Object.keys(await brokenCheckpoints(root))) {
+      const res = await srv.app.fetch(
+        new Request("http://x/v1/jobs", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ mode: "text2video", prompt: "x", model: name, config: "tiny-sd" }),
+        }),
+      );
+      const body = await res.json();
+      assertEquals([name, res.status, body.field], [name, 400, "model"], JSON.stringify(body));
+      assert(!String(body.error).includes(root), `no server path in the answer: ${body.error}`);
+    }
+    assertEquals((await srv.queue.list(10)).length, 0, "nothing was queued");
+  } finally {
+    await srv.close();
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(data, { recursive: true });
+  }
 });

@@ -38,7 +38,7 @@ async function start(o: Partial<ServerOptions> & { runner: Runner; dir?: string 
   const srv = await openServer({
     dataDir: dir,
     modelRoots: [GOLDEN],
-    validate: (r) => validateRequest(r, { f16: false }),
+    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
     log: quiet,
     ...o,
   });
@@ -636,7 +636,7 @@ async function startGpu(roots: string[]): Promise<Running & { dev: Device }> {
   const env = await gpuEnv();
   const s = await start({
     runner: (req, hooks) => runJob({ ...env, modelRoots: roots }, req, hooks),
-    validate: (r) => validateRequest(r, env.dev),
+    validate: (r, limits) => validateRequest(r, env.dev, limits),
     modelRoots: roots,
     health: () => ({ adapter: env.dev.adapterName, ok: true }),
   });

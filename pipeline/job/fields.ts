@@ -54,8 +54,9 @@ export interface FieldSpec {
   defaultHelp?: string | Partial<Record<Mode, string>>;
   /** Only meaningful when this boolean field is true. */
   needs?: string;
-  /** The server limit that narrows `max`. */
+  /** The server limit that narrows `max` (to the limit less `limitOffset`: t1 < steps). */
   limit?: keyof FieldLimits;
+  limitOffset?: number;
   /** The CLI option's value name (--steps N); false: not a CLI option (another option sets it). */
   arg: string | false;
   /** Not a field of the JSON API (the video file travels as multipart form data). */
@@ -259,7 +260,9 @@ export const FIELDS = {
     label: "t0",
     modes: T2V,
     min: 0,
-    max: 999,
+    max: 998,
+    limit: "maxSteps",
+    limitOffset: 2,
     defaultHelp: "44 of 50 steps, scaled",
     arg: "N",
   },
@@ -268,8 +271,10 @@ export const FIELDS = {
     help: "DDIM step index (from the end) the warped frames are re-noised to (< steps)",
     label: "t1",
     modes: T2V,
-    min: 0,
+    min: 1,
     max: 999,
+    limit: "maxSteps",
+    limitOffset: 1,
     defaultHelp: "47 of 50 steps, scaled",
     arg: "N",
   },
@@ -300,7 +305,7 @@ export const FIELDS = {
     help: "last second of the input video used",
     label: "End (s)",
     modes: VIDEO_MODES,
-    min: 0,
+    min: 0.1, // after start (>= 0), checked in validate.ts
     max: 86400,
     special: { value: -1, modes: VIDEO_MODES, means: "to the end" },
     default: { pix2pix: -1 },
@@ -415,7 +420,7 @@ export function boundsOf(name: FieldName, mode: Mode, limits?: Partial<FieldLimi
   let min = s.min, max = s.max;
   const modeMin = s.modeMin?.[mode];
   if (modeMin !== undefined) min = Math.max(min ?? modeMin, modeMin);
-  const cap = s.limit ? limits?.[s.limit] : undefined;
+  const cap = s.limit && limits?.[s.limit] !== undefined ? limits[s.limit]! - (s.limitOffset ?? 0) : undefined;
   if (cap !== undefined && max !== undefined) max = Math.max(min ?? -Infinity, Math.min(max, cap));
   const special = s.special && s.special.modes.includes(mode) ? s.special.value : undefined;
   return { min, max, multipleOf: s.multipleOf, special };

@@ -133,11 +133,19 @@ export function validateRequest(
   for (const name of FIELD_NAMES) {
     const spec: FieldSpec = FIELDS[name];
     if (spec.needs && given[spec.needs] !== true) continue;
-    const v = given[name] ?? defaultOf(name, mode, demo);
+    const v = given[name] ?? fitDefault(name, mode, defaultOf(name, mode, demo), limits);
     if (v !== undefined) r[name] = v;
   }
   r.model = model;
   return finish(r as JobRequest, given, mode, device);
+}
+
+/** A default brought inside a server's limits (512-pixel frames on a server that allows 256). */
+function fitDefault(name: FieldName, mode: Mode, v: unknown, limits?: Partial<FieldLimits>): unknown {
+  if (typeof v !== "number" || !limits) return v;
+  const b = boundsOf(name, mode, limits);
+  if (b.max === undefined || v <= b.max || v === b.special) return v;
+  return b.multipleOf ? Math.floor(b.max / b.multipleOf) * b.multipleOf : b.max;
 }
 
 /** The defaults that depend on other fields, and the rules that tie fields together. */

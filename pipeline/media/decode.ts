@@ -9,6 +9,7 @@
 import { damage, describeLog, INPUT_PATH, newFFmpeg } from "./ffmpeg.ts";
 import { fitSize, type Frames, resizeRGB } from "./frames.ts";
 import { probeStream } from "./probe.ts";
+import { RequestError } from "../errors.ts";
 
 export interface DecodeOptions {
   /** Seconds; default 0. */
@@ -43,16 +44,20 @@ export function sampleIndices(
   const end = opts.end ?? -1;
   // int(fps) as in the reference; a source slower than 1 fps would give 0, so keep its own rate then.
   const outFps = opts.fps === undefined || opts.fps === -1 ? Math.trunc(srcFps) || srcFps : opts.fps;
-  if (!(outFps > 0)) throw new Error(`decodeVideo: fps must be positive or -1 (got ${opts.fps})`);
+  // Bad sampling is the request's fault: the error names its field (start, end, fps).
+  if (!(outFps > 0)) throw new RequestError("fps", `must be positive or -1, got ${opts.fps}`);
   const clipEnd = frameCount / srcFps;
   const endT = end === -1 ? clipEnd : Math.min(clipEnd, end);
-  if (!(start >= 0)) throw new Error(`decodeVideo: start must be >= 0 (got ${start})`);
+  if (!(start >= 0)) throw new RequestError("start", `must be >= 0, got ${start}`);
   if (!(start < endT)) {
-    throw new Error(`decodeVideo: start ${start}s must be before end ${endT}s (clip is ${clipEnd.toFixed(3)}s long)`);
+    throw new RequestError(
+      "start",
+      `must be before the end (${endT}s; the clip is ${clipEnd.toFixed(3)}s long), got ${start}s`,
+    );
   }
   const i0 = Math.trunc(start * srcFps), i1 = Math.trunc(endT * srcFps);
   const n = Math.trunc((endT - start) * outFps);
-  if (n < 1) throw new Error(`decodeVideo: ${start}s..${endT}s at ${outFps} fps selects no frames`);
+  if (n < 1) throw new RequestError("fps", `${start}s..${endT}s at ${outFps} fps selects no frames`);
   const step = (i1 - i0) / n; // np.linspace(endpoint=False): i*step + start
   const indices = Array.from({ length: n }, (_, i) => Math.trunc(i * step + i0));
   return { indices, fps: outFps };

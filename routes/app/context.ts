@@ -1,6 +1,7 @@
 // What every sub-app of the HTTP API gets: its dependencies, the one error shape, and a job as the API shows it.
 import type { Context } from "hono";
 import type { JobRequest } from "../../pipeline/job/types.ts";
+import type { FieldLimits } from "../../pipeline/job/fields.ts";
 import type { Job, JobQueue } from "../queue/types.ts";
 import type { ModelRegistry } from "../registry.ts";
 import type { JobSchema, Limits } from "../schema.ts";
@@ -19,8 +20,8 @@ export interface AppDeps {
   limits: Limits;
   /** Bearer token for /v1/*; none = open. */
   token?: string;
-  /** Checks a request and fills its defaults (validateRequest); throws RequestError. */
-  validate: (req: JobRequest) => JobRequest;
+  /** Checks a request and fills its defaults inside the limits (validateRequest); throws RequestError. */
+  validate: (req: JobRequest, limits: FieldLimits) => JobRequest;
   health: () => Health;
 }
 

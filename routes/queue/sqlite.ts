@@ -27,6 +27,7 @@ import {
   type Runner,
   type StoredRequest,
 } from "./types.ts";
+import { RequestError } from "../../pipeline/errors.ts";
 
 export interface QueueOptions {
   dataDir: string;
@@ -570,9 +571,7 @@ export class SqliteQueue implements JobQueue {
         failure = new Error(`could not store the result: ${errorText(e)}`);
       }
     }
-    const field = failure instanceof Error && failure.name === "RequestError"
-      ? (failure as Error & { field?: string }).field ?? null
-      : null;
+    const field = failure instanceof RequestError ? failure.field : null;
     const message = isAbort(failure) ? "stopped" : errorText(failure);
     this.exec(
       "UPDATE jobs SET status = 'failed', finished_at = ?, progress = ?, error = ?, error_field = ? WHERE id = ?",

@@ -60,7 +60,9 @@ function fromRegistry(f) {
   const value = demo && f.demoDefault !== undefined ? f.demoDefault : f.default;
   const empty = f.defaultHelp ? `empty: ${f.defaultHelp}` : null;
   const special = f.special !== undefined ? `${f.special}: ${f.specialMeans}` : null;
-  if (f.kind === "string") return { name: f.name, label: f.label, type: "textarea", value: value ?? "" };
+  if (f.kind === "string") {
+    return { name: f.name, label: f.label, type: "textarea", value: value ?? "", maxlength: f.max };
+  }
   if (f.kind === "enum") {
     return {
       name: f.name,
@@ -154,7 +156,7 @@ function advanced(tab) {
 function input(f) {
   let control;
   if (f.type === "textarea") {
-    control = el("textarea", { name: f.name, rows: 2, maxlength: limits.maxPrompt }, f.value ?? "");
+    control = el("textarea", { name: f.name, rows: 2, maxlength: f.maxlength }, f.value ?? "");
   } else if (f.type === "select") {
     control = el(
       "select",
