@@ -7,6 +7,7 @@ import { Device } from "./pipeline/gpu/device.ts";
 import { RequestError } from "./pipeline/errors.ts";
 import {
   appliesTo,
+  boundsOf,
   defaultOf,
   defaultText,
   FIELD_NAMES,
@@ -42,8 +43,12 @@ function row(name: string, arg: string, help: string, def?: string): string {
 
 function usage(mode?: Mode): string {
   const lines: string[] = [];
-  const fieldRow = (n: FieldName, m?: Mode) =>
-    row(kebab(n), FIELDS[n].arg as string, FIELDS[n].help, m && defaultText(n, m));
+  const fieldRow = (n: FieldName, m?: Mode) => {
+    const s: FieldSpec = FIELDS[n], b = boundsOf(n, m ?? "text2video");
+    const special = b.special !== undefined ? `, or ${b.special}: ${s.special!.means}` : "";
+    const range = s.kind === "int" || s.kind === "number" ? ` (${b.min} to ${b.max}${special})` : "";
+    return row(kebab(n), s.arg as string, s.help + range, m && defaultText(n, m));
+  };
   if (!mode) {
     lines.push(
       "zerovid: zero-shot video diffusion (Text2Video-Zero) on WebGPU",
