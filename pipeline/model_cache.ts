@@ -1,6 +1,8 @@
 // Loaded models shared between modes and jobs: each (model, dtype) is loaded once, lent out to jobs, and evicted
 // least-recently-used when the GPU bytes of the idle ones exceed a budget. Concurrent requests for the same model
-// share one load. A model lent to a job is never disposed under it.
+// share one load. A model lent to a job is never disposed under it. A job may ask for the model with an adapter
+// (LoRA): jobs wanting the same adapter (or none) share the model at once, a job wanting another one waits until
+// they are done; the adapter is undone when its last job hands the model back, leaving the base weights as loaded.
 import { resolve } from "node:path";
 import type { Device, DType } from "./gpu/device.ts";
 import type { ControlNet } from "./models/controlnet.ts";
@@ -20,6 +22,15 @@ export interface Lease<T> {
   readonly model: T;
   /** Hands the model back (idempotent); it stays cached until evicted. */
   release(): void;
+}
+
+/** A per-job change to a loaded model (LoRA weights swapped in). */
+export interface SDAdapter {
+  /** Jobs asking for equal keys can share the adapted model. */
+  key: string;
+  /** Checks the adapter against the model (throwing before any GPU work when it does not fit), applies it and
+   * returns its undo. */
+  apply(sd: StableDiffusion): () => void;
 }
 
 export interface ModelCacheOptions {
@@ -42,6 +53,12 @@ interface Entry {
   bytes: number;
   refs: number;
   lastUse: number;
+  /** The adapter applied now ("" = none), the leases using the model in that state, and how to undo it. */
+  adapter: string;
+  users: number;
+  undo: (() => void) | null;
+  /** Leases waiting for the model to return to the base state. */
+  waiting: (() => void)[];
 }
 
 function bytesOf(m: Model): number {
@@ -96,8 +113,9 @@ export class ModelCache {
     return this.entries.get(key)?.model != null;
   }
 
-  stableDiffusion(spec: SDSpec, dtype: DType): Promise<Lease<StableDiffusion>> {
-    return this.acquire(sdKey(spec, dtype), () => {
+  /** The model, with `adapter` applied for as long as the lease is held (see SDAdapter). */
+  stableDiffusion(spec: SDSpec, dtype: DType, adapter?: SDAdapter): Promise<Lease<StableDiffusion>> {
+    return this.acquire(sdKey(spec, dtype), adapter, () => {
       switch (spec.kind) {
         case "demo":
           return loadDemoSD(this.dev, spec.variant, dtype);
@@ -116,16 +134,32 @@ export class ModelCache {
   controlNet(spec: ControlNetSpec, dtype: DType): Promise<Lease<ControlNet>> {
     return this.acquire(
       controlNetKey(spec, dtype),
+      undefined,
       () => spec.kind === "demo" ? loadDemoControlNet(this.dev, dtype) : loadControlNet(this.dev, spec.dir, dtype),
     ) as Promise<Lease<ControlNet>>;
   }
 
-  private async acquire(key: string, load: () => Promise<Model>): Promise<Lease<Model>> {
+  private async acquire(
+    key: string,
+    adapter: SDAdapter | undefined,
+    load: () => Promise<Model>,
+  ): Promise<Lease<Model>> {
     if (this.disposed) throw new Error("ModelCache: used after dispose()");
     let e = this.entries.get(key);
     if (!e) {
       this.loads++;
-      const entry: Entry = { key, load: load(), model: null, bytes: 0, refs: 0, lastUse: 0 };
+      const entry: Entry = {
+        key,
+        load: load(),
+        model: null,
+        bytes: 0,
+        refs: 0,
+        lastUse: 0,
+        adapter: "",
+        users: 0,
+        undo: null,
+        waiting: [],
+      };
       e = entry;
       this.entries.set(key, entry);
       entry.load.then((m) => {
@@ -145,9 +179,15 @@ export class ModelCache {
       throw err;
     }
     e.model ??= model;
+    const entry = e;
+    try {
+      await this.enter(entry, model, adapter);
+    } catch (err) {
+      entry.refs--;
+      throw err;
+    }
     e.bytes = bytesOf(model);
     e.lastUse = ++this.clock;
-    const entry = e;
     let released = false;
     this.evict();
     return {
@@ -155,12 +195,39 @@ export class ModelCache {
       release: () => {
         if (released) return;
         released = true;
+        this.leave(entry);
         entry.refs--;
         entry.lastUse = ++this.clock;
         if (this.disposed && entry.refs === 0) model.dispose();
         else this.evict();
       },
     };
+  }
+
+  /** Waits until the model is in the adapter's state or unused, then brings it there. */
+  private async enter(e: Entry, model: Model, adapter: SDAdapter | undefined): Promise<void> {
+    const want = adapter?.key ?? "";
+    while (e.adapter !== want && e.users > 0) await new Promise<void>((r) => e.waiting.push(r));
+    if (e.adapter !== want) {
+      this.reset(e);
+      e.undo = adapter!.apply(model as StableDiffusion);
+      e.adapter = want;
+    }
+    e.users++;
+  }
+
+  /** The last user of an adapted model undoes the adapter and wakes the leases waiting for another state. */
+  private leave(e: Entry): void {
+    if (--e.users > 0) return;
+    this.reset(e);
+    for (const wake of e.waiting.splice(0)) wake();
+  }
+
+  private reset(e: Entry): void {
+    const undo = e.undo;
+    e.undo = null;
+    e.adapter = "";
+    undo?.();
   }
 
   /** Disposes idle models, least recently used first, until the cache fits maxBytes (or only lent ones remain). */

@@ -324,6 +324,11 @@ export class Device {
     this.dispatches++;
   }
 
+  /** Forget cached bind groups (after destroying buffers they name, e.g. a job's LoRA-merged weights). */
+  dropBindGroups(): void {
+    this.bindGroups.clear();
+  }
+
   /** Record a buffer-to-buffer copy (ends the open compute pass). */
   copy(src: Binding, dst: Binding, size = src.size): void {
     const enc = this.currentEncoder();

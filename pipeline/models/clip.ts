@@ -76,8 +76,11 @@ export class ClipTextModel {
     return m;
   }
 
-  /** ids [B, L] (L <= max_position_embeddings) -> last_hidden_state [B, L, hidden_size]. */
-  forward(ids: Int32Array, batch: number): Tensor {
+  /**
+   * ids [B, L] (L <= max_position_embeddings) -> last_hidden_state [B, L, hidden_size]. Ids from vocab_size on
+   * read rows of `extra` ([rows, hidden_size]: textual-inversion vectors) instead of the token embedding table.
+   */
+  forward(ids: Int32Array, batch: number, extra?: Float32Array): Tensor {
     const d = this.cfg.hidden_size, L = ids.length / batch;
     if (!Number.isInteger(L) || L > this.cfg.max_position_embeddings) {
       throw new Error(`text_encoder: ${ids.length} ids do not form ${batch} sequences of <= 77 tokens`);
@@ -85,11 +88,14 @@ export class ClipTextModel {
     const emb = new Float32Array(batch * L * d);
     for (let b = 0; b < batch; b++) {
       for (let i = 0; i < L; i++) {
-        const id = ids[b * L + i];
-        if (id < 0 || id >= this.cfg.vocab_size) throw new Error(`text_encoder: token id ${id} is out of range`);
+        const id = ids[b * L + i], V = this.cfg.vocab_size;
+        const [table, r] = id < V ? [this.tokenEmbedding, id] : [extra, id - V];
+        if (id < 0 || !table || (r + 1) * d > table.length) {
+          throw new Error(`text_encoder: token id ${id} is out of range`);
+        }
         const row = (b * L + i) * d;
         for (let c = 0; c < d; c++) {
-          emb[row + c] = this.tokenEmbedding[id * d + c] + this.positionEmbedding[i * d + c];
+          emb[row + c] = table[r * d + c] + this.positionEmbedding[i * d + c];
         }
       }
     }

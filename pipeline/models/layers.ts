@@ -27,9 +27,24 @@ export interface Norm {
   beta: Tensor;
 }
 
+/**
+ * A weight as the model stores it, by its diffusers name (`...to_q.weight`), so an adapter (LoRA) can swap
+ * `layer.w` for a merged copy for one job and swap the untouched original back afterwards.
+ */
+export interface WeightSlot {
+  /** The Linear or Conv whose `w` holds the weight. */
+  layer: { w: Tensor };
+  /** The weight's diffusers shape: [out, in] or [out, in, kh, kw]. */
+  shape: readonly number[];
+  /** First row of this weight inside `layer.w` (0 unless several weights are stored stacked by rows). */
+  row: number;
+}
+
 /** Loads a model's parameters under a name prefix, remembering everything it uploaded (for dispose). */
 export class Params {
   readonly loaded: Tensor[] = [];
+  /** Linear and conv weights by diffusers name (see WeightSlot). */
+  readonly slots = new Map<string, WeightSlot>();
   bytes = 0;
   constructor(
     readonly dev: Device,
@@ -63,13 +78,19 @@ export class Params {
   async linear(name: string, inF?: number, outF?: number): Promise<Linear> {
     const w = await this.tensor(`${name}.weight`, [outF ?? -1, inF ?? -1]);
     const b = this.has(`${name}.bias`) ? await this.tensor(`${name}.bias`, [w.shape[0]]) : undefined;
-    return { w, b };
+    return this.slot(`${name}.weight`, { w, b });
   }
 
   async conv(name: string, inC?: number, outC?: number): Promise<Conv> {
     const w = await this.tensor(`${name}.weight`, [outC ?? -1, inC ?? -1, -1, -1]);
     const b = this.has(`${name}.bias`) ? await this.tensor(`${name}.bias`, [w.shape[0]]) : undefined;
-    return { w, b };
+    return this.slot(`${name}.weight`, { w, b });
+  }
+
+  /** Registers `layer.w` (or rows of it, from `row`) as the stored form of the weight `name`; returns the layer. */
+  slot<L extends { w: Tensor }>(name: string, layer: L, shape: readonly number[] = layer.w.shape, row = 0): L {
+    this.slots.set(name, { layer, shape, row });
+    return layer;
   }
 
   async norm(name: string, channels?: number): Promise<Norm> {
@@ -81,6 +102,7 @@ export class Params {
   dispose(): void {
     for (const t of this.loaded) t.release();
     this.loaded.length = 0;
+    this.slots.clear();
   }
 }
 

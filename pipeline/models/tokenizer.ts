@@ -22,6 +22,18 @@ const EOS = "<|endoftext|>";
 
 type Json = Record<string, unknown>;
 
+/** A textual-inversion token: written in a prompt, it becomes `count` placeholder ids from `firstId` on, ids past
+ * the vocabulary that the text encoder reads from the embedding's vectors. */
+export interface TokenSlots {
+  token: string;
+  count: number;
+  firstId: number;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 export class ClipTokenizer {
   readonly maxLength: number = 77;
 
@@ -62,10 +74,28 @@ export class ClipTokenizer {
     return this.bpe(text).length;
   }
 
-  /** maxLength ids: BOS, the first maxLength - 2 BPE ids, EOS, then padding. */
-  encode(text: string): Int32Array {
+  /** BPE ids, with each token of `slots` (a whole word, any case) written as its placeholder ids. */
+  bpeWith(text: string, slots: readonly TokenSlots[]): number[] {
+    if (slots.length === 0) return this.bpe(text);
+    const byToken = new Map(slots.map((s) => [s.token.toLowerCase(), s]));
+    const alternatives = [...byToken.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
+    const re = new RegExp(`(?<![\\p{L}\\p{N}_])(?:${alternatives.join("|")})(?![\\p{L}\\p{N}_])`, "giu");
+    const out: number[] = [];
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      out.push(...this.bpe(text.slice(last, m.index)));
+      const s = byToken.get(m[0].toLowerCase())!;
+      for (let i = 0; i < s.count; i++) out.push(s.firstId + i);
+      last = m.index + m[0].length;
+    }
+    out.push(...this.bpe(text.slice(last)));
+    return out;
+  }
+
+  /** maxLength ids: BOS, the first maxLength - 2 BPE ids (placeholders for `slots`), EOS, then padding. */
+  encode(text: string, slots: readonly TokenSlots[] = []): Int32Array {
     const out = new Int32Array(this.maxLength).fill(this.padId);
-    const ids = this.bpe(text).slice(0, this.maxLength - 2);
+    const ids = this.bpeWith(text, slots).slice(0, this.maxLength - 2);
     out[0] = this.bosId;
     out.set(ids, 1);
     out[ids.length + 1] = this.eosId;

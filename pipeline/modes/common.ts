@@ -3,9 +3,11 @@
 import type { Device } from "../gpu/device.ts";
 import { type Tensor, upload } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip.ts";
-import type { ClipTokenizer } from "../models/tokenizer.ts";
+import type { ClipTokenizer, TokenSlots } from "../models/tokenizer.ts";
+import { checkEmbeddings, type Embedding } from "../weights/embeddings.ts";
 import { AnchorKV, type AttnContext } from "../models/blocks.ts";
 import { concat } from "../ops/layout.ts";
+import { latentPreview, previewSize } from "../ops/preview.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Noise
@@ -96,9 +98,35 @@ export interface StepInfo {
   frames?: number;
 }
 
+/** A live preview: the frames as they stand at `step`, side by side. */
+export interface Preview {
+  step: number;
+  total: number;
+  frames: number;
+  /** Size of one frame; the strip is frames * width x height. */
+  width: number;
+  height: number;
+  /** [height, frames * width, 4] RGBA bytes. */
+  rgba: Uint8Array;
+}
+
+export interface PreviewHooks {
+  /** A preview every this many steps (default: about 10 per run). */
+  every?: number;
+  /** Widest strip in pixels (default 768; frames shrink to fit). */
+  maxWidth?: number;
+  onPreview(p: Preview): void;
+}
+
 export interface RunHooks {
   onProgress?: (p: StepInfo) => void;
   signal?: AbortSignal;
+  preview?: PreviewHooks;
+}
+
+/** Steps between previews: `every` when given, else about 10 previews in `total` steps. */
+export function previewEvery(total: number, every?: number): number {
+  return every !== undefined && every >= 1 ? Math.floor(every) : Math.max(1, Math.round(total / 10));
 }
 
 export class Cancelled extends Error {
@@ -115,7 +143,60 @@ export class Cancelled extends Error {
  */
 export class Pacer {
   private inFlight: Promise<unknown>[] = [];
+  /** Preview strips recorded into the current step, read back once it is submitted. */
+  private previews: { staging: GPUBuffer; info: Omit<Preview, "rgba"> }[] = [];
+  private reading: Promise<void>[] = [];
   constructor(readonly dev: Device, readonly hooks: RunHooks = {}) {}
+
+  /** Whether step `step` (1-based) of `total` shows a preview. */
+  previewDue(step: number, total: number): boolean {
+    const p = this.hooks.preview;
+    return !!p && (step % previewEvery(total, p.every) === 0 || step === total);
+  }
+
+  /** Records the preview kernel once inside a precompile dry run, so it does not compile in the loop. */
+  warmPreview(latents: Tensor): void {
+    if (this.hooks.preview) latentPreview(latents, this.previewSize(latents)).rgba.release();
+  }
+
+  /**
+   * Records a preview of `latents` [F, 4, h, w] into the current step when the step is due: the strip is made on
+   * the GPU and copied to a staging buffer in the step's command buffer; `stepDone` maps it once submitted, so
+   * nothing waits for it and steps without a preview read nothing back.
+   */
+  preview(latents: Tensor, step: number, total: number): void {
+    if (!this.previewDue(step, total)) return;
+    const strip = latentPreview(latents, this.previewSize(latents));
+    const size = strip.rgba.bytes;
+    const staging = this.dev.gpu.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    this.dev.copy(strip.rgba.binding(), { buffer: staging, offset: 0, size });
+    strip.rgba.release();
+    const { frames, width, height } = strip;
+    this.previews.push({ staging, info: { step, total, frames, width, height } });
+  }
+
+  private previewSize(latents: Tensor): { width: number; height: number } {
+    const [F, , h, w] = latents.shape;
+    return previewSize(F, h, w, this.hooks.preview?.maxWidth ?? 768);
+  }
+
+  /** Maps the staging buffers of submitted previews and hands each to the hook when the GPU has written it. */
+  private deliverPreviews(): void {
+    for (const { staging, info } of this.previews.splice(0)) {
+      const done = staging.mapAsync(GPUMapMode.READ).then(() => {
+        const rgba = new Uint8Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        this.hooks.preview?.onPreview({ ...info, rgba });
+      }, () => {}).finally(() => staging.destroy());
+      this.reading.push(done);
+    }
+  }
+
+  /** Waits for previews still being read back (a run's last ones before it returns). */
+  async previewsDone(): Promise<void> {
+    this.deliverPreviews();
+    await Promise.all(this.reading.splice(0));
+  }
 
   check(): void {
     if (this.hooks.signal?.aborted) throw new Cancelled();
@@ -124,6 +205,7 @@ export class Pacer {
 
   async stepDone(info: StepInfo): Promise<void> {
     this.inFlight.push(this.dev.submitted());
+    this.deliverPreviews();
     if (this.inFlight.length > 1) await this.inFlight.shift();
     this.dev.checkErrors(); // device loss or an out-of-memory error ends the run here, never a hang
     this.hooks.onProgress?.(info);
@@ -134,11 +216,24 @@ export class Pacer {
 // ---------------------------------------------------------------------------------------------------------------
 // Prompts
 
-/** Token ids for each prompt, then the text encoder: [prompts.length, 77, hidden]. */
-export function encodePrompts(tokenizer: ClipTokenizer, encoder: ClipTextModel, prompts: string[]): Tensor {
+/**
+ * Token ids for each prompt, then the text encoder: [prompts.length, 77, hidden]. A textual-inversion token in a
+ * prompt stands for its vectors, one token slot each.
+ */
+export function encodePrompts(
+  tokenizer: ClipTokenizer,
+  encoder: ClipTextModel,
+  prompts: string[],
+  embeddings: readonly Embedding[] = [],
+): Tensor {
+  checkEmbeddings(embeddings, encoder.cfg.hidden_size);
+  const slots: TokenSlots[] = [];
+  let next = encoder.cfg.vocab_size;
+  for (const e of embeddings) slots.push({ token: e.token, count: e.count, firstId: next }), next += e.count;
+  const extra = concatF32(embeddings.map((e) => e.vectors));
   const ids = new Int32Array(prompts.length * tokenizer.maxLength);
-  prompts.forEach((p, i) => ids.set(tokenizer.encode(p), i * tokenizer.maxLength));
-  return encoder.forward(ids, prompts.length);
+  prompts.forEach((p, i) => ids.set(tokenizer.encode(p, slots), i * tokenizer.maxLength));
+  return encoder.forward(ids, prompts.length, extra);
 }
 
 /** Scale a default DDIM step index (given for 50 steps) to `steps`, as Text2Video-Zero's t0/t1 are. */

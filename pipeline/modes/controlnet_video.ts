@@ -11,6 +11,7 @@ import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
 import { concatF32, encodePrompts, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
+import type { Embedding } from "../weights/embeddings.ts";
 
 export interface ControlVideoParams {
   prompt: string;
@@ -21,6 +22,8 @@ export interface ControlVideoParams {
   controlScale: number;
   /** Frames per model call, the anchor included (>= 2); default: all frames. */
   chunkSize?: number;
+  /** Textual-inversion embeddings usable in the prompts. */
+  embeddings?: readonly Embedding[];
 }
 
 export interface ControlVideoResult {
@@ -69,7 +72,7 @@ async function controlVideoScoped(
 
   const sched = new DDIM(sd.scheduler);
   const ts = sched.setTimesteps(p.steps);
-  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt]);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt], p.embeddings);
   const cond = upload(dev, control.data, [F, 3, H, W], dtype);
   const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
   let latents = gather0(z, new Array(F).fill(0));
@@ -81,7 +84,7 @@ async function controlVideoScoped(
   const perStep: Float32Array[] = [];
 
   /** One DDIM step of all frames: ControlNet residuals into the UNet, CFG, cross-frame attention on both. */
-  const videoStep = (latents: Tensor, t: number): Tensor => {
+  const videoStep = (latents: Tensor, t: number, show?: [number, number]): Tensor => {
     const eps = framesInChunks(F, p.chunkSize, 2, 2, (rows, [attnU, attnC]) => {
       const sample = gather0(latents, [...rows, ...rows]);
       const c = gather0(cond, [...rows, ...rows]);
@@ -100,22 +103,26 @@ async function controlVideoScoped(
       return g;
     });
     const { prev, x0 } = sched.step(eps, t, latents);
+    if (show) pacer.preview(x0, ...show);
     free(eps, x0);
     return prev;
   };
   dev.precompile(() => {
     const x = empty(dev, [F, C, h, w], dtype);
+    pacer.warmPreview(x);
     videoStep(x, ts[0]);
     VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
   });
 
   for (let i = 0; i < ts.length; i++) {
-    const prev = videoStep(latents, ts[i]);
+    const show = pacer.previewDue(i + 1, ts.length) ? [i + 1, ts.length] as [number, number] : undefined;
+    const prev = videoStep(latents, ts[i], show);
     free(latents);
     latents = prev;
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
   }
+  await pacer.previewsDone();
   free(context, cond);
   if (opts.keepStages) {
     stages.latents_per_step = concatF32(perStep);

@@ -19,6 +19,7 @@ import {
   type RunHooks,
 } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
+import type { Embedding } from "../weights/embeddings.ts";
 
 export interface Pix2PixParams {
   prompt: string;
@@ -27,6 +28,8 @@ export interface Pix2PixParams {
   guidanceScale: number;
   imageGuidanceScale: number;
   chunkSize?: number;
+  /** Textual-inversion embeddings usable in the prompts. */
+  embeddings?: readonly Embedding[];
 }
 
 export interface Pix2PixResult {
@@ -91,7 +94,7 @@ async function pix2pixScoped(
     p.prompt,
     p.negativePrompt ?? "",
     p.negativePrompt ?? "",
-  ]);
+  ], p.embeddings);
   const all = Array.from({ length: F }, (_, f) => f);
   const z = frameNoise(dev, noise, "latents", all, [C, h, w], dtype);
   let latents = sched.scaleInitNoise(z);
@@ -104,8 +107,9 @@ async function pix2pixScoped(
   }
   const perStep: Float32Array[] = [];
 
-  /** One Euler-ancestral step of all frames: [text+image, uncond+image, uncond+zero] guidance, 3 groups. */
-  const videoStep = (latents: Tensor, i: number, stepNoise: Tensor): Tensor => {
+  /** One Euler-ancestral step of all frames: [text+image, uncond+image, uncond+zero] guidance, 3 groups; with a
+   * preview of the predicted clean latents when `show` is set. */
+  const videoStep = (latents: Tensor, i: number, stepNoise: Tensor, show = false): Tensor => {
     const t = ts[i];
     const eps = framesInChunks(F, p.chunkSize, 3, 1, (rows, [attn]) => {
       const x3 = gather0(latents, [...rows, ...rows, ...rows]);
@@ -119,11 +123,18 @@ async function pix2pixScoped(
       return g;
     });
     const next = sched.step(eps, i, latents, stepNoise);
+    if (show) {
+      const x0 = sched.predictX0(eps, i, latents);
+      pacer.preview(x0, i + 1, ts.length);
+      free(x0);
+    }
     free(eps);
     return next;
   };
   dev.precompile(() => {
     const x = empty(dev, [F, C, h, w], dtype);
+    if (hooks.preview) free(sched.predictX0(x, 0, x));
+    pacer.warmPreview(x);
     videoStep(x, 0, x);
     VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
   });
@@ -131,12 +142,13 @@ async function pix2pixScoped(
   for (let i = 0; i < ts.length; i++) {
     // Uploaded before the step is recorded, so the step stays one command buffer.
     const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
-    const next = videoStep(latents, i, stepNoise);
+    const next = videoStep(latents, i, stepNoise, pacer.previewDue(i + 1, ts.length));
     free(stepNoise, latents);
     latents = next;
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
   }
+  await pacer.previewsDone();
   free(context, imgLat);
   if (opts.keepStages) {
     stages.latents_per_step = concatF32(perStep);

@@ -7,6 +7,7 @@ import type { StableDiffusion } from "../models/sd.ts";
 import { gather0 } from "../ops/layout.ts";
 import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
+import type { Embedding } from "../weights/embeddings.ts";
 import { encodePrompts, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
 import { decodeFrames } from "./decode.ts";
 import { checkSize } from "./text2video.ts";
@@ -18,6 +19,8 @@ export interface Text2ImageParams {
   height: number;
   steps: number;
   guidanceScale: number;
+  /** Textual-inversion embeddings usable in the prompts. */
+  embeddings?: readonly Embedding[];
 }
 
 /** Returns the image as [1, height, width, 3] in [0, 1]. */
@@ -45,7 +48,7 @@ async function text2imageScoped(
   const pacer = new Pacer(dev, hooks);
   const sched = new DDIM(sd.scheduler);
   const ts = sched.setTimesteps(p.steps);
-  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt]);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt], p.embeddings);
   let x = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
   try {
     for (let i = 0; i < ts.length; i++) {
@@ -54,6 +57,7 @@ async function text2imageScoped(
       const e = sd.unet.forward({ sample: pair, timesteps: [t], context });
       const g = cfg(e, p.guidanceScale);
       const { prev, x0 } = sched.step(g, t, x);
+      pacer.preview(x0, i + 1, ts.length);
       free(pair, e, g, x0, x);
       x = prev;
       await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
@@ -62,6 +66,7 @@ async function text2imageScoped(
     free(x, context);
     throw e;
   }
+  await pacer.previewsDone();
   free(context);
   const frames = await decodeFrames(sd, x, pacer);
   free(x);

@@ -27,6 +27,7 @@ import {
 import { decodeFrames } from "./decode.ts";
 import { warpLatents } from "./motion.ts";
 import { blendBackground, type SaliencyFn } from "./smoothing.ts";
+import type { Embedding } from "../weights/embeddings.ts";
 
 export interface Text2VideoParams {
   prompt: string;
@@ -48,6 +49,8 @@ export interface Text2VideoParams {
   frameIds?: number[];
   /** Background smoothing with a salient-object model; `strength` is the original's smooth_bg_strength (0.4). */
   smoothing?: { saliency: SaliencyFn; strength: number };
+  /** Textual-inversion embeddings usable in the prompts. */
+  embeddings?: readonly Embedding[];
 }
 
 export interface Text2VideoResult {
@@ -119,7 +122,7 @@ async function text2videoScoped(
   const sched = new DDIM(sd.scheduler);
   const ts = sched.setTimesteps(p.steps);
   const N = ts.length, iT1 = N - 1 - t1, iT0 = N - 1 - t0;
-  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt]);
+  const context = encodePrompts(sd.tokenizer, sd.textEncoder, [p.negativePrompt ?? "", p.prompt], p.embeddings);
   if (opts.keepStages) {
     stages.timesteps = ts;
     stages.prompt_embeds = await context.read();
@@ -131,11 +134,14 @@ async function text2videoScoped(
     free(e);
     return g;
   };
+  // Previews show the step's predicted clean latents (x0); `show` = [step, total] when this step has one.
+  let show: [number, number] | null = null;
   /** One DDIM step of the anchor alone ([1, C, h, w]) with CFG. */
   const anchorStep = (x: Tensor, t: number): Tensor => {
     const pair = gather0(x, [0, 0]);
     const e = guided(pair, t, { crossFrame: { groups: 2 } });
     const { prev, x0 } = sched.step(e, t, x);
+    if (show) pacer.preview(x0, ...show);
     free(pair, e, x0);
     return prev;
   };
@@ -148,10 +154,12 @@ async function text2videoScoped(
       return e;
     });
     const { prev, x0 } = sched.step(eps, t, latents);
+    if (show) pacer.preview(x0, ...show);
     free(eps, x0);
     return prev;
   };
   dev.precompile(() => {
+    pacer.warmPreview(empty(dev, [F, C, h, w], dtype));
     const x = empty(dev, [F, C, h, w], dtype), a = gather0(x, [0]);
     anchorStep(a, ts[0]);
     if (F > 1) {
@@ -166,12 +174,15 @@ async function text2videoScoped(
   const z = upload(dev, noise.normal("latents", 0, C * h * w), [1, C, h, w], dtype);
   let x = z;
   let xT1: Tensor | null = null;
+  const passes = p.smoothing ? 2 : 1;
+  const total = iT0 + passes * (N - iT1);
   for (let i = 0; i < iT0; i++) {
+    show = pacer.previewDue(i + 1, total) ? [i + 1, total] : null;
     const prev = anchorStep(x, ts[i]);
     if (x !== z) free(x);
     x = prev;
     if (i === iT1 - 1) xT1 = gather0(x, [0]);
-    await pacer.stepDone({ stage: "anchor", step: i + 1, total: iT0 + N - iT1 });
+    await pacer.stepDone({ stage: "anchor", step: i + 1, total });
   }
   if (iT1 === 0) xT1 = gather0(z, [0]);
   const xT0 = x;
@@ -195,17 +206,18 @@ async function text2videoScoped(
   free(xT0);
 
   // 6-7. Denoise all frames from T1.
-  const passes = p.smoothing ? 2 : 1;
-  const total = iT0 + passes * (N - iT1);
   const denoise = async (start: Tensor, pass: number): Promise<Tensor> => {
     let latents = start;
     for (let i = iT1; i < N; i++) {
+      const step = iT0 + pass * (N - iT1) + i - iT1 + 1;
+      show = pacer.previewDue(step, total) ? [step, total] : null;
       const prev = videoStep(latents, ts[i]);
       if (latents !== start) free(latents);
       latents = prev;
-      const step = iT0 + pass * (N - iT1) + i - iT1 + 1;
       await pacer.stepDone({ stage: pass ? "smooth" : "denoise", step, total });
     }
+    show = null;
+    await pacer.previewsDone();
     return latents;
   };
   let final = await denoise(latentsT1, 0);

@@ -135,6 +135,17 @@ export class EulerAncestral {
     return { x: 1, eps: dt, noise: sigmaUp, sigma, sigmaUp, sigmaDown };
   }
 
+  /** Records the predicted clean sample of step i (x0 = x - sigma * eps, or the v-prediction form): previews. */
+  predictX0(eps: Tensor, i: number, x: Tensor): Tensor {
+    this.checkIndex("predictX0", i);
+    const sigma = this.sigmas[i];
+    if (this.cfg.prediction_type === "v_prediction") {
+      const s2 = sigma * sigma + 1;
+      return scaleAdd(x.shape, [{ x, w: 1 / s2 }, { x: eps, w: -sigma / Math.sqrt(s2) }]);
+    }
+    return scaleAdd(x.shape, [{ x, w: 1 }, { x: eps, w: -sigma }]);
+  }
+
   /**
    * Records prev = step i from x with model output `eps` and this step's injected N(0,1) `noise` (diffusers draws
    * it at every step, also the last where sigma_up = 0). Returns a new tensor; inputs are not modified.

@@ -1,0 +1,310 @@
+// LoRA: kohya and PEFT files written here for the tiny SD model. A run with the LoRA equals a run of a model folder
+// whose weights this test merged in float64; it differs clearly from the base run; the base weights are
+// bit-identical afterwards; switching LoRAs never reloads the model; LoRAs that do not fit fail before GPU work.
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "../fixtures/asserts.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
+import { encodeSafetensors, f32, type StEntry } from "../fixtures/safetensors_writer.ts";
+import type { Device } from "../pipeline/gpu/device.ts";
+import { ModelCache, type SDAdapter } from "../pipeline/model_cache.ts";
+import { adaptableWeights, applyLoras } from "../pipeline/models/adapters.ts";
+import type { StableDiffusion } from "../pipeline/models/sd.ts";
+import { SeededNoise } from "../pipeline/modes/common.ts";
+import { text2video } from "../pipeline/modes/text2video.ts";
+import { LoraError, type LoraFile, readLora } from "../pipeline/weights/lora.ts";
+import { Safetensors } from "../pipeline/weights/safetensors.ts";
+import { assertClose, diff, gpuTest, randn } from "./util.ts";
+
+const TINY = join(GOLDEN_MODELS, "tiny-sd");
+const UNET_FILE = "unet/diffusion_pytorch_model.safetensors", TE_FILE = "text_encoder/model.safetensors";
+
+// Linear layers, a 1x1 conv (proj_in), a 3x3 conv (LoCon on a resnet), a downsampler and a time projection.
+const UNET_MODULES = [
+  "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+  "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+  "down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k",
+  "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj",
+  "up_blocks.1.attentions.0.proj_in",
+  "down_blocks.0.resnets.0.conv1",
+  "down_blocks.0.downsamplers.0.conv",
+  "up_blocks.3.resnets.1.time_emb_proj",
+];
+const TE_MODULES = ["text_model.encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.1.mlp.fc1"];
+
+interface Pair {
+  component: "unet" | "text_encoder";
+  module: string;
+  down: Float32Array;
+  downShape: number[];
+  up: Float32Array;
+  upShape: number[];
+  alpha?: number;
+}
+
+async function shapesOf(file: string): Promise<Map<string, number[]>> {
+  const st = await Safetensors.open(join(TINY, file));
+  const m = new Map([...st.tensors].map(([k, v]) => [k, v.shape]));
+  st.close();
+  return m;
+}
+
+/** Random rank-`rank` factors for each module, shaped as kohya writes them (conv factors 4-D). */
+async function makePairs(seed: number, rank: number, alpha?: number): Promise<Pair[]> {
+  const shapes = { unet: await shapesOf(UNET_FILE), text_encoder: await shapesOf(TE_FILE) };
+  const pairs: Pair[] = [];
+  let s = seed;
+  for (const [component, modules] of [["unet", UNET_MODULES], ["text_encoder", TE_MODULES]] as const) {
+    for (const module of modules) {
+      const w = shapes[component].get(`${module}.weight`)!;
+      const conv = w.length === 4;
+      const downShape = conv ? [rank, w[1], w[2], w[3]] : [rank, w[1]];
+      const upShape = conv ? [w[0], rank, 1, 1] : [w[0], rank];
+      const n = (sh: number[]) => sh.reduce((p, d) => p * d, 1);
+      pairs.push({
+        component,
+        module,
+        down: randn(n(downShape), s++, 0.4),
+        downShape,
+        up: randn(n(upShape), s++, 0.4),
+        upShape,
+        alpha,
+      });
+    }
+  }
+  return pairs;
+}
+
+function kohyaFile(pairs: Pair[]): Uint8Array {
+  const t: Record<string, StEntry> = {};
+  for (const p of pairs) {
+    const k = `lora_${p.component === "unet" ? "unet" : "te"}_${p.module.replaceAll(".", "_")}`;
+    t[`${k}.lora_down.weight`] = f32(p.down, p.downShape);
+    t[`${k}.lora_up.weight`] = f32(p.up, p.upShape);
+    if (p.alpha !== undefined) t[`${k}.alpha`] = f32(new Float32Array([p.alpha]), []);
+  }
+  return encodeSafetensors(t);
+}
+
+function peftFile(pairs: Pair[]): Uint8Array {
+  const t: Record<string, StEntry> = {};
+  for (const p of pairs) {
+    const k = `${p.component}.${p.module}`;
+    t[`${k}.lora_A.weight`] = f32(p.down, p.downShape);
+    t[`${k}.lora_B.weight`] = f32(p.up, p.upShape);
+  }
+  return encodeSafetensors(t);
+}
+
+/** tiny-sd with W += scale * alpha/rank * up @ down merged in float64 (stored f32), for each (pairs, scale). */
+async function mergedFolder(dir: string, loras: { pairs: Pair[]; scale: number }[]): Promise<string> {
+  const out = join(dir, "merged");
+  await new Deno.Command("cp", { args: ["-r", TINY, out] }).output();
+  for (const [component, file] of [["unet", UNET_FILE], ["text_encoder", TE_FILE]] as const) {
+    const st = await Safetensors.open(join(TINY, file));
+    const t: Record<string, StEntry> = {};
+    for (const [name, info] of st.tensors) {
+      const w = Float64Array.from(await st.float32(name));
+      for (const { pairs, scale } of loras) {
+        for (const p of pairs.filter((p) => p.component === component && `${p.module}.weight` === name)) {
+          const r = p.downShape[0], out = info.shape[0], k = w.length / out;
+          const f = scale * (p.alpha ?? r) / r;
+          for (let o = 0; o < out; o++) {
+            for (let i = 0; i < k; i++) {
+              let s = 0;
+              for (let j = 0; j < r; j++) s += p.up[o * r + j] * p.down[j * k + i];
+              w[o * k + i] += f * s;
+            }
+          }
+        }
+      }
+      t[name] = f32(Float32Array.from(w), info.shape);
+    }
+    st.close();
+    await Deno.writeFile(join(out, file), encodeSafetensors(t));
+  }
+  return out;
+}
+
+function adapter(loras: { file: LoraFile; scale: number }[]): SDAdapter {
+  return {
+    key: loras.map((l) => `${l.file.path}:${l.scale}`).join("|"),
+    apply: (sd) => applyLoras(sd, loras),
+  };
+}
+
+const PARAMS = {
+  prompt: "a cat",
+  negativePrompt: "",
+  videoLength: 2,
+  width: 64,
+  height: 64,
+  steps: 3,
+  guidanceScale: 7.5,
+  motionX: 4,
+  motionY: 4,
+};
+
+async function run(sd: StableDiffusion): Promise<Float32Array> {
+  return (await text2video(sd, PARAMS, new SeededNoise(7))).frames;
+}
+
+const ADAPTED = new Set([...UNET_MODULES, ...TE_MODULES].map((m) => `${m}.weight`));
+
+/** Every adaptable weight's tensor, and the bytes of those the test's LoRAs adapt. */
+async function snapshot(sd: StableDiffusion): Promise<Map<string, { t: unknown; bytes?: Float32Array }>> {
+  const out = new Map<string, { t: unknown; bytes?: Float32Array }>();
+  for (const [c, p] of Object.entries(adaptableWeights(sd))) {
+    for (const [name, slot] of p.slots) {
+      out.set(`${c}:${name}`, { t: slot.layer.w, bytes: ADAPTED.has(name) ? await slot.layer.w.read() : undefined });
+    }
+  }
+  return out;
+}
+
+async function assertSameWeights(sd: StableDiffusion, before: Awaited<ReturnType<typeof snapshot>>) {
+  const after = await snapshot(sd);
+  assertEquals(after.size, before.size);
+  for (const [k, v] of before) {
+    const a = after.get(k)!;
+    assert(a.t === v.t, `${k}: the layer no longer holds its base tensor`);
+    const same = !v.bytes || v.bytes.every((x, i) => Object.is(x, a.bytes![i]));
+    assert(same, `${k}: base weight changed`);
+  }
+}
+
+async function withModels(dev: Device, fn: (cache: ModelCache, dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-lora-" });
+  const cache = new ModelCache(dev);
+  try {
+    await fn(cache, dir);
+  } finally {
+    cache.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const SPEC = { kind: "diffusers" as const, dir: TINY };
+
+gpuTest(
+  "LoRA kohya (alpha) and PEFT (no alpha) equal a float64-merged model; base stays bit-identical",
+  async (dev) => {
+    await withModels(dev, async (cache, dir) => {
+      const kohyaPairs = await makePairs(100, 4, 2);
+      const peftPairs = await makePairs(200, 2);
+      await Deno.writeFile(join(dir, "style.safetensors"), kohyaFile(kohyaPairs));
+      await Deno.writeFile(join(dir, "peft.safetensors"), peftFile(peftPairs));
+      const kohya = await readLora(join(dir, "style.safetensors"));
+      const peft = await readLora(join(dir, "peft.safetensors"));
+      assertEquals([kohya.format, kohya.modules.length], ["kohya", UNET_MODULES.length + TE_MODULES.length]);
+      assertEquals([peft.format, peft.modules.length], ["diffusers", UNET_MODULES.length + TE_MODULES.length]);
+
+      const base = await cache.stableDiffusion(SPEC, "f32");
+      const before = await snapshot(base.model);
+      const baseFrames = await run(base.model);
+      base.release();
+
+      const cases = [
+        { name: "kohya", loras: [{ file: kohya, scale: 0.8 }], merged: [{ pairs: kohyaPairs, scale: 0.8 }] },
+        { name: "peft", loras: [{ file: peft, scale: 1 }], merged: [{ pairs: peftPairs, scale: 1 }] },
+        {
+          name: "kohya + peft",
+          loras: [{ file: kohya, scale: 0.5 }, { file: peft, scale: -0.7 }],
+          merged: [{ pairs: kohyaPairs, scale: 0.5 }, { pairs: peftPairs, scale: -0.7 }],
+        },
+      ];
+      for (const c of cases) {
+        const lease = await cache.stableDiffusion(SPEC, "f32", adapter(c.loras));
+        const got = await run(lease.model);
+        lease.release();
+        await assertSameWeights(lease.model, before);
+
+        const ref = new ModelCache(dev);
+        const m = await ref.stableDiffusion({ kind: "diffusers", dir: await mergedFolder(dir, c.merged) }, "f32");
+        const want = await run(m.model);
+        m.release();
+        ref.dispose();
+        const d = assertClose(got, want, { maxAbs: 2e-5, relL2: 1e-5 }, `${c.name} vs merged`);
+        const fromBase = diff(got, baseFrames);
+        assert(fromBase.maxAbs > 0.02, `${c.name}: output barely differs from the base (${fromBase.maxAbs})`);
+        console.log(`${c.name}: vs merged max_abs ${d.maxAbs.toExponential(2)}; vs base ${fromBase.maxAbs.toFixed(3)}`);
+      }
+
+      // Switching LoRAs loaded the model once, and the base output after them is bit-identical to the first.
+      assertEquals(cache.loads, 1);
+      const again = await cache.stableDiffusion(SPEC, "f32");
+      const after = await run(again.model);
+      again.release();
+      assert(after.every((v, i) => Object.is(v, baseFrames[i])), "base output changed after LoRA jobs");
+    });
+  },
+);
+
+gpuTest("LoRA leases: same LoRA shares the model, another waits until it is handed back", async (dev) => {
+  await withModels(dev, async (cache, dir) => {
+    await Deno.writeFile(join(dir, "a.safetensors"), kohyaFile(await makePairs(300, 2)));
+    const file = await readLora(join(dir, "a.safetensors"));
+    const a1 = await cache.stableDiffusion(SPEC, "f32", adapter([{ file, scale: 1 }]));
+    const a2 = await cache.stableDiffusion(SPEC, "f32", adapter([{ file, scale: 1 }]));
+    const slot = adaptableWeights(a1.model).unet.slots.get(`${UNET_MODULES[0]}.weight`)!;
+    const merged = slot.layer.w;
+    let baseGranted = false;
+    const basePending = cache.stableDiffusion(SPEC, "f32").then((l) => (baseGranted = true, l));
+    await new Promise((r) => setTimeout(r, 50));
+    assert(!baseGranted, "a base lease was granted while a LoRA job holds the model");
+    a1.release();
+    await new Promise((r) => setTimeout(r, 20));
+    assert(!baseGranted && slot.layer.w === merged, "the LoRA was undone while a job still uses it");
+    a2.release();
+    const b = await basePending;
+    assert(slot.layer.w !== merged, "the base lease sees merged weights");
+    b.release();
+  });
+});
+
+gpuTest("LoRAs that do not fit are refused with an example key, before any GPU work", async (dev) => {
+  await withModels(dev, async (cache, dir) => {
+    const write = async (name: string, t: Record<string, StEntry>) => {
+      const p = join(dir, name);
+      await Deno.writeFile(p, encodeSafetensors(t));
+      return p;
+    };
+    const r4 = (n: number) => randn(n, 5);
+    // SD 2.x: cross-attention keys/values read 1024-wide text embeddings.
+    const k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k";
+    const sd2 = await readLora(
+      await write("sd2.safetensors", {
+        [`${k}.lora_down.weight`]: f32(r4(4 * 1024), [4, 1024]),
+        [`${k}.lora_up.weight`]: f32(r4(32 * 4), [32, 4]),
+      }),
+    );
+    const unknown = await readLora(
+      await write("unknown.safetensors", {
+        "lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight": f32(r4(4 * 32), [4, 32]),
+        "lora_unet_down_blocks_9_attentions_0_proj_in.lora_up.weight": f32(r4(32 * 4), [32, 4]),
+      }),
+    );
+    const lease = await cache.stableDiffusion(SPEC, "f32");
+    const before = await snapshot(lease.model);
+    lease.release();
+    for (const [file, want] of [[sd2, `"${k}.lora_down.weight"`], [unknown, "match no unet weight"]] as const) {
+      const dispatches = dev.dispatches, submits = dev.submits;
+      await assertRejects(() => cache.stableDiffusion(SPEC, "f32", adapter([{ file, scale: 1 }])), LoraError, want);
+      assertEquals([dev.dispatches, dev.submits], [dispatches, submits], "GPU work before the LoRA was refused");
+    }
+    await assertSameWeights((await cache.stableDiffusion(SPEC, "f32")).model, before);
+
+    // Files refused on their own.
+    const bad: [string, Record<string, StEntry>, string][] = [
+      ["ckpt.safetensors", { "model.diffusion_model.out.2.weight": f32(r4(4), [4]) }, "not a LoRA key"],
+      ["xl.safetensors", { "lora_te1_text_model_x.lora_down.weight": f32(r4(4), [1, 4]) }, "SDXL"],
+      ["half.safetensors", { [`${k}.lora_down.weight`]: f32(r4(4 * 32), [4, 32]) }, "no matching up"],
+      ["rank.safetensors", {
+        [`${k}.lora_down.weight`]: f32(r4(4 * 32), [4, 32]),
+        [`${k}.lora_up.weight`]: f32(r4(32 * 2), [32, 2]),
+      }, "not a rank-r pair"],
+    ];
+    for (const [name, t, want] of bad) {
+      await assertRejects(async () => readLora(await write(name, t)), LoraError, want);
+    }
+  });
+});
