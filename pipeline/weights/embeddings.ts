@@ -2,12 +2,13 @@
 // name without extension) and diffusers' learned_embeds (one key, the token itself, with one or several vectors).
 // Written in a prompt, the token stands for its vectors: each takes one token slot of the text encoder's input.
 import { basename } from "node:path";
+import { RequestError } from "../errors.ts";
 import { Safetensors } from "./safetensors.ts";
 
 /** An embedding file that cannot be read or does not fit the text encoder: the request's fault. */
-export class EmbeddingError extends Error {
+export class EmbeddingError extends RequestError {
   constructor(message: string) {
-    super(message);
+    super(null, message);
     this.name = "EmbeddingError";
   }
 }

@@ -4,12 +4,13 @@
 // `planLora` checks it against a model's weights (names and shapes, no GPU work) and gives each weight's low-rank
 // update W' = W + scale * (alpha / rank) * up @ down, which pipeline/models/adapters.ts merges on the GPU.
 import { basename } from "node:path";
+import { RequestError } from "../errors.ts";
 import { Safetensors } from "./safetensors.ts";
 
 /** A LoRA that cannot be read or does not fit the model: the request's fault (the job names the field). */
-export class LoraError extends Error {
+export class LoraError extends RequestError {
   constructor(message: string) {
-    super(message);
+    super(null, message);
     this.name = "LoraError";
   }
 }
