@@ -384,7 +384,9 @@ export function openApi(schema: JobSchema, opts: { auth: boolean }): Record<stri
           summary: "The request fields of each mode, as the page builds its forms",
           description: "From the same registry as this schema: label, help, range narrowed by the server's limits, " +
             "step, special value (-1), default with a real model and with the built-in demo model.",
-          responses: { "200": { description: "{modes, fields: {<mode>: [field, ...]}}" } },
+          responses: {
+            "200": { description: "{modes, fields: {<mode>: [field, ...]}, prompt: {<mode>: max length}}" },
+          },
         },
       },
       "/healthz": {

@@ -48,12 +48,15 @@ async function api(path, init = {}) {
 // The tabs and their options: every option input is built from GET /v1/fields (the server's field registry, ranges
 // narrowed by its limits, defaults per mode), so the page holds no bound or default of its own.
 
-let limits = { maxPrompt: 1000, maxUploadMb: 64 };
+/** The server's limits (GET /healthz): the upload size, for the file input's hint. */
+let limits = {};
 let models = [];
 let demo = false;
 /** mode -> [{name, kind, label, help, min, max, step, values, special, specialMeans, default, demoDefault,
  * defaultHelp}] */
 let fields = {};
+/** mode -> the prompt's longest length (the registry's, narrowed by the server's limits). */
+let promptMax = {};
 
 /** A registry field as the page's input description. */
 function fromRegistry(f) {
@@ -217,14 +220,17 @@ function buildForm(tab) {
       {},
       el("span", { text: tab.mode === "pose" ? "Skeleton video (or any video with a pose model)" : "Video" }),
       el("input", { type: "file", name: "video", accept: "video/*,image/gif", required: true }),
-      el("span", { class: "hint", text: `mp4, webm, gif, mov…; at most ${limits.maxUploadMb} MiB` }),
+      el("span", {
+        class: "hint",
+        text: `mp4, webm, gif, mov…${limits.maxUploadMb ? `; at most ${limits.maxUploadMb} MiB` : ""}`,
+      }),
     ));
   }
   form.append(el(
     "label",
     {},
     el("span", { text: tab.mode === "pix2pix" ? "Instruction" : "Prompt" }),
-    el("textarea", { name: "prompt", rows: 2, required: true, maxlength: limits.maxPrompt }, tab.prompt),
+    el("textarea", { name: "prompt", rows: 2, required: true, maxlength: promptMax[tab.mode] }, tab.prompt),
   ));
 
   const base = modelOptions((m) =>
@@ -518,7 +524,7 @@ async function start() {
   await refreshHealth();
   const [m, f] = await Promise.all([api("/v1/models"), api("/v1/fields")]);
   if (m.res.ok) models = m.body.models;
-  if (f.res.ok) fields = f.body.fields;
+  if (f.res.ok) ({ fields, prompt: promptMax } = f.body);
   buildTabs();
   refreshJobs();
 }
