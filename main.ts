@@ -23,8 +23,13 @@ import { ModelCache } from "./pipeline/model_cache.ts";
 import { Cancelled } from "./pipeline/modes/common.ts";
 import { DEMO_MODEL, DEMO_NOTICE } from "./pipeline/models/demo.ts";
 
-/** A bad command line (exit 2). */
-export class UsageError extends Error {}
+/** A malformed command line (exit 2): a request error whose message names the option itself. */
+export class UsageError extends RequestError {
+  constructor(message: string) {
+    super(null, message);
+    this.name = "UsageError";
+  }
+}
 
 // The options are the registry's fields (pipeline/job/fields.ts) in kebab-case, plus these two of the CLI's own.
 const kebab = (f: string) => f.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
@@ -282,10 +287,6 @@ export async function main(args: string[]): Promise<number> {
     }
     return await generate(mode, rest);
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
     if (e instanceof RequestError) {
       console.error(`error: ${requestErrorLine(e)}`);
       return 2;

@@ -116,13 +116,13 @@ function* cases(limits?: Partial<FieldLimits>): Generator<{ mode: Mode; name: Fi
 
 /** A refusal must be a RequestError naming the field (or a usage error naming the option). */
 function refusal(e: unknown, name: FieldName, what: string): string {
-  if (e instanceof RequestError) {
-    assertEquals(e.field, name, `${what}: refused for another field: ${e.message}`);
-    return e.message;
-  }
   if (e instanceof UsageError) {
     const opt = "--" + name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
     assert(e.message.includes(opt), `${what}: "${e.message}" should name ${opt}`);
+    return e.message;
+  }
+  if (e instanceof RequestError) {
+    assertEquals(e.field, name, `${what}: refused for another field: ${e.message}`);
     return e.message;
   }
   throw e;
