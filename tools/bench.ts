@@ -1,6 +1,7 @@
 // deno task bench [options]: kernel throughput (the op table's perf cases, SD 1.5 shapes at 512x512), the tiny
-// UNet's call time (CFG batch 2 and 2F frames with cross-frame attention), and with --full one denoising step of
-// an SD 1.5-sized UNet with random weights. Plain aligned tables, or --json.
+// UNet's call time (CFG batch 2 and 2F frames with cross-frame attention), with --full one denoising step of
+// an SD 1.5-sized UNet with random weights, and with --peers the tiny UNet call beside onnxruntime-web (WebGPU
+// and wasm) and PyTorch on the CPU, in the same run. Plain aligned tables, or --json.
 import { parseArgs } from "node:util";
 import { stat } from "node:fs/promises";
 import { Device, type DType } from "../pipeline/gpu/device.ts";
@@ -9,13 +10,28 @@ import { type Cell, mib, ms, rate, table } from "./bench/format.ts";
 import { benchKernels, type KernelRow } from "./bench/kernels.ts";
 import { errorMessage, type KernelTime, type LoopOptions } from "./bench/measure.ts";
 import { benchFullStep, benchTinyUNet, type FullResult, type UNetRow } from "./bench/unet.ts";
+import {
+  defaultRef,
+  findTorch,
+  missingRows,
+  peerOrt,
+  type PeerRow,
+  peerTorch,
+  ratioText,
+  speedup,
+  tinyOnnx,
+} from "./bench/peers.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 
 const HELP = `deno task bench [options]
 
-Parts (default: kernels,tiny; --full alone: full):
-  --parts LIST        comma list of kernels, tiny, full
+Parts (default: kernels,tiny; --full alone: full; --peers alone: peers):
+  --parts LIST        comma list of kernels, tiny, full, peers
   --full              one denoising step of an SD 1.5-sized UNet with random weights
+  --peers             the tiny UNet call (batch 2, f32) in zerovid, onnxruntime-web WebGPU and wasm, and PyTorch
+                      (CPU), in this run; prints each peer's time and its ratio to zerovid
+  --ref DIR           peers: upstream diffusers sources (diffusers-*_src.tgz; default ../shared/ref if present)
+  --peer-timeout S    peers: deadline per peer process (default 300)
 Selection:
   --precision P       f32 or f16 (default: both, f16 when the adapter has shader-f16)
   --filter REGEX      kernels whose "op shape" matches
@@ -45,6 +61,9 @@ const { values: a } = parseArgs({
   options: {
     parts: { type: "string" },
     full: { type: "boolean", default: false },
+    peers: { type: "boolean", default: false },
+    ref: { type: "string" },
+    "peer-timeout": { type: "string", default: "300" },
     precision: { type: "string" },
     filter: { type: "string" },
     quick: { type: "boolean", default: false },
@@ -74,9 +93,13 @@ function num(name: string, v: string, min: number, integer = true): number {
   return x;
 }
 
-const PARTS = ["kernels", "tiny", "full"];
+const PARTS = ["kernels", "tiny", "full", "peers"];
 const parts = new Set(
-  a.parts ? a.parts.split(",").map((s) => s.trim()).filter(Boolean) : a.full ? ["full"] : ["kernels", "tiny"],
+  a.parts
+    ? a.parts.split(",").map((s) => s.trim()).filter(Boolean)
+    : a.full || a.peers
+    ? [...(a.full ? ["full"] : []), ...(a.peers ? ["peers"] : [])]
+    : ["kernels", "tiny"],
 );
 for (const p of parts) if (!PARTS.includes(p)) fail(`--parts: unknown part "${p}" (have ${PARTS.join(", ")})`);
 if (a.precision !== undefined && a.precision !== "f32" && a.precision !== "f16") {
@@ -100,6 +123,7 @@ const tinyLatent = num("tiny-latent", a["tiny-latent"], 1);
 const frames = num("frames", a.frames, 1);
 const latent = num("latent", a.latent, 1);
 const batch = num("batch", a.batch, 1);
+const peerTimeoutS = num("peer-timeout", a["peer-timeout"], 1, false);
 
 const log = (line: string) => console.error(line);
 const print = (s = "") => a.json || console.log(s);
@@ -144,6 +168,7 @@ const out: {
   kernels: KernelRow[];
   unet: UNetRow[];
   full: FullResult[];
+  peers: PeerRow[];
 } = {
   adapter,
   options: {
@@ -161,6 +186,7 @@ const out: {
   kernels: [],
   unet: [],
   full: [],
+  peers: [],
 };
 
 const gpuWord = adapter.timestamps ? "GPU timestamps" : "wall time (no timestamp-query)";
@@ -370,6 +396,84 @@ if (parts.has("full")) {
     print("SD 1.5 step: top kernels by GPU time per step");
     print(topTable(out.full.map((r) => ({ label: r.dtype, gpuMs: r.gpuMs, top: r.top }))));
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. Peers: the tiny UNet call, batch 2, f32, in zerovid and in the programs a user would run instead
+
+if (parts.has("peers")) {
+  const dir = GOLDEN_MODELS + "/tiny-sd";
+  const L = tinyLatent, B = 2;
+  // At least 3 timed calls on each side: one slow call on a busy machine should not decide a ratio.
+  const timeS = Math.max(2, loop.timeS);
+  const peerLoop = a.quick
+    ? { warmup: 1, timeS: 0, iters: 1, minIters: 1 }
+    : { warmup: 2, timeS, iters: loop.maxIters, minIters: 3 };
+  const zvLoop = a.quick ? loop : { ...loop, timeS };
+  const dev = await openDevice();
+  let zv: UNetRow;
+  try {
+    log(`peers: zerovid, tiny UNet f32, batch ${B}, latent ${L}`);
+    [zv] = await benchTinyUNet(dev, "f32", { dir, latent: L, frames: 1, loop: zvLoop, batches: [B] });
+  } finally {
+    dev.destroy();
+  }
+  out.peers.push({
+    peer: "zerovid",
+    device: adapter.name,
+    dtype: "f32",
+    batch: B,
+    latent: L,
+    iters: zv.iters,
+    ms: zv.wallMs,
+    setupS: null,
+    note: `${zv.dispatches === null ? "-" : Math.round(zv.dispatches)} dispatches; mean of the timed loop`,
+    ...(zv.error ? { error: zv.error } : {}),
+  });
+  const onnx = tinyOnnx();
+  for (const backend of ["webgpu", "wasm"] as const) {
+    log(`peers: onnxruntime-web ${backend}`);
+    out.peers.push(
+      ...typeof onnx === "string"
+        ? missingRows(`onnxruntime-web ${backend}`, [B], L, "f32", onnx)
+        : await peerOrt({ backend, model: onnx, batches: [B], latent: L, cross: 32, loop: peerLoop }, peerTimeoutS),
+    );
+  }
+  log("peers: PyTorch (CPU)");
+  const torch = await findTorch(defaultRef(a.ref));
+  out.peers.push(
+    ...await peerTorch(
+      torch,
+      { model: dir, batches: [B], latent: L, dtype: "f32", attn: ["eager"], device: "cpu", loop: peerLoop },
+      peerTimeoutS,
+    ),
+  );
+  const zMs = out.peers[0].ms;
+  print();
+  print(
+    `Peers: tiny-sd UNet, one call, batch ${B}, latent ${L}x${L}, f32, same machine, same run ` +
+      `(peers: median wall per call; ratio = peer time / zerovid time)`,
+  );
+  print(table(
+    ["peer", "device", "dtype", "iters", "ms/call", "setup s", "vs zerovid", "note"],
+    out.peers.map((r) => [
+      r.peer,
+      r.device,
+      r.dtype,
+      r.ms === null ? "-" : r.iters,
+      ms(r.ms),
+      r.setupS === null ? "-" : r.setupS.toFixed(1),
+      r.peer === "zerovid" ? "-" : ratioText(speedup(zMs, r.ms)),
+      r.error ? `missing: ${r.error}` : r.note,
+    ]),
+    ["iters", "ms/call", "setup s"],
+  ));
+  const ortGpu = out.peers.find((r) => r.peer === "onnxruntime-web webgpu");
+  const x = speedup(zMs, ortGpu?.ms ?? null);
+  print(
+    `target: zerovid >= 3x faster than onnxruntime-web webgpu on the same adapter: ` +
+      (x === null ? "not measured" : `${x.toFixed(2)}x, ${x >= 3 ? "met" : "not met"}`),
+  );
 }
 
 if (a.json) console.log(JSON.stringify(out, null, 2));

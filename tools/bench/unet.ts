@@ -99,9 +99,8 @@ async function tinySource(dir: string | null): Promise<{ src: TensorSource; cfg:
 export async function benchTinyUNet(
   dev: Device,
   dtype: DType,
-  o: { dir: string | null; latent: number; frames: number; loop: LoopOptions },
+  o: { dir: string | null; latent: number; frames: number; loop: LoopOptions; batches?: number[] },
 ): Promise<UNetRow[]> {
-  const model = o.dir ?? "random tiny config";
   const s = await tinySource(o.dir);
   let unet: UNet;
   try {
@@ -109,14 +108,35 @@ export async function benchTinyUNet(
   } finally {
     s.close();
   }
+  try {
+    const model = o.dir ?? "random tiny config";
+    return await benchUNetCalls(dev, unet, {
+      model,
+      latent: o.latent,
+      batches: o.batches ?? [2, 2 * o.frames],
+      loop: o.loop,
+    });
+  } finally {
+    unet.dispose();
+    dev.pool.trim();
+  }
+}
+
+/** One call of a loaded UNet at each batch (even batches > 2: cross-frame attention), random inputs. */
+export async function benchUNetCalls(
+  dev: Device,
+  unet: UNet,
+  o: { model: string; latent: number; batches: number[]; loop: LoopOptions },
+): Promise<UNetRow[]> {
   const rows: UNetRow[] = [];
-  const cross = Array.isArray(s.cfg.cross_attention_dim) ? s.cfg.cross_attention_dim[0] : s.cfg.cross_attention_dim;
+  const cfg = unet.cfg, dtype = unet.params.dtype;
+  const cross = Array.isArray(cfg.cross_attention_dim) ? cfg.cross_attention_dim[0] : cfg.cross_attention_dim;
   const context = randomTensor(dev, [2, 77, cross], 7, dtype);
   try {
-    for (const batch of [2, 2 * o.frames]) {
+    for (const batch of o.batches) {
       const { ctx, label } = attnFor(batch);
       const row: UNetRow = {
-        model,
+        model: o.model,
         dtype,
         latent: o.latent,
         batch,
@@ -132,7 +152,7 @@ export async function benchTinyUNet(
         top: [],
       };
       rows.push(row);
-      const sample = randomTensor(dev, [batch, s.cfg.in_channels, o.latent, o.latent], 11, dtype);
+      const sample = randomTensor(dev, [batch, cfg.in_channels, o.latent, o.latent], 11, dtype);
       try {
         const t = await timeCalls(
           dev,
@@ -150,8 +170,6 @@ export async function benchTinyUNet(
     }
   } finally {
     context.release();
-    unet.dispose();
-    dev.pool.trim();
   }
   return rows;
 }

@@ -1,0 +1,362 @@
+// deno task gpu-check [--small] --out DIR: everything a day on a GPU needs, in one command, on whatever WebGPU
+// adapter it finds. Writes DIR/report.json and DIR/report.md (rewritten after every section): the adapter,
+// correctness (op table, golden set f32/f16), the adapter's ceilings (probe kernels), kernels at SD 1.5 shapes,
+// one UNet call at batch 2 and 16, text-to-video end to end, and the peers (PyTorch + diffusers, onnxruntime-web
+// WebGPU) on the same UNet in the same run. --small runs the same sections on the tiny models and small shapes.
+import { parseArgs } from "node:util";
+import { join, resolve } from "node:path";
+import { Device, type DType } from "../pipeline/gpu/device.ts";
+import { loadOpTable } from "../tests/ops/table.ts";
+import { GOLDEN_DIR, GOLDEN_MODELS } from "../fixtures/paths.ts";
+import { StableDiffusion } from "../pipeline/models/sd.ts";
+import { benchKernels } from "./bench/kernels.ts";
+import { errorMessage, type LoopOptions } from "./bench/measure.ts";
+import {
+  defaultRef,
+  exportSd15Onnx,
+  findTorch,
+  missingRows,
+  type OrtModel,
+  peerOrt,
+  type PeerRow,
+  peerTorch,
+  ratioText,
+  speedup,
+  tinyOnnx,
+} from "./bench/peers.ts";
+import { adapterReport, machineReport } from "./gpu_check/adapter.ts";
+import { runGolden, runOpTable } from "./gpu_check/correctness.ts";
+import { measureCeilings } from "./gpu_check/probes.ts";
+import {
+  loadSd15,
+  type ModelSpec,
+  runText2Video,
+  SD15_SPEC,
+  SMALL_SPEC,
+  t2vCalls,
+  unetCalls,
+} from "./gpu_check/models.ts";
+import {
+  emptyReport,
+  type KernelReportRow,
+  type Report,
+  type Section,
+  SECTIONS,
+  writeReport,
+} from "./gpu_check/report.ts";
+
+const HELP = `deno task gpu-check [--small] --out DIR [options]
+
+Writes DIR/report.json and DIR/report.md: adapter, correctness (op table, golden f32/f16), ceilings (FMA f32/f16,
+copy bandwidth), kernels at SD 1.5 shapes, one UNet call at batch 2 and 16, text-to-video end to end, and the peers
+(PyTorch + diffusers, onnxruntime-web WebGPU) on the same UNet. Exit status 1 when a correctness case fails or a
+section errs.
+
+  --out DIR          report folder (required)
+  --small            tiny models and small shapes (what CI runs on a software adapter)
+  --budget S         total seconds (default 540 full, 600 --small); late sections shrink or are skipped to fit
+  --skip LIST        comma list of sections to leave out (${SECTIONS.filter((s) => s !== "adapter").join(", ")})
+  --ref DIR          upstream sources for the PyTorch peer (diffusers-*_src.tgz); default ../shared/ref if present
+  --cache DIR        where exported ONNX models go (default ~/.cache/zerovid/gpu-check)
+  --peer-timeout S   deadline per peer process (default 240)
+  --adapter NAME     adapter description substring
+`;
+
+function fail(msg: string): never {
+  console.error(`gpu-check: ${msg}`);
+  Deno.exit(2);
+}
+
+const { values: a } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string" },
+    small: { type: "boolean", default: false },
+    budget: { type: "string" },
+    skip: { type: "string", default: "" },
+    ref: { type: "string" },
+    cache: { type: "string" },
+    "peer-timeout": { type: "string", default: "240" },
+    adapter: { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (a.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
+if (!a.out) fail("--out DIR is required (where report.json and report.md go)");
+const positive = (name: string, v: string) => {
+  const x = Number(v);
+  if (!Number.isFinite(x) || x <= 0) fail(`--${name} must be a positive number of seconds, got "${v}"`);
+  return x;
+};
+const small = a.small;
+const budgetS = positive("budget", a.budget ?? (small ? "600" : "540"));
+const peerTimeoutS = positive("peer-timeout", a["peer-timeout"]);
+const skip = new Set(a.skip.split(",").map((s) => s.trim()).filter(Boolean));
+for (const s of skip) {
+  if (!SECTIONS.includes(s as Section) || s === "adapter") {
+    fail(`--skip: unknown section "${s}" (have ${SECTIONS.filter((x) => x !== "adapter").join(", ")})`);
+  }
+}
+const outDir = resolve(a.out);
+const cache = resolve(
+  a.cache ??
+    join(Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/tmp", ".cache"), "zerovid/gpu-check"),
+);
+const spec: ModelSpec = small ? SMALL_SPEC : SD15_SPEC;
+
+const t0 = performance.now();
+const elapsed = () => (performance.now() - t0) / 1000;
+const left = () => budgetS - elapsed();
+const log = (line: string) => console.error(`[${elapsed().toFixed(0).padStart(4)} s] ${line}`);
+const report: Report = emptyReport(small, budgetS);
+let failed = false;
+
+async function section(name: Section, minS: number, fn: () => Promise<void>): Promise<void> {
+  const st = report.sections[name];
+  if (skip.has(name)) {
+    Object.assign(st, { status: "skipped", error: "--skip" });
+  } else if (left() < minS) {
+    Object.assign(st, { status: "skipped", error: `out of time budget (${left().toFixed(0)} s left, needs ~${minS})` });
+  } else {
+    log(`${name}...`);
+    const s0 = performance.now();
+    try {
+      await fn();
+      st.status = "ok";
+    } catch (e) {
+      Object.assign(st, { status: "error", error: errorMessage(e) });
+      failed = true;
+      log(`${name}: error: ${errorMessage(e)}`);
+    }
+    st.seconds = (performance.now() - s0) / 1000;
+  }
+  report.seconds = elapsed();
+  await writeReport(outDir, report);
+}
+
+async function withDevice<T>(profile: boolean, fn: (dev: Device) => Promise<T>): Promise<T> {
+  const dev = await Device.open({ profile, adapter: a.adapter });
+  try {
+    return await fn(dev);
+  } finally {
+    dev.destroy();
+  }
+}
+
+const loop: LoopOptions = small
+  ? { warmupS: 0, warmupMax: 1, timeS: 0, maxIters: 1, profiledCalls: 1 }
+  : { warmupS: 0.05, warmupMax: 2, timeS: 0.25, maxIters: 10, profiledCalls: 2 };
+
+// 1. Adapter -------------------------------------------------------------------------------------------------------
+await section("adapter", 0, async () => {
+  report.machine = await machineReport();
+  report.adapter = await adapterReport(a.adapter);
+});
+if (!report.adapter) {
+  console.error(`gpu-check: no adapter (${report.sections.adapter.error}); report in ${outDir}`);
+  Deno.exit(1);
+}
+const f16 = report.adapter.features["shader-f16"];
+const dtypes: DType[] = f16 ? ["f32", "f16"] : ["f32"];
+/** The precision of the model sections: f16 where the adapter has it (what a user's run picks). */
+const modelDType: DType = f16 ? "f16" : "f32";
+
+// 2. Correctness ---------------------------------------------------------------------------------------------------
+await section("correctness", 10, () =>
+  withDevice(false, async (dev) => {
+    const c = report.correctness;
+    c.ops = await runOpTable(dev, { sample: small, log });
+    c.golden.f32 = await runGolden(dev, GOLDEN_DIR, "f32", { modulesOnly: small, log });
+    c.golden.f16 = await runGolden(dev, GOLDEN_DIR, "f16", { modulesOnly: small, log });
+    const bad = c.ops.failed + c.golden.f32.failed + c.golden.f16.failed;
+    log(`correctness: ${bad} failed`);
+    if (bad) failed = true;
+  }));
+
+// 3. Ceilings ------------------------------------------------------------------------------------------------------
+await section("ceilings", 5, () =>
+  withDevice(true, async (dev) => {
+    report.ceilings = await measureCeilings(dev, { small, loop: small ? loop : { ...loop, timeS: 0.5, maxIters: 20 } });
+  }));
+
+// 4. Kernels at SD 1.5 shapes ----------------------------------------------------------------------------------------
+await section("kernels", 10, () =>
+  withDevice(true, async (dev) => {
+    const { perf } = await loadOpTable();
+    for (const dtype of dtypes) {
+      // --small: each case that would take more than 0.3 s a call is listed as skipped (SD shapes on a CPU adapter).
+      const rows = await benchKernels(dev, perf, dtype, { loop, maxCallS: small ? 0.3 : 2 });
+      const ceil = report.ceilings;
+      for (const k of rows) {
+        const c = k.unit === "GB/s" ? ceil?.copy : dtype === "f16" ? ceil?.fmaF16 : ceil?.fmaF32;
+        const share = k.rate !== null && c?.rate ? k.rate / c.rate : null;
+        report.kernels.push({ ...k, share } as KernelReportRow);
+      }
+    }
+  }));
+
+// 5-6. UNet calls and text-to-video, on one model ---------------------------------------------------------------------
+let sd: StableDiffusion | null = null;
+let sdDev: Device | null = null;
+const needModel = !skip.has("unet") || !skip.has("text2video");
+if (needModel) {
+  try {
+    sdDev = await Device.open({ profile: true, adapter: a.adapter });
+    log(`loading ${spec.label} in ${modelDType}`);
+    sd = small
+      ? await StableDiffusion.load(sdDev, join(GOLDEN_MODELS, "tiny-sd"), { dtype: modelDType })
+      : await loadSd15(sdDev, modelDType);
+  } catch (e) {
+    for (const s of ["unet", "text2video"] as const) {
+      Object.assign(report.sections[s], { status: "error", error: `loading the model: ${errorMessage(e)}` });
+    }
+    failed = true;
+  }
+}
+
+if (sd) {
+  const model = sd;
+  await section("unet", 10, async () => {
+    report.unet = await unetCalls(model, spec, loop);
+    const err = report.unet.find((u) => u.error);
+    if (err) throw new Error(`batch ${err.batch}: ${err.error}`);
+  });
+  await section("text2video", 10, async () => {
+    model.dev.setProfiling(false);
+    // Keep time for the peers: estimate the run from the UNet calls and take fewer steps if it would not fit.
+    const reserve = skip.has("peers") ? 10 : Math.min(peerTimeoutS * 2, small ? 200 : 240);
+    const byBatch = (b: number) => report.unet.find((u) => u.batch === b)?.wallMs ?? null;
+    const [b2, bF] = [byBatch(2), byBatch(2 * spec.frames)];
+    let steps = spec.steps, note: string | undefined;
+    if (b2 !== null && bF !== null) {
+      const est = (s: number) => {
+        const c = t2vCalls(s);
+        return 1.3 * (c.anchor * b2 + c.video * bF) / 1000 + 5;
+      };
+      const avail = left() - reserve;
+      while (steps > 3 && est(steps) > avail) steps--;
+      if (steps < spec.steps) {
+        note = `cut from ${spec.steps} steps: ${spec.steps} were estimated at ${est(spec.steps).toFixed(0)} s, ` +
+          `${avail.toFixed(0)} s were left`;
+      }
+    }
+    report.text2video = await runText2Video(model, spec, steps, note);
+    if (report.text2video.error) throw new Error(report.text2video.error);
+  });
+  sd.dispose();
+}
+sdDev?.destroy();
+
+// 7. Peers ---------------------------------------------------------------------------------------------------------
+await section("peers", 20, async () => {
+  const p = report.peers;
+  p.model = small
+    ? "tiny-sd UNet (fixtures/golden), latent 8x8"
+    : "SD 1.5 UNet (random weights, SD 1.5 config), latent 64x64 (512x512)";
+  const batches = spec.batches;
+  const timeout = () => Math.max(10, Math.min(peerTimeoutS, left() - 5));
+  const peerLoop = small
+    ? { warmup: 1, timeS: 0, iters: 1, minIters: 1 }
+    : { warmup: 2, timeS: 1, iters: 10, minIters: 3 };
+
+  log("peers: looking for python3 with torch and diffusers");
+  const torch = await findTorch(defaultRef(a.ref));
+  p.torch = typeof torch === "string" ? null : `${torch.python}: ${torch.versions}`;
+  log(`peers: PyTorch ${typeof torch === "string" ? "missing" : torch.versions}`);
+  p.rows.push(
+    ...await peerTorch(torch, {
+      model: small ? join(GOLDEN_MODELS, "tiny-sd") : "sd15-random",
+      batches,
+      latent: spec.latent,
+      dtype: modelDType,
+      attn: ["eager", "sdpa"],
+      device: "auto",
+      loop: peerLoop,
+    }, timeout()),
+  );
+
+  let onnx: OrtModel | string;
+  if (small) onnx = tinyOnnx();
+  else {
+    log("peers: exporting the SD 1.5 UNet to ONNX (f16)");
+    onnx = await exportSd15Onnx(torch, cache, timeout());
+  }
+  log("peers: onnxruntime-web webgpu");
+  p.rows.push(
+    ...typeof onnx === "string"
+      ? missingRows("onnxruntime-web webgpu", batches, spec.latent, small ? "f32" : "f16", onnx)
+      : await peerOrt({
+        backend: "webgpu",
+        model: onnx,
+        batches,
+        latent: spec.latent,
+        cross: spec.cross,
+        loop: peerLoop,
+      }, timeout()),
+  );
+  for (const r of p.rows) {
+    const z = report.unet.find((u) => u.batch === r.batch && u.latent === r.latent);
+    p.ratios.push({
+      peer: r.peer,
+      batch: r.batch,
+      zerovidMs: z?.wallMs ?? null,
+      peerMs: r.ms,
+      speedup: speedup(z?.wallMs ?? null, r.ms),
+    });
+  }
+  // One line per peer and reason (a peer can miss one batch only: out of memory at batch 16, say).
+  const missing = new Map<string, number[]>();
+  for (const r of p.rows) {
+    if (r.error) missing.set(`${r.peer}|${r.error}`, [...missing.get(`${r.peer}|${r.error}`) ?? [], r.batch]);
+  }
+  p.missing = [...missing].map(([k, b]) =>
+    `${k.split("|")[0]} (batch ${b.join(", ")}): ${k.split("|").slice(1).join("|")}`
+  );
+});
+
+report.seconds = elapsed();
+await writeReport(outDir, report);
+
+// Summary on stdout (the full report is in the files).
+const c = report.correctness;
+const line = (label: string, x: { passed: number; failed: number } | null) =>
+  `${label} ${x ? `${x.passed} passed, ${x.failed} failed` : "not run"}`;
+console.log(`gpu-check${small ? " --small" : ""} on ${report.adapter.name}: ${report.seconds.toFixed(0)} s`);
+console.log(
+  [line("ops", c.ops), line("golden f32", c.golden.f32), line("golden f16", c.golden.f16)].join("; "),
+);
+const ce = report.ceilings;
+if (ce) {
+  const r = (x: { rate: number | null; unit: string }) => x.rate === null ? "-" : `${x.rate.toFixed(1)} ${x.unit}`;
+  console.log(`ceilings: FMA f32 ${r(ce.fmaF32)}, FMA f16 ${r(ce.fmaF16)}, copy ${r(ce.copy)}`);
+}
+for (const u of report.unet) {
+  console.log(
+    `UNet ${u.dtype} batch ${u.batch}: wall ${u.wallMs?.toFixed(1) ?? "-"} ms, gpu ${u.gpuMs?.toFixed(1) ?? "-"} ms, ` +
+      `${u.dispatches === null ? "-" : Math.round(u.dispatches)} dispatches`,
+  );
+}
+const t = report.text2video;
+if (t) {
+  console.log(
+    `text2video ${t.frames}x${t.width}x${t.height} ${t.steps} steps: ${t.wallS?.toFixed(1) ?? "-"} s, peak pool ` +
+      `${t.peakPoolBytes === null ? "-" : (t.peakPoolBytes / 2 ** 20).toFixed(0)} MiB`,
+  );
+}
+for (const q of report.peers.ratios) {
+  const row = report.peers.rows.find((r: PeerRow) => r.peer === q.peer && r.batch === q.batch);
+  console.log(
+    `${q.peer} batch ${q.batch}: ${q.peerMs?.toFixed(1) ?? "-"} ms (${
+      row?.error ? `missing: ${row.error.slice(0, 120)}` : ratioText(q.speedup)
+    })`,
+  );
+}
+for (const s of SECTIONS) {
+  const st = report.sections[s];
+  if (st.status !== "ok") console.log(`section ${s}: ${st.status}${st.error ? ` (${st.error})` : ""}`);
+}
+console.log(`report: ${join(outDir, "report.md")}`);
+Deno.exit(failed ? 1 : 0);

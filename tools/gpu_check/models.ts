@@ -1,0 +1,160 @@
+// gpu-check, sections 5 and 6: a Stable Diffusion model with random weights (SD 1.5's configs, or the tiny demo
+// model with --small), one UNet call at two batches, and text-to-video end to end with stage times and the buffer
+// pool's high-water mark.
+import type { Device, DType } from "../../pipeline/gpu/device.ts";
+import { StableDiffusion } from "../../pipeline/models/sd.ts";
+import { SD15_TEXT } from "../../pipeline/models/clip.ts";
+import { SD15_UNET } from "../../pipeline/models/unet.ts";
+import { SD15_VAE } from "../../pipeline/models/vae.ts";
+import { clipTextShapes, unetShapes, vaeShapes } from "../../pipeline/models/shapes.ts";
+import { SeededNoise } from "../../pipeline/modes/common.ts";
+import { resolveT0T1, text2video } from "../../pipeline/modes/text2video.ts";
+import { randomSource } from "../../fixtures/random_weights.ts";
+import { DEMO_DDIM, demoTokenizer } from "../../fixtures/demo_model.ts";
+import { benchUNetCalls, type UNetRow } from "../bench/unet.ts";
+import { errorMessage, type LoopOptions } from "../bench/measure.ts";
+
+export interface ModelSpec {
+  label: string;
+  latent: number;
+  batches: number[];
+  frames: number;
+  size: number;
+  steps: number;
+  cross: number;
+}
+
+export const SD15_SPEC: ModelSpec = {
+  label: "SD 1.5 (random weights, SD 1.5 configs)",
+  latent: 64,
+  batches: [2, 16],
+  frames: 8,
+  size: 512,
+  steps: 50,
+  cross: 768,
+};
+export const SMALL_SPEC: ModelSpec = {
+  label: "tiny-sd (fixtures/golden/models/tiny-sd)",
+  latent: 8,
+  batches: [2, 8],
+  frames: 4,
+  size: 64,
+  steps: 4,
+  cross: 32,
+};
+
+/** SD 1.5's text encoder, UNet and VAE with random weights (no download), the CLIP tokenizer, DDIM. */
+export async function loadSd15(dev: Device, dtype: DType): Promise<StableDiffusion> {
+  return await dev.guardOOM("building SD 1.5 with random weights", async () =>
+    await StableDiffusion.fromSources(dev, {
+      label: SD15_SPEC.label,
+      tokenizer: await demoTokenizer(),
+      textEncoder: { config: { ...SD15_TEXT }, weights: randomSource(clipTextShapes(SD15_TEXT), 1) },
+      unet: { config: { ...SD15_UNET }, weights: randomSource(unetShapes(SD15_UNET), 2) },
+      vae: { config: { ...SD15_VAE }, weights: randomSource(vaeShapes(SD15_VAE), 4) },
+      scheduler: DEMO_DDIM,
+    }, dtype));
+}
+
+export async function unetCalls(sd: StableDiffusion, spec: ModelSpec, loop: LoopOptions): Promise<UNetRow[]> {
+  return await benchUNetCalls(sd.dev, sd.unet, { model: spec.label, latent: spec.latent, batches: spec.batches, loop });
+}
+
+export interface Text2VideoReport {
+  model: string;
+  dtype: DType;
+  frames: number;
+  width: number;
+  height: number;
+  steps: number;
+  /** Steps asked for, when the time budget made the run shorter. */
+  stepsRequested: number;
+  stepsNote?: string;
+  wallS: number | null;
+  /** Seconds per stage: "start" (prompt encoding, precompile, until the first step is done), then the pipeline's
+   * own progress stages ("anchor", "denoise", "decode"). */
+  stages: Record<string, number>;
+  /** Weights on the GPU, bytes. */
+  weightBytes: number;
+  /** High-water mark of the buffer pool's activations during the run (dev.pool.peakInUse), bytes. */
+  peakPoolBytes: number | null;
+  dispatches: number | null;
+  submits: number | null;
+  /** Pipelines compiled inside the loop (0 when precompile covered them). */
+  lateCompiles: number | null;
+  error?: string;
+}
+
+/** UNet calls a text-to-video run makes: the anchor's steps at batch 2, then every frame's at batch 2F. */
+export function t2vCalls(steps: number): { anchor: number; video: number } {
+  const { t0, t1 } = resolveT0T1(steps);
+  return { anchor: steps - 1 - t0, video: steps - (steps - 1 - t1) };
+}
+
+export async function runText2Video(
+  sd: StableDiffusion,
+  spec: ModelSpec,
+  steps: number,
+  stepsNote?: string,
+): Promise<Text2VideoReport> {
+  const dev = sd.dev;
+  const r: Text2VideoReport = {
+    model: spec.label,
+    dtype: sd.dtype,
+    frames: spec.frames,
+    width: spec.size,
+    height: spec.size,
+    steps,
+    stepsRequested: spec.steps,
+    ...(stepsNote ? { stepsNote } : {}),
+    wallS: null,
+    stages: {},
+    weightBytes: sd.bytes,
+    peakPoolBytes: null,
+    dispatches: null,
+    submits: null,
+    lateCompiles: null,
+  };
+  const t0 = performance.now();
+  let last = t0;
+  let first = true;
+  const d0 = dev.dispatches, s0 = dev.submits;
+  dev.pool.trim();
+  dev.pool.peakInUse = dev.pool.inUse;
+  try {
+    await text2video(
+      sd,
+      {
+        prompt: "a panda is playing guitar on times square",
+        videoLength: spec.frames,
+        width: spec.size,
+        height: spec.size,
+        steps,
+        guidanceScale: 7.5,
+        motionX: 12,
+        motionY: 12,
+      },
+      new SeededNoise(0),
+      {
+        onProgress: (p) => {
+          const now = performance.now();
+          const stage = first ? "start" : p.stage;
+          first = false;
+          r.stages[stage] = (r.stages[stage] ?? 0) + (now - last) / 1000;
+          last = now;
+        },
+      },
+    );
+    r.wallS = (performance.now() - t0) / 1000;
+    r.peakPoolBytes = dev.pool.peakInUse;
+    r.dispatches = dev.dispatches - d0;
+    r.submits = dev.submits - s0;
+    r.lateCompiles = dev.lateCompiles;
+  } catch (e) {
+    r.error = errorMessage(e);
+    await dev.sync().catch(() => {});
+  } finally {
+    dev.pool.trim();
+  }
+  return r;
+}

@@ -1,0 +1,269 @@
+// gpu-check's report: one JSON document (report.json) and its Markdown rendering (report.md). Both are rewritten
+// after every section, so a run cut short still leaves what it measured.
+import { join } from "node:path";
+import type { KernelRow } from "../bench/kernels.ts";
+import type { UNetRow } from "../bench/unet.ts";
+import { mib, ms, rate, table } from "../bench/format.ts";
+import { type PeerRow, ratioText } from "../bench/peers.ts";
+import type { AdapterReport, MachineReport } from "./adapter.ts";
+import type { Counts } from "./correctness.ts";
+import type { Ceiling, Ceilings } from "./probes.ts";
+import type { Text2VideoReport } from "./models.ts";
+
+export const SECTIONS = ["adapter", "correctness", "ceilings", "kernels", "unet", "text2video", "peers"] as const;
+export type Section = typeof SECTIONS[number];
+
+export interface SectionStatus {
+  status: "ok" | "error" | "skipped" | "pending";
+  seconds: number;
+  error?: string;
+}
+
+export interface KernelReportRow extends KernelRow {
+  /** rate / the measured ceiling at this dtype (FMA for FLOP-bound cases, copy for byte-bound ones). */
+  share: number | null;
+}
+
+export interface PeerRatio {
+  peer: string;
+  batch: number;
+  zerovidMs: number | null;
+  peerMs: number | null;
+  /** peer time / zerovid time: > 1 means zerovid is faster. */
+  speedup: number | null;
+}
+
+export interface Report {
+  tool: "zerovid gpu-check";
+  version: 1;
+  small: boolean;
+  started: string;
+  seconds: number;
+  budgetS: number;
+  machine: MachineReport | null;
+  adapter: AdapterReport | null;
+  sections: Record<Section, SectionStatus>;
+  correctness: { ops: Counts | null; golden: { f32: Counts | null; f16: Counts | null } };
+  ceilings: Ceilings | null;
+  kernels: KernelReportRow[];
+  unet: UNetRow[];
+  text2video: Text2VideoReport | null;
+  peers: {
+    /** The UNet the peers and zerovid ran. */
+    model: string;
+    rows: PeerRow[];
+    /** zerovid's own rows for the same calls (from the unet section). */
+    ratios: PeerRatio[];
+    /** "PyTorch eager: why" for each peer that did not run. */
+    missing: string[];
+    /** python, torch and diffusers versions used, or null. */
+    torch: string | null;
+  };
+}
+
+export function emptyReport(small: boolean, budgetS: number): Report {
+  const sections = Object.fromEntries(SECTIONS.map((s) => [s, { status: "pending", seconds: 0 }])) as Record<
+    Section,
+    SectionStatus
+  >;
+  return {
+    tool: "zerovid gpu-check",
+    version: 1,
+    small,
+    started: new Date().toISOString(),
+    seconds: 0,
+    budgetS,
+    machine: null,
+    adapter: null,
+    sections,
+    correctness: { ops: null, golden: { f32: null, f16: null } },
+    ceilings: null,
+    kernels: [],
+    unet: [],
+    text2video: null,
+    peers: { model: "", rows: [], ratios: [], missing: [], torch: null },
+  };
+}
+
+const pct = (x: number | null) => x === null || !Number.isFinite(x) ? "-" : `${(100 * x).toFixed(1)}%`;
+const sec = (x: number | null | undefined) => x === null || x === undefined ? "-" : x.toFixed(2);
+
+function countsLine(label: string, c: Counts | null): string {
+  if (!c) return `- ${label}: not run`;
+  const skip = c.skipped ? `, ${c.skipped} skipped (${c.skipReason})` : "";
+  return `- ${label}: **${c.passed} passed, ${c.failed} failed** of ${c.run} run (${c.total} in the set${skip}), ` +
+    `${c.seconds.toFixed(1)} s`;
+}
+
+function ceilingCell(c: Ceiling): string {
+  return c.rate === null ? `- (${c.error ?? "not measured"})` : `${rate(c.rate)} ${c.unit}`;
+}
+
+export function renderMarkdown(r: Report): string {
+  const L: string[] = [];
+  const a = r.adapter, m = r.machine;
+  L.push(`# zerovid gpu-check${r.small ? " (--small)" : ""}`, "");
+  L.push(`Started ${r.started}, ${r.seconds.toFixed(0)} s of a ${r.budgetS} s budget.`, "");
+  L.push("| section | status | seconds | note |", "| --- | --- | --- | --- |");
+  for (const s of SECTIONS) {
+    const st = r.sections[s];
+    L.push(`| ${s} | ${st.status} | ${st.seconds.toFixed(1)} | ${(st.error ?? "").replace(/\|/g, "/")} |`);
+  }
+  L.push("", "## Adapter", "");
+  if (a) {
+    L.push(`- name: ${a.name}${a.fallback ? " (software / fallback adapter)" : ""}`);
+    L.push(`- vendor: ${a.vendor || "-"}, architecture: ${a.architecture || "-"}, device: ${a.device || "-"}`);
+    L.push(`- driver: ${a.driver}`);
+    L.push(
+      `- features: shader-f16 ${a.features["shader-f16"] ? "yes" : "no"}, subgroups ${
+        a.features.subgroups ? "yes" : "no"
+      }${a.subgroupSizes ? ` (size ${a.subgroupSizes.join("-")})` : ""}, timestamp-query ${
+        a.features["timestamp-query"] ? "yes" : "no"
+      }`,
+    );
+    L.push(`- all features: ${a.allFeatures.join(", ")}`);
+    const keys = [
+      "maxBufferSize",
+      "maxStorageBufferBindingSize",
+      "maxComputeWorkgroupStorageSize",
+      "maxComputeInvocationsPerWorkgroup",
+      "maxComputeWorkgroupSizeX",
+      "maxComputeWorkgroupsPerDimension",
+      "maxStorageBuffersPerShaderStage",
+    ];
+    L.push(`- limits: ${keys.map((k) => `${k} ${a.limits[k]}`).join(", ")} (all in report.json)`);
+  }
+  if (m) {
+    L.push(
+      `- machine: ${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, ${m.os} ${m.arch}; Deno ${m.deno}; ` +
+        `load average at start ${m.loadAvg.map((x) => x.toFixed(2)).join(" ")}`,
+    );
+  }
+
+  L.push("", "## Correctness on this adapter", "");
+  L.push(countsLine("op table (tests/ops)", r.correctness.ops));
+  L.push(countsLine("golden set f32", r.correctness.golden.f32));
+  L.push(countsLine("golden set f16", r.correctness.golden.f16));
+  const fails = [
+    ...(r.correctness.ops?.failures ?? []),
+    ...(r.correctness.golden.f32?.failures ?? []),
+    ...(r.correctness.golden.f16?.failures ?? []),
+  ];
+  if (fails.length) {
+    L.push("", "Failures:", "");
+    for (const f of fails.slice(0, 40)) L.push(`- ${f.name}: ${f.message}`);
+    if (fails.length > 40) L.push(`- ... ${fails.length - 40} more in report.json`);
+  }
+
+  L.push("", "## Ceilings (probe kernels)", "");
+  if (r.ceilings) {
+    const c = r.ceilings;
+    L.push("| probe | rate | from | ms/call | size |", "| --- | --- | --- | --- | --- |");
+    for (const [label, x] of [["FMA f32", c.fmaF32], ["FMA f16", c.fmaF16], ["copy", c.copy]] as const) {
+      L.push(`| ${label} | ${ceilingCell(x)} | ${x.from ?? "-"} | ${ms(x.ms)} | ${x.size || "-"} |`);
+    }
+  }
+
+  L.push("", "## Kernels at SD 1.5 shapes (512x512, CFG batch 2)", "");
+  if (r.kernels.length) {
+    L.push("```");
+    L.push(table(
+      ["op", "shape", "dtype", "iters", "ms", "rate", "unit", "of ceiling", "note"],
+      r.kernels.map((k) => [
+        k.op,
+        k.shape,
+        k.dtype,
+        k.status === "ok" ? k.iters : "-",
+        ms(k.gpuMs ?? k.wallMs),
+        rate(k.rate),
+        k.unit,
+        pct(k.share),
+        k.note,
+      ]),
+      ["iters", "ms", "rate", "of ceiling"],
+    ));
+    L.push("```");
+  }
+
+  L.push("", "## UNet, one call", "");
+  if (r.unet.length) {
+    L.push("```");
+    L.push(table(
+      ["model", "dtype", "latent", "batch", "attention", "iters", "wall ms", "gpu ms", "dispatches", "note"],
+      r.unet.map((u) => [
+        u.model,
+        u.dtype,
+        u.latent,
+        u.batch,
+        u.attention,
+        u.error ? "-" : u.iters,
+        ms(u.wallMs),
+        ms(u.gpuMs),
+        u.dispatches === null ? "-" : Math.round(u.dispatches),
+        u.error ? `error: ${u.error}` : "",
+      ]),
+      ["latent", "batch", "iters", "wall ms", "gpu ms", "dispatches"],
+    ));
+    L.push("```", "", "wall = record + submit + wait (no timestamps); gpu = sum of the dispatches' GPU timestamps.");
+  }
+
+  L.push("", "## Text to video, end to end", "");
+  const t = r.text2video;
+  if (t) {
+    L.push(
+      `${t.model}, ${t.dtype}, ${t.frames} frames ${t.width}x${t.height}, ${t.steps} steps` +
+        (t.stepsNote ? ` (${t.stepsNote})` : "") + (t.error ? `: **error** ${t.error}` : ""),
+      "",
+    );
+    L.push(
+      `- wall: ${sec(t.wallS)} s; stages: ${Object.entries(t.stages).map(([k, v]) => `${k} ${sec(v)} s`).join(", ")}`,
+    );
+    L.push(
+      `- GPU memory: weights ${mib(t.weightBytes)} MiB, activations' high-water mark (buffer pool) ` +
+        `${t.peakPoolBytes === null ? "-" : mib(t.peakPoolBytes)} MiB`,
+    );
+    L.push(
+      `- dispatches ${t.dispatches ?? "-"}, command buffers ${t.submits ?? "-"}, pipelines compiled inside the loop ` +
+        `${t.lateCompiles ?? "-"}`,
+    );
+  }
+
+  L.push("", "## Peers: the same UNet, same adapter, same run", "");
+  const p = r.peers;
+  if (p.model) L.push(`UNet: ${p.model}.${p.torch ? ` PyTorch: ${p.torch}.` : ""}`, "");
+  if (p.rows.length) {
+    L.push("```");
+    L.push(table(
+      ["peer", "device", "dtype", "batch", "latent", "iters", "ms/call", "setup s", "vs zerovid", "note"],
+      p.rows.map((x) => {
+        const ratio = p.ratios.find((q) => q.peer === x.peer && q.batch === x.batch);
+        return [
+          x.peer,
+          x.device,
+          x.dtype,
+          x.batch,
+          x.latent,
+          x.ms === null ? "-" : x.iters,
+          ms(x.ms),
+          x.setupS === null ? "-" : x.setupS.toFixed(1),
+          ratioText(ratio?.speedup ?? null),
+          x.error ? `missing: ${x.error}` : x.note,
+        ];
+      }),
+      ["batch", "latent", "iters", "ms/call", "setup s"],
+    ));
+    L.push("```", "");
+    L.push("Ratio = peer's median ms per call / zerovid's wall ms per call at the same batch (unet section).");
+  }
+  if (p.missing.length) {
+    L.push("", "Missing peers:", "");
+    for (const x of p.missing) L.push(`- ${x}`);
+  }
+  return L.join("\n") + "\n";
+}
+
+export async function writeReport(dir: string, r: Report): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "report.json"), JSON.stringify(r, null, 2) + "\n");
+  await Deno.writeTextFile(join(dir, "report.md"), renderMarkdown(r));
+}
