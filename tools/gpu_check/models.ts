@@ -3,14 +3,15 @@
 // pool's high-water mark.
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { StableDiffusion } from "../../pipeline/models/sd.ts";
-import { SD15_TEXT } from "../../pipeline/models/clip.ts";
-import { SD15_UNET } from "../../pipeline/models/unet.ts";
-import { SD15_VAE } from "../../pipeline/models/vae.ts";
+import type { ClipTextConfig } from "../../pipeline/models/clip.ts";
+import type { UNetConfig } from "../../pipeline/models/unet.ts";
+import type { VAEConfig } from "../../pipeline/models/vae.ts";
+import { SD15 } from "../../pipeline/weights/single_file.ts";
 import { clipTextShapes, unetShapes, vaeShapes } from "../../pipeline/models/shapes.ts";
 import { SeededNoise } from "../../pipeline/modes/common.ts";
 import { resolveT0T1, text2video } from "../../pipeline/modes/text2video.ts";
-import { randomSource } from "../../fixtures/random_weights.ts";
-import { DEMO_DDIM, demoTokenizer } from "../../fixtures/demo_model.ts";
+import { randomSource } from "../../pipeline/weights/random.ts";
+import { demoTokenizer } from "../../pipeline/models/demo.ts";
 import { benchUNetCalls, type UNetRow } from "../bench/unet.ts";
 import { errorMessage, type LoopOptions } from "../bench/measure.ts";
 
@@ -43,16 +44,19 @@ export const SMALL_SPEC: ModelSpec = {
   cross: 32,
 };
 
-/** SD 1.5's text encoder, UNet and VAE with random weights (no download), the CLIP tokenizer, DDIM. */
+/** SD 1.5's text encoder, UNet and VAE (its configs) with random weights: no download. CLIP's real tokenizer. */
 export async function loadSd15(dev: Device, dtype: DType): Promise<StableDiffusion> {
   return await dev.guardOOM("building SD 1.5 with random weights", async () =>
     await StableDiffusion.fromSources(dev, {
       label: SD15_SPEC.label,
       tokenizer: await demoTokenizer(),
-      textEncoder: { config: { ...SD15_TEXT }, weights: randomSource(clipTextShapes(SD15_TEXT), 1) },
-      unet: { config: { ...SD15_UNET }, weights: randomSource(unetShapes(SD15_UNET), 2) },
-      vae: { config: { ...SD15_VAE }, weights: randomSource(vaeShapes(SD15_VAE), 4) },
-      scheduler: DEMO_DDIM,
+      textEncoder: {
+        config: SD15.text_encoder,
+        weights: randomSource(clipTextShapes(SD15.text_encoder as unknown as ClipTextConfig), 1),
+      },
+      unet: { config: SD15.unet, weights: randomSource(unetShapes(SD15.unet as unknown as UNetConfig), 2) },
+      vae: { config: SD15.vae, weights: randomSource(vaeShapes(SD15.vae as unknown as VAEConfig), 4) },
+      scheduler: SD15.scheduler,
     }, dtype));
 }
 
