@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import { delimiter, join, resolve } from "node:path";
 import { DEFAULT_LIMITS, type Limits } from "./schema.ts";
+import { parseRedisUrl, RedisUrlError } from "./queue/redis_url.ts";
 
 export class ServeArgError extends Error {
   constructor(message: string) {
@@ -23,8 +24,18 @@ export interface ServeArgs {
   keepHours: number;
   keepMb: number;
   cacheMb?: number;
+  /** redis://... shared by many nodes; none = SQLite in the data directory (one box). */
+  queue?: string;
+  /** api: takes requests, no GPU; worker: runs jobs on one GPU, no HTTP; both (default). */
+  role: Role;
+  /** How long a worker may go unheard before another takes its job (Redis). */
+  stallSeconds: number;
+  /** WebGPU adapter: a substring of its name, low-power or high-performance. */
+  adapter?: string;
   help: boolean;
 }
+
+export type Role = "api" | "worker" | "both";
 
 interface Flag {
   /** The value's name in the usage text. */
@@ -119,6 +130,43 @@ export const SERVE_FLAGS: Record<string, Flag> = {
     help: "GPU memory for loaded models kept between jobs (default: no limit)",
     set: (o, v, f) => o.cacheMb = num(f, v, { int: false, min: 0 }),
   },
+  adapter: {
+    value: "NAME",
+    help: "WebGPU adapter: a substring of its name, low-power or high-performance (also $ZEROVID_ADAPTER)",
+    env: { name: "ZEROVID_ADAPTER" },
+    set: (o, v, f) => o.adapter = nonEmpty(f, v),
+  },
+  queue: {
+    value: "URL",
+    help: "a Redis shared by many nodes: redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS; also\n" +
+      "$ZEROVID_QUEUE). Default: SQLite in --data-dir, one box",
+    env: { name: "ZEROVID_QUEUE" },
+    set: (o, v, f) => {
+      try {
+        parseRedisUrl(v);
+      } catch (e) {
+        if (e instanceof RedisUrlError) throw new ServeArgError(`${f}: ${e.message}`);
+        throw e;
+      }
+      o.queue = v;
+    },
+  },
+  role: {
+    value: "R",
+    help: "with --queue: api (takes requests, opens no GPU), worker (runs jobs on one GPU, no HTTP)\n" +
+      "or both (default)",
+    set: (o, v, f) => {
+      if (v !== "api" && v !== "worker" && v !== "both") {
+        throw new ServeArgError(`${f}: expected api, worker or both, got ${JSON.stringify(v)}`);
+      }
+      o.role = v;
+    },
+  },
+  "stall-seconds": {
+    value: "N",
+    help: "with --queue: a worker unheard this long loses its job to another worker (default 30)",
+    set: (o, v, f) => o.stallSeconds = num(f, v, { int: false, min: 1 }),
+  },
 };
 
 function usage(): string {
@@ -159,6 +207,8 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
     limits: { ...DEFAULT_LIMITS },
     keepHours: 168,
     keepMb: 2048,
+    role: "both",
+    stallSeconds: 30,
     help: values.help === true,
   };
   for (const [name, f] of Object.entries(SERVE_FLAGS)) {
@@ -169,6 +219,9 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
       const v = env[f.env.name]!;
       for (const one of f.env.list ? v.split(delimiter).filter(Boolean) : [v]) f.set(out, one, `$${f.env.name}`);
     }
+  }
+  if (out.role !== "both" && !out.queue) {
+    throw new ServeArgError(`--role ${out.role}: needs --queue redis://... (without it one process does both)`);
   }
   return out;
 }

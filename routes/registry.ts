@@ -81,18 +81,26 @@ export function checkName(field: string, name: string): void {
   }
 }
 
+/** Models known from elsewhere (an API node of many: the models its workers announce), each with path = name. */
+export type RemoteModels = () => Promise<ModelEntry[]>;
+
 export class ModelRegistry {
   readonly roots: string[];
-  /** True when no root is configured: the built-in demo model is offered instead. */
-  readonly demo: boolean;
   private cache: { at: number; list: ModelEntry[] } | null = null;
   private scanning: Promise<ModelEntry[]> | null = null;
   private rescanMs: number;
+  private remote?: RemoteModels;
 
-  constructor(roots: string[], opts: { rescanMs?: number } = {}) {
+  constructor(roots: string[], opts: { rescanMs?: number; remote?: RemoteModels } = {}) {
     this.roots = roots.map((r) => resolve(r));
-    this.demo = this.roots.length === 0;
     this.rescanMs = opts.rescanMs ?? 10_000;
+    this.remote = opts.remote;
+  }
+
+  /** True when the built-in demo model is offered: no root is configured (remote: the workers offer only it). */
+  get demo(): boolean {
+    if (this.remote) return !!this.cache?.list.length && this.cache.list.every((m) => m.kind === "demo");
+    return this.roots.length === 0;
   }
 
   /** Every model under the roots (cached for a few seconds; a new folder shows up without a restart). */
@@ -106,6 +114,7 @@ export class ModelRegistry {
   }
 
   private async scan(): Promise<ModelEntry[]> {
+    if (this.remote) return await this.remote();
     if (this.demo) {
       return [{ name: DEMO_MODEL, kind: "demo", modes: [...MODES], path: DEMO_MODEL }];
     }

@@ -1,15 +1,27 @@
 // The server's wiring: the queue, the model registry and the app (routes/app.ts) as one ZerovidServer
 // (openServer, what the tests drive), and `serve(args)`, which `main.ts serve` runs: the GPU, the listener, the
 // worker, and a clean stop on SIGINT/SIGTERM.
+//
+// One box: SQLite in the data directory, one process takes requests and runs jobs. Many machines (--queue
+// redis://...): each process is an API node (--role api: HTTP, no GPU, the models its workers announce), a worker
+// (--role worker: one GPU, no HTTP) or both.
 import type { Hono } from "hono";
 import type { JobRequest } from "../pipeline/job/types.ts";
 import type { FieldLimits } from "../pipeline/job/fields.ts";
-import type { JobQueue, Runner } from "./queue/types.ts";
+import { type JobQueue, QueueUnavailableError, type Runner } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
-import { ModelRegistry } from "./registry.ts";
+import { type ModelEntry, ModelRegistry } from "./registry.ts";
 import { DEFAULT_LIMITS, type Limits } from "./schema.ts";
 import { createApp, type Health } from "./app.ts";
-import { defaultDataDir, parseServeArgs, SERVE_FLAGS, SERVE_USAGE, ServeArgError, type ServeArgs } from "./cli.ts";
+import {
+  defaultDataDir,
+  parseServeArgs,
+  type Role,
+  SERVE_FLAGS,
+  SERVE_USAGE,
+  ServeArgError,
+  type ServeArgs,
+} from "./cli.ts";
 
 export interface ServerOptions {
   /** Runs one job with model paths (runJob in production). */
@@ -27,12 +39,18 @@ export interface ServerOptions {
   keepMs?: number;
   keepBytes?: number;
   log?: (line: string) => void;
+  /** A Redis URL: the queue many nodes share (routes/queue/redis.ts). Default: SQLite in dataDir. */
+  queue?: string;
+  /** api: runs no jobs, offers the models its workers announce; worker / both: runs jobs. Default both. */
+  role?: Role;
+  /** Redis: how long a worker may go unheard before another takes its job. */
+  stallMs?: number;
 }
 
 export interface ZerovidServer {
   app: Hono;
   queue: JobQueue;
-  /** Makes this process the queue's worker (openServer does it unless autostart is false). */
+  /** Makes this process the queue's worker (openServer does it unless autostart is false; never for role api). */
   startWorker(): void;
   models: ModelRegistry;
   limits: Limits;
@@ -61,22 +79,62 @@ export function namedRunner(models: ModelRegistry, run: Runner): Runner {
   };
 }
 
-/** Opens the queue over the data directory and builds the app (what serve() runs and the tests drive). */
+/** The models an API node offers: those every live worker announces (a job may run on any of them). */
+export async function workerModels(queue: JobQueue): Promise<ModelEntry[]> {
+  const h = await queue.health();
+  if (!h.ok) throw new QueueUnavailableError(h.error ?? "the job queue is unavailable");
+  const workers = h.workers ?? [];
+  if (workers.length === 0) {
+    throw new QueueUnavailableError(
+      "no GPU worker is connected to the queue (none heard from lately), so no model can be checked or run: " +
+        "start one with serve --role worker --queue ...",
+    );
+  }
+  const lists = workers.map((w) => (w.models ?? []) as unknown as Omit<ModelEntry, "path">[]);
+  const common = lists[0].filter((m) => lists.every((l) => l.some((x) => x.name === m.name && x.kind === m.kind)));
+  return common.map((m) => ({ ...m, path: m.name }));
+}
+
+/** Opens the queue (SQLite over the data directory, or Redis) and builds the app (what serve() runs and tests drive). */
 export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
   const limits: Limits = { ...DEFAULT_LIMITS, ...o.limits };
   for (const [k, v] of Object.entries(limits)) {
     if (!(Number.isFinite(v) && v > 0)) throw new RangeError(`limit ${k} must be a positive number, got ${v}`);
   }
-  const models = new ModelRegistry(o.modelRoots);
-  const queue = await SqliteQueue.open({
-    dataDir: o.dataDir,
-    maxQueued: limits.queueSize,
-    keepMs: o.keepMs,
-    keepBytes: o.keepBytes,
-    log: o.log,
-  });
+  const role = o.role ?? "both";
+  if (role !== "both" && !o.queue) throw new RangeError(`role ${role} needs a shared queue (Redis)`);
+  let queue: JobQueue;
+  if (o.queue) {
+    // Loaded only here: the one-box server never loads BullMQ.
+    const { RedisQueue } = await import("./queue/redis.ts");
+    queue = await RedisQueue.open({
+      url: o.queue,
+      maxQueued: limits.queueSize,
+      keepMs: o.keepMs,
+      keepBytes: o.keepBytes,
+      stallMs: o.stallMs,
+      log: o.log,
+    });
+  } else {
+    queue = await SqliteQueue.open({
+      dataDir: o.dataDir,
+      maxQueued: limits.queueSize,
+      keepMs: o.keepMs,
+      keepBytes: o.keepBytes,
+      log: o.log,
+    });
+  }
+  const models = role === "api"
+    ? new ModelRegistry([], { remote: () => workerModels(queue), rescanMs: 5000 })
+    : new ModelRegistry(o.modelRoots);
   const runner = namedRunner(models, o.runner);
-  const startWorker = () => queue.startWorker(runner, { adapter: o.health?.().adapter });
+  const startWorker = () => {
+    if (role === "api") return;
+    queue.startWorker(runner, {
+      adapter: o.health?.().adapter,
+      models: async () => (await models.list()).map(({ path: _, ...m }) => m as Record<string, unknown>),
+    });
+  };
   if (o.autostart ?? true) startWorker();
   const app = createApp({
     queue,
@@ -118,7 +176,11 @@ export async function serve(args: string[]): Promise<number> {
     return 0;
   }
   a.dataDir ||= defaultDataDir(getEnv);
-  for (const r of a.modelRoots) {
+  const api = a.role === "api";
+  if (api && a.modelRoots.length) {
+    console.error("note: --models is not used with --role api (the models are those the workers announce)");
+  }
+  for (const r of api ? [] : a.modelRoots) {
     const st = await Deno.stat(r).catch(() => null);
     if (!st?.isDirectory) {
       console.error(`error: --models ${r}: not a folder`);
@@ -126,48 +188,75 @@ export async function serve(args: string[]): Promise<number> {
     }
   }
 
-  // The pipeline is loaded here, not at import, so tests of the app need no GPU.
-  const { GpuContext } = await import("./gpu_context.ts");
+  // The pipeline is loaded here, not at import, so tests of the app need no GPU. An API node opens no GPU.
   const { runJob } = await import("../pipeline/job/run.ts");
   const { validateRequest } = await import("../pipeline/job/validate.ts");
   const { DEMO_NOTICE } = await import("../pipeline/models/demo.ts");
-  const gpu = await GpuContext.create({
+  const { GpuContext } = await import("./gpu_context.ts");
+  const gpu = api ? null : await GpuContext.create({
+    device: { adapter: a.adapter },
     cacheBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined,
     modelRoots: a.modelRoots,
     onReopen: () => console.error("GPU device was lost: reopening it for the next job"),
   });
-  const server = await openServer({
-    runner: async (req, hooks) => runJob(await gpu.current(), req, hooks),
-    validate: (req, limits) => validateRequest(req, gpu.now.dev, limits),
-    dataDir: a.dataDir,
-    modelRoots: a.modelRoots,
-    limits: a.limits,
-    token: a.token,
-    keepMs: a.keepHours * 3600e3,
-    keepBytes: a.keepMb * 1024 * 1024,
-    autostart: false,
-    health: () => {
-      // A lost device is reopened by the next job, so the service stays healthy; report what happened.
-      const dev = gpu.now.dev;
-      if (dev.isLost) {
-        return { adapter: dev.adapterName, ok: false, error: "GPU device lost; reopened on the next job" };
-      }
-      return { adapter: dev.adapterName, ok: true };
-    },
-  });
-  const list = await server.models.list();
-  console.log(`GPU: ${gpu.now.dev.adapterName}`);
-  if (server.models.demo) console.log(`models: none configured (--models DIR): ${DEMO_NOTICE}`);
-  else {
-    console.log(`models: ${list.length} under ${a.modelRoots.join(", ")}`);
-    for (const m of list) console.log(`  ${m.name} (${m.kind}: ${m.modes.join(", ") || "annotator"})`);
-    if (list.length === 0) console.log("  (none found: every job will fail with 'no model for mode')");
+  let server: ZerovidServer;
+  try {
+    server = await openServer({
+      runner: async (req, hooks) => runJob(await gpu!.current(), req, hooks),
+      // Without a GPU the precision stays unset: the worker that runs the job picks it for its own GPU.
+      validate: gpu ? (req, limits) => validateRequest(req, gpu.now.dev, limits) : (req, limits) => {
+        const r = validateRequest(req, undefined, limits);
+        if (req.precision === undefined) delete r.precision;
+        return r;
+      },
+      dataDir: a.dataDir,
+      modelRoots: api ? [] : a.modelRoots,
+      limits: a.limits,
+      token: a.token,
+      keepMs: a.keepHours * 3600e3,
+      keepBytes: a.keepMb * 1024 * 1024,
+      queue: a.queue,
+      role: a.role,
+      stallMs: a.stallSeconds * 1000,
+      autostart: false,
+      health: () => {
+        if (!gpu) return { adapter: "none (an API node: the workers run the jobs)", ok: true };
+        // A lost device is reopened by the next job, so the service stays healthy; report what happened.
+        const dev = gpu.now.dev;
+        if (dev.isLost) {
+          return { adapter: dev.adapterName, ok: false, error: "GPU device lost; reopened on the next job" };
+        }
+        return { adapter: dev.adapterName, ok: true };
+      },
+    });
+  } catch (e) {
+    gpu?.dispose();
+    if (!(e instanceof QueueUnavailableError)) throw e;
+    console.error(`error: ${e.message}`);
+    return 2;
   }
-  console.log(`data: ${a.dataDir} (${(await server.queue.counts()).queued} queued job(s) from before)`);
-  if (a.token) console.log("auth: a bearer token is required on /v1/*");
+  if (gpu) {
+    const list = await server.models.list();
+    console.log(`GPU: ${gpu.now.dev.adapterName}`);
+    if (server.models.demo) console.log(`models: none configured (--models DIR): ${DEMO_NOTICE}`);
+    else {
+      console.log(`models: ${list.length} under ${a.modelRoots.join(", ")}`);
+      for (const m of list) console.log(`  ${m.name} (${m.kind}: ${m.modes.join(", ") || "annotator"})`);
+      if (list.length === 0) console.log("  (none found: every job will fail with 'no model for mode')");
+    }
+  } else console.log("GPU: none (an API node); models: those every worker announces (GET /v1/models)");
+  const queued = (await server.queue.counts()).queued;
+  if (a.queue) {
+    const { parseRedisUrl } = await import("./queue/redis_url.ts");
+    console.log(`queue: Redis at ${parseRedisUrl(a.queue).display}, role ${a.role} (${queued} job(s) waiting)`);
+  } else console.log(`data: ${a.dataDir} (${queued} queued job(s) from before)`);
+  if (a.token && a.role !== "worker") console.log("auth: a bearer token is required on /v1/*");
 
+  let signalled: () => void = () => {};
+  const stopSignal = new Promise<void>((r) => signalled = r);
   const ac = new AbortController();
-  const http = Deno.serve({
+  // A worker takes no requests: it listens to the queue only.
+  const http = a.role === "worker" ? null : Deno.serve({
     hostname: a.host,
     port: a.port,
     signal: ac.signal,
@@ -177,13 +266,18 @@ export async function serve(args: string[]): Promise<number> {
       server.startWorker();
     },
   }, server.app.fetch);
+  if (!http) {
+    console.log("zerovid worker: running jobs from the queue (no HTTP)");
+    server.startWorker();
+  }
   let stopping: Promise<void> | null = null;
   const stop = (why: string) =>
     stopping ??= (async () => {
       if (why !== "shutdown") console.log(`${why}: stopping (a running job goes back to the queue)`);
       ac.abort();
+      signalled();
       await server.close();
-      gpu.dispose();
+      gpu?.dispose();
     })();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((sig) => [sig, () => void stop(sig)] as const);
@@ -192,7 +286,7 @@ export async function serve(args: string[]): Promise<number> {
       Deno.addSignalListener(s, h);
     } catch { /* SIGTERM is not available on Windows */ }
   }
-  await http.finished;
+  await (http ? http.finished : stopSignal);
   await stop("shutdown");
   for (const [s, h] of handlers) {
     try {

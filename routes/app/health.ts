@@ -7,6 +7,7 @@ export function healthApp({ health, queue, models, token, limits }: SubAppDeps):
   return new Hono().get("/", async (c) => {
     const h = health();
     const qh = await queue.health();
+    await models.list().catch(() => null); // a registry fed by the workers knows whether it is the demo once listed
     const counts = qh.ok ? await queue.counts() : null;
     const ok = h.ok && qh.ok;
     return c.json({

@@ -23,7 +23,7 @@ import { type Job as BullJob, Queue, WaitingError, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { Buffer } from "node:buffer";
 import { hostname } from "node:os";
-import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "../../pipeline/job_types.ts";
+import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "../../pipeline/job/types.ts";
 import {
   type Job,
   type JobEvent,
@@ -37,6 +37,7 @@ import {
   type ResultLookup,
   type Runner,
   type StoredRequest,
+  type WorkerAbout,
   type WorkerInfo,
 } from "./types.ts";
 import { ioredisOptions, parseRedisUrl, type RedisAddress } from "./redis_url.ts";
@@ -61,12 +62,6 @@ export interface RedisQueueOptions {
   connectTimeoutMs?: number;
   /** Log lines (job start/end, connection lost/back). Default: console.log. */
   log?: (line: string) => void;
-}
-
-/** What a worker tells the others about itself (shown by /healthz; its models by /v1/models). */
-export interface WorkerAbout {
-  adapter?: string;
-  models?: unknown[];
 }
 
 /** Redis keeps one string up to 512 MB; results are capped below that. */
@@ -406,12 +401,12 @@ export class RedisQueue implements JobQueue {
     });
   }
 
-  private async workers(now = Date.now()): Promise<(WorkerInfo & WorkerAbout)[]> {
+  private async workers(now = Date.now()): Promise<WorkerInfo[]> {
     const all = await this.cmd.hgetall(this.keys.workers);
-    const out: (WorkerInfo & WorkerAbout)[] = [];
+    const out: WorkerInfo[] = [];
     const gone: string[] = [];
     for (const [id, v] of Object.entries(all)) {
-      const w = JSON.parse(v) as WorkerInfo & WorkerAbout;
+      const w = JSON.parse(v) as WorkerInfo;
       if (now - w.seenAt > WORKER_GONE_MS) {
         if (now - w.seenAt > 60 * WORKER_GONE_MS) gone.push(id);
         continue;
@@ -423,7 +418,7 @@ export class RedisQueue implements JobQueue {
   }
 
   /** The workers heard from recently, with the models each says it can run. */
-  liveWorkers(): Promise<(WorkerInfo & WorkerAbout)[]> {
+  liveWorkers(): Promise<WorkerInfo[]> {
     return this.op(() => this.workers());
   }
 
@@ -605,7 +600,7 @@ export class RedisQueue implements JobQueue {
       }
       // Not locked by a worker: BullMQ removes it from the wait list and no worker will ever start it.
       if (await this.queue.remove(id) === 1) {
-        const n = await this.cmd.zvCancelWaiting(k.job(id), k.video(id), k.done, Date.now(), k.events, id);
+        const n = await this.cmd.zvCancelWaiting(k.job(id), k.video(id), k.done, Date.now(), k.events, id, k.cancel);
         if (n === 1) this.log(`job ${id}: cancelled while queued`);
         return "cancelled";
       }
@@ -644,17 +639,23 @@ export class RedisQueue implements JobQueue {
     this.timers.push(t);
   }
 
-  private heartbeat(): Promise<unknown> {
-    const w: WorkerInfo & WorkerAbout = {
+  private async heartbeat(): Promise<void> {
+    let models: Record<string, unknown>[] | undefined;
+    try {
+      models = await this.about.models?.();
+    } catch (e) {
+      this.log(`worker: cannot list its models: ${errorText(e)}`);
+    }
+    const w: WorkerInfo = {
       id: this.workerId,
       host: hostname(),
       pid: Deno.pid,
       adapter: this.about.adapter,
-      models: this.about.models,
+      models,
       running: this.current?.id ?? null,
       seenAt: Date.now(),
     };
-    return this.cmd.hset(this.keys.workers, this.workerId, JSON.stringify(w));
+    await this.cmd.hset(this.keys.workers, this.workerId, JSON.stringify(w));
   }
 
   private process(job: BullJob, token?: string): Promise<void> {
@@ -699,11 +700,12 @@ export class RedisQueue implements JobQueue {
       result = await this.runner!(req, {
         signal: cur.ac.signal,
         onProgress: (p) => {
+          const stageChanged = p.stage !== progress?.stage;
           progress = { ...p };
           const msg: EventMessage = { id, type: "progress", progress };
           this.cmd.publish(k.events, JSON.stringify(msg)).catch(() => {});
           const now = Date.now();
-          if (now - written > 1000) {
+          if (now - written > 1000 || stageChanged) {
             written = now;
             this.cmd.hset(k.job(id), "progress", JSON.stringify(progress)).catch(() => {});
           }

@@ -69,11 +69,13 @@ redis.call('PUBLISH', ARGV[2], cjson.encode({id = ARGV[3], type = 'requeued'}))
 return 1
 `;
 
-/** Ends a job no worker holds (its BullMQ job was just removed from the wait list) as cancelled.
- * KEYS: job, video, done. ARGV: now, channel, id. Returns 1, or 0 when it had ended already. */
+/** Ends a job no worker holds a lock on (its BullMQ job was just removed) as cancelled. A job still marked running
+ * here has a worker that lost its lock (it stalled): that worker is told to stop too.
+ * KEYS: job, video, done. ARGV: now, channel, id, cancelChannel. Returns 1, or 0 when it had ended already. */
 export const CANCEL_WAITING = `
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'queued' and st ~= 'running' then return 0 end
+if st == 'running' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finishedAt', ARGV[1], 'owner', '')
 redis.call('HDEL', KEYS[1], 'cancelRequested')
 redis.call('DEL', KEYS[2])

@@ -103,10 +103,19 @@ export interface WorkerInfo {
   pid: number;
   /** The GPU adapter it runs on, if it said. */
   adapter?: string;
+  /** The models it can run, as GET /v1/models lists them (a backend that shares models across nodes says). */
+  models?: Record<string, unknown>[];
   /** The job it runs now. */
   running: string | null;
   /** When it was last heard from (ms since the epoch). */
   seenAt: number;
+}
+
+/** What a worker tells the other nodes about itself. */
+export interface WorkerAbout {
+  adapter?: string;
+  /** The models it can run, as GET /v1/models lists them (read again at each heartbeat: new models show up). */
+  models?: () => Promise<Record<string, unknown>[]>;
 }
 
 export interface QueueHealth {
@@ -142,7 +151,7 @@ export interface JobQueue {
   health(): Promise<QueueHealth>;
 
   /** Makes this process a worker: it runs jobs with `runner`, one at a time (idempotent). */
-  startWorker(runner: Runner, about?: { adapter?: string }): void;
+  startWorker(runner: Runner, about?: WorkerAbout): void;
   /**
    * Graceful stop: no new jobs start here, a job running here goes back to the head of the queue, listeners get
    * "closed". Queued jobs stay queued.
