@@ -16,8 +16,8 @@
 //   P:bull:jobs:*    BullMQ's queue
 //
 // Crash policy (types.ts): a job whose worker dies is taken up by another worker once BullMQ sees its lock expire
-// (stallMs); a job interrupted a second time fails. A worker that lost a job cannot finish it (the scripts check the
-// owner), so each job ends once. Redis going away: API calls throw QueueUnavailableError (503) at once, workers
+// (stallMs); a job interrupted a second time fails. Only a running job can finish, so each job ends once: a worker
+// that only seemed dead and finishes first ends the job, and the run that took over is stopped. Redis going away: API calls throw QueueUnavailableError (503) at once, workers
 // keep their job and retry its final write, every connection reconnects by itself.
 import { type Job as BullJob, Queue, WaitingError, Worker } from "bullmq";
 import { Redis } from "ioredis";
@@ -744,8 +744,9 @@ export class RedisQueue implements JobQueue {
           Math.max(1, Math.round(this.keepMs)),
           took ?? "",
           status === "succeeded" ? "done" : status,
+          k.cancel,
         ));
-    const lostIt = () => this.log(`job ${id}: another worker took it over meanwhile; this run's outcome is dropped`);
+    const lostIt = () => this.log(`job ${id}: it ended elsewhere meanwhile; this run's outcome is dropped`);
     const secs = ((now - started) / 1000).toFixed(1);
 
     if (signal.aborted && signal.reason === SHUTDOWN) {

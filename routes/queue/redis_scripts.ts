@@ -1,6 +1,8 @@
 // The job record's state changes on Redis, each one Lua script so that it is atomic with the event it publishes.
-// A worker owns a running job through `owner` (its id and BullMQ's lock token): a worker that lost the job (its lock
-// expired and another worker took it over) can no longer finish it, so each job ends exactly once.
+// Each job ends exactly once: only a job still "running" can finish. A worker that only seemed dead (its lock ran
+// out while its event loop was busy) may still be running a job another worker took over; the first run to finish
+// ends the job (both ran the same request) and the other run is told to stop, its outcome dropped. `owner` (worker
+// id and BullMQ's lock token) says which run holds the job now.
 //
 // The job hash holds: id seq status request createdAt startedAt finishedAt attempts progress params timings error
 // errorField result cancelRequested owner. Events go out on one channel as JSON {id, type, ...}.
@@ -29,11 +31,11 @@ return {'run', redis.call('HGET', KEYS[1], 'cancelRequested') or '', tostring(at
 
 /** KEYS: job, video, done, result, results, resultBytes, durations.
  * ARGV: owner, status, now, channel, id, fields (JSON object of strings), resultBytes ('' = none), keepMs,
- * durationMs ('' = none), eventType. Returns 1, or 0 when this worker no longer owns the job. */
+ * durationMs ('' = none), eventType, cancelChannel. Returns 1, or 0 when the job had ended already. */
 export const FINISH = `
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
-  return 0
-end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local holder = redis.call('HGET', KEYS[1], 'owner')
+if holder and holder ~= '' and holder ~= ARGV[1] then redis.call('PUBLISH', ARGV[11], ARGV[5]) end
 local args = {'status', ARGV[2], 'finishedAt', ARGV[3], 'owner', ''}
 for k, v in pairs(cjson.decode(ARGV[6])) do
   table.insert(args, k)
