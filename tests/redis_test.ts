@@ -312,9 +312,15 @@ async function ready(api: Node, workers: Node[], n = workers.length): Promise<vo
 
 const logs = (nodes: Node[]) => () => nodes.map((p, i) => `--- node ${i} (pid ${p.pid})\n${p.log()}`).join("\n");
 
-/** How many times each worker log says the job succeeded. */
+/** How many times the worker logs say the job succeeded. */
 function successes(workers: Node[], id: string): number {
   return workers.reduce((n, w) => n + w.log().split(`job ${id}: succeeded`).length - 1, 0);
+}
+
+/** Every worker log line about a job (for failure messages). */
+function linesAbout(workers: Node[], id: string): string {
+  return workers.map((w, i) => w.log().split("\n").filter((l) => l.includes(id)).map((l) => `worker ${i}: ${l}`))
+    .flat().join("\n");
 }
 
 Deno.test({
@@ -362,7 +368,7 @@ Deno.test({
         );
         const info = await probeVideo(new Uint8Array(await res.arrayBuffer()), what);
         assertEquals([what, info.frames, info.width, info.height], [what, 2, 64, 64]);
-        assertEquals(successes(workers, id), 1, `${what} ${id}: succeeded lines`);
+        assertEquals(successes(workers, id), 1, `${what} ${id}: succeeded lines\n${linesAbout(workers, id)}`);
       }
       const secs = (Date.now() - t0) / 1000;
       const perWorker = workers.map((w) => w.log().split(": succeeded in").length - 1);
@@ -398,6 +404,7 @@ Deno.test({
       const cq = await call(`${api.base}/v1/jobs/${q}`, { method: "DELETE" });
       assertEquals([cq.status, cq.body.status], [200, "cancelled"]);
       const runningEvents = readEvents(api.base, l1, 60_000);
+      runningEvents.catch(() => {}); // awaited below; a failure is reported there
       const c1 = await call(`${api.base}/v1/jobs/${l1}`, { method: "DELETE" });
       assertEquals(c1.status, 202, JSON.stringify(c1.body));
       const e1 = await runningEvents;
@@ -435,12 +442,17 @@ Deno.test({
       const dead = workers.find((w) => w.pid === victim.pid)!;
       assert(dead, `no worker process with pid ${victim.pid}`);
       const victimEvents = readEvents(api.base, victim.job, 180_000);
+      victimEvents.catch(() => {}); // awaited below; a failure is reported there
       await dead.kill();
       const t1 = Date.now();
       for (const id of batch) {
         const job = await waitJob(api.base, id, 180_000, ctx);
         assertEquals(job.status, "succeeded", `${id}: ${job.error}`);
-        assertEquals(successes(workers, id), 1, `${id}: succeeded lines`);
+        assertEquals(
+          successes(workers, id),
+          1,
+          `${id}: succeeded lines (victim ${victim.job})\n${linesAbout(workers, id)}`,
+        );
         if (id === victim.job) assert((job.attempts as number) >= 2, `attempts ${job.attempts}`);
         const res = await fetch(`${api.base}/v1/jobs/${id}/result`);
         assertEquals((await probeVideo(new Uint8Array(await res.arrayBuffer()))).frames, 2);
@@ -450,6 +462,9 @@ Deno.test({
       assertEquals(ve.filter((n) => ["done", "failed", "cancelled"].includes(n)), ["done"], ve.join(","));
       assert(ve.filter((n) => n === "started").length >= 1, ve.join(","));
       assertEquals(((await call(`${api.base}/v1/jobs?limit=200`)).body.jobs as Json[]).length, 12 + 4 + 4);
+    } catch (e) {
+      console.error(ctx());
+      throw e;
     } finally {
       await Promise.all(all.map((p) => p.stop()));
     }
@@ -483,6 +498,7 @@ Deno.test({
         ctx,
       );
       const stream = readEvents(api.base, queued[1], 240_000);
+      stream.catch(() => {}); // awaited below; a failure is reported there
       await sleep(300); // the stream is subscribed
 
       await redis.kill();
@@ -526,6 +542,9 @@ Deno.test({
       assertEquals(names[names.length - 1], "done", names.join(","));
       assertEquals((await postJson(api.base, T2V)).status, 202);
       for (const p of all) assert(await Promise.race([p.exited.then(() => false), sleep(10).then(() => true)]));
+    } catch (e) {
+      console.error(ctx());
+      throw e;
     } finally {
       await Promise.all(all.map((p) => p.stop()));
     }

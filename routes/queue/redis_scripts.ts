@@ -5,7 +5,7 @@
 // id and BullMQ's lock token) says which run holds the job now.
 //
 // The job hash holds: id seq status request createdAt startedAt finishedAt attempts progress params timings error
-// errorField result cancelRequested owner. Events go out on one channel as JSON {id, type, ...}.
+// errorField result cancelRequested owner finishedBy requeuedBy (the last two make retried writes idempotent). Events go out on one channel as JSON {id, type, ...}.
 
 /** KEYS: job, video, done. ARGV: owner, now, channel, id, interruptedMessage.
  * Returns {"run", cancelRequested, attempt} | {"gone"} | {"finished"} | {"failed"} (interrupted twice). */
@@ -14,6 +14,10 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'gone'} end
 if st ~= 'queued' and st ~= 'running' then return {'finished'} end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if st == 'running' and redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  -- this very run started it already (a retry after the reply was lost)
+  return {'run', redis.call('HGET', KEYS[1], 'cancelRequested') or '', tostring(attempts)}
+end
 if st == 'running' and attempts >= 2 then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finishedAt', ARGV[2], 'error', ARGV[5], 'owner', '')
   redis.call('HDEL', KEYS[1], 'errorField')
@@ -31,12 +35,16 @@ return {'run', redis.call('HGET', KEYS[1], 'cancelRequested') or '', tostring(at
 
 /** KEYS: job, video, done, result, results, resultBytes, durations.
  * ARGV: owner, status, now, channel, id, fields (JSON object of strings), resultBytes ('' = none), keepMs,
- * durationMs ('' = none), eventType, cancelChannel. Returns 1, or 0 when the job had ended already. */
+ * durationMs ('' = none), eventType, cancelChannel. Returns 1, or 0 when the job had ended already (1 again when
+ * it was this very run that ended it: a retry after the reply was lost). */
 export const FINISH = `
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  if redis.call('HGET', KEYS[1], 'finishedBy') == ARGV[1] then return 1 end
+  return 0
+end
 local holder = redis.call('HGET', KEYS[1], 'owner')
 if holder and holder ~= '' and holder ~= ARGV[1] then redis.call('PUBLISH', ARGV[11], ARGV[5]) end
-local args = {'status', ARGV[2], 'finishedAt', ARGV[3], 'owner', ''}
+local args = {'status', ARGV[2], 'finishedAt', ARGV[3], 'owner', '', 'finishedBy', ARGV[1]}
 for k, v in pairs(cjson.decode(ARGV[6])) do
   table.insert(args, k)
   table.insert(args, v)
@@ -59,13 +67,13 @@ return 1
 `;
 
 /** A graceful stop: the job goes back to "queued" and this attempt does not count.
- * KEYS: job. ARGV: owner, channel, id. Returns 1, or 0 when not owned. */
+ * KEYS: job. ARGV: owner, channel, id. Returns 1 (also when this run did it already), or 0 when not owned. */
 export const REQUEUE = `
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
-  return 0
-end
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'queued' and redis.call('HGET', KEYS[1], 'requeuedBy') == ARGV[1] then return 1 end
+if st ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1') - 1
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', attempts, 'owner', '')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', attempts, 'owner', '', 'requeuedBy', ARGV[1])
 redis.call('HDEL', KEYS[1], 'startedAt', 'progress')
 redis.call('PUBLISH', ARGV[2], cjson.encode({id = ARGV[3], type = 'requeued'}))
 return 1
