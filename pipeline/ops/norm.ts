@@ -1,6 +1,8 @@
-// GroupNorm (shaders/groupnorm_stats.wgsl + shaders/groupnorm.wgsl) and LayerNorm (shaders/layernorm.wgsl).
+// GroupNorm (shaders/groupnorm.wgsl, with shaders/groupnorm_stats.wgsl for large groups) and LayerNorm
+// (shaders/layernorm.wgsl).
 import statsSrc from "../../shaders/groupnorm_stats.wgsl" with { type: "text" };
 import groupNormSrc from "../../shaders/groupnorm.wgsl" with { type: "text" };
+import reduceSrc from "../../shaders/groupnorm_reduce.wgsl" with { type: "text" };
 import layerNormSrc from "../../shaders/layernorm.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
@@ -52,21 +54,31 @@ export function groupNorm(
   const chunk = Math.ceil(units / chunks);
   // Threads per workgroup: enough for the chunk, no more (idle threads still pay for every barrier).
   const WG = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(chunk))));
-  const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc, w), vecConsts(w, { WG }), x.dtype);
-  const kn = dev.kernel("groupnorm", vecSource(groupNormSrc, w), vecConsts(w, { SILU: !!opts.silu, WG }), x.dtype);
+  const kn = (onePass: boolean) =>
+    dev.kernel(
+      "groupnorm",
+      vecSource(groupNormSrc + reduceSrc, w),
+      vecConsts(w, { SILU: !!opts.silu, WG, ONEPASS: onePass }),
+      x.dtype,
+    );
   /** Normalise `count` consecutive groups starting at group g0 of the channel order (x rows of cg * S elements). */
   const run = (start: number, count: number, g0: number) => {
     const whole = count === N * groups;
     const xs = whole ? x : rangeView(x, start, cg * S, [count * cg * S]);
     const ys = whole ? y : rangeView(y, start, cg * S, [count * cg * S]);
     if (count > 65535) throw new GpuError(`${op}: ${count} groups in one dispatch exceed 65535 workgroups`);
+    const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(g0);
+    if (chunks === 1) {
+      // The whole group fits one workgroup: statistics and normalisation in one dispatch (x stands in for `part`).
+      const bs = [xs.binding(), xs.binding(), gamma.binding(), beta.binding(), ys.binding()];
+      dev.dispatch(kn(true), pn, bs, [1, count]);
+      return;
+    }
+    const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc + reduceSrc, w), vecConsts(w, { WG }), x.dtype);
     const part = empty(dev, [count * chunks * 4], "f32");
     dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [xs.binding(), part.binding()], [chunks, count]);
-    const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(g0);
-    dev.dispatch(kn, pn, [xs.binding(), part.binding(), gamma.binding(), beta.binding(), ys.binding()], [
-      chunks,
-      count,
-    ]);
+    const bs = [xs.binding(), part.binding(), gamma.binding(), beta.binding(), ys.binding()];
+    dev.dispatch(kn(false), pn, bs, [chunks, count]);
     part.release();
   };
   // Groups are independent: past the binding limit split between images, or between the groups of one image.

@@ -67,7 +67,9 @@ export const cases: OpCase[] = [];
 
 // [shape, groups, eps, silu, offset]
 const GN: [number[], number, number, boolean, number][] = [
-  [[2, 12, 5, 7], 3, 1e-5, false, 0], // odd spatial: scalar path
+  // Groups of up to 1024 units run in one dispatch (statistics in the normalising kernel), larger ones in two.
+  [[2, 12, 5, 7], 3, 1e-5, false, 0], // odd spatial: scalar path, one pass
+  [[2, 16, 7, 9], 4, 1e-5, true, 100], // large mean, one pass
   [[2, 12, 5, 7], 3, 1e-5, true, 0],
   [[3, 32, 9, 8], 8, 1e-6, true, 0], // batch 3, vec4 path
   [[2, 8, 1, 1], 4, 1e-5, false, 0], // 1x1 spatial
