@@ -5,7 +5,9 @@
 // summed through workgroup memory. Head dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread), TPR, WG, BK.
 // Grid: x = query block, y = head, z = query batch.
-struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32 }
+// q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
+// projection [B, N, 3C] are read in place. o is [B, Nq, c].
+struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32, qs: u32, ks: u32, vs: u32, qo: u32, ko: u32, vo: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<T>;
 @group(0) @binding(2) var<storage, read> k: array<T>;
@@ -68,13 +70,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let r = t / TPR;
   let u = t % TPR;
   let qi = q0 + r;
-  let kbase = (b / p.div) * p.nk * p.c + h * D;
+  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
+  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
   // Causal: keys past the block's last query are masked for every row, so skip their tiles.
   let kend = select(p.nk, min(p.nk, q0 + BQ), p.causal != 0u);
 
   // q pre-scaled by scale*log2(e): scores come out in log2 units for exp2.
   var qv: array<vec4f, DV>;
-  let qrow = (b * p.nq + qi) * p.c + h * D;
+  let qrow = (b * p.nq + qi) * p.qs + p.qo + h * D;
   for (var g = 0u; g < DV; g++) {
     qv[g] = vec4f(0.0);
     if (qi < p.nq) { qv[g] = ld_q(qrow, (u + g * TPR) * 4u) * p.cl2; }
@@ -89,12 +92,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     for (var e = t; e < BK * DVT; e += WG) {
       let j = e / DVT;
       let col = (e % DVT) * 4u;
-      let row = kbase + (k0 + j) * p.c;
       var kx = vec4f(0.0);
       var vx = vec4f(0.0);
       if (k0 + j < p.nk) {
-        kx = ld_k(row, col);
-        vx = ld_v(row, col);
+        kx = ld_k(kbase + (k0 + j) * p.ks, col);
+        vx = ld_v(vbase + (k0 + j) * p.vs, col);
       }
       kt[e] = kx;
       vt[e] = vx;
@@ -143,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     let col = (u + g * TPR) * 4u;
     if (col >= D) { continue; }
     let y = acc[g] * inv;
-    let at = qrow + col;
+    let at = (b * p.nq + qi) * p.c + h * D + col;
     o[at] = T(y.x);
     if (D % 4u == 0u || col + 1u < D) { o[at + 1u] = T(y.y); }
     if (D % 4u == 0u || col + 2u < D) { o[at + 2u] = T(y.z); }

@@ -8,7 +8,9 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per chunk), NCH (DV*NCH*4 >= D), BQ, BK,
 // WG (threads), CS (phase-1 keys per thread), TCO (phase-3 threads along the head dim).
 // Grid: x = query block, y = head, z = query batch.
-struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32 }
+// q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
+// projection [B, N, 3C] are read in place. o is [B, Nq, c].
+struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32, qs: u32, ks: u32, vs: u32, qo: u32, ko: u32, vo: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<T>;
 @group(0) @binding(2) var<storage, read> k: array<T>;
@@ -39,7 +41,7 @@ fn load_q(base: u32, q0: u32, ch: u32, t: u32) {
     let col = (ch * DV + e % DV) * 4u;
     var x = vec4f(0.0);
     if (q0 + r < p.nq && col < D) {
-      let i = base + (q0 + r) * p.c + col;
+      let i = base + (q0 + r) * p.qs + col;
       if (D % 4u == 0u) {
         x = vec4f(f32(q[i]), f32(q[i + 1u]), f32(q[i + 2u]), f32(q[i + 3u]));
       } else {
@@ -61,7 +63,7 @@ fn load_kv(base: u32, k0: u32, ch: u32, t: u32, isv: bool) {
     let col = (ch * DV + g) * 4u;
     var x = vec4f(0.0);
     if (k0 + r < p.nk && col < D) {
-      let i = base + (k0 + r) * p.c + col;
+      let i = base + (k0 + r) * select(p.ks, p.vs, isv) + col;
       if (isv) {
         if (D % 4u == 0u) {
           x = vec4f(f32(v[i]), f32(v[i + 1u]), f32(v[i + 2u]), f32(v[i + 3u]));
@@ -91,8 +93,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let q0 = wid.x * BQ;
   let h = wid.y;
   let b = wid.z;
-  let qbase = b * p.nq * p.c + h * D;
-  let kbase = (b / p.div) * p.nk * p.c + h * D;
+  let qbase = b * p.nq * p.qs + p.qo + h * D;
+  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
+  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
   // Causal: keys past the block's last query are masked for every row, so skip their tiles.
   let kend = select(p.nk, min(p.nk, q0 + BQ), p.causal != 0u);
 
@@ -137,7 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
       }
     }
     // K is consumed: start streaming V's first chunk in the same barrier interval.
-    load_kv(kbase, k0, 0u, t, true);
+    load_kv(vbase, k0, 0u, t, true);
     workgroupBarrier();
 
     // 2. Online softmax, one thread per query row (scores are already in log2 units).
@@ -166,7 +169,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     }
     for (var ch = 0u; ch < NCH; ch++) {
       if (ch > 0u) {
-        load_kv(kbase, k0, ch, t, true);
+        load_kv(vbase, k0, ch, t, true);
         workgroupBarrier();
       }
       for (var kk = 0u; kk < BK; kk++) {
@@ -188,7 +191,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     let r = tro + i * TRO;
     if (q0 + r >= p.nq) { continue; }
     let inv = 1.0 / rsum[r];
-    let base = qbase + (q0 + r) * p.c;
+    let base = (b * p.nq + q0 + r) * p.c + h * D;
     for (var ch = 0u; ch < NCH; ch++) {
       for (var j = 0u; j < CPC; j++) {
         let col = (ch * DV + tco + j * TCO) * 4u;

@@ -138,17 +138,44 @@ function checkConfig(c: AttentionConfig, D: number): void {
   if (!ok) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
 }
 
-/** Batches [start, start+count) as a view (Tensor.slice0 rejects a leading sub-range at offset 0). */
+/** Batches [start, start+count) as a view. */
 function batches(t: Tensor, start: number, count: number): Tensor {
-  return rangeView(t, start, t.numel / t.shape[0], [count, ...t.shape.slice(1)]);
+  return t.slice0(start, count);
 }
 
 /** Production tilings by head dim and workgroup-memory budget. */
 const configs = new Map<string, AttentionConfig>();
 
+/** Columns [col, col + width) of the token rows of `t` [B, N, W]: Q, K or V read in place from one packed
+ *  projection (e.g. to_q/to_k/to_v computed as one GEMM into [B, N, 3C]). */
+export interface Cols {
+  t: Tensor;
+  col: number;
+  width: number;
+}
+export type AttentionOperand = Tensor | Cols;
+
+function asCols(op: string, name: string, x: AttentionOperand): Cols {
+  const c = x instanceof Tensor ? { t: x, col: 0, width: x.shape[x.shape.length - 1] } : x;
+  const W = c.t.shape[2];
+  if (c.t.shape.length !== 3 || !(c.col >= 0 && c.width > 0 && c.col + c.width <= W)) {
+    throw new GpuError(
+      `${op}: ${name} is columns [${c.col}, ${c.col + c.width}) of [${c.t.shape}], expected [B, N, W]`,
+    );
+  }
+  return c;
+}
+
 /** q [Bq, Nq, heads*D], k/v [Bk, Nk, heads*D] (row-major tokens, heads interleaved as in PyTorch's
- *  view(B, N, heads, D)); returns softmax(q k^T * scale) v per head as [Bq, Nq, heads*D]. Bk = ceil(Bq / kvBatchDiv). */
-export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOpts = {}): Tensor {
+ *  view(B, N, heads, D)), each a tensor or columns of a packed one; returns softmax(q k^T * scale) v per head as
+ *  [Bq, Nq, heads*D]. Bk = ceil(Bq / kvBatchDiv). */
+export function attention(
+  q: AttentionOperand,
+  k: AttentionOperand,
+  v: AttentionOperand,
+  heads: number,
+  opts: AttentionOpts = {},
+): Tensor {
   return attentionWith(q, k, v, heads, opts);
 }
 
@@ -160,17 +187,19 @@ export interface AttentionInternal {
 
 /** `attention` with test overrides (the tilings of GPUs with less workgroup memory, the batch split). */
 export function attentionWith(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  qIn: AttentionOperand,
+  kIn: AttentionOperand,
+  vIn: AttentionOperand,
   heads: number,
   opts: AttentionOpts = {},
   internal: AttentionInternal = {},
 ): Tensor {
   const op = "attention";
+  const qc = asCols(op, "q", qIn), kc = asCols(op, "k", kIn), vc = asCols(op, "v", vIn);
+  // The packed tensors; the kernel reads columns qc.col.., kc.col.., vc.col.. of their rows.
+  const q = qc.t, k = kc.t, v = vc.t;
   assertSameDType(op, q, k, v, ...(opts.out ? [opts.out] : []));
-  if (q.shape.length !== 3) throw new GpuError(`${op}: q has shape [${q.shape}], expected [Bq, Nq, heads*D]`);
-  const [Bq, Nq, C] = q.shape;
+  const [Bq, Nq] = q.shape, C = qc.width;
   if (!Number.isInteger(heads) || heads < 1 || C % heads !== 0) {
     throw new GpuError(`${op}: heads=${heads} does not divide the channel count ${C} of q [${q.shape}]`);
   }
@@ -178,9 +207,14 @@ export function attentionWith(
   const div = opts.kvBatchDiv ?? 1;
   if (!Number.isInteger(div) || div < 1) throw new GpuError(`${op}: kvBatchDiv must be a positive integer, got ${div}`);
   const Bk = Math.ceil(Bq / div);
-  assertShape(op, "k", k, [Bk, -1, C]);
   const Nk = k.shape[1];
-  assertShape(op, "v", v, [Bk, Nk, C]);
+  for (const [name, x] of [["k", kc], ["v", vc]] as const) {
+    if (x.t.shape[0] !== Bk || x.t.shape[1] !== Nk || x.width !== C) {
+      throw new GpuError(
+        `${op}: ${name} is ${x.width} columns of [${x.t.shape}], expected ${C} columns of [${Bk}, ${Nk}, ?]`,
+      );
+    }
+  }
   if (Nk < 1) throw new GpuError(`${op}: k has no tokens ([${k.shape}])`);
   if (opts.out) assertShape(op, "out", opts.out, [Bq, Nq, C]);
   const dev = q.dev;
@@ -195,7 +229,7 @@ export function attentionWith(
     if (need < c.WG) c = { ...c, WG: Math.max(32, need, c.TPR) };
   }
   checkConfig(c, D);
-  const out = opts.out ?? empty(dev, q.shape, q.dtype);
+  const out = opts.out ?? empty(dev, [Bq, Nq, C], q.dtype);
   if (Bq === 0 || Nq === 0) return out;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const { kind, ...consts } = c;
@@ -207,9 +241,12 @@ export function attentionWith(
   // when they fit, else the query batches of one group, else the query rows of one batch (queries are independent;
   // k/v of one batch must fit). A view at an unaligned offset is copied to a pooled tensor first.
   const limit = internal.maxBinding ?? dev.maxBinding;
-  const eb = BYTES[q.dtype], perQ = Nq * C * eb, perK = Nk * C * eb;
+  const Wq = q.shape[2], eb = BYTES[q.dtype];
+  const perQ = Nq * Math.max(Wq, C) * eb, perK = Nk * Math.max(k.shape[2], v.shape[2]) * eb;
   const maxZ = dev.gpu.limits.maxComputeWorkgroupsPerDimension;
-  const params = (nq: number) => new Params().u(nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E);
+  const params = (nq: number) =>
+    new Params().u(nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E)
+      .u(Wq, k.shape[2], v.shape[2], qc.col, kc.col, vc.col);
   const run = (qs: Tensor, ks: Tensor, vs: Tensor, os: Tensor) => {
     const [nb, nq] = qs.shape, qb = Math.ceil(nq / (c.kind === "rows" ? c.WG / c.TPR : c.BQ));
     const [qa, ka, va] = [qs, ks, vs].map((t) => bindable(t)), oa = bindable(os, false);
@@ -257,10 +294,10 @@ export function attentionWith(
     }
     // One query batch is too large: split its query rows (a causal mask would need their offset).
     if (opts.causal) throw new GpuError(`${op}: a causal q [${q.shape}] batch exceeds the storage binding limit`);
-    const rows = Math.max(1, Math.floor(limit / (C * eb)));
+    const rows = Math.max(1, Math.floor(limit / (Math.max(Wq, C) * eb)));
     for (let n0 = 0; n0 < Nq; n0 += rows) {
       const m = Math.min(rows, Nq - n0);
-      run(rangeView(q, b0 * Nq + n0, C, [1, m, C]), ks, vs, rangeView(out, b0 * Nq + n0, C, [1, m, C]));
+      run(rangeView(q, b0 * Nq + n0, Wq, [1, m, Wq]), ks, vs, rangeView(out, b0 * Nq + n0, C, [1, m, C]));
     }
     b0 += 1;
   }

@@ -2,12 +2,14 @@ import {
   attention,
   type AttentionConfig,
   type AttentionInternal,
+  type AttentionOperand,
   type AttentionOpts,
   attentionWith,
   rowsConfig,
   tiledConfig,
 } from "../../pipeline/ops/attention.ts";
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
+import type { Tensor } from "../../pipeline/gpu/tensor.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
 
@@ -59,6 +61,9 @@ interface Shape {
   internal?: AttentionInternal;
   /** Write into a preallocated `out`. */
   useOut?: boolean;
+  /** Read q/k/v as columns of one packed tensor (odd column offsets): "qkv" (self-attention, one projection)
+   *  or "kv" (q apart). */
+  packed?: "qkv" | "kv";
 }
 
 // Every Nq/Nk below (but the 1-token and batch-split cases) is a non-multiple of the query blocks (16/32/64/128) and key tiles
@@ -104,6 +109,11 @@ const shapes: Shape[] = [
     opts: { causal: true },
     internal: { cfg: { kind: "tiled", BQ: 16, BK: 8, WG: 128, CS: 1, DV: 24, NCH: 1, TCO: 8 } },
   },
+  // Q/K/V read in place from one packed projection (strided rows, column offsets), both kernels, split batches.
+  { Bq: 2, Nq: 37, Nk: 37, heads: 2, D: 8, opts: {}, packed: "qkv" },
+  { Bq: 3, Nq: 30, Nk: 30, heads: 3, D: 6, opts: {}, packed: "qkv", internal: { cfg: tiledConfig(6) } },
+  { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 }, packed: "kv" },
+  { Bq: 5, Nq: 16, Nk: 16, heads: 2, D: 8, opts: {}, packed: "qkv", internal: { maxBinding: 2 * 16 * 60 * 4 } },
   // Batch split at a small binding limit: 2 q batches per dispatch (within one kvBatchDiv group), then whole groups.
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 3 }, internal: { maxBinding: 2 * 16 * 16 * 4 } },
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
@@ -122,6 +132,7 @@ function describe(s: Shape): string {
     i?.cfg ? cfgText(i.cfg) : "",
     i?.maxBinding ? `maxBinding=${i.maxBinding}` : "",
     s.useOut ? "out" : "",
+    s.packed ? `packed=${s.packed}` : "",
   ].filter((x) => x).join(" ");
   return `B=${s.Bq} Nq=${s.Nq} Nk=${s.Nk} heads=${s.heads} D=${s.D}${extra ? " " + extra : ""}`;
 }
@@ -145,16 +156,43 @@ for (const dtype of DTYPES) {
         const q = quantize(randn(s.Bq * s.Nq * C, 100 + n), dtype);
         const k = quantize(randn(Bk * s.Nk * C, 200 + n), dtype);
         const v = quantize(randn(Bk * s.Nk * C, 300 + n), dtype);
-        const tq = up(dev, q, [s.Bq, s.Nq, C], dtype);
-        const tk = up(dev, k, [Bk, s.Nk, C], dtype), tv = up(dev, v, [Bk, s.Nk, C], dtype);
+        let tq: AttentionOperand, tk: AttentionOperand, tv: AttentionOperand;
+        const owned: Tensor[] = [];
+        if (s.packed) {
+          // Columns: [1 pad, (q, 1 pad,) k, 1 pad, v, 2 pad] per row.
+          const parts = s.packed === "qkv" ? [q, k, v] : [k, v];
+          const W = parts.length * (C + 1) + 1, rows = Bk * s.Nk;
+          const data = new Float32Array(rows * W);
+          parts.forEach((src, i) => {
+            for (let r = 0; r < rows; r++) data.set(src.subarray(r * C, r * C + C), r * W + 1 + i * (C + 1));
+          });
+          const t = up(dev, data, [Bk, s.Nk, W], dtype);
+          owned.push(t);
+          const col = (i: number) => ({ t, col: 1 + i * (C + 1), width: C });
+          if (s.packed === "qkv") [tq, tk, tv] = [col(0), col(1), col(2)];
+          else {
+            tq = up(dev, q, [s.Bq, s.Nq, C], dtype);
+            owned.push(tq);
+            [tk, tv] = [col(0), col(1)];
+          }
+        } else {
+          tq = up(dev, q, [s.Bq, s.Nq, C], dtype);
+          tk = up(dev, k, [Bk, s.Nk, C], dtype), tv = up(dev, v, [Bk, s.Nk, C], dtype);
+          owned.push(tq, tk, tv);
+        }
         const out = s.useOut ? up(dev, randn(s.Bq * s.Nq * C, 400 + n), [s.Bq, s.Nq, C], dtype) : undefined;
         const opts = { ...s.opts, out };
+        const before = dev.dispatches;
         const y = s.internal
           ? attentionWith(tq, tk, tv, s.heads, opts, s.internal)
           : attention(tq, tk, tv, s.heads, opts);
         if (out && y !== out) throw new Error("attention ignored opts.out");
+        if (s.packed && s.internal?.maxBinding && dev.dispatches - before < 2) {
+          throw new Error("the forced split did not happen");
+        }
         const got = await y.read();
-        tq.release(), tk.release(), tv.release(), y.release();
+        for (const t of owned) t.release();
+        y.release();
         return { got, want: quantize(Float32Array.from(refAttention(q, k, v, s)), dtype) };
       },
     });
