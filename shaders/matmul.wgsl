@@ -1,8 +1,14 @@
 // GEMM operands for linear layers: y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ res[M, N]), f32 accumulation,
 // on the shared core in shaders/gemm.wgsl (appended by pipeline/ops/matmul.ts).
-// Consts: BM, BN, BK, TM, TN, VEC (K % 4 == 0: vec4 loads along K).
-// p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual; absent ones get placeholders).
-struct Params { M: u32, N: u32, K: u32, tilesM: u32, tilesN: u32, tiles: u32, gx: u32, mfast: u32, flags: u32 }
+// Consts: BM, BN, BK, TM, TN, VEC / WVEC (x / w rows start 4-aligned: vec4 loads along K), XCF (x is channels-first [B, K, S]: row
+// b*S + s is x[b, :, s]; SV: S % 4 == 0, vec4 loads along rows), YCF (y and res are channels-first [B, N, S]).
+// p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual; absent ones get placeholders),
+// 16 = SiLU of the sum (diffusers' act(linear(x))).
+// wOff, bOff: element offsets of w and bias in their bindings (views into stacked weights).
+struct Params {
+  M: u32, N: u32, K: u32, tilesM: u32, tilesN: u32, tiles: u32, gx: u32, mfast: u32, flags: u32, S: u32,
+  wOff: u32, bOff: u32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T4>;
 @group(0) @binding(2) var<storage, read> w: array<T4>;
@@ -28,8 +34,8 @@ fn load_x(r: u32, k: u32) -> vec4<f32> {
 
 fn load_w(r: u32, k: u32) -> vec4<f32> {
   if (r >= p.N) { return vec4<f32>(0.0); }
-  let e = r * p.K + k;
-  if (VEC) {
+  let e = p.wOff + r * p.K + k;
+  if (WVEC) {
     if (k < p.K) { return vec4<f32>(w[e >> 2u]); }
     return vec4<f32>(0.0);
   }
@@ -41,9 +47,34 @@ fn load_w(r: u32, k: u32) -> vec4<f32> {
   return v;
 }
 
+// Channels-first x: element (row, k) of the [M, K] operand.
+fn x_cf(row: u32, k: u32) -> f32 {
+  if (row >= p.M || k >= p.K) { return 0.0; }
+  let b = row / p.S;
+  let e = (b * p.K + k) * p.S + row - b * p.S;
+  return f32(x[e >> 2u][e & 3u]);
+}
+
+// Channels-first x: four consecutive rows at column k, already k-major (one vec4 load when S % 4 == 0).
+fn load_x_cf(row: u32, k: u32) -> vec4<f32> {
+  if (SV) {
+    if (row >= p.M || k >= p.K) { return vec4<f32>(0.0); }
+    let b = row / p.S;
+    return vec4<f32>(x[((b * p.K + k) * p.S + row - b * p.S) >> 2u]);
+  }
+  return vec4<f32>(x_cf(row, k), x_cf(row + 1u, k), x_cf(row + 2u, k), x_cf(row + 3u, k));
+}
+
 // K-tile at k0 into shared buffer `buf`, transposing the K-runs into the k-major layout.
 fn load_tile(lid: u32, buf: u32, k0: u32) {
-  for (var idx = lid; idx < BM * KV; idx += WG) {
+  if (XCF) {
+    for (var idx = lid; idx < BK * BM / 4u; idx += WG) {
+      let k = idx / (BM / 4u);
+      let m4 = idx % (BM / 4u);
+      As[buf * A_LEN + idx] = load_x_cf(m0 + m4 * 4u, k0 + k);
+    }
+  }
+  for (var idx = lid; idx < BM * KV && !XCF; idx += WG) {
     let m = idx / KV;
     let k = (idx % KV) * 4u;
     let v = load_x(m0 + m, k0 + k);
@@ -75,10 +106,15 @@ fn emit(r: u32, c: u32, v: vec4<f32>) {
     let n = col + j;
     if (n >= p.N) { return; }
     var o = v[j];
-    if ((p.flags & 1u) != 0u) { o += f32(bias[n]); }
-    let e = row * p.N + n;
+    if ((p.flags & 1u) != 0u) { o += f32(bias[p.bOff + n]); }
+    var e = row * p.N + n;
+    if (YCF) {
+      let b = row / p.S;
+      e = (b * p.N + n) * p.S + row - b * p.S;
+    }
     if ((p.flags & 2u) != 0u) { o += f32(res[e]); }
     if ((p.flags & 4u) != 0u) { o += f32(y[e]); }
+    if ((p.flags & 16u) != 0u) { o = o / (1.0 + exp(-o)); }
     y[e] = T(o);
   }
 }

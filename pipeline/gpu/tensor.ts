@@ -6,6 +6,8 @@ type Owner = "pool" | "own" | "view";
 
 export class Tensor {
   private released = false;
+  private onRelease: (() => void)[] = [];
+  private owning: Tensor;
   constructor(
     readonly dev: Device,
     readonly buffer: GPUBuffer,
@@ -13,7 +15,20 @@ export class Tensor {
     readonly dtype: DType,
     readonly offset = 0,
     private owner: Owner = "view",
-  ) {}
+    base?: Tensor,
+  ) {
+    this.owning = base ?? this;
+  }
+
+  /** The tensor that owns the buffer (itself unless this is a view): keeping a view in a scope keeps its base. */
+  get base(): Tensor {
+    return this.owning;
+  }
+
+  /** False once released (a view: once its base is). */
+  get alive(): boolean {
+    return !this.base.released;
+  }
 
   get numel(): number {
     return numel(this.shape);
@@ -36,17 +51,22 @@ export class Tensor {
     if (elementOffset + numel(shape) > this.numel) {
       throw new GpuError(`view [${shape}] at ${elementOffset} is outside [${this.shape}]`);
     }
-    return new Tensor(this.dev, this.buffer, shape, this.dtype, this.offset + elementOffset * BYTES[this.dtype]);
+    const offset = this.offset + elementOffset * BYTES[this.dtype];
+    return new Tensor(this.dev, this.buffer, shape, this.dtype, offset, "view", this.base);
   }
 
   /** The same data with another shape, taking over ownership (this tensor must not be used afterwards). */
   reshape(shape: readonly number[]): Tensor {
     if (numel(shape) !== this.numel) throw new GpuError(`cannot reshape [${this.shape}] to [${shape}]`);
+    if (this.owner === "view") return this.view(shape);
     const t = new Tensor(this.dev, this.buffer, [...shape], this.dtype, this.offset, this.owner);
     if (this.owner === "pool") {
       for (const sc of this.dev.scopes) if (sc.delete(this)) sc.add(t);
     }
+    t.onRelease = this.onRelease;
+    this.onRelease = [];
     this.owner = "view";
+    this.owning = t;
     return t;
   }
 
@@ -56,10 +76,22 @@ export class Tensor {
     return this.view([count, ...this.shape.slice(1)], start * inner);
   }
 
+  /** Run `fn` when this tensor (its base, for a view) is released: caches keyed by it drop their entries. */
+  whenReleased(fn: () => void): void {
+    this.base.onRelease.push(fn);
+  }
+
+  /** Take this tensor (its base) out of every open scope: the caller now releases it. */
+  detach(): this {
+    for (const sc of this.dev.scopes) sc.delete(this.base);
+    return this;
+  }
+
   release(): void {
     if (this.released || this.owner === "view") return;
     this.released = true;
     for (const sc of this.dev.scopes) sc.delete(this);
+    for (const fn of this.onRelease.splice(0)) fn();
     if (this.owner === "pool") this.dev.pool.release(this.buffer);
     else {
       this.dev.flush();
@@ -105,6 +137,58 @@ export async function withTensorScope<R>(dev: Device, fn: () => Promise<R>): Pro
     dev.scopes.splice(dev.scopes.lastIndexOf(scope), 1);
     for (const t of [...scope]) t.release();
   }
+}
+
+/** Tensors in a block's result: a tensor, or arrays / plain objects holding tensors. */
+function tensorsIn(v: unknown, out: Tensor[] = [], depth = 0): Tensor[] {
+  if (v instanceof Tensor) out.push(v);
+  else if (depth < 4 && Array.isArray(v)) { for (const x of v) tensorsIn(x, out, depth + 1); }
+  else if (depth < 4 && v && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+    for (const x of Object.values(v)) tensorsIn(x, out, depth + 1);
+  }
+  return out;
+}
+
+/**
+ * Run the block `fn` in its own tensor scope: the pooled tensors it creates are released when it returns, except
+ * the ones it returns (a tensor, or arrays / plain objects of them; a view keeps its base), which move to the
+ * enclosing scope. On an error everything it created is released. Recording only: no GPU work waits.
+ */
+export function scoped<R>(dev: Device, fn: () => R): R {
+  const scope = new Set<{ release(): void }>();
+  dev.scopes.push(scope);
+  let result: R;
+  try {
+    result = fn();
+  } catch (e) {
+    dev.scopes.splice(dev.scopes.lastIndexOf(scope), 1);
+    for (const t of [...scope]) t.release();
+    throw e;
+  }
+  dev.scopes.splice(dev.scopes.lastIndexOf(scope), 1);
+  const parent = dev.scopes[dev.scopes.length - 1];
+  for (const t of tensorsIn(result)) if (scope.delete(t.base)) parent?.add(t.base);
+  for (const t of [...scope]) t.release();
+  return result;
+}
+
+/** Hand tensors to the innermost open scope: they are released when it ends, unless it returns them (a value that
+ *  a block replaces, e.g. the hidden state it consumes). */
+export function adopt(...ts: Tensor[]): void {
+  for (const t of ts) {
+    const scopes = t.dev.scopes;
+    if (!scopes.length) continue;
+    t.detach();
+    scopes[scopes.length - 1].add(t.base);
+  }
+}
+
+/** `fn(t)` in a scope that consumes `t`: t is released after it (the next value of a chain replaces it). */
+export function consume<R>(t: Tensor, fn: (t: Tensor) => R): R {
+  return scoped(t.dev, () => {
+    adopt(t);
+    return fn(t);
+  });
 }
 
 /** Host data converted to the storage dtype. */

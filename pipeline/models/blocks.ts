@@ -1,10 +1,9 @@
 // The building blocks shared by UNet, ControlNet and VAE: ResnetBlock2D, Attention (with Text2Video-Zero's
 // cross-frame mode), BasicTransformerBlock / Transformer2DModel. Names and order follow diffusers.
-import type { Tensor } from "../gpu/tensor.ts";
+import { adopt, scoped, type Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
-import { binary } from "../ops/elementwise.ts";
 import { geglu } from "../ops/geglu.ts";
-import { gather0, transposeLast2 } from "../ops/layout.ts";
+import { gather0 } from "../ops/layout.ts";
 import {
   applyConv,
   applyGroupNorm,
@@ -20,10 +19,18 @@ import {
 // ---------------------------------------------------------------------------------------------------------------
 // Attention modes
 
-/** Keys/values of the anchor frame per self-attention layer, shared by every chunk of a long video. */
+/** Keys/values of the anchor frame per self-attention layer, shared by every chunk of a long video. It owns
+ *  the recorded tensors (they leave the scope of the call that made them) until dispose(). */
 export class AnchorKV {
   readonly store = new Map<string, { k: Tensor; v: Tensor }>();
   constructor(public mode: "record" | "use", readonly groups: number) {}
+
+  keep(layer: string, k: Tensor, v: Tensor): void {
+    const old = this.store.get(layer);
+    if (old) free(old.k, old.v);
+    this.store.set(layer, { k: k.detach(), v: v.detach() });
+  }
+
   dispose(): void {
     for (const { k, v } of this.store.values()) free(k, v);
     this.store.clear();
@@ -46,43 +53,66 @@ export interface AttnContext {
 export interface Resnet {
   norm1: Norm;
   conv1: Conv;
-  time_emb_proj?: Linear;
+  /** Where this block's time_emb_proj sits in the model's stacked time projections (TimeProjections). */
+  time_emb_proj?: { name: string; offset: number };
   norm2: Norm;
   conv2: Conv;
   conv_shortcut?: Conv;
 }
 
-export async function loadResnet(p: Params, name: string): Promise<Resnet> {
+/**
+ * Every resnet's time_emb_proj, stacked into one Linear: the time embedding is the same for all of them, so one GEMM
+ * per model call projects it for every block, and each block's conv1 adds its columns in its epilogue.
+ */
+export class TimeProjections {
+  private names: string[] = [];
+  private next = 0;
+  linear?: Linear;
+
+  /** Register block `name`'s time_emb_proj (if it has one); returns where its columns will be. */
+  add(p: Params, name: string): Resnet["time_emb_proj"] {
+    const w = `${name}.time_emb_proj`;
+    if (!p.has(`${w}.weight`)) return undefined;
+    const at = { name: w, offset: this.next };
+    this.names.push(w);
+    this.next += p.shape(`${w}.weight`)[0];
+    return at;
+  }
+
+  /** Upload the stacked weights (after every block has been registered). */
+  async load(p: Params): Promise<void> {
+    if (this.names.length) this.linear = (await p.linearStack(this.names)).linear;
+  }
+
+  /** silu(temb) [Bt, temb_channels] -> every block's projection [Bt, total]. */
+  project(embSilu: Tensor): Tensor {
+    if (!this.linear) throw new Error("time projections: none were loaded");
+    return applyLinear(this.linear, embSilu);
+  }
+}
+
+export async function loadResnet(p: Params, name: string, temb?: TimeProjections): Promise<Resnet> {
   return {
     norm1: await p.norm(`${name}.norm1`),
     conv1: await p.conv(`${name}.conv1`),
-    time_emb_proj: p.has(`${name}.time_emb_proj.weight`) ? await p.linear(`${name}.time_emb_proj`) : undefined,
+    time_emb_proj: temb?.add(p, name),
     norm2: await p.norm(`${name}.norm2`),
     conv2: await p.conv(`${name}.conv2`),
     conv_shortcut: p.has(`${name}.conv_shortcut.weight`) ? await p.conv(`${name}.conv_shortcut`) : undefined,
   };
 }
 
-/** out = conv2(silu(norm2(conv1(silu(norm1(x))) + time_emb_proj(silu(temb))))) + shortcut(x). */
-export function resnet(r: Resnet, x: Tensor, embSilu: Tensor | undefined, groups: number, eps: number): Tensor {
-  const [B, , H, W] = x.shape;
-  const h0 = applyGroupNorm(r.norm1, x, groups, eps, true);
-  let h = applyConv(r.conv1, h0);
-  free(h0);
-  if (r.time_emb_proj && embSilu) {
-    const t = applyLinear(r.time_emb_proj, embSilu); // [B, Cout]
-    const ht = binary("add", h, t, { inner: H * W });
-    free(h, t);
-    h = ht;
-  }
-  const h2 = applyGroupNorm(r.norm2, h, groups, eps, true);
-  free(h);
-  const shortcut = r.conv_shortcut ? applyConv(r.conv_shortcut, x) : x;
-  const out = applyConv(r.conv2, h2, { residual: shortcut });
-  free(h2);
-  if (shortcut !== x) free(shortcut);
-  void B;
-  return out;
+/** out = conv2(silu(norm2(conv1(silu(norm1(x))) + time_emb_proj(silu(temb))))) + shortcut(x). `temb` holds every
+ *  block's time projection ([1 or B, total], TimeProjections.project); conv1 adds this block's columns. */
+export function resnet(r: Resnet, x: Tensor, temb: Tensor | undefined, groups: number, eps: number): Tensor {
+  return scoped(x.dev, () => {
+    const h0 = applyGroupNorm(r.norm1, x, groups, eps, true);
+    const proj = r.time_emb_proj && temb ? { t: temb, offset: r.time_emb_proj.offset } : undefined;
+    const h = applyConv(r.conv1, h0, { imageBias: proj });
+    const h2 = applyGroupNorm(r.norm2, h, groups, eps, true);
+    const shortcut = r.conv_shortcut ? applyConv(r.conv_shortcut, x) : x;
+    return applyConv(r.conv2, h2, { residual: shortcut });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -113,52 +143,43 @@ export function selfAttention(
   layer: string,
   residual: Tensor,
 ): Tensor {
-  const B = h.shape[0];
-  const q = applyLinear(a.to_q, h);
-  let k: Tensor, v: Tensor, div = 1, keep = false;
-  if (ctx.anchor?.mode === "use") {
-    const kv = ctx.anchor.store.get(layer);
-    if (!kv) throw new Error(`anchor K/V for layer ${layer} were not recorded`);
-    ({ k, v } = kv);
-    div = groupFrames(B, ctx.anchor.groups);
-    keep = true;
-  } else if (ctx.crossFrame && B > ctx.crossFrame.groups) {
-    // Project K/V for the anchor frames only: the other frames' K/V would be discarded.
-    const f = groupFrames(B, ctx.crossFrame.groups);
-    const anchors = gather0(h, Array.from({ length: ctx.crossFrame.groups }, (_, g) => g * f));
-    k = applyLinear(a.to_k, anchors);
-    v = applyLinear(a.to_v, anchors);
-    free(anchors);
-    div = f;
-  } else {
-    k = applyLinear(a.to_k, h);
-    v = applyLinear(a.to_v, h);
-  }
-  if (ctx.anchor?.mode === "record") {
-    ctx.anchor.store.get(layer) && free(ctx.anchor.store.get(layer)!.k, ctx.anchor.store.get(layer)!.v);
-    ctx.anchor.store.set(layer, { k, v });
-    keep = true;
-  }
-  const o = attention(q, k, v, heads, { kvBatchDiv: div });
-  free(q);
-  if (!keep) free(k, v);
-  const out = applyLinear(a.to_out, o, residual);
-  free(o);
-  return out;
+  return scoped(h.dev, () => {
+    const B = h.shape[0];
+    const q = applyLinear(a.to_q, h);
+    let k: Tensor, v: Tensor, div = 1;
+    if (ctx.anchor?.mode === "use") {
+      const kv = ctx.anchor.store.get(layer);
+      if (!kv) throw new Error(`anchor K/V for layer ${layer} were not recorded`);
+      ({ k, v } = kv);
+      div = groupFrames(B, ctx.anchor.groups);
+    } else if (ctx.crossFrame && B > ctx.crossFrame.groups) {
+      // Project K/V for the anchor frames only: the other frames' K/V would be discarded.
+      const f = groupFrames(B, ctx.crossFrame.groups);
+      const anchors = gather0(h, Array.from({ length: ctx.crossFrame.groups }, (_, g) => g * f));
+      k = applyLinear(a.to_k, anchors);
+      v = applyLinear(a.to_v, anchors);
+      div = f;
+    } else {
+      k = applyLinear(a.to_k, h);
+      v = applyLinear(a.to_v, h);
+    }
+    if (ctx.anchor?.mode === "record") ctx.anchor.keep(layer, k, v);
+    const o = attention(q, k, v, heads, { kvBatchDiv: div });
+    return applyLinear(a.to_out, o, { residual });
+  });
 }
 
 /** Cross-attention of tokens h [B, N, C] to context [Bc, M, Dc]; Bc may divide B (un-repeated prompt embeddings). */
 export function crossAttention(a: Attention, h: Tensor, context: Tensor, heads: number, residual: Tensor): Tensor {
   const B = h.shape[0], Bc = context.shape[0];
   if (B % Bc !== 0) throw new Error(`cross-attention: batch ${B} is not a multiple of the context batch ${Bc}`);
-  const q = applyLinear(a.to_q, h);
-  const k = applyLinear(a.to_k, context);
-  const v = applyLinear(a.to_v, context);
-  const o = attention(q, k, v, heads, { kvBatchDiv: B / Bc });
-  free(q, k, v);
-  const out = applyLinear(a.to_out, o, residual);
-  free(o);
-  return out;
+  return scoped(h.dev, () => {
+    const q = applyLinear(a.to_q, h);
+    const k = applyLinear(a.to_k, context);
+    const v = applyLinear(a.to_v, context);
+    const o = attention(q, k, v, heads, { kvBatchDiv: B / Bc });
+    return applyLinear(a.to_out, o, { residual });
+  });
 }
 
 function groupFrames(batch: number, groups: number): number {
@@ -182,9 +203,10 @@ export interface TransformerBlock {
 export interface Transformer2D {
   name: string;
   norm: Norm;
-  proj_in: Linear | Conv;
+  /** proj_in / proj_out as Linear layers (a 1x1 Conv2d's weight viewed as [out, in]). */
+  proj_in: Linear;
   blocks: TransformerBlock[];
-  proj_out: Linear | Conv;
+  proj_out: Linear;
   linearProjection: boolean;
   heads: number;
   groups: number;
@@ -211,7 +233,12 @@ export async function loadTransformer2D(
     });
   }
   if (!blocks.length) throw new Error(`${p.component}: ${name} has no transformer_blocks`);
-  const proj = (n: string) => linearProjection ? p.linear(n) : p.conv(n);
+  const proj = async (n: string): Promise<Linear> => {
+    if (linearProjection) return p.linear(n);
+    const c = await p.conv(n);
+    if (c.w.shape[2] !== 1 || c.w.shape[3] !== 1) throw new Error(`${p.component}: ${n} is not a 1x1 convolution`);
+    return { w: c.w.view([c.w.shape[0], c.w.shape[1]]), b: c.b };
+  };
   return {
     name,
     norm: await p.norm(`${name}.norm`),
@@ -224,48 +251,25 @@ export async function loadTransformer2D(
   };
 }
 
+/** The feature map x [B, C, H, W] as tokens through the transformer blocks, back to a feature map plus x. The
+ *  projections read and write the feature map's layout directly (no transposes). */
 export function transformer2D(t: Transformer2D, x: Tensor, context: Tensor, ctx: AttnContext): Tensor {
-  const [B, C, H, W] = x.shape;
-  const n = applyGroupNorm(t.norm, x, t.groups, 1e-6);
-  let tokens: Tensor;
-  if (t.linearProjection) {
-    const tr = transposeLast2(n.view([B, C, H * W]));
-    tokens = applyLinear(t.proj_in as Linear, tr);
-    free(tr);
-  } else {
-    const pi = applyConv(t.proj_in as Conv, n);
-    tokens = transposeLast2(pi.view([B, pi.shape[1], H * W]));
-    free(pi);
-  }
-  free(n);
-  t.blocks.forEach((b, i) => {
-    const layer = `${t.name}.transformer_blocks.${i}.attn1`;
-    const n1 = applyLayerNorm(b.norm1, tokens, 1e-5);
-    const t1 = selfAttention(b.attn1, n1, t.heads, ctx, layer, tokens);
-    free(n1, tokens);
-    const n2 = applyLayerNorm(b.norm2, t1, 1e-5);
-    const t2 = crossAttention(b.attn2, n2, context, t.heads, t1);
-    free(n2, t1);
-    const n3 = applyLayerNorm(b.norm3, t2, 1e-5);
-    const f1 = applyLinear(b.ff_in, n3);
-    const g = geglu(f1);
-    free(n3, f1);
-    tokens = applyLinear(b.ff_out, g, t2);
-    free(g, t2);
+  const [, , H, W] = x.shape;
+  return scoped(x.dev, () => {
+    const n = applyGroupNorm(t.norm, x, t.groups, 1e-6);
+    let tokens = applyLinear(t.proj_in, n, { xChannelsFirst: true });
+    t.blocks.forEach((b, i) => {
+      tokens = scoped(x.dev, () => {
+        adopt(tokens);
+        const layer = `${t.name}.transformer_blocks.${i}.attn1`;
+        const t1 = selfAttention(b.attn1, applyLayerNorm(b.norm1, tokens, 1e-5), t.heads, ctx, layer, tokens);
+        const t2 = crossAttention(b.attn2, applyLayerNorm(b.norm2, t1, 1e-5), context, t.heads, t1);
+        const g = geglu(applyLinear(b.ff_in, applyLayerNorm(b.norm3, t2, 1e-5)));
+        return applyLinear(b.ff_out, g, { residual: t2 });
+      });
+    });
+    return applyLinear(t.proj_out, tokens, { yChannelsFirst: [H, W], residual: x });
   });
-  let out: Tensor;
-  if (t.linearProjection) {
-    const po = applyLinear(t.proj_out as Linear, tokens);
-    const back = transposeLast2(po);
-    out = binary("add", back.view([B, C, H, W]), x);
-    free(po, back);
-  } else {
-    const back = transposeLast2(tokens);
-    out = applyConv(t.proj_out as Conv, back.view([B, back.shape[1], H, W]), { residual: x });
-    free(back);
-  }
-  free(tokens);
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -105,12 +105,12 @@ export class ClipTextModel {
       const h = applyLayerNorm(l.layer_norm1, x, eps);
       const q = applyLinear(l.q_proj, h), k = applyLinear(l.k_proj, h), v = applyLinear(l.v_proj, h);
       const a = attention(q, k, v, heads, { causal: true });
-      const x1 = applyLinear(l.out_proj, a, x);
+      const x1 = applyLinear(l.out_proj, a, { residual: x });
       free(h, q, k, v, a, x);
       const h2 = applyLayerNorm(l.layer_norm2, x1, eps);
       const f = applyLinear(l.fc1, h2);
       const g = unary(ACT[this.cfg.hidden_act], f);
-      x = applyLinear(l.fc2, g, x1);
+      x = applyLinear(l.fc2, g, { residual: x1 });
       free(h2, f, g, x1);
     }
     const out = applyLayerNorm(this.finalNorm, x, eps);

@@ -1,10 +1,10 @@
 // ControlNetModel (diffusers): a copy of the UNet's encoder whose input gets the embedded control image, and whose
 // skips and mid output pass through zero-initialised 1x1 convs into residuals for the UNet.
 import type { Device, DType } from "../gpu/device.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { consume, scoped, type Tensor } from "../gpu/tensor.ts";
 import { unary } from "../ops/elementwise.ts";
 import type { AttnContext } from "./blocks.ts";
-import { applyConv, type Conv, free, Params, type TensorSource } from "./layers.ts";
+import { applyConv, type Conv, Params, type TensorSource } from "./layers.ts";
 import { type EncoderConfig, UNetEncoder } from "./unet.ts";
 
 export type ControlNetConfig = EncoderConfig & {
@@ -52,6 +52,7 @@ export class ControlNet extends UNetEncoder<ControlNetConfig> {
         c.zeroDown.push(await p.conv(`controlnet_down_blocks.${i}`));
       }
       c.zeroMid = await p.conv("controlnet_mid_block");
+      await c.timeProj.load(p);
     } catch (e) {
       c.dispose();
       throw e;
@@ -66,39 +67,26 @@ export class ControlNet extends UNetEncoder<ControlNetConfig> {
     if (cond.shape.length !== 4 || cond.shape[0] !== B || cond.shape[1] !== 3) {
       throw new Error(`controlnet: control image has shape [${cond.shape}], expected [${B}, 3, H, W]`);
     }
-    const embSilu = this.timeEmbedding(call.timesteps, B);
-    // ControlNetConditioningEmbedding: conv_in, silu, (conv, silu, conv stride 2, silu) per level, conv_out.
-    let e = silu(applyConv(this.condIn, cond));
-    this.condBlocks.forEach((b, i) => {
-      const next = silu(applyConv(b, e, { stride: i % 2 === 1 ? 2 : 1, padding: 1 }));
-      free(e);
-      e = next;
+    return scoped(sample.dev, () => {
+      const temb = this.timeEmbedding(call.timesteps, B);
+      // ControlNetConditioningEmbedding: conv_in, silu, (conv, silu, conv stride 2, silu) per level, conv_out.
+      let e = unary("silu", applyConv(this.condIn, cond));
+      this.condBlocks.forEach((b, i) => {
+        e = consume(e, (e) => unary("silu", applyConv(b, e, { stride: i % 2 === 1 ? 2 : 1, padding: 1 })));
+      });
+      const x0 = consume(e, (e) => applyConv(this.convIn, sample, { residual: applyConv(this.condOut, e) }));
+      const { x, skips } = this.encode(x0, temb, context, ctx);
+      const h = this.midBlock(x, temb, context, ctx);
+      if (skips.length !== this.zeroDown.length) {
+        throw new Error(`controlnet: ${skips.length} skips but ${this.zeroDown.length} controlnet_down_blocks`);
+      }
+      const down = skips.map((s, i) => scaled(applyConv(this.zeroDown[i], s), call.scale));
+      const mid = scaled(applyConv(this.zeroMid, h), call.scale);
+      return { down, mid };
     });
-    const emb = applyConv(this.condOut, e);
-    free(e);
-    const x0 = applyConv(this.convIn, sample, { residual: emb });
-    free(emb);
-    const { x, skips } = this.encode(x0, embSilu, context, ctx);
-    const h = this.midBlock(x, embSilu, context, ctx);
-    if (skips.length !== this.zeroDown.length) {
-      throw new Error(`controlnet: ${skips.length} skips but ${this.zeroDown.length} controlnet_down_blocks`);
-    }
-    const down = skips.map((s, i) => scaled(applyConv(this.zeroDown[i], s), call.scale));
-    const mid = scaled(applyConv(this.zeroMid, h), call.scale);
-    free(...skips, h, embSilu);
-    return { down, mid };
   }
 }
 
-function silu(x: Tensor): Tensor {
-  const y = unary("silu", x);
-  free(x);
-  return y;
-}
-
 function scaled(x: Tensor, s: number): Tensor {
-  if (s === 1) return x;
-  const y = unary("identity", x, { alpha: s });
-  free(x);
-  return y;
+  return s === 1 ? x : unary("identity", x, { alpha: s });
 }

@@ -3,8 +3,8 @@
 import type { Device, DType } from "../gpu/device.ts";
 import { WeightError } from "../errors.ts";
 import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
-import { conv2d } from "../ops/conv2d.ts";
-import { linear as linearOp } from "../ops/matmul.ts";
+import { conv2d, type Conv2dOpts } from "../ops/conv2d.ts";
+import { linear as linearOp, type LinearOpts } from "../ops/matmul.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 
 /** What a model needs from a checkpoint (implemented by pipeline/weights/*). */
@@ -81,6 +81,33 @@ export class Params {
     return this.slot(`${name}.weight`, { w, b });
   }
 
+  /**
+   * Several Linear layers with the same input stacked along their outputs as one layer (one GEMM for all): row
+   * block i holds layer i. Returns the stacked layer and each layer's first output column.
+   */
+  async linearStack(names: string[]): Promise<{ linear: Linear; offsets: number[] }> {
+    const shapes = names.map((n) => this.shape(`${n}.weight`));
+    const K = shapes[0]?.[1];
+    const bad = shapes.findIndex((s) => s.length !== 2 || s[1] !== K);
+    if (bad >= 0) {
+      throw new WeightError(
+        `${this.component}: weight "${names[bad]}.weight" has shape [${shapes[bad]}], expected [?, ${K}]`,
+      );
+    }
+    const offsets: number[] = [];
+    let N = 0;
+    for (const s of shapes) offsets.push(N), N += s[0];
+    const w = new Float32Array(N * K), b = new Float32Array(N);
+    for (const [i, n] of names.entries()) {
+      w.set(await this.src.float32(`${n}.weight`), offsets[i] * K);
+      if (this.has(`${n}.bias`)) b.set(await this.src.float32(`${n}.bias`), offsets[i]);
+    }
+    const wt = uploadOwned(this.dev, w, [N, K], this.dtype), bt = uploadOwned(this.dev, b, [N], this.dtype);
+    this.loaded.push(wt, bt);
+    this.bytes += wt.bytes + bt.bytes;
+    return { linear: { w: wt, b: bt }, offsets };
+  }
+
   async conv(name: string, inC?: number, outC?: number): Promise<Conv> {
     const w = await this.tensor(`${name}.weight`, [outC ?? -1, inC ?? -1, -1, -1]);
     const b = this.has(`${name}.bias`) ? await this.tensor(`${name}.bias`, [w.shape[0]]) : undefined;
@@ -106,21 +133,13 @@ export class Params {
   }
 }
 
-export function applyLinear(l: Linear, x: Tensor, residual?: Tensor): Tensor {
-  return linearOp(x, l.w, l.b, { residual });
+export function applyLinear(l: Linear, x: Tensor, opts: LinearOpts = {}): Tensor {
+  return linearOp(x, l.w, l.b, opts);
 }
 
-export function applyConv(
-  c: Conv,
-  x: Tensor,
-  opts: { stride?: number; padding?: number | [number, number, number, number]; residual?: Tensor } = {},
-): Tensor {
+export function applyConv(c: Conv, x: Tensor, opts: Conv2dOpts = {}): Tensor {
   const k = c.w.shape[2];
-  return conv2d(x, c.w, c.b, {
-    stride: opts.stride ?? 1,
-    padding: opts.padding ?? (k - 1) / 2,
-    residual: opts.residual,
-  });
+  return conv2d(x, c.w, c.b, { ...opts, stride: opts.stride ?? 1, padding: opts.padding ?? (k - 1) / 2 });
 }
 
 export function applyGroupNorm(n: Norm, x: Tensor, groups: number, eps: number, silu = false): Tensor {

@@ -1,8 +1,8 @@
 // UNet2DConditionModel (diffusers), driven by its config.json. The forward pass reads top to bottom as in
 // diffusers: time embedding, conv_in, down blocks (collecting skips), mid block, up blocks, conv_out.
 import type { Device, DType } from "../gpu/device.ts";
-import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
-import { binary, unary } from "../ops/elementwise.ts";
+import { adopt, consume, scoped, type Tensor, uploadOwned } from "../gpu/tensor.ts";
+import { binary } from "../ops/elementwise.ts";
 import { concat, upsampleNearest } from "../ops/layout.ts";
 import {
   type AttnContext,
@@ -10,6 +10,7 @@ import {
   loadTransformer2D,
   type Resnet,
   resnet,
+  TimeProjections,
   timestepEmbedding,
   type Transformer2D,
   transformer2D,
@@ -19,7 +20,6 @@ import {
   applyGroupNorm,
   applyLinear,
   type Conv,
-  free,
   type Linear,
   type Norm,
   Params,
@@ -97,6 +97,8 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
   convIn!: Conv;
   down: DownBlock[] = [];
   mid!: MidBlock;
+  /** Every resnet's time_emb_proj as one GEMM. */
+  readonly timeProj = new TimeProjections();
   /** Sinusoidal timestep inputs by timestep list (LRU). */
   private sinusoids = new Map<string, Tensor>();
 
@@ -115,7 +117,7 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
       const hasAttn = cfg.down_block_types[i].startsWith("CrossAttn");
       const block: DownBlock = { resnets: [], attentions: [] };
       for (let j = 0; j < layers[i]; j++) {
-        block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
+        block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`, this.timeProj));
         if (hasAttn) {
           block.attentions.push(await loadTransformer2D(p, `${name}.attentions.${j}`, heads[i], groups, lin));
         }
@@ -125,18 +127,21 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
     }
     const midAttn = (cfg.mid_block_type ?? "UNetMidBlock2DCrossAttn") === "UNetMidBlock2DCrossAttn";
     this.mid = {
-      resnets: [await loadResnet(p, "mid_block.resnets.0"), await loadResnet(p, "mid_block.resnets.1")],
+      resnets: [
+        await loadResnet(p, "mid_block.resnets.0", this.timeProj),
+        await loadResnet(p, "mid_block.resnets.1", this.timeProj),
+      ],
       attention: midAttn
         ? await loadTransformer2D(p, "mid_block.attentions.0", heads[heads.length - 1], groups, lin)
         : undefined,
     };
   }
 
-  /** silu(time_embedding(timesteps)): every resnet applies silu to temb before its projection. */
   /**
-   * silu(time_embedding(t)) as [1, 4*C0] when the whole batch shares one timestep (resnets broadcast it over the
-   * batch), else [batch, 4*C0]. The sinusoidal input is computed on the CPU in float64 and kept in a small cache of
-   * mapped-at-creation buffers: no queue write, so a step's work stays in one command buffer.
+   * Every resnet's time_emb_proj(silu(time_embedding(t))), stacked (TimeProjections): [1, total] when the whole batch
+   * shares one timestep (the resnets broadcast it over the batch), else [batch, total]. The sinusoidal input is
+   * computed on the CPU in float64 and kept in a small cache of mapped-at-creation buffers: no queue write, so a
+   * step's work stays in one command buffer.
    */
   protected timeEmbedding(timesteps: number[], batch: number): Tensor {
     if (timesteps.length !== 1 && timesteps.length !== batch) {
@@ -157,26 +162,25 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
       }
     }
     this.sinusoids.set(key, t); // most recently used last
-    const h = applyLinear(this.timeLinear1, t);
-    const hs = unary("silu", h);
-    const emb = applyLinear(this.timeLinear2, hs);
-    const embSilu = unary("silu", emb);
-    free(h, hs, emb);
-    return embSilu;
+    const sin = t;
+    return scoped(this.params.dev, () => {
+      // diffusers: linear_2(silu(linear_1(t))), then each resnet's silu before its projection.
+      const h = applyLinear(this.timeLinear1, sin, { silu: true });
+      return this.timeProj.project(applyLinear(this.timeLinear2, h, { silu: true }));
+    });
   }
 
   /** Down blocks: returns the output and every skip tensor (conv_in output first), as diffusers orders them. */
-  protected encode(x: Tensor, embSilu: Tensor, context: Tensor, ctx: AttnContext): { x: Tensor; skips: Tensor[] } {
+  protected encode(x: Tensor, temb: Tensor, context: Tensor, ctx: AttnContext): { x: Tensor; skips: Tensor[] } {
     const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
     const skips: Tensor[] = [x];
     for (const block of this.down) {
       for (let j = 0; j < block.resnets.length; j++) {
-        const r = resnet(block.resnets[j], x, embSilu, groups, eps);
-        x = r;
-        if (block.attentions[j]) {
-          x = transformer2D(block.attentions[j], r, context, ctx);
-          free(r);
-        }
+        const attn = block.attentions[j];
+        x = scoped(x.dev, () => {
+          const r = resnet(block.resnets[j], x, temb, groups, eps);
+          return attn ? transformer2D(attn, r, context, ctx) : r;
+        });
         skips.push(x);
       }
       if (block.downsample) {
@@ -187,17 +191,13 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
     return { x, skips };
   }
 
-  protected midBlock(x: Tensor, embSilu: Tensor, context: Tensor, ctx: AttnContext): Tensor {
+  protected midBlock(x: Tensor, temb: Tensor, context: Tensor, ctx: AttnContext): Tensor {
     const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
-    let h = resnet(this.mid.resnets[0], x, embSilu, groups, eps);
-    if (this.mid.attention) {
-      const a = transformer2D(this.mid.attention, h, context, ctx);
-      free(h);
-      h = a;
-    }
-    const out = resnet(this.mid.resnets[1], h, embSilu, groups, eps);
-    free(h);
-    return out;
+    return scoped(x.dev, () => {
+      let h = resnet(this.mid.resnets[0], x, temb, groups, eps);
+      if (this.mid.attention) h = transformer2D(this.mid.attention, h, context, ctx);
+      return resnet(this.mid.resnets[1], h, temb, groups, eps);
+    });
   }
 
   dispose(): void {
@@ -237,7 +237,7 @@ export class UNet extends UNetEncoder<UNetConfig> {
         const hasAttn = cfg.up_block_types[i].startsWith("CrossAttn");
         const block: UpBlock = { resnets: [], attentions: [] };
         for (let j = 0; j < layers[i] + 1; j++) {
-          block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`));
+          block.resnets.push(await loadResnet(p, `${name}.resnets.${j}`, u.timeProj));
           if (hasAttn) {
             block.attentions.push(
               await loadTransformer2D(
@@ -255,6 +255,7 @@ export class UNet extends UNetEncoder<UNetConfig> {
       }
       u.normOut = await p.norm("conv_norm_out");
       u.convOut = await p.conv("conv_out", undefined, cfg.out_channels);
+      await u.timeProj.load(p);
     } catch (e) {
       u.dispose();
       throw e;
@@ -271,54 +272,42 @@ export class UNet extends UNetEncoder<UNetConfig> {
       throw new Error(`unet: sample has shape [${sample.shape}], expected [B, ${this.cfg.in_channels}, h, w]`);
     }
     const groups = this.cfg.norm_num_groups, eps = this.cfg.norm_eps;
-    const embSilu = this.timeEmbedding(call.timesteps, B);
-    const x0 = applyConv(this.convIn, sample);
-    const encoded = this.encode(x0, embSilu, context, ctx);
-    const x = encoded.x;
-    let skips = encoded.skips;
-
-    if (call.downResiduals) {
-      if (call.downResiduals.length !== skips.length) {
-        throw new Error(`unet: ${call.downResiduals.length} ControlNet residuals for ${skips.length} skips`);
+    return scoped(sample.dev, () => {
+      const temb = this.timeEmbedding(call.timesteps, B);
+      const { x, skips } = this.encode(applyConv(this.convIn, sample), temb, context, ctx);
+      const res = call.downResiduals;
+      if (res && res.length !== skips.length) {
+        throw new Error(`unet: ${res.length} ControlNet residuals for ${skips.length} skips`);
       }
       // The mid block still takes the plain last output (diffusers adds residuals to the skips only).
-      const plain = skips;
-      skips = plain.map((s, i) => binary("add", s, call.downResiduals![i]));
-      free(...plain.filter((s) => s !== x));
-    }
-    let h = this.midBlock(x, embSilu, context, ctx);
-    if (call.downResiduals) free(x);
-    if (call.midResidual) {
-      const m = binary("add", h, call.midResidual);
-      free(h);
-      h = m;
-    }
+      const ups = res
+        ? scoped(sample.dev, () => {
+          adopt(...skips.filter((s) => s !== x));
+          return skips.map((s, i) => binary("add", s, res[i]));
+        })
+        : skips;
+      let h = res ? consume(x, (x) => this.midBlock(x, temb, context, ctx)) : this.midBlock(x, temb, context, ctx);
+      if (call.midResidual) {
+        const mid = call.midResidual;
+        h = consume(h, (h) => binary("add", h, mid));
+      }
 
-    for (const block of this.up) {
-      for (let j = 0; j < block.resnets.length; j++) {
-        const skip = skips.pop()!;
-        const cat = concat([h, skip]);
-        free(h, skip);
-        const r = resnet(block.resnets[j], cat, embSilu, groups, eps);
-        free(cat);
-        h = r;
-        if (block.attentions[j]) {
-          h = transformer2D(block.attentions[j], r, context, ctx);
-          free(r);
+      for (const block of this.up) {
+        for (let j = 0; j < block.resnets.length; j++) {
+          const skip = ups.pop()!, attn = block.attentions[j];
+          h = scoped(sample.dev, () => {
+            adopt(h, skip);
+            const r = resnet(block.resnets[j], concat([h, skip]), temb, groups, eps);
+            return attn ? transformer2D(attn, r, context, ctx) : r;
+          });
+        }
+        if (block.upsample) {
+          // Upsample to the next skip's size (x2, or the odd size a non-divisible latent needs).
+          const next = ups[ups.length - 1];
+          h = consume(h, (h) => applyConv(block.upsample!, upsampleNearest(h, next.shape[2], next.shape[3])));
         }
       }
-      if (block.upsample) {
-        // Upsample to the next skip's size (x2, or the odd size a non-divisible latent needs).
-        const next = skips[skips.length - 1];
-        const u = upsampleNearest(h, next.shape[2], next.shape[3]);
-        free(h);
-        h = applyConv(block.upsample, u);
-        free(u);
-      }
-    }
-    const n = applyGroupNorm(this.normOut, h, groups, eps, true);
-    const out = applyConv(this.convOut, n);
-    free(h, n, embSilu);
-    return out;
+      return applyConv(this.convOut, applyGroupNorm(this.normOut, h, groups, eps, true));
+    });
   }
 }

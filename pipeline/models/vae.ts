@@ -201,7 +201,7 @@ function vaeAttention(a: VaeAttention, x: Tensor, groups: number): Tensor {
   free(tokens);
   const o = attention(q, k, v, 1);
   free(q, k, v);
-  const out = applyLinear(a.to_out, o, residual);
+  const out = applyLinear(a.to_out, o, { residual });
   free(o, residual);
   const back = transposeLast2(out);
   free(out);

@@ -7,14 +7,23 @@ import { assertSameDType, assertShape, itemsPerBinding, rangeView, splitItems } 
 import { blockCopy } from "./layout.ts";
 import { BK, chunkItems, gemmHooks, pickTile, sameRange, threads, tileGrid, vecBinding } from "./matmul.ts";
 
-/** x [N, Cin, H, W], w [Cout, Cin, kh, kw] (PyTorch layout), bias [Cout]; padding = number or [top, bottom, left, right]
- *  (zero padding); stride 1 or 2; residual [N, Cout, Ho, Wo] is added after the bias (ResNet skip). Output [N, Cout, Ho, Wo]. */
-export function conv2d(
-  x: Tensor,
-  w: Tensor,
-  bias?: Tensor,
-  opts: { stride?: number; padding?: number | [number, number, number, number]; residual?: Tensor; out?: Tensor } = {},
-): Tensor {
+type Pad = [number, number, number, number];
+
+export interface Conv2dOpts {
+  stride?: number;
+  /** Zero padding: one number or [top, bottom, left, right]. */
+  padding?: number | [number, number, number, number];
+  /** [N, Cout, Ho, Wo], added after the bias (ResNet skip). */
+  residual?: Tensor;
+  /** A bias per image and output channel: columns [offset, offset + Cout) of row row0 + n of `t` [N or 1, >= offset
+   *  + Cout] (one row: shared by all images; row0 default 0). ResnetBlock2D adds its time-embedding projection
+   *  this way. */
+  imageBias?: { t: Tensor; offset: number; row0?: number };
+  out?: Tensor;
+}
+
+/** x [N, Cin, H, W], w [Cout, Cin, kh, kw] (PyTorch layout), bias [Cout]; stride 1 or 2. Output [N, Cout, Ho, Wo]. */
+export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {}): Tensor {
   const op = "conv2d";
   if (x.shape.length !== 4) throw new GpuError(`${op}: x has shape [${x.shape}], expected [N, Cin, H, W]`);
   const [B, Cin, H, W] = x.shape;
@@ -37,6 +46,20 @@ export function conv2d(
   if (bias) assertShape(op, "bias", bias, [Cout]), ts.push(bias);
   if (opts.residual) assertShape(op, "residual", opts.residual, outShape), ts.push(opts.residual);
   if (opts.out) assertShape(op, "out", opts.out, outShape), ts.push(opts.out);
+  const ib = opts.imageBias, ibRow0 = ib?.row0 ?? 0;
+  if (ib) {
+    const [rows, cols] = ib.t.shape;
+    if (
+      ib.t.shape.length !== 2 || (rows !== 1 && rows < ibRow0 + B) || !(ib.offset >= 0 && ib.offset + Cout <= cols)
+    ) {
+      throw new GpuError(
+        `${op}: imageBias has shape [${ib.t.shape}] at column ${ib.offset}, expected [${B} or 1, >= ${
+          ib.offset + Cout
+        }]`,
+      );
+    }
+    ts.push(ib.t);
+  }
   assertSameDType(op, ...ts);
   const dev = x.dev;
   const y = opts.out ?? empty(dev, outShape, x.dtype);
@@ -44,7 +67,8 @@ export function conv2d(
   const limit = Math.min(gemmHooks.maxBinding || Infinity, dev.maxBinding);
   const eb = BYTES[x.dtype];
   if (itemsPerBinding(dev, B, [Cin * H * W * eb, Cout * Ho * Wo * eb], limit) === 0) {
-    return conv2dChannels(x, w, bias, y, { stride, padding: [pt, pb, pl, pr], residual: opts.residual }, limit);
+    const o = { stride, padding: [pt, pb, pl, pr] as Pad, residual: opts.residual, imageBias: ib };
+    return conv2dChannels(x, w, bias, y, o, limit);
   }
 
   const K = Cin * KH * KW, HWo = Ho * Wo;
@@ -53,7 +77,8 @@ export function conv2d(
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
   const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
   const inPlace = sameRange(opts.residual, y);
-  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
+  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (ib ? 8 : 0);
+  const ibStride = ib && ib.t.shape[0] > 1 ? ib.t.shape[1] : 0;
   const k = dev.kernel("conv2d", conv2dSrc + gemmSrc, consts, x.dtype);
   const bytes = BYTES[x.dtype];
   // Images are independent: split the batch when x or y exceeds the binding limit.
@@ -62,19 +87,20 @@ export function conv2d(
   for (let b0 = 0; b0 < B; b0 += chunk) {
     const nb = Math.min(chunk, B - b0);
     const whole = nb === B;
-    const xs = whole ? x : rangeView(x, b0, Cin * H * W, [nb, Cin, H, W]);
-    const ys = whole ? y : rangeView(y, b0, Cout * HWo, [nb, Cout, Ho, Wo]);
-    const rs = opts.residual && !inPlace &&
-      (whole ? opts.residual : rangeView(opts.residual, b0, Cout * HWo, [nb, Cout, Ho, Wo]));
+    const xs = whole ? x : x.slice0(b0, nb);
+    const ys = whole ? y : y.slice0(b0, nb);
+    const rs = opts.residual && !inPlace && (whole ? opts.residual : opts.residual.slice0(b0, nb));
     const xb = vecBinding(op, xs);
     const tilesM = Math.ceil(Cout / tile.BM), tilesN = Math.ceil(nb * HWo / tile.BN);
     const g = tileGrid(tilesM, tilesN);
     const p = new Params()
       .u(Cout, Cin, H, W, Wo, HWo, nb * HWo, K)
       .i(pt, pl)
-      .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags);
-    // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
-    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+      .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags)
+      .u(ib ? ib.offset + (ibRow0 + b0) * ibStride : 0, ibStride);
+    // Absent bias/residual/imageBias bind x (read-only) as placeholders; the kernel never reads them.
+    const ibb = ib ? ib.t.binding() : xb;
+    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding(), ibb], g.groups);
   }
   return y;
 }
@@ -89,7 +115,7 @@ function conv2dChannels(
   w: Tensor,
   bias: Tensor | undefined,
   y: Tensor,
-  o: { stride: number; padding: [number, number, number, number]; residual?: Tensor },
+  o: { stride: number; padding: Pad; residual?: Tensor; imageBias?: Conv2dOpts["imageBias"] },
   limit: number,
 ): Tensor {
   const op = "conv2d";
@@ -116,10 +142,12 @@ function conv2dChannels(
         const ws = empty(dev, [m, n, KH, KW], w.dtype);
         blockCopy(w, ws, { n: m * n * KK, blk: n * KK, ss: Cin * KK, ds: n * KK, so: (co0 * Cin + ci0) * KK, do: 0 });
         const first = ci0 === 0;
+        const ib = o.imageBias;
         conv2d(xs, ws, first ? bs : undefined, {
           stride: o.stride,
           padding: o.padding,
           residual: first ? (rs || undefined) : ys,
+          imageBias: first && ib ? { t: ib.t, offset: ib.offset + co0, row0: (ib.row0 ?? 0) + b } : undefined,
           out: ys,
         });
         ws.release();

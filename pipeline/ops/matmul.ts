@@ -3,8 +3,8 @@
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
-import { empty, Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, rangeView, splitItems } from "./launch.ts";
+import { empty, type Tensor } from "../gpu/tensor.ts";
+import { assertSameDType, assertShape, splitItems } from "./launch.ts";
 
 /** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
 export interface GemmTile {
@@ -85,6 +85,24 @@ export function vecBinding(op: string, t: Tensor): Binding {
   return { ...b, size };
 }
 
+/** A vec4 binding of `t` from the aligned offset at or below its start, and t's start in elements from there: lets
+ *  the GEMM read weight views at any offset (e.g. the K/V rows of a stacked Q/K/V projection). */
+export function offsetBinding(op: string, t: Tensor): { b: Binding; at: number } {
+  const v = 4 * BYTES[t.dtype];
+  const base = t.offset - (t.offset % t.dev.align);
+  if ((t.offset - base) % BYTES[t.dtype] !== 0) {
+    throw new GpuError(`${op}: tensor offset ${t.offset} is not whole elements`);
+  }
+  const size = Math.ceil((t.offset - base + t.bytes) / v) * v;
+  if (base + size > t.buffer.size) {
+    throw new GpuError(
+      `${op}: tensor [${t.shape}] cannot be read as vec4 (offset ${t.offset}, buffer ${t.buffer.size})`,
+    );
+  }
+  if (!t.alive) throw new GpuError(`${op}: use of a released tensor`);
+  return { b: { buffer: t.buffer, offset: base, size }, at: (t.offset - base) / BYTES[t.dtype] };
+}
+
 /** `residual` and `out` are the same tensor: the kernel then reads y before writing it (one read_write binding). */
 export function sameRange(a: Tensor | undefined, b: Tensor): boolean {
   return !!a && a.buffer === b.buffer && a.offset === b.offset;
@@ -104,47 +122,97 @@ export function chunkItems(op: string, dev: Device, what: string, count: number,
   return splitItems(op, dev, what, count, itemBytes, Math.min(gemmHooks.maxBinding || Infinity, dev.maxBinding));
 }
 
+export interface LinearOpts {
+  /** Added after the bias, in y's layout. */
+  residual?: Tensor;
+  /** SiLU of the result (after bias and residual). */
+  silu?: boolean;
+  /** x is a channels-first feature map [B, K, ...spatial], read as B*S token rows (S = spatial size): the
+   *  transpose to tokens happens in the GEMM's loads (Transformer2DModel's proj_in). */
+  xChannelsFirst?: boolean;
+  /** Write y channels-first [B, N, ...spatial] instead of tokens [B, S, N] (proj_out back to the feature map);
+   *  x is then [B, S, K] (or channels-first with xChannelsFirst). */
+  yChannelsFirst?: number[];
+  out?: Tensor;
+}
+
 /** y[..., N] = x[..., K] @ w[N, K]^T (+ bias[N]) (+ residual[..., N]). w in PyTorch nn.Linear layout [out, in].
- *  x's rows = x.numel / K (any leading dims; output keeps them). */
-export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: { residual?: Tensor; out?: Tensor } = {}): Tensor {
+ *  x's rows = x.numel / K (any leading dims; output keeps them); see LinearOpts for channels-first layouts. */
+export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {}): Tensor {
   const op = "linear";
   if (w.shape.length !== 2) throw new GpuError(`${op}: w has shape [${w.shape}], expected [N, K]`);
   const [N, K] = w.shape;
-  if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== K) {
-    throw new GpuError(`${op}: x has shape [${x.shape}], expected [..., ${K}] to match w [${w.shape}]`);
+  if (K === 0) throw new GpuError(`${op}: K = 0`);
+  const xcf = !!opts.xChannelsFirst, ycf = opts.yChannelsFirst;
+  // B and S: the batch and spatial size of a channels-first operand (B = rows, S = 1 otherwise).
+  let B: number, S: number, outShape: number[];
+  if (xcf) {
+    if (x.shape.length < 2 || x.shape[1] !== K) {
+      throw new GpuError(`${op}: x has shape [${x.shape}], expected [B, ${K}, ...spatial] to match w [${w.shape}]`);
+    }
+    B = x.shape[0], S = x.numel / (B * K);
+    if (ycf && numelOf(ycf) !== S) throw new GpuError(`${op}: yChannelsFirst [${ycf}] does not hold ${S} positions`);
+    outShape = ycf ? [B, N, ...ycf] : [B, S, N];
+  } else {
+    if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== K) {
+      throw new GpuError(`${op}: x has shape [${x.shape}], expected [..., ${K}] to match w [${w.shape}]`);
+    }
+    if (ycf) {
+      S = numelOf(ycf);
+      if (x.shape.length !== 3 || x.shape[1] !== S) {
+        throw new GpuError(`${op}: x has shape [${x.shape}], expected [B, ${S}, ${K}] for output positions [${ycf}]`);
+      }
+      B = x.shape[0];
+      outShape = [B, N, ...ycf];
+    } else {
+      B = x.numel / K, S = 1;
+      outShape = [...x.shape.slice(0, -1), N];
+    }
   }
-  const outShape = [...x.shape.slice(0, -1), N];
   const ts = [x, w];
   if (bias) assertShape(op, "bias", bias, [N]), ts.push(bias);
   if (opts.residual) assertShape(op, "residual", opts.residual, outShape), ts.push(opts.residual);
   if (opts.out) assertShape(op, "out", opts.out, outShape), ts.push(opts.out);
   assertSameDType(op, ...ts);
   const dev = x.dev;
-  if (K === 0) throw new GpuError(`${op}: K = 0`);
-  const M = x.numel / K;
+  const M = B * S;
   const y = opts.out ?? empty(dev, outShape, x.dtype);
   if (M === 0 || N === 0) return y;
 
   const tile = gemmHooks.tile ?? pickTile(dev, M, N);
-  const consts = { ...tile, BK, VEC: K % 4 === 0 };
+  // Weight and bias may be views at any offset (rows of a stacked projection).
+  const wb = offsetBinding(op, w), bb = bias && offsetBinding(op, bias);
+  const consts = {
+    ...tile,
+    BK,
+    VEC: K % 4 === 0,
+    WVEC: K % 4 === 0 && wb.at % 4 === 0,
+    XCF: xcf,
+    YCF: !!ycf,
+    SV: S % 4 === 0,
+  };
   const k = dev.kernel("matmul", matmulSrc + gemmSrc, consts, x.dtype);
   const inPlace = sameRange(opts.residual, y);
-  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0);
+  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (opts.silu ? 16 : 0);
   const bytes = BYTES[x.dtype];
-  const chunk = chunkItems(op, dev, "rows", M, [K * bytes, N * bytes]);
-  const wb = vecBinding(op, w);
-  for (let r0 = 0; r0 < M; r0 += chunk) {
-    const rows = Math.min(chunk, M - r0);
-    const xs = rows === M ? x : rangeView(x, r0, K, [rows, K]);
-    const ys = rows === M ? y : rangeView(y, r0, N, [rows, N]);
-    const rs = opts.residual && !inPlace &&
-      (rows === M ? opts.residual : rangeView(opts.residual, r0, N, [rows, N]));
+  // Split into row chunks (whole images with a channels-first operand) when a binding would exceed the limit.
+  const chunk = chunkItems(op, dev, S > 1 ? "images" : "rows", B, [S * K * bytes, S * N * bytes]);
+  const part = (t: Tensor, b0: number, nb: number) =>
+    nb === B ? t : S > 1 ? t.slice0(b0, nb) : t.view([nb, t.numel / B], b0 * (t.numel / B));
+  for (let b0 = 0; b0 < B; b0 += chunk) {
+    const nb = Math.min(chunk, B - b0), rows = nb * S;
+    const xs = part(x, b0, nb), ys = part(y, b0, nb);
+    const rs = opts.residual && !inPlace && part(opts.residual, b0, nb);
     const xb = vecBinding(op, xs);
     const tilesM = Math.ceil(rows / tile.BM), tilesN = Math.ceil(N / tile.BN);
     const g = tileGrid(tilesM, tilesN);
-    const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags);
+    const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags, S, wb.at, bb?.at ?? 0);
     // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
-    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+    dev.dispatch(k, p, [xb, wb.b, bb ? bb.b : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
   }
   return y;
+}
+
+function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
 }

@@ -61,6 +61,8 @@ interface ConvShape {
   maxGroups?: number;
   /** residual passed as `out` too (in-place skip connection). */
   inPlace?: boolean;
+  /** Per-image bias: "shared" (one row for all images) or "per-image" (one row each), read at column 3. */
+  imageBias?: "shared" | "per-image";
 }
 
 function convCase(s: ConvShape, dtype: DType): OpCase {
@@ -78,6 +80,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
     s.maxBinding && `split@${s.maxBinding}B`,
     s.maxGroups && `grid<=${s.maxGroups}`,
+    s.imageBias && `imageBias=${s.imageBias}`,
   ].filter(Boolean);
   return {
     op: "conv2d",
@@ -93,13 +96,23 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       const tx = up(dev, x, s.x, dtype), tw = up(dev, w, [s.Cout, Cin, s.k, s.k], dtype);
       const tb = b && up(dev, b, [s.Cout], dtype);
       const tr = r && up(dev, r, [B, s.Cout, Ho, Wo], dtype);
+      // The bias table has 3 extra columns on each side, as a resnet's slice of the stacked time projections.
+      const ebRows = s.imageBias === "per-image" ? B : 1, ebCols = s.Cout + 6;
+      const eb = s.imageBias ? quantize(randn(ebRows * ebCols, seed + 4), dtype) : undefined;
+      const teb = eb && up(dev, eb, [ebRows, ebCols], dtype);
       gemmHooks.tile = s.tile ?? null;
       gemmHooks.maxBinding = s.maxBinding ?? 0;
       gemmHooks.maxGroups = s.maxGroups ?? 0;
       const before = dev.dispatches;
       let y;
       try {
-        y = conv2d(tx, tw, tb, { stride, padding: s.pad, residual: tr, out: s.inPlace ? tr : undefined });
+        y = conv2d(tx, tw, tb, {
+          stride,
+          padding: s.pad,
+          residual: tr,
+          out: s.inPlace ? tr : undefined,
+          imageBias: teb && { t: teb, offset: 3 },
+        });
       } finally {
         gemmHooks.tile = null;
         gemmHooks.maxBinding = 0;
@@ -107,8 +120,15 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
       const got = await y.read();
-      for (const t of new Set([tx, tw, tb, tr, y])) t?.release();
+      for (const t of new Set([tx, tw, tb, tr, teb, y])) t?.release();
       const want = convRef(x, w, s.x, [s.Cout, s.k, s.k], stride, pad, b, r);
+      if (eb) {
+        const HWo = Ho * Wo;
+        for (let i = 0; i < want.length; i++) {
+          const img = Math.floor(i / (s.Cout * HWo)), co = Math.floor(i / HWo) % s.Cout;
+          want[i] += eb[(ebRows > 1 ? img : 0) * ebCols + 3 + co];
+        }
+      }
       return { got, want: quantize(want, dtype) };
     },
   };
@@ -133,6 +153,12 @@ const shapes: ConvShape[] = [
   // Split into several dispatches by image (binding limit forced down).
   { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 4096 },
   { x: [5, 16, 4, 4], Cout: 8, k: 1, bias: false, res: false, maxBinding: 1024 },
+  // ResnetBlock2D's conv1 with the time-embedding projection in the epilogue (one row or one per image; split).
+  { x: [2, 19, 5, 6], Cout: 13, k: 3, pad: 1, bias: true, res: false, imageBias: "shared" },
+  { x: [3, 8, 7, 5], Cout: 21, k: 3, pad: 1, bias: true, res: true, imageBias: "per-image" },
+  { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: false, maxBinding: 4096, imageBias: "per-image" },
+  // One f32 image exceeds the limit: split by channel blocks (the per-image bias follows image and block).
+  { x: [2, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 1024, imageBias: "per-image" },
 ];
 // Every tile variant: gathered 3x3 (K % 4 != 0, strided, asymmetric padding) and direct 1x1.
 for (const tile of TILES) {

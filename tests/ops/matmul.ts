@@ -2,6 +2,7 @@ import { gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matm
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
+import { silu } from "../ref.ts";
 
 // Inputs scaled like real layers (w ~ 1/sqrt(K)) keep |y| ~ 1, so absolute tolerances mean the same everywhere.
 // f16: output rounding alone is up to 2^-11 relative.
@@ -47,6 +48,10 @@ interface LinearShape {
   maxGroups?: number;
   /** residual passed as `out` too (y += x @ w^T in place). */
   inPlace?: boolean;
+  /** SiLU after bias and residual. */
+  silu?: boolean;
+  /** w and bias are views starting this many rows into larger tensors (rows of a stacked projection). */
+  wRow0?: number;
 }
 
 function linearCase(s: LinearShape, dtype: DType): OpCase {
@@ -55,6 +60,8 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
     s.bias && "bias",
     s.res && (s.inPlace ? "res=out" : "res"),
     s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
+    s.silu && "silu",
+    s.wRow0 && `w=rows ${s.wRow0}..`,
   ].filter(Boolean);
   const split = [s.maxBinding && `split@${s.maxBinding}B`, s.maxGroups && `grid<=${s.maxGroups}`].filter(Boolean);
   return {
@@ -68,8 +75,14 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
       const w = quantize(randn(s.N * s.K, seed + 1, 1 / Math.sqrt(s.K)), dtype);
       const b = s.bias ? quantize(randn(s.N, seed + 2, 0.5), dtype) : undefined;
       const r = s.res ? quantize(randn(M * s.N, seed + 3), dtype) : undefined;
-      const tx = up(dev, x, [...s.lead, s.K], dtype), tw = up(dev, w, [s.N, s.K], dtype);
-      const tb = b && up(dev, b, [s.N], dtype);
+      const r0 = s.wRow0 ?? 0;
+      const wAll = new Float32Array((r0 + s.N + 2) * s.K), bAll = new Float32Array(r0 + s.N + 2);
+      wAll.set(w, r0 * s.K);
+      if (b) bAll.set(b, r0);
+      const tx = up(dev, x, [...s.lead, s.K], dtype);
+      const twAll = up(dev, wAll, [r0 + s.N + 2, s.K], dtype), tbAll = up(dev, bAll, [r0 + s.N + 2], dtype);
+      const tw = twAll.view([s.N, s.K], r0 * s.K);
+      const tb = b && tbAll.view([s.N], r0);
       const tr = r && up(dev, r, [...s.lead, s.N], dtype);
       gemmHooks.tile = s.tile ?? null;
       gemmHooks.maxBinding = s.maxBinding ?? 0;
@@ -77,7 +90,7 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
       const before = dev.dispatches;
       let y;
       try {
-        y = linear(tx, tw, tb, { residual: tr, out: s.inPlace ? tr : undefined });
+        y = linear(tx, tw, tb, { residual: tr, out: s.inPlace ? tr : undefined, silu: s.silu });
       } finally {
         gemmHooks.tile = null;
         gemmHooks.maxBinding = 0;
@@ -85,8 +98,10 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
       const got = await y.read();
-      for (const t of new Set([tx, tw, tb, tr, y])) t?.release();
-      return { got, want: quantize(linearRef(x, w, M, s.N, s.K, b, r), dtype) };
+      for (const t of new Set([tx, twAll, tbAll, tr, y])) t?.release();
+      const want = linearRef(x, w, M, s.N, s.K, b, r);
+      if (s.silu) want.forEach((v, i) => want[i] = silu(v));
+      return { got, want: quantize(want, dtype) };
     },
   };
 }
@@ -100,6 +115,10 @@ const shapes: LinearShape[] = [
   { lead: [2, 300], N: 320, K: 320, bias: true, res: false },
   { lead: [4, 9], N: 3, K: 1280, bias: false, res: true }, // long K, tiny N
   { lead: [2, 33], N: 40, K: 24, bias: true, res: true, inPlace: true },
+  { lead: [2], N: 130, K: 32, bias: true, res: false, silu: true }, // time embedding: silu(linear(x))
+  { lead: [2, 9], N: 40, K: 20, bias: true, res: false, wRow0: 20 }, // K/V rows of a stacked Q/K/V weight
+  { lead: [7], N: 6, K: 7, bias: true, res: true, wRow0: 3 }, // odd element offset: scalar weight loads
+  { lead: [3, 7], N: 21, K: 9, bias: true, res: true, silu: true },
   // Folded grid: 5 x 4 tiles of 32x64 on a 7 x 3 grid.
   { lead: [150], N: 200, K: 20, bias: true, res: false, tile: { BM: 32, BN: 64, TM: 4, TN: 4 }, maxGroups: 7 },
   // Split into several dispatches by rows (binding limit forced down; chunks start 256-byte aligned).
@@ -143,3 +162,76 @@ export const perf: PerfCase[] = [
   linearPerf(2 * 77, 320, 768),
   linearPerf(2 * 77, 1280, 768),
 ];
+
+/** [B, C, S] <-> [B, S, C] on the host. */
+function transposeBS(x: Float32Array, B: number, A: number, C: number): Float32Array {
+  const y = new Float32Array(x.length);
+  for (let b = 0; b < B; b++) {
+    for (let a = 0; a < A; a++) for (let c = 0; c < C; c++) y[(b * C + c) * A + a] = x[(b * A + a) * C + c];
+  }
+  return y;
+}
+
+interface LayoutShape {
+  B: number;
+  spatial: number[];
+  N: number;
+  K: number;
+  xcf: boolean;
+  ycf: boolean;
+  res: boolean;
+  maxBinding?: number;
+}
+
+// Transformer2DModel's proj_in / proj_out reading and writing feature maps directly (no transposes).
+function layoutCase(s: LayoutShape, dtype: DType): OpCase {
+  const S = s.spatial.reduce((a, b) => a * b, 1), M = s.B * S;
+  const layout = `${s.xcf ? "x=NCHW" : "x=tokens"} ${s.ycf ? "y=NCHW" : "y=tokens"}`;
+  return {
+    op: "linear",
+    shape: `B=${s.B} S=[${s.spatial}] N=${s.N} K=${s.K} ${layout}${s.res ? " res" : ""}${
+      s.maxBinding ? ` split@${s.maxBinding}B` : ""
+    }`,
+    dtype,
+    tol: gemmTol(dtype),
+    async run(dev) {
+      const seed = M * 5 + s.N * 3 + s.K + (s.xcf ? 1 : 0) + (s.ycf ? 2 : 0);
+      const xTok = quantize(randn(M * s.K, seed), dtype); // [B, S, K]
+      const w = quantize(randn(s.N * s.K, seed + 1, 1 / Math.sqrt(s.K)), dtype);
+      const b = quantize(randn(s.N, seed + 2, 0.5), dtype);
+      const rTok = s.res ? quantize(randn(M * s.N, seed + 3), dtype) : undefined; // [B, S, N]
+      const xData = s.xcf ? transposeBS(xTok, s.B, S, s.K) : xTok;
+      const tx = up(dev, xData, s.xcf ? [s.B, s.K, ...s.spatial] : [s.B, S, s.K], dtype);
+      const tw = up(dev, w, [s.N, s.K], dtype), tb = up(dev, b, [s.N], dtype);
+      const yShape = s.ycf ? [s.B, s.N, ...s.spatial] : [s.B, S, s.N];
+      const tr = rTok && up(dev, s.ycf ? transposeBS(rTok, s.B, S, s.N) : rTok, yShape, dtype);
+      gemmHooks.maxBinding = s.maxBinding ?? 0;
+      const before = dev.dispatches;
+      let y;
+      try {
+        y = linear(tx, tw, tb, {
+          residual: tr,
+          xChannelsFirst: s.xcf,
+          yChannelsFirst: s.ycf ? s.spatial : undefined,
+        });
+      } finally {
+        gemmHooks.maxBinding = 0;
+      }
+      if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
+      if (y.shape.join() !== yShape.join()) throw new Error(`output shape [${y.shape}], expected [${yShape}]`);
+      const got = await y.read();
+      for (const t of [tx, tw, tb, tr, y]) t?.release();
+      const want = linearRef(xTok, w, M, s.N, s.K, b, rTok);
+      return { got, want: quantize(s.ycf ? transposeBS(want, s.B, S, s.N) : want, dtype) };
+    },
+  };
+}
+
+const layouts: LayoutShape[] = [
+  { B: 2, spatial: [4, 6], N: 20, K: 12, xcf: true, ycf: false, res: false }, // S % 4 == 0: vec4 row loads
+  { B: 3, spatial: [5, 3], N: 33, K: 17, xcf: true, ycf: false, res: false }, // odd S: scalar loads
+  { B: 2, spatial: [7, 5], N: 24, K: 40, xcf: false, ycf: true, res: true }, // proj_out + residual
+  { B: 2, spatial: [3, 3], N: 9, K: 9, xcf: true, ycf: true, res: true }, // 1x1 conv as a GEMM
+  { B: 3, spatial: [8, 8], N: 16, K: 16, xcf: true, ycf: true, res: true, maxBinding: 4096 }, // split by image
+];
+for (const dtype of DTYPES) for (const s of layouts) cases.push(layoutCase(s, dtype));
