@@ -195,6 +195,12 @@ export class Device {
     return () => this.seen = before;
   }
 
+  /** True while `precompile` records a throw-away dry run: nothing recorded now will ever execute, so nothing
+   *  computed now may be cached. */
+  get dryRun(): boolean {
+    return this.dry;
+  }
+
   /** Storage dtype for activations/weights at a requested precision (f16 needs `shader-f16`). */
   dtypeFor(precision: DType): DType {
     if (precision === "f16" && !this.f16) {

@@ -1,17 +1,17 @@
 // The building blocks shared by UNet, ControlNet and VAE: ResnetBlock2D, Attention (with Text2Video-Zero's
 // cross-frame mode), BasicTransformerBlock / Transformer2DModel. Names and order follow diffusers.
 import { adopt, scoped, type Tensor } from "../gpu/tensor.ts";
-import { attention } from "../ops/attention.ts";
-import { geglu } from "../ops/geglu.ts";
+import { attention, type AttentionOperand, type Cols } from "../ops/attention.ts";
+import type { LinearOpts } from "../ops/matmul.ts";
 import { gather0 } from "../ops/layout.ts";
 import {
   applyConv,
   applyGroupNorm,
-  applyLayerNorm,
   applyLinear,
   type Conv,
   free,
   type Linear,
+  linearRows,
   type Norm,
   type Params,
 } from "./layers.ts";
@@ -22,18 +22,24 @@ import {
 /** Keys/values of the anchor frame per self-attention layer, shared by every chunk of a long video. It owns
  *  the recorded tensors (they leave the scope of the call that made them) until dispose(). */
 export class AnchorKV {
-  readonly store = new Map<string, { k: Tensor; v: Tensor }>();
+  readonly store = new Map<string, { k: Cols; v: Cols }>();
   constructor(public mode: "record" | "use", readonly groups: number) {}
 
-  keep(layer: string, k: Tensor, v: Tensor): void {
+  /** Keep layer's K/V: columns of one packed projection, which this object then owns. */
+  keep(layer: string, k: Cols, v: Cols): void {
+    this.drop(layer);
+    k.t.detach(), v.t.detach();
+    this.store.set(layer, { k, v });
+  }
+
+  private drop(layer: string): void {
     const old = this.store.get(layer);
-    if (old) free(old.k, old.v);
-    this.store.set(layer, { k: k.detach(), v: v.detach() });
+    if (old) free(old.k.t, old.v.t);
+    this.store.delete(layer);
   }
 
   dispose(): void {
-    for (const { k, v } of this.store.values()) free(k, v);
-    this.store.clear();
+    for (const layer of [...this.store.keys()]) this.drop(layer);
   }
 }
 
@@ -119,22 +125,51 @@ export function resnet(r: Resnet, x: Tensor, temb: Tensor | undefined, groups: n
 // Attention
 
 export interface Attention {
-  to_q: Linear;
-  to_k: Linear;
-  to_v: Linear;
+  readonly to_q: Linear;
+  /** to_k and to_v stacked: one GEMM gives K and V side by side ([..., 2C]). */
+  readonly to_kv: Linear;
+  /** Self-attention: to_q, to_k and to_v stacked ([..., 3C] in one GEMM); to_q and to_kv are views of its rows,
+   *  taken at each use (a LoRA swaps the stacked weight). */
+  to_qkv?: Linear;
   to_out: Linear;
+  /** Cross-attention: K/V of the text context seen last, reused while that tensor lives (once per run, not per
+   *  step or chunk); released with it. */
+  kvCache?: { context: Tensor; kv: Tensor };
 }
 
-export async function loadAttention(p: Params, name: string): Promise<Attention> {
-  return {
-    to_q: await p.linear(`${name}.to_q`),
-    to_k: await p.linear(`${name}.to_k`),
-    to_v: await p.linear(`${name}.to_v`),
-    to_out: await p.linear(`${name}.to_out.0`),
-  };
+/** diffusers Attention; self-attention (`kind` "self") stacks Q/K/V, cross-attention stacks K/V. */
+export async function loadAttention(p: Params, name: string, kind: "self" | "cross"): Promise<Attention> {
+  const to_out = await p.linear(`${name}.to_out.0`);
+  if (kind === "self") {
+    const { linear: to_qkv } = await p.linearStack([`${name}.to_q`, `${name}.to_k`, `${name}.to_v`]);
+    const C = to_qkv.w.shape[0] / 3;
+    return {
+      get to_q() {
+        return linearRows(to_qkv, 0, C);
+      },
+      get to_kv() {
+        return linearRows(to_qkv, C, 2 * C);
+      },
+      to_qkv,
+      to_out,
+    };
+  }
+  const { linear: to_kv } = await p.linearStack([`${name}.to_k`, `${name}.to_v`]);
+  return { to_q: await p.linear(`${name}.to_q`), to_kv, to_out };
 }
 
-/** Self-attention over tokens h [B, N, C]; returns residual + to_out(attn). `layer` names the layer for anchor K/V. */
+/** K and V as column ranges of one packed projection [B, N, 2C] (at `col`: [..., 3C] with Q first). */
+function kvCols(t: Tensor, C: number, col = 0): { k: Cols; v: Cols } {
+  return { k: { t, col, width: C }, v: { t, col: col + C, width: C } };
+}
+
+/** LayerNorm(eps) as a GEMM prologue (the normalised tokens never become a tensor). */
+function normed(n: Norm | undefined, eps = 1e-5): LinearOpts {
+  return n ? { layerNorm: { gamma: n.gamma, beta: n.beta, eps } } : {};
+}
+
+/** Self-attention over tokens norm(h) [B, N, C] (`norm`: a LayerNorm the projections apply as they load h);
+ *  returns residual + to_out(attn). `layer` names the layer for anchor K/V. */
 export function selfAttention(
   a: Attention,
   h: Tensor,
@@ -142,44 +177,80 @@ export function selfAttention(
   ctx: AttnContext,
   layer: string,
   residual: Tensor,
+  norm?: Norm,
 ): Tensor {
+  const ln = normed(norm);
   return scoped(h.dev, () => {
-    const B = h.shape[0];
-    const q = applyLinear(a.to_q, h);
-    let k: Tensor, v: Tensor, div = 1;
+    const B = h.shape[0], C = a.to_q.w.shape[0];
+    let q: AttentionOperand, kv: { k: Cols; v: Cols }, div = 1;
     if (ctx.anchor?.mode === "use") {
-      const kv = ctx.anchor.store.get(layer);
-      if (!kv) throw new Error(`anchor K/V for layer ${layer} were not recorded`);
-      ({ k, v } = kv);
+      const rec = ctx.anchor.store.get(layer);
+      if (!rec) throw new Error(`anchor K/V for layer ${layer} were not recorded`);
+      q = applyLinear(a.to_q, h, ln);
+      kv = rec;
       div = groupFrames(B, ctx.anchor.groups);
     } else if (ctx.crossFrame && B > ctx.crossFrame.groups) {
       // Project K/V for the anchor frames only: the other frames' K/V would be discarded.
       const f = groupFrames(B, ctx.crossFrame.groups);
       const anchors = gather0(h, Array.from({ length: ctx.crossFrame.groups }, (_, g) => g * f));
-      k = applyLinear(a.to_k, anchors);
-      v = applyLinear(a.to_v, anchors);
+      q = applyLinear(a.to_q, h, ln);
+      kv = kvCols(applyLinear(a.to_kv, anchors, ln), C);
       div = f;
     } else {
-      k = applyLinear(a.to_k, h);
-      v = applyLinear(a.to_v, h);
+      // Q, K and V in one GEMM, read in place by the attention kernel.
+      const qkv = applyLinear(a.to_qkv ?? stackError(layer), h, ln);
+      q = { t: qkv, col: 0, width: C };
+      kv = kvCols(qkv, C, C);
+      if (ctx.anchor?.mode === "record") ctx.anchor.keep(layer, kv.k, kv.v);
     }
-    if (ctx.anchor?.mode === "record") ctx.anchor.keep(layer, k, v);
-    const o = attention(q, k, v, heads, { kvBatchDiv: div });
+    const o = attention(q, kv.k, kv.v, heads, { kvBatchDiv: div });
     return applyLinear(a.to_out, o, { residual });
   });
 }
 
-/** Cross-attention of tokens h [B, N, C] to context [Bc, M, Dc]; Bc may divide B (un-repeated prompt embeddings). */
-export function crossAttention(a: Attention, h: Tensor, context: Tensor, heads: number, residual: Tensor): Tensor {
-  const B = h.shape[0], Bc = context.shape[0];
+function stackError(layer: string): never {
+  throw new Error(`${layer}: self-attention was loaded without its stacked Q/K/V projection`);
+}
+
+/** Cross-attention of tokens norm(h) [B, N, C] to context [Bc, M, Dc]; Bc may divide B (un-repeated prompt
+ *  embeddings). The context's K/V are computed once and reused while the context tensor lives (it must not be
+ *  rewritten). */
+export function crossAttention(
+  a: Attention,
+  h: Tensor,
+  context: Tensor,
+  heads: number,
+  residual: Tensor,
+  norm?: Norm,
+): Tensor {
+  const B = h.shape[0], Bc = context.shape[0], C = a.to_q.w.shape[0];
   if (B % Bc !== 0) throw new Error(`cross-attention: batch ${B} is not a multiple of the context batch ${Bc}`);
   return scoped(h.dev, () => {
-    const q = applyLinear(a.to_q, h);
-    const k = applyLinear(a.to_k, context);
-    const v = applyLinear(a.to_v, context);
+    const q = applyLinear(a.to_q, h, normed(norm));
+    const { k, v } = kvCols(contextKV(a, context), C);
     const o = attention(q, k, v, heads, { kvBatchDiv: B / Bc });
     return applyLinear(a.to_out, o, { residual });
   });
+}
+
+/** The text context's K/V [Bc, M, 2C], from the cache when this context was seen before. */
+function contextKV(a: Attention, context: Tensor): Tensor {
+  const c = a.kvCache;
+  if (c && c.context === context && context.alive) return c.kv;
+  const kv = applyLinear(a.to_kv, context);
+  // A precompile dry run never executes: what it records must not be cached.
+  if (context.dev.dryRun) return kv;
+  dropContextKV(a);
+  a.kvCache = { context, kv: kv.detach() };
+  context.whenReleased(() => {
+    if (a.kvCache?.context === context) dropContextKV(a);
+  });
+  return kv;
+}
+
+export function dropContextKV(a: Attention): void {
+  a.kvCache?.kv.release();
+  a.kvCache = undefined;
 }
 
 function groupFrames(batch: number, groups: number): number {
@@ -224,9 +295,9 @@ export async function loadTransformer2D(
     const b = `${name}.transformer_blocks.${i}`;
     blocks.push({
       norm1: await p.norm(`${b}.norm1`),
-      attn1: await loadAttention(p, `${b}.attn1`),
+      attn1: await loadAttention(p, `${b}.attn1`, "self"),
       norm2: await p.norm(`${b}.norm2`),
-      attn2: await loadAttention(p, `${b}.attn2`),
+      attn2: await loadAttention(p, `${b}.attn2`, "cross"),
       norm3: await p.norm(`${b}.norm3`),
       ff_in: await p.linear(`${b}.ff.net.0.proj`),
       ff_out: await p.linear(`${b}.ff.net.2`),
@@ -262,9 +333,10 @@ export function transformer2D(t: Transformer2D, x: Tensor, context: Tensor, ctx:
       tokens = scoped(x.dev, () => {
         adopt(tokens);
         const layer = `${t.name}.transformer_blocks.${i}.attn1`;
-        const t1 = selfAttention(b.attn1, applyLayerNorm(b.norm1, tokens, 1e-5), t.heads, ctx, layer, tokens);
-        const t2 = crossAttention(b.attn2, applyLayerNorm(b.norm2, t1, 1e-5), context, t.heads, t1);
-        const g = geglu(applyLinear(b.ff_in, applyLayerNorm(b.norm3, t2, 1e-5)));
+        // LayerNorms run in the projections' prologues, GEGLU in ff.net.0's epilogue.
+        const t1 = selfAttention(b.attn1, tokens, t.heads, ctx, layer, tokens, b.norm1);
+        const t2 = crossAttention(b.attn2, t1, context, t.heads, t1, b.norm2);
+        const g = applyLinear(b.ff_in, t2, { ...normed(b.norm3), geglu: true });
         return applyLinear(b.ff_out, g, { residual: t2 });
       });
     });

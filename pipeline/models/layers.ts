@@ -83,7 +83,8 @@ export class Params {
 
   /**
    * Several Linear layers with the same input stacked along their outputs as one layer (one GEMM for all): row
-   * block i holds layer i. Returns the stacked layer and each layer's first output column.
+   * block i holds layer i (registered as its weight slot, so adapters find it by name). Returns the stacked layer
+   * and each layer's first output column.
    */
   async linearStack(names: string[]): Promise<{ linear: Linear; offsets: number[] }> {
     const shapes = names.map((n) => this.shape(`${n}.weight`));
@@ -98,14 +99,17 @@ export class Params {
     let N = 0;
     for (const s of shapes) offsets.push(N), N += s[0];
     const w = new Float32Array(N * K), b = new Float32Array(N);
+    const biased = names.some((n) => this.has(`${n}.bias`));
     for (const [i, n] of names.entries()) {
       w.set(await this.src.float32(`${n}.weight`), offsets[i] * K);
       if (this.has(`${n}.bias`)) b.set(await this.src.float32(`${n}.bias`), offsets[i]);
     }
-    const wt = uploadOwned(this.dev, w, [N, K], this.dtype), bt = uploadOwned(this.dev, b, [N], this.dtype);
-    this.loaded.push(wt, bt);
-    this.bytes += wt.bytes + bt.bytes;
-    return { linear: { w: wt, b: bt }, offsets };
+    const wt = uploadOwned(this.dev, w, [N, K], this.dtype);
+    const bt = biased ? uploadOwned(this.dev, b, [N], this.dtype) : undefined;
+    for (const t of [wt, bt]) if (t) this.loaded.push(t), this.bytes += t.bytes;
+    const linear = { w: wt, b: bt };
+    names.forEach((n, i) => this.slot(`${n}.weight`, linear, shapes[i], offsets[i]));
+    return { linear, offsets };
   }
 
   async conv(name: string, inC?: number, outC?: number): Promise<Conv> {
@@ -131,6 +135,13 @@ export class Params {
     this.loaded.length = 0;
     this.slots.clear();
   }
+}
+
+/** Output rows [start, start + count) of a Linear (a layer inside a stacked one), as views (take them when used:
+ *  an adapter may swap the stacked layer's `w`). */
+export function linearRows(l: Linear, start: number, count: number): Linear {
+  const K = l.w.shape[1];
+  return { w: l.w.view([count, K], start * K), b: l.b?.view([count], start) };
 }
 
 export function applyLinear(l: Linear, x: Tensor, opts: LinearOpts = {}): Tensor {

@@ -6,6 +6,7 @@ import { binary } from "../ops/elementwise.ts";
 import { concat, upsampleNearest } from "../ops/layout.ts";
 import {
   type AttnContext,
+  dropContextKV,
   loadResnet,
   loadTransformer2D,
   type Resnet,
@@ -200,7 +201,14 @@ export class UNetEncoder<C extends EncoderConfig = EncoderConfig> {
     });
   }
 
+  /** Every Transformer2DModel of the model (encoder half; the UNet adds its up blocks). */
+  protected transformers(): Transformer2D[] {
+    const mid = this.mid?.attention ? [this.mid.attention] : [];
+    return [...this.down.flatMap((b) => b.attentions), ...mid];
+  }
+
   dispose(): void {
+    for (const t of this.transformers()) for (const b of t.blocks) dropContextKV(b.attn2);
     for (const t of this.sinusoids.values()) t.release();
     this.sinusoids.clear();
     this.params.dispose();
@@ -212,7 +220,8 @@ export interface UNetCall {
   sample: Tensor;
   /** One timestep for the batch, or one per sample. */
   timesteps: number[];
-  /** Prompt embeddings [Bc, 77, cross_attention_dim]; Bc may divide B ([uncond, cond] for B = 2F). */
+  /** Prompt embeddings [Bc, 77, cross_attention_dim]; Bc may divide B ([uncond, cond] for B = 2F). Not rewritten
+   *  while it lives: cross-attention caches its K/V per context tensor. */
   context: Tensor;
   /** ControlNet residuals, one per skip, and for the mid block. */
   downResiduals?: Tensor[];
@@ -224,6 +233,10 @@ export class UNet extends UNetEncoder<UNetConfig> {
   up: UpBlock[] = [];
   normOut!: Norm;
   convOut!: Conv;
+
+  protected override transformers(): Transformer2D[] {
+    return [...super.transformers(), ...this.up.flatMap((b) => b.attentions)];
+  }
 
   static async load(dev: Device, src: TensorSource, cfg: UNetConfig, dtype: DType): Promise<UNet> {
     const u = new UNet(cfg, new Params(dev, src, dtype, "unet"));

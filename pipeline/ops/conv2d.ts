@@ -72,7 +72,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
   }
 
   const K = Cin * KH * KW, HWo = Ho * Wo;
-  const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo);
+  const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K);
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
   const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };

@@ -2,9 +2,11 @@
 // conv2d's implicit GEMM shares.
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
+import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
+import { type AdapterTiles, tilesFor } from "./tiles.ts";
 
 /** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
 export interface GemmTile {
@@ -27,12 +29,6 @@ export const TILES: readonly GemmTile[] = [
   { BM: 64, BN: 32, TM: 4, TN: 4 },
   { BM: 16, BN: 128, TM: 4, TN: 4 },
 ];
-/** Workgroups that fill a large GPU (e.g. 132 SMs x 2 resident 256-thread groups); a CPU adapter has a few cores. */
-const FILL = 256, FILL_CPU = 4;
-/** Relative speed by outputs per thread (TM * TN). GPU: estimated; llvmpipe: measured (per-invocation overhead
- *  dominates, so 8x8 blocks run ~1.6x faster than 8x4). */
-const BLOCKING: Record<number, number> = { 64: 1, 32: 0.85, 16: 0.7 };
-const BLOCKING_CPU: Record<number, number> = { 64: 1, 32: 0.62, 16: 0.5 };
 
 export function threads(t: GemmTile): number {
   return (t.BM / t.TM) * (t.BN / t.TN);
@@ -43,16 +39,32 @@ export function sharedBytes(t: GemmTile): number {
   return 2 * (t.BM + t.BN) * BK * 4;
 }
 
-/** Tile maximising useful work x occupancy x register blocking for an M x N output, within the device's limits. */
-export function pickTile(dev: Device, M: number, N: number): GemmTile {
+/** Workgroup memory a LayerNorm prologue adds to a tile (row statistics and the reduction buffer). */
+const lnShared = (t: GemmTile) => 16 * t.BM + 8 * threads(t);
+
+/** The adapter's tile table entry (pipeline/ops/tiles.ts). */
+export function adapterTiles(dev: Device): AdapterTiles {
+  return tilesFor(dev.adapterName, dev.isFallback);
+}
+
+/** The GEMM tile for an M x N output with reduction K: the adapter's measured pick for this shape if it has one, else
+ *  the tile maximising useful work x occupancy x register blocking within the device's limits (`extra`: workgroup
+ *  memory a variant adds). */
+export function pickTile(dev: Device, M: number, N: number, K: number, extra?: (t: GemmTile) => number): GemmTile {
   const L = dev.gpu.limits;
+  const table = adapterTiles(dev);
+  const fits = (t: GemmTile) =>
+    sharedBytes(t) + (extra ? extra(t) : 0) <= L.maxComputeWorkgroupStorageSize &&
+    threads(t) <= L.maxComputeInvocationsPerWorkgroup;
+  const known = table.shapes?.[`${M}x${N}x${K}`];
+  if (known && fits(known)) return known;
   let best: GemmTile | null = null, bestScore = -1;
-  for (const t of TILES) {
-    if (sharedBytes(t) > L.maxComputeWorkgroupStorageSize || threads(t) > L.maxComputeInvocationsPerWorkgroup) continue;
+  for (const t of table.tiles ?? TILES) {
+    if (!fits(t)) continue;
     const tm = Math.ceil(M / t.BM), tn = Math.ceil(N / t.BN);
     const util = (M * N) / (tm * t.BM * tn * t.BN);
-    const fill = Math.min(1, (tm * tn) / (dev.isFallback ? FILL_CPU : FILL));
-    const blocking = (dev.isFallback ? BLOCKING_CPU : BLOCKING)[t.TM * t.TN] ?? 0.5;
+    const fill = Math.min(1, (tm * tn) / table.fill);
+    const blocking = table.blocking[t.TM * t.TN] ?? 0.5;
     const score = util * fill * blocking;
     if (score > bestScore + 1e-9) best = t, bestScore = score;
   }
@@ -127,6 +139,12 @@ export interface LinearOpts {
   residual?: Tensor;
   /** SiLU of the result (after bias and residual). */
   silu?: boolean;
+  /** LayerNorm over K of each row of x (gamma, beta [K]) applied as x is loaded: LayerNorm + Linear in one dispatch
+   *  (BasicTransformerBlock's norm1/norm2/norm3 before their projections). Not with xChannelsFirst. */
+  layerNorm?: { gamma: Tensor; beta: Tensor; eps: number };
+  /** diffusers GEGLU on the projection: y[..., j] = h_j * gelu_erf(g_j) with h = outputs [0, N/2) and g = outputs
+   *  [N/2, N) of the GEMM; y has N/2 columns (the feed-forward's first layer without its [..., N] tensor). */
+  geglu?: boolean;
   /** x is a channels-first feature map [B, K, ...spatial], read as B*S token rows (S = spatial size): the
    *  transpose to tokens happens in the GEMM's loads (Transformer2DModel's proj_in). */
   xChannelsFirst?: boolean;
@@ -169,7 +187,17 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
       outShape = [...x.shape.slice(0, -1), N];
     }
   }
+  if (opts.geglu) {
+    if (N % 2 !== 0 || opts.residual || opts.silu || ycf) {
+      throw new GpuError(`${op}: geglu needs an even N (got ${N}) and no residual, silu or yChannelsFirst`);
+    }
+    outShape[outShape.length - 1] = N / 2;
+  }
+  const ln = opts.layerNorm;
+  if (ln && xcf) throw new GpuError(`${op}: layerNorm needs token rows (not xChannelsFirst)`);
   const ts = [x, w];
+  if (ln) assertShape(op, "layerNorm.gamma", ln.gamma, [K]), assertShape(op, "layerNorm.beta", ln.beta, [K]);
+  if (ln) ts.push(ln.gamma, ln.beta);
   if (bias) assertShape(op, "bias", bias, [N]), ts.push(bias);
   if (opts.residual) assertShape(op, "residual", opts.residual, outShape), ts.push(opts.residual);
   if (opts.out) assertShape(op, "out", opts.out, outShape), ts.push(opts.out);
@@ -179,7 +207,11 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
   const y = opts.out ?? empty(dev, outShape, x.dtype);
   if (M === 0 || N === 0) return y;
 
-  const tile = gemmHooks.tile ?? pickTile(dev, M, N);
+  // LN keeps per-row statistics in workgroup memory and needs a thread per row.
+  const tile = gemmHooks.tile ?? pickTile(dev, M, N, K, ln ? lnShared : undefined);
+  if (ln && threads(tile) < tile.BM) {
+    throw new GpuError(`${op}: tile ${JSON.stringify(tile)} has fewer threads than rows`);
+  }
   // Weight and bias may be views at any offset (rows of a stacked projection).
   const wb = offsetBinding(op, w), bb = bias && offsetBinding(op, bias);
   const consts = {
@@ -191,12 +223,13 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
     YCF: !!ycf,
     SV: S % 4 === 0,
   };
-  const k = dev.kernel("matmul", matmulSrc + gemmSrc, consts, x.dtype);
+  const k = dev.kernel("matmul", matmulSrc + gemmSrc + erfSrc, { ...consts, GEGLU: !!opts.geglu, LN: !!ln }, x.dtype);
   const inPlace = sameRange(opts.residual, y);
   const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (opts.silu ? 16 : 0);
   const bytes = BYTES[x.dtype];
   // Split into row chunks (whole images with a channels-first operand) when a binding would exceed the limit.
-  const chunk = chunkItems(op, dev, S > 1 ? "images" : "rows", B, [S * K * bytes, S * N * bytes]);
+  const Ny = opts.geglu ? N / 2 : N;
+  const chunk = chunkItems(op, dev, S > 1 ? "images" : "rows", B, [S * K * bytes, S * Ny * bytes]);
   const part = (t: Tensor, b0: number, nb: number) =>
     nb === B ? t : S > 1 ? t.slice0(b0, nb) : t.view([nb, t.numel / B], b0 * (t.numel / B));
   for (let b0 = 0; b0 < B; b0 += chunk) {
@@ -206,9 +239,11 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
     const xb = vecBinding(op, xs);
     const tilesM = Math.ceil(rows / tile.BM), tilesN = Math.ceil(N / tile.BN);
     const g = tileGrid(tilesM, tilesN);
-    const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags, S, wb.at, bb?.at ?? 0);
-    // Absent bias/residual bind x (read-only) as placeholders; the kernel never reads them.
-    dev.dispatch(k, p, [xb, wb.b, bb ? bb.b : xb, rs ? rs.binding() : xb, ys.binding()], g.groups);
+    const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags, S, wb.at, bb?.at ?? 0)
+      .f(ln?.eps ?? 0);
+    // Absent bias/residual/LayerNorm parameters bind x (read-only) as placeholders; the kernel never reads them.
+    const lnb = ln ? [ln.gamma.binding(), ln.beta.binding()] : [xb, xb];
+    dev.dispatch(k, p, [xb, wb.b, bb ? bb.b : xb, rs ? rs.binding() : xb, ys.binding(), ...lnb], g.groups);
   }
   return y;
 }

@@ -2,7 +2,7 @@ import { gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matm
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
-import { silu } from "../ref.ts";
+import { gelu, silu } from "../ref.ts";
 
 // Inputs scaled like real layers (w ~ 1/sqrt(K)) keep |y| ~ 1, so absolute tolerances mean the same everywhere.
 // f16: output rounding alone is up to 2^-11 relative.
@@ -36,6 +36,30 @@ export function linearRef(
   return y;
 }
 
+/** float64 LayerNorm over rows of C (two-pass), as float32. */
+function layerNormRef(x: Float32Array, C: number, g: Float32Array, b: Float32Array, eps: number): Float32Array {
+  const y = new Float32Array(x.length);
+  for (let o = 0; o < x.length; o += C) {
+    let s = 0;
+    for (let i = 0; i < C; i++) s += x[o + i];
+    const mean = s / C;
+    let q = 0;
+    for (let i = 0; i < C; i++) q += (x[o + i] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(q / C + eps);
+    for (let i = 0; i < C; i++) y[o + i] = (x[o + i] - mean) * rstd * g[i] + b[i];
+  }
+  return y;
+}
+
+/** diffusers GEGLU over [M, 2D] rows: h * gelu(gate), h = first half, gate = second. */
+function gegluRef(x: Float32Array, M: number, D: number): Float32Array {
+  const y = new Float32Array(M * D);
+  for (let m = 0; m < M; m++) {
+    for (let j = 0; j < D; j++) y[m * D + j] = x[m * 2 * D + j] * gelu(x[m * 2 * D + D + j]);
+  }
+  return y;
+}
+
 interface LinearShape {
   lead: number[];
   N: number;
@@ -50,6 +74,10 @@ interface LinearShape {
   inPlace?: boolean;
   /** SiLU after bias and residual. */
   silu?: boolean;
+  /** LayerNorm prologue; x gets this mean offset (a large one exposes cancellation in the variance). */
+  ln?: { offset: number };
+  /** GEGLU epilogue: y = h * gelu(gate) over the two halves of the outputs. */
+  geglu?: boolean;
   /** w and bias are views starting this many rows into larger tensors (rows of a stacked projection). */
   wRow0?: number;
 }
@@ -61,6 +89,8 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
     s.res && (s.inPlace ? "res=out" : "res"),
     s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
     s.silu && "silu",
+    s.ln && `layerNorm${s.ln.offset ? ` mean=${s.ln.offset}` : ""}`,
+    s.geglu && "geglu",
     s.wRow0 && `w=rows ${s.wRow0}..`,
   ].filter(Boolean);
   const split = [s.maxBinding && `split@${s.maxBinding}B`, s.maxGroups && `grid<=${s.maxGroups}`].filter(Boolean);
@@ -71,7 +101,10 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
     tol: gemmTol(dtype),
     async run(dev) {
       const seed = M * 7 + s.N * 13 + s.K;
-      const x = quantize(randn(M * s.K, seed), dtype);
+      const x = quantize(randn(M * s.K, seed).map((v) => v + (s.ln?.offset ?? 0)), dtype);
+      const g = quantize(randn(s.K, seed + 5, 0.3).map((v) => 1 + v), dtype),
+        be = quantize(randn(s.K, seed + 6), dtype);
+      const tg = up(dev, g, [s.K], dtype), tbe = up(dev, be, [s.K], dtype);
       const w = quantize(randn(s.N * s.K, seed + 1, 1 / Math.sqrt(s.K)), dtype);
       const b = s.bias ? quantize(randn(s.N, seed + 2, 0.5), dtype) : undefined;
       const r = s.res ? quantize(randn(M * s.N, seed + 3), dtype) : undefined;
@@ -90,7 +123,13 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
       const before = dev.dispatches;
       let y;
       try {
-        y = linear(tx, tw, tb, { residual: tr, out: s.inPlace ? tr : undefined, silu: s.silu });
+        y = linear(tx, tw, tb, {
+          residual: tr,
+          out: s.inPlace ? tr : undefined,
+          silu: s.silu,
+          geglu: s.geglu,
+          layerNorm: s.ln && { gamma: tg, beta: tbe, eps: 1e-5 },
+        });
       } finally {
         gemmHooks.tile = null;
         gemmHooks.maxBinding = 0;
@@ -98,9 +137,11 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
       const got = await y.read();
-      for (const t of new Set([tx, twAll, tbAll, tr, y])) t?.release();
-      const want = linearRef(x, w, M, s.N, s.K, b, r);
+      for (const t of new Set([tx, twAll, tbAll, tr, tg, tbe, y])) t?.release();
+      // The fused LayerNorm keeps its output in f32 (it never becomes a tensor).
+      let want = linearRef(s.ln ? layerNormRef(x, s.K, g, be, 1e-5) : x, w, M, s.N, s.K, b, r);
       if (s.silu) want.forEach((v, i) => want[i] = silu(v));
+      if (s.geglu) want = gegluRef(want, M, s.N / 2);
       return { got, want: quantize(want, dtype) };
     },
   };
@@ -116,6 +157,14 @@ const shapes: LinearShape[] = [
   { lead: [4, 9], N: 3, K: 1280, bias: false, res: true }, // long K, tiny N
   { lead: [2, 33], N: 40, K: 24, bias: true, res: true, inPlace: true },
   { lead: [2], N: 130, K: 32, bias: true, res: false, silu: true }, // time embedding: silu(linear(x))
+  // LayerNorm in the prologue (BasicTransformerBlock): ragged K (scalar), vec4 K with a large mean, + residual,
+  // + GEGLU, every tile.
+  { lead: [3, 13], N: 21, K: 37, bias: true, res: false, ln: { offset: 0 } },
+  { lead: [2, 77], N: 96, K: 64, bias: false, res: true, ln: { offset: 50 } },
+  { lead: [2, 40], N: 2 * 24, K: 48, bias: true, res: false, ln: { offset: 3 }, geglu: true },
+  // Feed-forward GEGLU in the epilogue: 2D outputs -> D (odd D, scalar K; vec4 K).
+  { lead: [3, 11], N: 2 * 13, K: 19, bias: true, res: false, geglu: true },
+  { lead: [2, 64], N: 2 * 128, K: 32, bias: true, res: false, geglu: true },
   { lead: [2, 9], N: 40, K: 20, bias: true, res: false, wRow0: 20 }, // K/V rows of a stacked Q/K/V weight
   { lead: [7], N: 6, K: 7, bias: true, res: true, wRow0: 3 }, // odd element offset: scalar weight loads
   { lead: [3, 7], N: 21, K: 9, bias: true, res: true, silu: true },
@@ -127,6 +176,7 @@ const shapes: LinearShape[] = [
 ];
 // Every tile variant on ragged shapes, alternating vec4 and scalar K loads (few variants: compiling dominates).
 for (const [i, tile] of TILES.entries()) {
+  shapes.push({ lead: [70], N: 36, K: 44, bias: true, res: false, ln: { offset: 1 }, tile });
   shapes.push(
     i % 2
       ? { lead: [2, 45], N: 139, K: 52, bias: true, res: true, tile }

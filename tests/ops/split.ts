@@ -8,7 +8,7 @@ import type { Tensor } from "../../pipeline/gpu/tensor.ts";
 import { attention } from "../../pipeline/ops/attention.ts";
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import { binary, unary } from "../../pipeline/ops/elementwise.ts";
-import { geglu } from "../../pipeline/ops/geglu.ts";
+import { linear } from "../../pipeline/ops/matmul.ts";
 import { concat, transposeLast2, upsampleNearest } from "../../pipeline/ops/layout.ts";
 import { groupNorm, layerNorm } from "../../pipeline/ops/norm.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
@@ -98,13 +98,17 @@ for (const dtype of DTYPES) {
     const a = rand(dev, [6, 100], 8, dt), b = rand(dev, [100], 9, dt);
     return { call: () => binary("sub", a, b, { alpha: 0.5 }), inputs: [a, b] };
   });
-  add("geglu", "x=[5,30,48]", 2048, (dev, dt) => {
-    const x = rand(dev, [5, 30, 48], 10, dt);
-    return { call: () => geglu(x), inputs: [x] };
+  // GEGLU and LayerNorm fused into the feed-forward GEMM (rows split).
+  add("linear geglu", "x=[5,30,16] w=[32,16]", 2048, (dev, dt) => {
+    const x = rand(dev, [5, 30, 16], 10, dt), w = rand(dev, [32, 16], 40, dt, 1 / Math.sqrt(16));
+    const b = rand(dev, [32], 41, dt, 0.5);
+    return { call: () => linear(x, w, b, { geglu: true }), inputs: [x, w, b] };
   });
-  add("geglu", "x=[6,50,20] (scalar path)", 4096, (dev, dt) => {
-    const x = rand(dev, [6, 50, 20], 11, dt);
-    return { call: () => geglu(x), inputs: [x] };
+  add("linear layerNorm geglu", "x=[6,50,20] w=[40,20] (scalar path)", 4096, (dev, dt) => {
+    const x = rand(dev, [6, 50, 20], 11, dt, 2), w = rand(dev, [40, 20], 42, dt, 1 / Math.sqrt(20));
+    const g = rand(dev, [20], 43, dt), be = rand(dev, [20], 44, dt);
+    const layerNorm = { gamma: g, beta: be, eps: 1e-5 };
+    return { call: () => linear(x, w, undefined, { geglu: true, layerNorm }), inputs: [x, w, g, be] };
   });
   add("layerNorm", "x=[40,48]", 1024, (dev, dt) => {
     const x = rand(dev, [40, 48], 12, dt, 2), g = rand(dev, [48], 13, dt), b = rand(dev, [48], 14, dt);
