@@ -308,7 +308,15 @@ export async function loadTransformer2D(
     if (linearProjection) return p.linear(n);
     const c = await p.conv(n);
     if (c.w.shape[2] !== 1 || c.w.shape[3] !== 1) throw new Error(`${p.component}: ${n} is not a 1x1 convolution`);
-    return { w: c.w.view([c.w.shape[0], c.w.shape[1]]), b: c.b };
+    // Viewed at each use: an adapter (LoRA) may swap the conv's weight.
+    return {
+      get w() {
+        return c.w.view([c.w.shape[0], c.w.shape[1]]);
+      },
+      get b() {
+        return c.b;
+      },
+    };
   };
   return {
     name,
