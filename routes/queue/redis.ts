@@ -67,8 +67,14 @@ export interface RedisQueueOptions {
 /** Redis keeps one string up to 512 MB; results are capped below that. */
 const MAX_RESULT_BYTES = 256 * 1024 * 1024;
 const HEARTBEAT_MS = 5000;
-/** A worker unheard for this long is no longer listed. */
+/** A worker unheard for this long is no longer listed, unless it still holds its job that long (its stallMs): a busy
+ * GPU can keep a worker's event loop, heartbeats included, quiet for a while. */
 const WORKER_GONE_MS = 4 * HEARTBEAT_MS;
+/** Entries unheard for this long are deleted. */
+const WORKER_FORGET_MS = 3600e3;
+
+/** A worker's registry entry: what it announces, plus how long it may stay unheard and still be there. */
+type WorkerEntry = WorkerInfo & { goneAfterMs?: number };
 const SHUTDOWN = "server shutting down";
 const CANCELLED = "cancelled by request";
 const INTERRUPTED_TWICE = "interrupted twice (the worker running it stopped twice); not retried again";
@@ -406,9 +412,9 @@ export class RedisQueue implements JobQueue {
     const out: WorkerInfo[] = [];
     const gone: string[] = [];
     for (const [id, v] of Object.entries(all)) {
-      const w = JSON.parse(v) as WorkerInfo;
-      if (now - w.seenAt > WORKER_GONE_MS) {
-        if (now - w.seenAt > 60 * WORKER_GONE_MS) gone.push(id);
+      const { goneAfterMs, ...w } = JSON.parse(v) as WorkerEntry;
+      if (now - w.seenAt > Math.max(WORKER_GONE_MS, goneAfterMs ?? 0)) {
+        if (now - w.seenAt > WORKER_FORGET_MS) gone.push(id);
         continue;
       }
       out.push(w);
@@ -646,7 +652,7 @@ export class RedisQueue implements JobQueue {
     } catch (e) {
       this.log(`worker: cannot list its models: ${errorText(e)}`);
     }
-    const w: WorkerInfo = {
+    const w: WorkerEntry = {
       id: this.workerId,
       host: hostname(),
       pid: Deno.pid,
@@ -654,6 +660,7 @@ export class RedisQueue implements JobQueue {
       models,
       running: this.current?.id ?? null,
       seenAt: Date.now(),
+      goneAfterMs: this.stallMs,
     };
     await this.cmd.hset(this.keys.workers, this.workerId, JSON.stringify(w));
   }
