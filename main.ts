@@ -22,6 +22,7 @@ import { validateRequest } from "./pipeline/job/validate.ts";
 import { ModelCache } from "./pipeline/model_cache.ts";
 import { Cancelled } from "./pipeline/modes/common.ts";
 import { DEMO_MODEL, DEMO_NOTICE } from "./pipeline/models/demo.ts";
+import { GPU_WORKER_NAME } from "./routes/gpu_worker/protocol.ts";
 
 /** A malformed command line (exit 2): a request error whose message names the option itself. */
 export class UsageError extends RequestError {
@@ -300,4 +301,8 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // Inside a single-file bundle the server's GPU worker thread starts from this same module.
+  if ((globalThis as { name?: string }).name === GPU_WORKER_NAME) await import("./routes/gpu_worker/entry.ts");
+  else Deno.exit(await main(Deno.args));
+}

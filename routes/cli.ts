@@ -32,6 +32,8 @@ export interface ServeArgs {
   stallSeconds: number;
   /** WebGPU adapter: a substring of its name, low-power or high-performance. */
   adapter?: string;
+  /** A job running longer than this fails (its GPU worker is replaced). */
+  jobTimeoutS: number;
   help: boolean;
 }
 
@@ -61,6 +63,13 @@ function num(flag: string, v: string, o: { int?: boolean; min: number; max?: num
     const range = o.max === undefined ? `>= ${o.min}` : `in ${o.min}..${o.max}`;
     throw new ServeArgError(`${flag}: expected ${int ? "an integer" : "a number"} ${range}, got "${v}"`);
   }
+  return n;
+}
+
+/** A number > 0; 0 is refused with what it would mean. */
+function positive(flag: string, v: string, zeroMeans: string): number {
+  const n = num(flag, v, { int: false, min: 0 });
+  if (n === 0) throw new ServeArgError(`${flag}: expected a number > 0 (0: ${zeroMeans})`);
   return n;
 }
 
@@ -118,17 +127,30 @@ export const SERVE_FLAGS: Record<string, Flag> = {
   "keep-hours": {
     value: "N",
     help: "delete results older than this (default 168)",
-    set: (o, v, f) => o.keepHours = num(f, v, { int: false, min: 0 }),
+    set: (o, v, f) => o.keepHours = positive(f, v, "every result would be deleted as soon as it is written"),
   },
   "keep-mb": {
     value: "N",
-    help: "keep at most this many MiB of results, oldest deleted first (default 2048)",
-    set: (o, v, f) => o.keepMb = num(f, v, { int: false, min: 0 }),
+    help: "keep at most this many MiB of results, oldest deleted first; the newest one always stays\n(default 2048)",
+    set: (o, v, f) => o.keepMb = positive(f, v, "no result could be kept"),
   },
   "cache-mb": {
     value: "N",
     help: "GPU memory for loaded models kept between jobs (default: no limit)",
     set: (o, v, f) => o.cacheMb = num(f, v, { int: false, min: 0 }),
+  },
+  "job-timeout": {
+    value: "T",
+    help: "a job running longer fails and its GPU worker is restarted: seconds, or 90m, 2h\n(default 2h)",
+    set: (o, v, f) => {
+      const m = /^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$/.exec(v);
+      const unit: Record<string, number> = { s: 1, m: 60, min: 60, h: 3600 };
+      const secs = m ? Number(m[1]) * unit[m[2] ?? "s"] : NaN;
+      if (!(secs >= 1)) {
+        throw new ServeArgError(`${f}: expected seconds (>= 1) or a duration like 90m or 2h, got "${v}"`);
+      }
+      o.jobTimeoutS = secs;
+    },
   },
   adapter: {
     value: "NAME",
@@ -209,6 +231,7 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
     keepMb: 2048,
     role: "both",
     stallSeconds: 30,
+    jobTimeoutS: 7200,
     help: values.help === true,
   };
   for (const [name, f] of Object.entries(SERVE_FLAGS)) {

@@ -188,23 +188,24 @@ export async function serve(args: string[]): Promise<number> {
     }
   }
 
-  // The pipeline is loaded here, not at import, so tests of the app need no GPU. An API node opens no GPU.
-  const { runJob } = await import("../pipeline/job/run.ts");
+  // The pipeline is loaded here, not at import, so tests of the app need no GPU. An API node opens no GPU. Jobs run
+  // in the GPU worker thread (GPU work, decode, annotators, encode), so this thread stays free to answer; it
+  // validates requests with the device facts the worker reported.
   const { validateRequest } = await import("../pipeline/job/validate.ts");
   const { DEMO_NOTICE } = await import("../pipeline/models/demo.ts");
-  const { GpuContext } = await import("./gpu_context.ts");
-  const gpu = api ? null : await GpuContext.create({
-    device: { adapter: a.adapter },
+  const { GpuWorker } = await import("./gpu_worker/host.ts");
+  const gpu = api ? null : await GpuWorker.start({
+    adapter: a.adapter,
     cacheBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined,
     modelRoots: a.modelRoots,
-    onReopen: () => console.error("GPU device was lost: reopening it for the next job"),
+    jobTimeoutMs: a.jobTimeoutS * 1000,
   });
   let server: ZerovidServer;
   try {
     server = await openServer({
-      runner: async (req, hooks) => runJob(await gpu!.current(), req, hooks),
+      runner: (req, hooks) => gpu!.run(req, hooks),
       // Without a GPU the precision stays unset: the worker that runs the job picks it for its own GPU.
-      validate: gpu ? (req, limits) => validateRequest(req, gpu.now.dev, limits) : (req, limits) => {
+      validate: gpu ? (req, limits) => validateRequest(req, gpu.facts, limits) : (req, limits) => {
         const r = validateRequest(req, undefined, limits);
         if (req.precision === undefined) delete r.precision;
         return r;
@@ -219,25 +220,17 @@ export async function serve(args: string[]): Promise<number> {
       role: a.role,
       stallMs: a.stallSeconds * 1000,
       autostart: false,
-      health: () => {
-        if (!gpu) return { adapter: "none (an API node: the workers run the jobs)", ok: true };
-        // A lost device is reopened by the next job, so the service stays healthy; report what happened.
-        const dev = gpu.now.dev;
-        if (dev.isLost) {
-          return { adapter: dev.adapterName, ok: false, error: "GPU device lost; reopened on the next job" };
-        }
-        return { adapter: dev.adapterName, ok: true };
-      },
+      health: () => gpu ? gpu.health() : { adapter: "none (an API node: the workers run the jobs)", ok: true },
     });
   } catch (e) {
-    gpu?.dispose();
+    await gpu?.close();
     if (!(e instanceof QueueUnavailableError)) throw e;
     console.error(`error: ${e.message}`);
     return 2;
   }
   if (gpu) {
     const list = await server.models.list();
-    console.log(`GPU: ${gpu.now.dev.adapterName}`);
+    console.log(`GPU: ${gpu.facts.adapter}`);
     if (server.models.demo) console.log(`models: none configured (--models DIR): ${DEMO_NOTICE}`);
     else {
       console.log(`models: ${list.length} under ${a.modelRoots.join(", ")}`);
@@ -276,8 +269,8 @@ export async function serve(args: string[]): Promise<number> {
       if (why !== "shutdown") console.log(`${why}: stopping (a running job goes back to the queue)`);
       ac.abort();
       signalled();
-      await server.close();
-      gpu?.dispose();
+      // The job gets a moment to stop at a step boundary; then its worker is terminated, whatever it is doing.
+      await Promise.all([server.close(), gpu?.close({ graceMs: 3000 })]);
     })();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((sig) => [sig, () => void stop(sig)] as const);

@@ -1,6 +1,7 @@
 // The one GPU handle: adapter choice, real limits, pipeline/uniform/bind-group caches, a buffer pool and the
 // command encoder that every op records into. Nothing else in the project talks to navigator.gpu.
 import { BufferPool } from "./pool.ts";
+import { ensureRuntimeDir } from "./runtime_dir.ts";
 import { type Consts, shaderSource } from "./shaders.ts";
 
 export type DType = "f32" | "f16";
@@ -124,6 +125,7 @@ export class Device {
     if (!("gpu" in navigator) || !navigator.gpu) {
       throw new GpuError("WebGPU is not available in this runtime: use Deno >= 2.7 (`deno run -A ...`).");
     }
+    ensureRuntimeDir(); // before the driver loads: it complains about an unset XDG_RUNTIME_DIR
     const want = opts.adapter ?? Deno.env.get("ZEROVID_ADAPTER") ?? "";
     const prefs: GPUPowerPreference[] = want === "low-power" ? ["low-power"] : ["high-performance", "low-power"];
     let adapter: GPUAdapter | null = null;

@@ -124,7 +124,8 @@ function wasmCandidates(): string[] {
   try {
     roots.push(Deno.cwd());
   } catch { /* no --allow-read for cwd */ }
-  if (Deno.mainModule.startsWith("file:")) roots.push(new URL(".", Deno.mainModule).pathname);
+  const main = Deno.mainModule as string | undefined; // undefined inside a Worker (the server's GPU thread)
+  if (main?.startsWith("file:")) roots.push(new URL(".", main).pathname);
   for (const root of roots) {
     for (let dir = root.replace(/\/+$/, ""), i = 0; i < 4 && dir; i++, dir = dir.slice(0, dir.lastIndexOf("/"))) {
       out.push(`${dir}/${rel}`);

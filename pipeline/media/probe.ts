@@ -36,6 +36,12 @@ interface ProbeJson {
   format?: { format_name?: string; duration?: string };
 }
 
+/**
+ * Codecs FFmpeg's WebAssembly build names but cannot decode: its own AV1 decoder only drives hardware decoders, and
+ * the build has neither libdav1d nor libaom. Decoding such a file fails with "Invalid data", so say what it is.
+ */
+const UNDECODABLE: Record<string, string> = { av1: "AV1" };
+
 function rate(s: string | undefined): number {
   const [n, d] = (s ?? "0/0").split("/").map(Number);
   return d > 0 && n > 0 ? n / d : 0;
@@ -76,6 +82,13 @@ export async function probeStream(bytes: Uint8Array, name = "video"): Promise<St
   if (!st || st.disposition?.attached_pic) {
     throw new Error(`${what}: no video stream (format ${json.format.format_name ?? "unknown"})`);
   }
+  const codec = st.codec_name ?? "unknown";
+  if (Object.hasOwn(UNDECODABLE, codec)) {
+    throw new Error(
+      `${what}: its video codec is ${UNDECODABLE[codec]}, which zerovid's decoder (FFmpeg in WebAssembly) cannot ` +
+        "decode; convert it to H.264 or VP8 first (for example: ffmpeg -i in.mp4 -c:v libx264 out.mp4)",
+    );
+  }
   if (!st.width || !st.height) throw new Error(`${what}: ${describeLog(job.stderr)} (video size unknown)`);
   const packets = Number(st.nb_read_packets ?? 0);
   const declared = Number(st.nb_frames ?? 0);
@@ -105,7 +118,7 @@ export async function probeStream(bytes: Uint8Array, name = "video"): Promise<St
     fps,
     frames: packets,
     duration: Number.isFinite(duration) && duration > 0 ? duration : packets / fps,
-    codec: st.codec_name ?? "unknown",
+    codec,
     format,
   };
 }

@@ -111,10 +111,13 @@ export function jobsApp(deps: SubAppDeps): Hono {
       try {
         const job = await queue.submit({ ...stored, ...(video ? { video } : {}) } as JobRequest);
         c.header("Location", `/v1/jobs/${job.id}`);
+        // The job may have started already: a place in line only while it waits.
+        const position = await queue.position(job.id);
+        const status = position > 0 ? "queued" : (await queue.get(job.id))?.status ?? job.status;
         return c.json({
           id: job.id,
-          status: job.status,
-          position: await queue.position(job.id),
+          status,
+          position: status === "queued" ? position : null,
           ...(notices.length ? { notice: notices.join("; ") } : {}),
         }, 202);
       } catch (e) {

@@ -28,28 +28,49 @@ export function resultsApp({ queue }: SubAppDeps): Hono {
       "Content-Disposition": `${c.req.query("download") !== undefined ? "attachment" : "inline"}; filename="${name}"`,
     };
     const size = r.size;
-    const read = async (start: number, end: number) => {
+    const head = c.req.method === "HEAD";
+    /** Bytes [start, end) as a stream read 1 MiB at a time (a result is never held whole in memory); null when the
+     * result went away (checked with the first piece, before any header is sent). */
+    const body = async (start: number, end: number): Promise<ReadableStream<Uint8Array> | null> => {
+      const CHUNK = 1 << 20;
+      let pos = start;
+      const next = () => r.read(pos, Math.min(end, pos + CHUNK)).then((b) => (pos += b.length, b));
+      let first: Uint8Array;
       try {
-        return await r.read(start, end);
+        first = start < end ? await next() : new Uint8Array();
       } catch {
         return null;
       }
+      let sent = false;
+      return new ReadableStream({
+        async pull(ctl) {
+          if (!sent) {
+            sent = true;
+            if (first.length) return ctl.enqueue(first);
+          }
+          if (pos >= end) return ctl.close();
+          ctl.enqueue(await next());
+        },
+      });
     };
     const range = /^bytes=(\d*)-(\d*)$/.exec(c.req.header("Range") ?? "");
+    let [start, end, status] = [0, size - 1, 200];
     if (range && (range[1] || range[2])) {
-      let start = range[1] ? Number(range[1]) : size - Number(range[2]);
-      let end = range[1] && range[2] ? Number(range[2]) : size - 1;
+      start = range[1] ? Number(range[1]) : size - Number(range[2]);
+      end = range[1] && range[2] ? Number(range[2]) : size - 1;
       start = Math.max(0, start), end = Math.min(size - 1, end);
       if (start > end || start >= size) {
         return c.body(null, 416, { ...headers, "Content-Range": `bytes */${size}` });
       }
-      const part = await read(start, end + 1);
-      if (!part) return errorJson(c, 410, "the result is gone", "id");
-      return c.body(part, 206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}` });
+      headers["Content-Range"] = `bytes ${start}-${end}/${size}`;
+      status = 206;
     }
-    const bytes = await read(0, size);
-    if (!bytes) return errorJson(c, 410, "the result is gone", "id");
-    return c.body(bytes, 200, headers);
+    // HEAD gets the headers GET would send, the real length included, without reading the file.
+    headers["Content-Length"] = String(end + 1 - start);
+    if (head) return c.body(null, status as 200, headers);
+    const stream = await body(start, end + 1);
+    if (!stream) return errorJson(c, 410, "the result is gone", "id");
+    return c.body(stream, status as 200, headers);
   });
 
   return app;

@@ -226,7 +226,9 @@ export class SqliteQueue implements JobQueue {
       const r = rows[i];
       const info = JSON.parse(r.result ?? "{}") as ResultInfo;
       const old = r.finished_at !== null && now - r.finished_at > this.keepMs;
-      if (!old && total <= this.keepBytes) continue;
+      // The newest result outlives the byte budget (a result larger than the budget stays until the next one), so
+      // a job never reports a result that is already gone.
+      if (!old && (total <= this.keepBytes || i === 0)) continue;
       await Deno.remove(join(this.dataDir, r.result_file!)).catch(() => {});
       this.db.prepare("UPDATE jobs SET result_file = NULL, result = ? WHERE id = ?").run(
         JSON.stringify({ ...info, available: false }),

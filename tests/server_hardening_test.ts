@@ -1,0 +1,289 @@
+// The server as a user runs it (`main.ts serve`, a real process on a free loopback port, the real GPU adapter):
+// it starts silently without XDG_RUNTIME_DIR, answers health checks and event streams while a job runs (the job is
+// in the GPU worker thread), cancels a running job within a step, and stops on SIGTERM within seconds.
+import { assert, assertEquals } from "../fixtures/asserts.ts";
+import { join } from "node:path";
+import { parseServeArgs, ServeArgError } from "../routes/cli.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const XDG_LINE = /XDG_RUNTIME_DIR is invalid/;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The environment without XDG_RUNTIME_DIR (a container, a service, an ssh session). */
+function bareEnv(): Record<string, string> {
+  const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ZEROVID_MODEL: "" };
+  delete env.XDG_RUNTIME_DIR;
+  return env;
+}
+
+/** Collects a stream's text as it comes. */
+function collect(stream: ReadableStream<Uint8Array>): { text(): string; done: Promise<void> } {
+  let text = "";
+  const dec = new TextDecoder();
+  const done = stream.pipeTo(new WritableStream({ write: (c) => void (text += dec.decode(c, { stream: true })) }));
+  return { text: () => text, done: done.catch(() => {}) };
+}
+
+interface Served {
+  base: string;
+  proc: Deno.ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Sends `signal` and waits for the exit (ms it took, exit code); kills it if it does not end in time. */
+  stop(signal?: Deno.Signal, withinMs?: number): Promise<{ ms: number; code: number }>;
+}
+
+async function serve(dataDir: string, args: string[] = []): Promise<Served> {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "serve", "--port", "0", "--data-dir", dataDir, ...args],
+    cwd: ROOT,
+    env: bareEnv(),
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = collect(proc.stdout), err = collect(proc.stderr);
+  let exited = false;
+  const status = proc.status.then((s) => (exited = true, s));
+  const until = performance.now() + 90_000;
+  let port = 0;
+  while (!port) {
+    port = Number(/zerovid server on http:\/\/127\.0\.0\.1:(\d+)\//.exec(out.text())?.[1] ?? 0);
+    if (port) break;
+    if (exited || performance.now() > until) {
+      if (!exited) proc.kill("SIGKILL");
+      await status;
+      throw new Error(`the server did not start:\n${out.text()}\n${err.text()}`);
+    }
+    await sleep(50);
+  }
+  return {
+    base: `http://127.0.0.1:${port}`,
+    proc,
+    stdout: out.text,
+    stderr: err.text,
+    async stop(signal = "SIGTERM", withinMs = 30_000) {
+      const t0 = performance.now();
+      if (!exited) proc.kill(signal);
+      const timer = setTimeout(() => !exited && proc.kill("SIGKILL"), withinMs);
+      const s = await status;
+      clearTimeout(timer);
+      await Promise.all([out.done, err.done]);
+      return { ms: performance.now() - t0, code: s.code };
+    },
+  };
+}
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`not JSON (${res.status}): ${text.slice(0, 200)}`);
+  }
+}
+
+async function submit(base: string, body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${base}/v1/jobs`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const j = await json(res);
+  assertEquals(res.status, 202, JSON.stringify(j));
+  return j.id as string;
+}
+
+/** Polls the job until `pred` holds; fails with the last state seen after `ms`. */
+async function waitJob(
+  base: string,
+  id: string,
+  pred: (j: Record<string, unknown>) => boolean,
+  ms: number,
+): Promise<Record<string, unknown>> {
+  const until = performance.now() + ms;
+  let j: Record<string, unknown> = {};
+  while (performance.now() < until) {
+    j = await json(await fetch(`${base}/v1/jobs/${id}`));
+    if (pred(j)) return j;
+    await sleep(100);
+  }
+  throw new Error(`job ${id}: condition not met in ${ms} ms; last state ${JSON.stringify(j)}`);
+}
+
+/** An SSE stream read in the background: each event with the time it arrived. */
+function events(
+  url: string,
+): { seen: { event: string; data: string; at: number }[]; close(): void; ready: Promise<void> } {
+  const ac = new AbortController();
+  const seen: { event: string; data: string; at: number }[] = [];
+  const ready = (async () => {
+    const res = await fetch(url, { signal: ac.signal });
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    (async () => {
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          buf += value;
+          let i;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1];
+            if (event) seen.push({ event, data: /^data: (.*)$/m.exec(block)?.[1] ?? "", at: performance.now() });
+          }
+        }
+      } catch { /* aborted */ }
+    })();
+  })();
+  return { seen, close: () => ac.abort(), ready };
+}
+
+const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))];
+
+Deno.test({
+  name: "serve: silent without XDG_RUNTIME_DIR; /healthz and SSE answer in < 100 ms (p99) while a job runs; " +
+    "a cancel stops it within a step",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zerovid-hardening-" });
+    const srv = await serve(join(dir, "data"));
+    try {
+      // A job long enough to measure during: the demo model, 50 steps.
+      const id = await submit(srv.base, {
+        mode: "text2video",
+        prompt: "a cat",
+        videoLength: 4,
+        width: 64,
+        height: 64,
+        steps: 50,
+      });
+      const stream = events(`${srv.base}/v1/jobs/${id}/events`);
+      await stream.ready;
+      await waitJob(srv.base, id, (j) => /anchor|denoise/.test((j.progress as { stage?: string })?.stage ?? ""), 60e3);
+
+      const health: number[] = [], sse: number[] = [];
+      for (let i = 0; i < 150; i++) {
+        let t = performance.now();
+        const h = await fetch(`${srv.base}/healthz`);
+        await h.body?.cancel();
+        health.push(performance.now() - t);
+        assertEquals(h.status, 200);
+        {
+          // A new event stream: time to its first event (the job's state).
+          t = performance.now();
+          const ac = new AbortController();
+          const res = await fetch(`${srv.base}/v1/jobs/${id}/events`, { signal: ac.signal });
+          const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+          let got = "";
+          while (!/\n\n/.test(got)) got += (await reader.read()).value ?? "";
+          sse.push(performance.now() - t);
+          ac.abort();
+          assert(/^event: (started|progress)/m.test(got), got);
+        }
+        await sleep(20);
+      }
+      const j = await json(await fetch(`${srv.base}/v1/jobs/${id}`));
+      assertEquals(j.status, "running", "the job ended before the measurement did: make it longer");
+      console.log(
+        `while a job ran: /healthz p99 ${p99(health).toFixed(1)} ms over ${health.length}, SSE first event p99 ${
+          p99(sse).toFixed(1)
+        } ms over ${sse.length}`,
+      );
+      assert(p99(health) < 100, `/healthz p99 ${p99(health).toFixed(1)} ms (max ${Math.max(...health).toFixed(1)})`);
+      assert(p99(sse) < 100, `SSE first event p99 ${p99(sse).toFixed(1)} ms (max ${Math.max(...sse).toFixed(1)})`);
+
+      // Cancel: the job ends "cancelled" after at most the step in flight and the one queued behind it.
+      const steps = () => stream.seen.filter((e) => e.event === "progress" && /"(anchor|denoise)"/.test(e.data)).length;
+      const before = steps();
+      const del = await fetch(`${srv.base}/v1/jobs/${id}`, { method: "DELETE" });
+      assertEquals(del.status, 202, await del.text());
+      const end = await waitJob(srv.base, id, (j) => j.status !== "running", 60_000);
+      assertEquals(end.status, "cancelled");
+      await sleep(200);
+      assert(steps() - before <= 2, `${steps() - before} steps after the cancel`);
+      assertEquals(stream.seen.at(-1)?.event, "cancelled");
+      stream.close();
+
+      // Nothing from the Vulkan driver about XDG_RUNTIME_DIR (the server pointed it at a private folder).
+      const { code } = await srv.stop();
+      assertEquals(code, 0);
+      assert(!XDG_LINE.test(srv.stderr()), srv.stderr());
+    } finally {
+      await srv.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "serve: SIGTERM stops the server within seconds while a job runs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zerovid-hardening-" });
+    const srv = await serve(join(dir, "data"));
+    try {
+      // Large enough that one step takes seconds on a software adapter, so the stop lands mid-step.
+      const id = await submit(srv.base, {
+        mode: "text2video",
+        prompt: "a cat",
+        videoLength: 8,
+        width: 128,
+        height: 128,
+        steps: 50,
+      });
+      await waitJob(srv.base, id, (j) => (j.progress as { stage?: string } | null)?.stage === "denoise", 120_000);
+      const { ms, code } = await srv.stop("SIGTERM", 30_000);
+      assertEquals(code, 0, srv.stderr());
+      assert(ms < 6000, `SIGTERM took ${ms.toFixed(0)} ms to stop the server`);
+    } finally {
+      await srv.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "cli: a generation without XDG_RUNTIME_DIR prints nothing from the Vulkan driver",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zerovid-xdg-" });
+    try {
+      const out = join(dir, "out.mp4");
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "main.ts", "text2video", "--prompt", "a cat", "--video-length", "2", "--steps", "2"]
+          .concat(["--out", out]),
+        cwd: ROOT,
+        env: bareEnv(),
+        clearEnv: true,
+      }).output();
+      const stderr = new TextDecoder().decode(r.stderr);
+      assertEquals(r.code, 0, stderr);
+      assert(!XDG_LINE.test(stderr), stderr);
+      assert((await Deno.stat(out)).size > 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("serve: --job-timeout takes seconds or a duration; a bad one is named", () => {
+  assertEquals(parseServeArgs([]).jobTimeoutS, 7200);
+  assertEquals(parseServeArgs(["--job-timeout", "90"]).jobTimeoutS, 90);
+  assertEquals(parseServeArgs(["--job-timeout=90m"]).jobTimeoutS, 5400);
+  assertEquals(parseServeArgs(["--job-timeout", "1.5h"]).jobTimeoutS, 5400);
+  for (const bad of ["0", "soon", "-5", "10d"]) {
+    let err: unknown = null;
+    try {
+      parseServeArgs([`--job-timeout=${bad}`]);
+    } catch (e) {
+      err = e;
+    }
+    assert(err instanceof ServeArgError && /^--job-timeout: expected seconds/.test(err.message), `${bad}: ${err}`);
+  }
+});

@@ -1,0 +1,194 @@
+// Small server behaviours from issue 11: the 202 reply of a job that started at once, HEAD on a result, result
+// retention that never deletes the result a job just reported, and an AV1 input named as such (ffmpeg.wasm has no
+// AV1 decoder). In-process app over a real socket with a fake runner, as tests/server_test.ts does.
+// deno-lint-ignore-file no-explicit-any -- JSON replies are read loosely; each field read is asserted
+import { assert, assertEquals } from "../fixtures/asserts.ts";
+import { validateRequest } from "../pipeline/job/validate.ts";
+import { encodeVideo } from "../pipeline/media/encode.ts";
+import { probeVideo } from "../pipeline/media/probe.ts";
+import { decodeVideo } from "../pipeline/media/decode.ts";
+import { parseServeArgs, ServeArgError } from "../routes/cli.ts";
+import type { Runner } from "../routes/queue/types.ts";
+import { openServer } from "../routes/server.ts";
+
+/** A 2-frame 32x32 AV1 video in an MP4 (made with aomenc, remuxed by FFmpeg; 895 bytes). */
+const AV1_MP4 = Uint8Array.from(
+  atob([
+    "AAAAIGZ0eXBpc29tAAACAGlzb21hdjAxaXNvMm1wNDEAAAAIZnJlZQAAAGttZGF0CgoAAAACJ/5tfIAgMi8QAIAAI4RcWLtWs2yH",
+    "qN3NkHmdje9d9qe1Y8v+KORg/UfuU2xJPB5tgR9JOq//6DIkMAPAgAAARoABAMTw4+6UJUhx8h+9d7VHMIuk1ullH6w9szD4AAAC",
+    "7G1vb3YAAABsbXZoZAAAAAAAAAAAAAAAAAAAA+gAAAB9AAEAAAEAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAQAAAAAAAAAA",
+    "AAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIAAAI7dHJhawAAAFx0a2hkAAAAAwAAAAAAAAAAAAAAAQAAAAAA",
+    "AAB9AAAAAAAAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAQAAAAAAAAAAAAAAAAAAQAAAAAAgAAAAIAAAAAAAJGVkdHMAAAAc",
+    "ZWxzdAAAAAAAAAABAAAAfQAAAAAAAQAAAAABs21kaWEAAAAgbWRoZAAAAAAAAAAAAAAAAAAAPoAAAAfQVcQAAAAAAC1oZGxyAAAA",
+    "AAAAAAB2aWRlAAAAAAAAAAAAAAAAVmlkZW9IYW5kbGVyAAAAAV5taW5mAAAAFHZtaGQAAAABAAAAAAAAAAAAAAAkZGluZgAAABxk",
+    "cmVmAAAAAAAAAAEAAAAMdXJsIAAAAAEAAAEec3RibAAAAJZzdHNkAAAAAAAAAAEAAACGYXYwMQAAAAAAAAABAAAAAAAAAAAAAAAA",
+    "AAAAAAAgACAASAAAAEgAAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABj//wAAAAxhdjFDgQAMAAAAABBw",
+    "YXNwAAAAAQAAAAEAAAAUYnRydAAAAAAAABjAAAAYwAAAACBzdHRzAAAAAAAAAAIAAAABAAAH0AAAAAEAAAAAAAAAFHN0c3MAAAAA",
+    "AAAAAQAAAAEAAAAcc3RzYwAAAAAAAAABAAAAAQAAAAIAAAABAAAAHHN0c3oAAAAAAAAAAAAAAAIAAAA9AAAAJgAAABRzdGNvAAAA",
+    "AAAAAAEAAAAwAAAAPXVkdGEAAAA1bWV0YQAAAAAAAAAhaGRscgAAAAAAAAAAbWRpcmFwcGwAAAAAAAAAAAAAAAAIaWxzdA==",
+  ].join("")),
+  (c) => c.charCodeAt(0),
+);
+
+const quiet = () => {};
+
+async function withServer(
+  o: { runner: Runner; keepBytes?: number },
+  fn: (base: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-small-" });
+  const srv = await openServer({
+    dataDir: dir,
+    modelRoots: [],
+    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    log: quiet,
+    ...o,
+  });
+  const ac = new AbortController();
+  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} }, srv.app.fetch);
+  try {
+    await fn(`http://127.0.0.1:${http.addr.port}`);
+  } finally {
+    await srv.close();
+    ac.abort();
+    await http.finished;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Returns a real 2-frame mp4 of `side` pixels; waits for `gate` first when given. */
+function runner(side: number, gate?: Promise<void>): Runner {
+  return async (req) => {
+    await gate;
+    const bytes = await encodeVideo(
+      { width: side, height: side, fps: 4, count: 2, data: new Uint8Array(side * side * 3 * 2).fill(77) },
+      "mp4",
+    );
+    const { video: _, ...params } = req;
+    return {
+      bytes,
+      format: "mp4",
+      contentType: "video/mp4",
+      params,
+      frames: 2,
+      width: side,
+      height: side,
+      fps: 4,
+      timings: { total: 0 },
+    };
+  };
+}
+
+async function post(base: string, body: Record<string, unknown>): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${base}/v1/jobs`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+async function waitDone(base: string, id: string): Promise<any> {
+  const until = performance.now() + 20_000;
+  let j: any = null;
+  while (performance.now() < until) {
+    j = await (await fetch(`${base}/v1/jobs/${id}`)).json();
+    if (!["queued", "running"].includes(j.status)) return j;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`job ${id} did not finish: ${JSON.stringify(j)}`);
+}
+
+const T2V = { mode: "text2video", prompt: "a cat", videoLength: 2, steps: 2 };
+
+Deno.test("server: the 202 reply says running (position null) for a job that started, queued with its place else", async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => open = r);
+  await withServer({ runner: runner(16, gate) }, async (base) => {
+    const first = await post(base, T2V);
+    assertEquals(first.status, 202);
+    // The queue was empty: the job starts at once, or is first in line; never "queued" at position 0.
+    if (first.json.status === "queued") assertEquals(first.json.position, 1);
+    else assertEquals([first.json.status, first.json.position], ["running", null]);
+    const until = performance.now() + 5000;
+    while ((await (await fetch(`${base}/v1/jobs/${first.json.id}`)).json()).status !== "running") {
+      assert(performance.now() < until, "the first job did not start");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const second = await post(base, T2V);
+    assertEquals([second.json.status, second.json.position], ["queued", 1]);
+    open();
+    await waitDone(base, second.json.id);
+  });
+});
+
+Deno.test("server: HEAD on a result sends GET's headers with the real length; a range's length is the range's", async () => {
+  await withServer({ runner: runner(32) }, async (base) => {
+    const { json } = await post(base, T2V);
+    assertEquals((await waitDone(base, json.id)).status, "succeeded");
+    const url = `${base}/v1/jobs/${json.id}/result`;
+    const get = await fetch(url);
+    const bytes = new Uint8Array(await get.arrayBuffer());
+    assert(bytes.length > 100, `${bytes.length} bytes`);
+    assertEquals(get.headers.get("content-length"), String(bytes.length));
+    assertEquals((await probeVideo(bytes)).frames, 2);
+    const head = await fetch(url, { method: "HEAD" });
+    assertEquals(head.status, 200);
+    assertEquals(head.headers.get("content-length"), String(bytes.length));
+    assertEquals(head.headers.get("content-type"), "video/mp4");
+    assertEquals((await head.arrayBuffer()).byteLength, 0);
+    const part = await fetch(url, { headers: { Range: "bytes=10-19" } });
+    assertEquals(part.status, 206);
+    assertEquals(part.headers.get("content-length"), "10");
+    assertEquals(new Uint8Array(await part.arrayBuffer()), bytes.slice(10, 20));
+    const headPart = await fetch(url, { method: "HEAD", headers: { Range: "bytes=-7" } });
+    assertEquals([headPart.status, headPart.headers.get("content-length")], [206, "7"]);
+    await headPart.body?.cancel();
+  });
+});
+
+Deno.test("server: a byte budget smaller than one result keeps the newest result; --keep-mb/--keep-hours 0 refused", async () => {
+  await withServer({ runner: runner(32), keepBytes: 1 }, async (base) => {
+    const a = (await post(base, T2V)).json.id;
+    const ja = await waitDone(base, a);
+    assertEquals([ja.status, ja.result.available], ["succeeded", true]);
+    assertEquals((await fetch(`${base}/v1/jobs/${a}/result`)).status, 200, "the result the job just reported");
+    const b = (await post(base, T2V)).json.id;
+    await waitDone(base, b);
+    const rb = await fetch(`${base}/v1/jobs/${b}/result`);
+    assertEquals(rb.status, 200);
+    await rb.body?.cancel();
+    const ra = await fetch(`${base}/v1/jobs/${a}/result`);
+    assertEquals(ra.status, 410, "the older result makes room");
+    await ra.body?.cancel();
+  });
+  for (const flag of ["--keep-mb", "--keep-hours"]) {
+    let err: unknown = null;
+    try {
+      parseServeArgs([flag, "0"]);
+    } catch (e) {
+      err = e;
+    }
+    assert(err instanceof ServeArgError && err.message.startsWith(`${flag}: expected a number > 0 (0: `), `${err}`);
+  }
+  assertEquals(parseServeArgs(["--keep-mb", "0.5"]).keepMb, 0.5);
+});
+
+Deno.test("media: an AV1 video is refused naming its codec (probe, decode, and the server's 400)", async () => {
+  for (
+    const step of [() => probeVideo(AV1_MP4, "clip.mp4"), () => decodeVideo(AV1_MP4, { resolution: 64 }, "clip.mp4")]
+  ) {
+    const err = await step().then(() => null, (e) => e as Error);
+    assert(err && /its video codec is AV1/.test(err.message), `${err}`);
+  }
+  await withServer({ runner: runner(16) }, async (base) => {
+    const form = new FormData();
+    form.set("mode", "canny");
+    form.set("prompt", "edges");
+    form.set("video", new File([AV1_MP4], "clip.mp4", { type: "video/mp4" }));
+    const res = await fetch(`${base}/v1/jobs`, { method: "POST", body: form });
+    const j = await res.json();
+    assertEquals([res.status, j.field], [400, "video"]);
+    assert(/its video codec is AV1/.test(j.error), j.error);
+  });
+});
