@@ -50,8 +50,10 @@ export interface RedisQueueOptions {
   maxQueued?: number;
   /** Results older than this are deleted (Redis also expires them by TTL). Default 7 days. */
   keepMs?: number;
-  /** Results beyond this many bytes in all are deleted, oldest first; also the largest one result may be. 2 GiB. */
+  /** Results beyond this many bytes in all are deleted, oldest first (the newest stays). Default 2 GiB. */
   keepBytes?: number;
+  /** Largest result stored; a job with a larger one fails. Default 256 MiB (Redis keeps a string up to 512 MB). */
+  maxResultBytes?: number;
   /** Finished jobs kept (newest); older ones are deleted with their results. Default 1000. */
   keepJobs?: number;
   /** How long a worker may go unheard (its job lock unrenewed) before another worker takes its job. Default 30 s. */
@@ -64,8 +66,6 @@ export interface RedisQueueOptions {
   log?: (line: string) => void;
 }
 
-/** Redis keeps one string up to 512 MB; results are capped below that. */
-const MAX_RESULT_BYTES = 256 * 1024 * 1024;
 const HEARTBEAT_MS = 5000;
 /** A worker unheard for this long is no longer listed, unless it still holds its job that long (its stallMs): a busy
  * GPU can keep a worker's event loop, heartbeats included, quiet for a while. */
@@ -96,6 +96,7 @@ function isConnectionError(e: unknown): boolean {
       .test(`${e.name} ${e.message}`);
 }
 
+const size = (n: number) => n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${n} bytes`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const num = (s: string | undefined) => s === undefined || s === "" ? null : Number(s);
 const parse = <T>(s: string | undefined): T | null => s ? JSON.parse(s) as T : null;
@@ -181,6 +182,7 @@ export class RedisQueue implements JobQueue {
   private keepMs: number;
   private keepBytes: number;
   private keepJobs: number;
+  private maxResultBytes: number;
   private stallMs: number;
   private log: (line: string) => void;
   private listeners = new Map<string, Set<(ev: JobEvent) => void>>();
@@ -208,6 +210,7 @@ export class RedisQueue implements JobQueue {
     this.keepMs = opts.keepMs ?? 7 * 24 * 3600e3;
     this.keepBytes = opts.keepBytes ?? 2 * 1024 ** 3;
     this.keepJobs = opts.keepJobs ?? 1000;
+    this.maxResultBytes = opts.maxResultBytes ?? 256 * 1024 * 1024;
     this.stallMs = opts.stallMs ?? 30_000;
     this.log = opts.log ?? ((l) => console.log(l));
   }
@@ -776,11 +779,9 @@ export class RedisQueue implements JobQueue {
       try {
         const format = result.format;
         if (!Object.hasOwn(CONTENT_TYPES, format)) throw new Error(`unknown output format ${JSON.stringify(format)}`);
-        const cap = Math.min(MAX_RESULT_BYTES, this.keepBytes);
-        if (result.bytes.length > cap) {
+        if (result.bytes.length > this.maxResultBytes) {
           throw new Error(
-            `the video is ${(result.bytes.length / 2 ** 20).toFixed(1)} MiB, more than the queue stores ` +
-              `(${(cap / 2 ** 20).toFixed(1)} MiB)`,
+            `the video is ${size(result.bytes.length)}, more than the queue stores (${size(this.maxResultBytes)})`,
           );
         }
         // Bytes (an echoed input video) have no place in the stored parameters.
@@ -828,7 +829,7 @@ export class RedisQueue implements JobQueue {
   // -------------------------------------------------------------------------------------------------------------
   // Retention
 
-  /** Results past keepMs, then the oldest beyond keepBytes; finished jobs beyond keepJobs (with their results). */
+  /** Results past keepMs, then the oldest beyond keepBytes (not the newest); finished jobs beyond keepJobs. */
   async sweep(now = Date.now()): Promise<void> {
     const k = this.keys;
     const drop = (id: string) => this.cmd.zvDropResult(k.job(id), k.result(id), k.results, k.resultBytes, id);
@@ -836,7 +837,8 @@ export class RedisQueue implements JobQueue {
     const sizes = await this.cmd.hgetall(k.resultBytes);
     let total = Object.values(sizes).reduce((a, b) => a + Number(b), 0);
     if (total > this.keepBytes) {
-      for (const id of await this.cmd.zrange(k.results, 0, -1)) {
+      // Oldest first; the newest stays even past the budget, so a job never reports a result that is already gone.
+      for (const id of (await this.cmd.zrange(k.results, 0, -1)).slice(0, -1)) {
         if (total <= this.keepBytes) break;
         await drop(id);
         total -= Number(sizes[id] ?? 0);
