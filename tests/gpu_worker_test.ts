@@ -6,6 +6,7 @@ import { RequestError } from "../pipeline/errors.ts";
 import type { JobProgress, JobRequest } from "../pipeline/job/types.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import { GpuWorker, type GpuWorkerOptions, WorkerError } from "../routes/gpu_worker/host.ts";
+import { JobKilledError } from "../routes/queue/types.ts";
 
 const FAULTY = new URL("./faulty_gpu_worker.ts", import.meta.url);
 const quiet = () => {};
@@ -137,6 +138,6 @@ Deno.test("gpu worker: close() ends a job that ignores its cancel within the gra
   const err = await deadline(job, 5000, "job after close");
   assertEquals(clean, false);
   assert(performance.now() - t0 < 3000, `close took ${performance.now() - t0} ms`);
-  assert(err instanceof WorkerError && err.terminatedAtShutdown, `got ${err}`);
+  assert(err instanceof JobKilledError && /not run again/.test(err.message), `got ${err}`);
   assertEquals(g.health().ok, false);
 });

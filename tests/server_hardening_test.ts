@@ -220,26 +220,39 @@ Deno.test({
 });
 
 Deno.test({
-  name: "serve: SIGTERM stops the server within seconds while a job runs",
+  name: "serve: SIGTERM stops the server within seconds mid-step; the killed job is failed, not run again",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "zerovid-hardening-" });
-    const srv = await serve(join(dir, "data"));
+    const data = join(dir, "data");
+    let srv = await serve(data);
     try {
-      // Large enough that one step takes seconds on a software adapter, so the stop lands mid-step.
+      // One step of this takes far longer than the 3 s a job gets to stop on a software adapter.
       const id = await submit(srv.base, {
         mode: "text2video",
         prompt: "a cat",
         videoLength: 8,
-        width: 128,
-        height: 128,
-        steps: 50,
+        width: 256,
+        height: 256,
+        steps: 10,
       });
-      await waitJob(srv.base, id, (j) => (j.progress as { stage?: string } | null)?.stage === "denoise", 120_000);
+      await waitJob(srv.base, id, (j) => (j.progress as { stage?: string } | null)?.stage === "denoise", 180_000);
       const { ms, code } = await srv.stop("SIGTERM", 30_000);
       assertEquals(code, 0, srv.stderr());
       assert(ms < 6000, `SIGTERM took ${ms.toFixed(0)} ms to stop the server`);
+
+      // Restarted over the same data: the job that had to be killed is failed with why, and nothing runs.
+      srv = await serve(data);
+      const j = await json(await fetch(`${srv.base}/v1/jobs/${id}`));
+      assertEquals(j.status, "failed", JSON.stringify(j));
+      assert(
+        /did not stop within 3\.0 s: it was terminated, and is not run again/.test(String(j.error)),
+        String(j.error),
+      );
+      const h = await json(await fetch(`${srv.base}/healthz`));
+      assertEquals((h.queue as { running: number }).running, 0, JSON.stringify(h));
+      assert(!srv.stdout().includes("started"), srv.stdout());
     } finally {
       await srv.stop("SIGKILL");
       await Deno.remove(dir, { recursive: true });

@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { RequestError } from "../../pipeline/errors.ts";
 import type { JobRequest, JobResult } from "../../pipeline/job/types.ts";
-import type { Runner } from "../queue/types.ts";
+import { JobKilledError, type Runner } from "../queue/types.ts";
 import { type DeviceFacts, type FromWorker, GPU_WORKER_NAME, type ToWorker, type WireError } from "./protocol.ts";
 
 export type { DeviceFacts };
@@ -40,7 +40,7 @@ export interface GpuWorkerOptions {
 
 /** A job ended by the worker's death, hang or time limit (not by the job's own code). */
 export class WorkerError extends Error {
-  constructor(message: string, readonly terminatedAtShutdown = false) {
+  constructor(message: string) {
     super(message);
     this.name = "WorkerError";
   }
@@ -193,7 +193,7 @@ export class GpuWorker {
 
   /**
    * Stops: a running job is asked to stop and gets `graceMs` to do so, then the worker is terminated whatever it is
-   * doing. Returns false when the job had to be cut off (it then failed with a WorkerError, terminatedAtShutdown).
+   * doing. Returns false when the job had to be cut off (it then failed with a JobKilledError).
    */
   async close(opts: { graceMs?: number } = {}): Promise<boolean> {
     if (this.closed) return true;
@@ -209,11 +209,10 @@ export class GpuWorker {
       if (this.job === job) {
         clean = false;
         job.reject(
-          new WorkerError(
-            `the server was stopped while this job ran, and the job did not stop within ${
+          new JobKilledError(
+            `the server was stopped while this job ran and it did not stop within ${
               fmtDuration(opts.graceMs ?? 3000)
-            }: it was terminated`,
-            true,
+            }: it was terminated, and is not run again (submit it again)`,
           ),
         );
       }

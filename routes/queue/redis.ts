@@ -27,6 +27,7 @@ import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from
 import {
   type Job,
   type JobEvent,
+  JobKilledError,
   type JobQueue,
   type JobStatus,
   type QueueCounts,
@@ -759,7 +760,8 @@ export class RedisQueue implements JobQueue {
     const lostIt = () => this.log(`job ${id}: it ended elsewhere meanwhile; this run's outcome is dropped`);
     const secs = ((now - started) / 1000).toFixed(1);
 
-    if (signal.aborted && signal.reason === SHUTDOWN) {
+    const killed = failure instanceof JobKilledError; // failed below, not re-queued nor "cancelled"
+    if (signal.aborted && signal.reason === SHUTDOWN && !killed) {
       // Graceful stop: back to the head of the queue, this attempt not counted.
       const n = await this.persist(`job ${id}`, () => this.cmd.zvRequeue(k.job(id), owner, k.events, id));
       if (n === 1) {
@@ -769,7 +771,7 @@ export class RedisQueue implements JobQueue {
       }
       return;
     }
-    if (signal.aborted) {
+    if (signal.aborted && !killed) {
       if (await finish("cancelled", {}) === 1) this.log(`job ${id}: cancelled while running (${secs} s)`);
       else lostIt();
       return;

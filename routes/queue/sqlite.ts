@@ -17,6 +17,7 @@ import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from
 import {
   type Job,
   type JobEvent,
+  JobKilledError,
   type JobQueue,
   type JobStatus,
   type QueueCounts,
@@ -515,7 +516,8 @@ export class SqliteQueue implements JobQueue {
     }
     const now = Date.now();
     const aborted = cur.ac.signal.aborted;
-    const shutdown = aborted && cur.ac.signal.reason === SHUTDOWN;
+    const killed = failure instanceof JobKilledError; // failed below, not re-queued nor "cancelled"
+    const shutdown = aborted && cur.ac.signal.reason === SHUTDOWN && !killed;
     const progress = cur.progress ? JSON.stringify(cur.progress) : null;
 
     if (shutdown) {
@@ -526,7 +528,7 @@ export class SqliteQueue implements JobQueue {
       this.log(`job ${id}: stopped by shutdown, re-queued`);
       return;
     }
-    if (aborted) {
+    if (aborted && !killed) {
       this.exec("UPDATE jobs SET status = 'cancelled', finished_at = ?, progress = ? WHERE id = ?", [
         now,
         progress,

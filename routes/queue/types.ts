@@ -159,6 +159,18 @@ export interface JobQueue {
   close(opts?: { timeoutMs?: number }): Promise<void>;
 }
 
+/**
+ * What a runner throws when it had to kill a job that did not stop when asked at shutdown (the server's GPU worker
+ * is terminated mid-step). The job fails instead of going back to the queue: a job that hung the GPU once would
+ * hang the restarted server again.
+ */
+export class JobKilledError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "JobKilledError";
+  }
+}
+
 export class QueueFullError extends Error {
   constructor(readonly queued: number, readonly retryAfter: number) {
     super(`the queue is full (${queued} jobs waiting); try again in about ${retryAfter} s`);
