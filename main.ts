@@ -1,7 +1,7 @@
 // zerovid command line: `deno run -A main.ts <mode> [options]` generates one video; `main.ts serve ...` starts the
 // server (routes/server.ts). Bad options or inputs exit with 2 and one line naming the problem; other failures
 // (GPU, I/O) exit with 1.
-import { basename, dirname, extname, resolve } from "node:path";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { parseArgs as parseArgv } from "node:util";
 import { Device } from "./pipeline/gpu/device.ts";
 import { RequestError } from "./pipeline/errors.ts";
@@ -14,9 +14,10 @@ import {
   type FieldName,
   FIELDS,
   type FieldSpec,
+  fieldSpec,
 } from "./pipeline/job/fields.ts";
 import { isMode, type Mode, MODE_HELP, MODES, VIDEO_MODES } from "./pipeline/job/modes.ts";
-import { runJob } from "./pipeline/job/run.ts";
+import { type JobPreview, runJob } from "./pipeline/job/run.ts";
 import type { JobProgress, JobRequest } from "./pipeline/job/types.ts";
 import { validateRequest } from "./pipeline/job/validate.ts";
 import { ModelCache } from "./pipeline/model_cache.ts";
@@ -32,13 +33,22 @@ export class UsageError extends RequestError {
   }
 }
 
-// The options are the registry's fields (pipeline/job/fields.ts) in kebab-case, plus these two of the CLI's own.
+// The options are the registry's fields (pipeline/job/fields.ts) in kebab-case (or their `flag`), plus these of
+// the CLI's own. A list field's option is repeated, one entry each (--lora a.safetensors --lora b.safetensors:0.5).
 const kebab = (f: string) => f.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+const optionName = (n: FieldName) => (FIELDS[n] as FieldSpec).flag ?? kebab(n);
 const OPTION_FIELDS = new Map<string, FieldName>(
-  FIELD_NAMES.filter((n) => FIELDS[n].arg !== false).map((n) => [kebab(n), n]),
+  FIELD_NAMES.filter((n) => FIELDS[n].arg !== false).map((n) => [optionName(n), n]),
 );
+const isList = (n: FieldName) => FIELDS[n].kind === "loras" || FIELDS[n].kind === "names";
+const VIDEO_FORMATS = FIELDS.format.values.filter((v: string) => v !== "png");
 const CLI_ONLY: Record<string, { arg: string; help: string }> = {
-  "out": { arg: "FILE", help: `output file; the format follows the extension: ${FIELDS.format.values.join(", ")}` },
+  "out": {
+    arg: "FILE|DIR/",
+    help: `output file, its format from the extension (${VIDEO_FORMATS.join(", ")}); a folder (ending in /): ` +
+      "lossless PNG frames frame_0001.png, ...",
+  },
+  "preview": { arg: "FILE.png", help: "rewrite this PNG with a live preview strip while denoising" },
   "adapter": { arg: "NAME", help: "WebGPU adapter: a substring of its name, low-power or high-performance" },
 };
 
@@ -53,7 +63,8 @@ function usage(mode?: Mode): string {
     const s: FieldSpec = FIELDS[n], b = boundsOf(n, m ?? "text2video");
     const special = b.special !== undefined ? `, or ${b.special}: ${s.special!.means}` : "";
     const range = s.kind === "int" || s.kind === "number" ? ` (${b.min} to ${b.max}${special})` : "";
-    return row(kebab(n), s.arg as string, s.help + range, m && defaultText(n, m));
+    const repeat = s.kind === "loras" || s.kind === "names" ? " (repeatable)" : "";
+    return row(optionName(n), s.arg as string, s.help + range + repeat, m && defaultText(n, m));
   };
   if (!mode) {
     lines.push(
@@ -76,6 +87,7 @@ function usage(mode?: Mode): string {
   lines.push(`usage: deno run -A main.ts ${mode} [options]`, "", MODE_HELP[mode], "", "options:");
   for (const n of OPTION_FIELDS.values()) if (appliesTo(FIELDS[n], mode)) lines.push(fieldRow(n, mode));
   lines.push(row("out", CLI_ONLY.out.arg, CLI_ONLY.out.help, `${mode}.${defaultOf("format", mode)}`));
+  lines.push(row("preview", CLI_ONLY.preview.arg, CLI_ONLY.preview.help));
   lines.push(row("adapter", CLI_ONLY.adapter.arg, CLI_ONLY.adapter.help));
   lines.push(`  ${"--help".padEnd(32)}this text`);
   if (VIDEO_MODES.includes(mode)) lines.push("", "--video is required.");
@@ -85,13 +97,21 @@ function usage(mode?: Mode): string {
 
 export interface Parsed {
   req: JobRequest;
+  /** A file, or a folder for PNG frames (format png). */
   out: string;
+  preview?: string;
   adapter?: string;
 }
 
 /** An option's text as the field's value; text that is not a number stays text for validation to refuse. */
 function fromText(field: FieldName, text: string): unknown {
   const kind = FIELDS[field].kind;
+  if (kind === "loras") {
+    // PATH[:SCALE]: the scale is what follows the last ":" when that is a number (paths may hold colons).
+    const i = text.lastIndexOf(":"), tail = text.slice(i + 1).trim();
+    const scale = i > 0 && tail !== "" ? Number(tail) : NaN;
+    return Number.isFinite(scale) ? { name: text.slice(0, i), scale } : { name: text };
+  }
   if (kind !== "int" && kind !== "number") return text;
   const n = text.trim() === "" ? NaN : Number(text);
   return Number.isFinite(n) ? n : text;
@@ -105,7 +125,7 @@ export async function parseCommandLine(mode: Mode, args: string[]): Promise<Pars
   // Not strict: the checks below name the option at fault in our words, and a value may start with "-" (--fps -1).
   const { tokens } = parseArgv({ args, options, strict: false, allowPositionals: true, tokens: true });
   const req: Record<string, unknown> = { mode };
-  let out: string | undefined, adapter: string | undefined;
+  let out: string | undefined, adapter: string | undefined, preview: string | undefined;
   const seen = new Set<string>();
   for (const t of tokens) {
     if (t.kind === "positional") throw new UsageError(`unexpected argument "${t.value}" (options start with --)`);
@@ -114,7 +134,7 @@ export async function parseCommandLine(mode: Mode, args: string[]): Promise<Pars
     if (!t.rawName.startsWith("--") || (!field && !cli)) {
       throw new UsageError(`${t.rawName}: unknown option (see main.ts ${mode} --help)`);
     }
-    if (seen.has(name)) throw new UsageError(`--${name}: given twice`);
+    if (seen.has(name) && !(field && isList(field))) throw new UsageError(`--${name}: given twice`);
     seen.add(name);
     const boolean = options[name].type === "boolean";
     if (boolean && t.value !== undefined) throw new UsageError(`--${name}: takes no value`);
@@ -124,6 +144,7 @@ export async function parseCommandLine(mode: Mode, args: string[]): Promise<Pars
     const value = t.value as string;
     if (cli) {
       if (name === "out") out = value;
+      else if (name === "preview") preview = value;
       else adapter = value;
       continue;
     }
@@ -140,22 +161,33 @@ export async function parseCommandLine(mode: Mode, args: string[]): Promise<Pars
         throw new UsageError(`--${name}: cannot read ${value} (${(e as Error).message.split(":")[0]})`);
       }
       req.videoName = basename(value);
-    } else req[f] = boolean ? true : fromText(f, value);
+    } else if (isList(f)) req[f] = [...(req[f] as unknown[] ?? []), fromText(f, value)];
+    else req[f] = boolean ? true : fromText(f, value);
   }
   if (out === undefined) out = `${mode}.${defaultOf("format", mode)}`;
+  else if (out.endsWith("/")) req.format = "png";
   else {
     const ext = extname(out).slice(1).toLowerCase();
-    if (!(FIELDS.format.values as readonly string[]).includes(ext)) {
-      const exts = FIELDS.format.values.map((v: string) => "." + v).join(", ");
-      throw new UsageError(`--out: cannot tell the format of "${out}" (use a file name ending in ${exts})`);
+    if (!(VIDEO_FORMATS as readonly string[]).includes(ext)) {
+      const exts = VIDEO_FORMATS.map((v: string) => "." + v).join(", ");
+      throw new UsageError(
+        `--out: cannot tell the format of "${out}" (use a file name ending in ${exts}, or a folder ending in /)`,
+      );
     }
     req.format = ext;
   }
-  const dir = dirname(resolve(out));
+  const dir = dirname(resolve(out.endsWith("/") ? out.slice(0, -1) : out));
   if (!(await Deno.stat(dir).catch(() => null))?.isDirectory) {
     throw new UsageError(`--out: the folder ${dir} does not exist`);
   }
-  return { req: req as unknown as JobRequest, out, adapter };
+  if (preview !== undefined) {
+    if (!/\.png$/i.test(preview)) throw new UsageError(`--preview: expected a .png file name, got "${preview}"`);
+    const pdir = dirname(resolve(preview));
+    if (!(await Deno.stat(pdir).catch(() => null))?.isDirectory) {
+      throw new UsageError(`--preview: the folder ${pdir} does not exist`);
+    }
+  }
+  return { req: req as unknown as JobRequest, out, preview, adapter };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -224,12 +256,13 @@ function firstLine(e: unknown): string {
 /** RequestError fields are camelCase request fields; name them as the options the user typed. */
 function requestErrorLine(e: RequestError): string {
   if (!e.field) return e.detail;
-  const opt = OPTION_FIELDS.has(kebab(e.field)) ? `--${kebab(e.field)}` : e.field;
+  const f = e.field as FieldName;
+  const opt = fieldSpec(f) && FIELDS[f].arg !== false ? `--${optionName(f)}` : e.field;
   return `${opt}: ${e.detail}`;
 }
 
 async function generate(mode: Mode, args: string[]): Promise<number> {
-  const { req, out, adapter } = await parseCommandLine(mode, args);
+  const { req, out, preview, adapter } = await parseCommandLine(mode, args);
   validateRequest(req); // bad options fail here, before the GPU opens
   const dev = await Device.open({ adapter });
   const models = new ModelCache(dev);
@@ -243,9 +276,17 @@ async function generate(mode: Mode, args: string[]): Promise<number> {
   } catch { /* not supported on this platform */ }
   const progress = progressPrinter();
   try {
-    const r = await runJob({ dev, models }, full, { onProgress: progress.onProgress, signal: abort.signal });
+    const onPreview = preview === undefined ? undefined : (p: JobPreview) => {
+      // Written aside and renamed, so a viewer never reads half a file.
+      Deno.writeFileSync(preview + ".tmp", p.png);
+      Deno.renameSync(preview + ".tmp", preview);
+    };
+    const r = await runJob({ dev, models }, full, { onProgress: progress.onProgress, signal: abort.signal, onPreview });
     progress.done();
-    await Deno.writeFile(out, r.bytes);
+    if (r.images) {
+      await Deno.mkdir(out, { recursive: true });
+      for (const img of r.images) await Deno.writeFile(join(out, img.name), img.data);
+    } else await Deno.writeFile(out, r.bytes);
     const t = Object.entries(r.timings).filter(([k]) => k !== "total").map(([k, v]) => `${k} ${v.toFixed(2)}`);
     const frames = `${r.frames} frame${r.frames === 1 ? "" : "s"}`;
     const what = `${frames}, ${r.width}x${r.height}, ${r.fps} fps, ${r.format}, ${fmtBytes(r.bytes.length)}`;

@@ -6,7 +6,8 @@
 //
 // Kinds: "sd" (diffusers Stable Diffusion pipeline folder), "pix2pix" (an Instruct-Pix2Pix pipeline folder),
 // "controlnet" (a folder with a ControlNetModel config.json), "single-file" (an original-layout .safetensors
-// checkpoint), "onnx" (an annotator model: depth, pose or saliency, told apart by its name), and "demo" (the
+// checkpoint), "onnx" (an annotator model: depth, pose or saliency, told apart by its name), "lora" (a LoRA
+// .safetensors, kohya or diffusers/PEFT keys), "embedding" (a textual-inversion .safetensors), and "demo" (the
 // built-in demo model, offered when no root is configured).
 import { join, resolve, sep } from "node:path";
 import type { JobRequest } from "../pipeline/job/types.ts";
@@ -15,7 +16,7 @@ import { RequestError, WeightError } from "../pipeline/errors.ts";
 import { DEMO_MODEL } from "../pipeline/models/demo.ts";
 import { Safetensors } from "../pipeline/weights/safetensors.ts";
 
-export type ModelKind = "sd" | "pix2pix" | "controlnet" | "single-file" | "onnx" | "demo";
+export type ModelKind = "sd" | "pix2pix" | "controlnet" | "single-file" | "onnx" | "lora" | "embedding" | "demo";
 export type OnnxRole = "depth" | "pose" | "saliency";
 
 export interface ModelEntry {
@@ -25,8 +26,11 @@ export interface ModelEntry {
   modes: Mode[];
   /** For onnx models: what the file is for (from its name); null when the name does not say. */
   role?: OnnxRole | null;
-  /** Text-embedding width (768 for SD 1.x, 1024 for SD 2.x): pairs a single file with a config folder. */
+  /** Text-embedding width (768 for SD 1.x, 1024 for SD 2.x): pairs a single file with a config folder; for an
+   * embedding, its vectors' width; for a LoRA, its cross-attention keys' input width when it has them. */
   crossAttentionDim?: number;
+  /** Embeddings: the word to write in a prompt. */
+  token?: string;
   /** Bytes on disk (files only). */
   bytes?: number;
   /** Why the file cannot be used (a truncated or corrupt .safetensors): listed, refused by name with this. */
@@ -45,6 +49,25 @@ export const MODEL_FIELDS = {
   saliencyModel: ["onnx"],
 } as const satisfies Partial<Record<keyof JobRequest, readonly ModelKind[]>>;
 export type ModelField = keyof typeof MODEL_FIELDS;
+
+/** The request fields that name a list of files, and the kind each accepts. */
+export const FILE_LIST_FIELDS = { loras: "lora", embeddings: "embedding" } as const;
+
+/** What a .safetensors that is not a checkpoint holds: a LoRA, an embedding, or neither (a component's weights). */
+function adapterKind(h: Safetensors, name: string): Omit<ModelEntry, "path" | "name"> | null {
+  const keys = [...h.tensors.keys()];
+  if (keys.some((k) => /(lora_down|lora_up|lora_A|lora_B|\.lora\.down|\.lora\.up|lora_linear_layer)\./.test(k))) {
+    const k = keys.find((k) => /attn2[._]to_k.*(lora_down|lora_A|lora[._]down)/.test(k));
+    const shape = k ? h.tensors.get(k)!.shape : undefined;
+    return { kind: "lora", modes: [...MODES], crossAttentionDim: shape?.[1] };
+  }
+  const emb = h.tensors.get("emb_params") ?? (keys.length === 1 ? h.tensors.get(keys[0]) : undefined);
+  if (emb && emb.shape.length >= 1 && emb.shape.length <= 2 && emb.shape.at(-1)! >= 256) {
+    const token = h.tensors.has("emb_params") ? name.split("/").at(-1)!.replace(/\.safetensors$/i, "") : keys[0];
+    return { kind: "embedding", modes: [...MODES], crossAttentionDim: emb.shape.at(-1), token };
+  }
+  return null;
+}
 
 const BASE_MODES: Mode[] = MODES.filter((m) => m !== "pix2pix");
 const MAX_DEPTH = 4;
@@ -185,7 +208,12 @@ export class ModelRegistry {
         }
         h.close();
         const first = h.tensors.get("model.diffusion_model.input_blocks.0.0.weight")?.shape;
-        if (!first) continue; // not an original-layout SD checkpoint (a component's weights, a LoRA, ...)
+        if (!first) {
+          // Not an original-layout SD checkpoint: a LoRA, an embedding, or a component's weights (skipped).
+          const a = adapterKind(h, name);
+          if (a) add({ name, ...a, bytes: st.size }, path);
+          continue;
+        }
         const k = h.tensors.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")?.shape;
         const pix = first[1] === 8;
         add({
@@ -309,7 +337,39 @@ export class ModelRegistry {
       (paths as Record<string, unknown>)[field] = e.path;
       byPath.set(e.path, e.name);
     }
+    // LoRAs and embeddings: lists of names, each of the list's kind.
+    const list = async (field: keyof typeof FILE_LIST_FIELDS, name: unknown): Promise<string> => {
+      if (typeof name !== "string") throw new RequestError(field, "expected model names (strings)");
+      checkName(field, name);
+      const kind = FILE_LIST_FIELDS[field];
+      const e = (await this.list()).find((m) => m.name === name) ??
+        (await this.list(true)).find((m) => m.name === name);
+      if (!e) throw new RequestError(field, `unknown ${kind} ${JSON.stringify(name)}: GET /v1/models lists them`);
+      if (e.kind !== kind) throw new RequestError(field, `${JSON.stringify(name)} is a ${e.kind} model, not a ${kind}`);
+      byPath.set(e.path, e.name);
+      return e.path;
+    };
+    if (Array.isArray(req.loras)) {
+      (paths as Partial<JobRequest>).loras = await Promise.all(
+        req.loras.map(async (l) => ({ ...l, name: await list("loras", l?.name) })),
+      );
+    }
+    if (Array.isArray(req.embeddings)) {
+      (paths as Partial<JobRequest>).embeddings = await Promise.all(req.embeddings.map((n) => list("embeddings", n)));
+    }
     return { names, paths, byPath };
+  }
+
+  /** A validated request with paths -> the same with the names clients know (what a job stores and shows). */
+  namesOf<T extends Partial<JobRequest>>(req: T, byPath: Map<string, string>): T {
+    const out = { ...req } as Record<string, unknown>;
+    for (const f of Object.keys(MODEL_FIELDS) as ModelField[]) {
+      const v = req[f];
+      if (typeof v === "string" && byPath.has(v)) out[f] = byPath.get(v);
+    }
+    if (req.loras) out.loras = req.loras.map((l) => ({ ...l, name: byPath.get(l.name) ?? l.name }));
+    if (req.embeddings) out.embeddings = req.embeddings.map((n) => byPath.get(n) ?? n);
+    return out as T;
   }
 
   /** Replaces root paths in a message by nothing, so errors name models as clients know them. */

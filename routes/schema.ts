@@ -13,6 +13,7 @@ import {
   FIELDS,
   type FieldSpec,
   fieldSpec,
+  LORA_SCALE,
 } from "../pipeline/job/fields.ts";
 import { isMode, type Mode, MODE_HELP, MODES } from "../pipeline/job/modes.ts";
 import { checkValue, shown } from "../pipeline/job/validate.ts";
@@ -62,6 +63,17 @@ function zodField(name: FieldName, mode: Mode, l: Limits): z.ZodType {
     }
     case "file":
       throw new Error(`schema: ${name} is a file, not a JSON field`);
+    case "loras":
+      t = z.array(
+        z.strictObject({
+          name: z.string().min(1).max(1024).describe("a LoRA file's name from GET /v1/models (kind lora)"),
+          scale: z.number().min(LORA_SCALE.min).max(LORA_SCALE.max).optional().describe("strength (default 1)"),
+        }),
+      ).max(s.max!);
+      break;
+    case "names":
+      t = z.array(z.string().min(1).max(1024)).max(s.max!);
+      break;
   }
   const special = b.special !== undefined ? ` ${b.special}: ${s.special!.means}.` : "";
   t = t.describe(`${s.help[0].toUpperCase()}${s.help.slice(1)}.${special}`);

@@ -66,10 +66,7 @@ export function namedRunner(models: ModelRegistry, run: Runner): Runner {
     const { paths, byPath } = await models.resolveRequest(stored);
     try {
       const res = await run(paths, hooks);
-      const params: Record<string, unknown> = { ...res.params };
-      for (const [k, v] of Object.entries(params)) {
-        if (typeof v === "string" && byPath.has(v)) params[k] = byPath.get(v);
-      }
+      const params: Record<string, unknown> = models.namesOf(res.params, byPath);
       delete params.video;
       return { ...res, params };
     } catch (e) {

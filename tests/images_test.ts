@@ -3,7 +3,7 @@
 import { inflateSync } from "node:zlib";
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { decodeVideo } from "../pipeline/media/decode.ts";
-import { frameName, framesToZip, posterPng, rgbaToDataUrl } from "../pipeline/media/images.ts";
+import { frameName, framesToZip, pngDataUrl, posterPng, rgbaToPng } from "../pipeline/media/images.ts";
 import { crc32, encodePng } from "../pipeline/media/png.ts";
 import { randu } from "./util.ts";
 
@@ -70,6 +70,6 @@ Deno.test("poster frame is a small PNG of the middle frame; preview strip is a P
   assert(f.data.every((v) => v === 200), "poster is not the middle frame");
 
   const rgba = new Uint8Array(8 * 2 * 4).fill(255);
-  const url = rgbaToDataUrl(rgba, 8, 2);
+  const url = pngDataUrl(rgbaToPng(rgba, 8, 2));
   assert(url.startsWith("data:image/png;base64,iVBORw0KGgo"), url.slice(0, 40));
 });

@@ -6,11 +6,12 @@
 // default per mode, the demo model's default, the limit that narrows it on a server, its page label). Everything
 // above picks it up; tests/registry_test.ts then checks the CLI, the API and the page agree on it. Rules that tie
 // two fields together (t0 < t1, end after start) go in validate.ts, the one place that raises request errors.
-// A new kind of value (a list, say) also needs its TS type in `ValueOf`, its check in validate.ts `checkValue`,
+// A new kind of value also needs its TS type in `ValueOf`, its check in validate.ts `checkValue`,
 // its zod type in routes/schema.ts `zodField` and its CLI parsing in main.ts `fromText`.
 import { CONTROL_MODES, type Mode, MODES, VIDEO_MODES } from "./modes.ts";
 
-export type Kind = "int" | "number" | "string" | "bool" | "enum" | "file";
+/** "loras": a list of {name, scale}; "names": a list of names (files). */
+export type Kind = "int" | "number" | "string" | "bool" | "enum" | "file" | "loras" | "names";
 export type Value = number | string | boolean;
 
 /** Server limits that narrow a field's range (routes/schema.ts `Limits` has these and more). */
@@ -35,7 +36,7 @@ export interface FieldSpec {
   modes?: readonly Mode[];
   /** Every request must give it. */
   required?: true;
-  /** Numbers: the value range; strings: the length range. */
+  /** Numbers: the value range; strings: the length range; lists: the most entries. */
   min?: number;
   max?: number;
   /** A mode's own lower bound, above `min` (text2video needs 2 steps). */
@@ -59,11 +60,15 @@ export interface FieldSpec {
   limitOffset?: number;
   /** The CLI option's value name (--steps N); false: not a CLI option (another option sets it). */
   arg: string | false;
+  /** The CLI option's name when it is not the field's in kebab-case (lists: one entry per option, repeatable). */
+  flag?: string;
   /** Not a field of the JSON API (the video file travels as multipart form data). */
   notJson?: true;
 }
 
 const T2V: readonly Mode[] = ["text2video"];
+/** A LoRA's scale (loras[].scale): negative values invert it, as in A1111. */
+export const LORA_SCALE = { min: -10, max: 10 };
 const MODEL_LEN = { min: 1, max: 1024 };
 
 /** The request fields other than `mode`, in the order help and forms list them. */
@@ -343,9 +348,36 @@ export const FIELDS = {
     kind: "enum",
     help: "output file format (CLI: from --out's extension)",
     label: "Format",
-    values: ["mp4", "gif", "webm"],
+    values: ["mp4", "gif", "webm", "png"],
     default: { text2video: "mp4", pix2pix: "mp4", pose: "gif", canny: "mp4", depth: "mp4" },
     arg: false,
+  },
+  loras: {
+    kind: "loras",
+    help: "LoRA files (.safetensors: kohya/A1111 or diffusers/PEFT), each with a scale (default 1); server: " +
+      "names from GET /v1/models (kind lora)",
+    label: "LoRA",
+    max: 8,
+    arg: "PATH[:SCALE]",
+    flag: "lora",
+  },
+  embeddings: {
+    kind: "names",
+    help: "textual-inversion embeddings (.safetensors): write the token (A1111: the file name; diffusers: its " +
+      "key) in a prompt; server: names from GET /v1/models (kind embedding)",
+    label: "Embeddings",
+    max: 16,
+    arg: "PATH",
+    flag: "embedding",
+  },
+  previewEvery: {
+    kind: "int",
+    help: "a live preview (latents to RGB, no VAE) every N denoising steps",
+    label: "Preview every",
+    min: 1,
+    max: 1000,
+    defaultHelp: "about 10 previews per run",
+    arg: "N",
   },
   poseModel: {
     kind: "string",
@@ -460,6 +492,10 @@ export function expected(name: FieldName, mode: Mode, limits?: Partial<FieldLimi
       return "true or false";
     case "file":
       return "a file";
+    case "loras":
+      return `a list of at most ${s.max} {"name", "scale"} (scale in [${LORA_SCALE.min}, ${LORA_SCALE.max}])`;
+    case "names":
+      return `a list of at most ${s.max} names`;
     case "string":
       return b.min ? `a non-empty string of at most ${b.max} characters` : `a string of at most ${b.max} characters`;
     default: {

@@ -108,6 +108,16 @@ export function checkModels(mode: Mode, sd: StableDiffusion, cn: ControlNet | nu
   }
 }
 
+/** A file a field names by path, or (relative names) under a model root first: the server stores model names. */
+export async function fileInRoots(env: ResolveEnv, name: string, field: string): Promise<string> {
+  if (!name.startsWith("/") && !name.startsWith(".")) {
+    for (const root of env.modelRoots ?? []) {
+      if ((await Deno.stat(join(root, name)).catch(() => null))?.isFile) return resolvePath(join(root, name));
+    }
+  }
+  return await localFile(name, field);
+}
+
 /** A local file a field names (ONNX models), as an absolute path. */
 export async function localFile(path: string, field: string): Promise<string> {
   const st = await Deno.stat(path).catch(() => null);

@@ -6,19 +6,24 @@ import type { Device, DType } from "../gpu/device.ts";
 import { type DecodeOptions, decodeVideo } from "../media/decode.ts";
 import { encodeVideo } from "../media/encode.ts";
 import { floatToFrames, type Frames } from "../media/frames.ts";
-import type { Lease, ModelCache } from "../model_cache.ts";
+import { framesToPngs, pngDataUrl, rgbaToPng } from "../media/images.ts";
+import { zipStore } from "../media/zip.ts";
+import type { Lease, ModelCache, SDAdapter } from "../model_cache.ts";
+import { applyLoras } from "../models/adapters.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { Cancelled, type RunHooks, SeededNoise, type StepInfo } from "../modes/common.ts";
 import { controlVideo } from "../modes/controlnet_video.ts";
 import { pix2pix } from "../modes/pix2pix.ts";
 import { text2video } from "../modes/text2video.ts";
+import { checkEmbeddings, type Embedding, readEmbedding } from "../weights/embeddings.ts";
 import type { HubOptions } from "../weights/hub.ts";
+import { LoraError, type LoraFile, readLora } from "../weights/lora.ts";
 import { CONTROL, framesToNCHW, saliencyFn } from "./annotate.ts";
 import { appliesTo, FIELDS } from "./fields.ts";
 import type { Mode } from "./modes.ts";
-import { checkModels, resolveControlNet, type ResolveEnv, resolveSD } from "./resolve.ts";
-import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult } from "./types.ts";
+import { checkModels, fileInRoots, resolveControlNet, type ResolveEnv, resolveSD } from "./resolve.ts";
+import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult, type PreviewImage } from "./types.ts";
 import { resolvedParams, validateRequest } from "./validate.ts";
 
 export interface JobEnv extends ResolveEnv {
@@ -31,6 +36,15 @@ export interface JobHooks {
   signal?: AbortSignal;
   /** The generated frames before encoding: NHWC float32 in [0, 1] (for tests and previews). */
   onFrames?(frames: Float32Array, info: { count: number; width: number; height: number; fps: number }): void;
+  /** Live previews while denoising (every `previewEvery` steps); none are made without this hook. */
+  onPreview?(p: JobPreview): void;
+}
+
+/** A live preview: the strip's PNG and, for the server's SSE event, the same as a data: URL. */
+export interface JobPreview extends PreviewImage {
+  step: number;
+  total: number;
+  png: Uint8Array;
 }
 
 /** What a runner is given: the validated request, its models and input, and the job's progress plumbing. */
@@ -42,6 +56,8 @@ interface RunContext {
   cn: ControlNet | null;
   /** The decoded input video, for the modes that take one. */
   input: Frames | null;
+  /** Textual-inversion embeddings the prompts may use. */
+  embeddings: Embedding[];
   noise: SeededNoise;
   /** Hooks for the mode: cancel signal, and progress that also attributes time to each stage. */
   hooks: RunHooks;
@@ -62,7 +78,7 @@ interface Produced {
 
 type Runner = (c: RunContext) => Promise<Produced>;
 
-const runText2Video: Runner = async ({ r, sd, noise, hooks, restartClock }) => {
+const runText2Video: Runner = async ({ r, sd, embeddings, noise, hooks, restartClock }) => {
   const smoothing = r.smoothBackground
     ? { saliency: await saliencyFn(r.saliencyModel!, hooks.onProgress!), strength: r.smoothStrength! }
     : undefined;
@@ -83,6 +99,7 @@ const runText2Video: Runner = async ({ r, sd, noise, hooks, restartClock }) => {
       motionY: r.motionY!,
       chunkSize: r.chunkSize,
       smoothing,
+      embeddings,
     },
     noise,
     hooks,
@@ -90,7 +107,7 @@ const runText2Video: Runner = async ({ r, sd, noise, hooks, restartClock }) => {
   return { frames, count: r.videoLength!, height: r.height!, width: r.width!, fps: r.fps! };
 };
 
-const runPix2Pix: Runner = async ({ r, sd, input, noise, hooks, restartClock }) => {
+const runPix2Pix: Runner = async ({ r, sd, input, embeddings, noise, hooks, restartClock }) => {
   const v = input!;
   restartClock();
   const { frames } = await pix2pix(
@@ -103,6 +120,7 @@ const runPix2Pix: Runner = async ({ r, sd, input, noise, hooks, restartClock }) 
       guidanceScale: r.guidanceScale!,
       imageGuidanceScale: r.imageGuidanceScale!,
       chunkSize: r.chunkSize,
+      embeddings,
     },
     noise,
     hooks,
@@ -110,7 +128,7 @@ const runPix2Pix: Runner = async ({ r, sd, input, noise, hooks, restartClock }) 
   return { frames, count: v.count, height: v.height, width: v.width, fps: v.fps };
 };
 
-const runControl: Runner = async ({ dev, r, sd, cn, input, noise, hooks, report, timed, restartClock }) => {
+const runControl: Runner = async ({ dev, r, sd, cn, input, embeddings, noise, hooks, report, timed, restartClock }) => {
   const v = input!, F = v.count;
   report({ stage: "annotate", step: 0, total: 1, frames: F });
   const control = await timed("annotate", () => CONTROL[r.mode as keyof typeof CONTROL](dev, r, v));
@@ -128,6 +146,7 @@ const runControl: Runner = async ({ dev, r, sd, cn, input, noise, hooks, report,
       guidanceScale: r.guidanceScale!,
       controlScale: r.controlScale!,
       chunkSize: r.chunkSize,
+      embeddings,
     },
     noise,
     hooks,
@@ -143,6 +162,35 @@ const RUNNERS: Record<Mode, Runner> = {
   canny: runControl,
   depth: runControl,
 };
+
+/** The request's LoRA files, read and checked on their own (a bad file fails before any model is loaded). */
+async function readLoras(env: ResolveEnv, r: JobRequest): Promise<{ file: LoraFile; scale: number }[]> {
+  const out = [];
+  for (const l of r.loras ?? []) {
+    const file = await readLora(await fileInRoots(env, l.name, "loras")).catch(blameOn("loras"));
+    out.push({ file, scale: l.scale ?? 1 });
+  }
+  return out;
+}
+
+/** LoRAs as a model-cache adapter: merged for the job, undone when its last job hands the model back. */
+async function loraAdapter(loras: { file: LoraFile; scale: number }[]): Promise<SDAdapter | undefined> {
+  if (loras.length === 0) return undefined;
+  // The file's identity includes its modification time: a LoRA rewritten in place is a new adapter.
+  const ids = await Promise.all(loras.map(async (l) => {
+    const st = await Deno.stat(l.file.path);
+    return `${l.file.path}@${st.mtime?.getTime() ?? 0}:${st.size}*${l.scale}`;
+  }));
+  return { key: ids.join("|"), apply: (sd) => applyLoras(sd, loras) };
+}
+
+async function readEmbeddings(env: ResolveEnv, r: JobRequest): Promise<Embedding[]> {
+  const out = [];
+  for (const name of r.embeddings ?? []) {
+    out.push(await readEmbedding(await fileInRoots(env, name, "embeddings")).catch(blameOn("embeddings")));
+  }
+  return out;
+}
 
 /** The input video as the request samples it; a file that is not a readable video is the user's error. */
 async function decodeInput(r: JobRequest): Promise<Frames> {
@@ -195,14 +243,28 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       checkAborted();
     }
 
-    // Models: a file that cannot be read or does not fit is the user's error on the field that named it.
+    // LoRA and embedding files, read before any model: a file that is not one fails here.
+    const loras = await timed("load", () => readLoras(env, r));
+    const embeddings = await timed("load", () => readEmbeddings(env, r));
+
+    // Models: a file that cannot be read or does not fit is the user's error on the field that named it. LoRAs
+    // are checked against the model before any GPU work, then merged into copies of the weights for this job.
     report({ stage: "load", step: 0, total: 1 });
     const needsControlNet = appliesTo(FIELDS.controlnet, r.mode);
     const sdSpec = await timed("resolve", () => resolveSD(env, r, hubOpts));
     const cnSpec = needsControlNet ? await timed("resolve", () => resolveControlNet(env, r, hubOpts)) : null;
     checkAborted();
-    const sdLease = await timed("load", () => env.models.stableDiffusion(sdSpec, dtype).catch(blameOn("model")));
+    const adapter = await loraAdapter(loras);
+    const sdLease = await timed("load", () =>
+      env.models.stableDiffusion(sdSpec, dtype, adapter).catch((e) => {
+        throw e instanceof LoraError ? e.blame("loras") : e instanceof RequestError ? e.blame("model") : e;
+      }));
     leases.push(sdLease);
+    try {
+      checkEmbeddings(embeddings, sdLease.model.textEncoder.cfg.hidden_size);
+    } catch (e) {
+      blameOn("embeddings")(e);
+    }
     let cn: ControlNet | null = null;
     if (cnSpec) {
       const l = await timed("load", () => env.models.controlNet(cnSpec, dtype).catch(blameOn("controlnet")));
@@ -227,8 +289,9 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       sd: sdLease.model,
       cn,
       input,
+      embeddings,
       noise: new SeededNoise(r.seed!),
-      hooks: { signal, onProgress: tick },
+      hooks: { signal, onProgress: tick, preview: previewHooks(r, hooks) },
       report,
       timed,
       restartClock: () => last = performance.now(),
@@ -238,13 +301,20 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
     hooks.onFrames?.(frames, { count: F, width: W, height: H, fps });
     checkAborted();
 
-    // Output file.
+    // Output file: a video, or the frames as lossless PNGs (in one zip).
     const format = r.format!;
     report({ stage: "encode_video", step: 0, total: F });
-    const bytes = await timed("encode_video", () =>
-      encodeVideo(floatToFrames(frames, F, H, W, fps), format, {
-        onProgress: (f) => report({ stage: "encode_video", step: Math.round(f * F), total: F }),
-      }));
+    let bytes: Uint8Array, images: { name: string; data: Uint8Array }[] | undefined;
+    if (format === "png") {
+      images = await timed("encode_video", () => Promise.resolve(framesToPngs(floatToFrames(frames, F, H, W, fps))));
+      bytes = zipStore(images);
+      report({ stage: "encode_video", step: F, total: F });
+    } else {
+      bytes = await timed("encode_video", () =>
+        encodeVideo(floatToFrames(frames, F, H, W, fps), format, {
+          onProgress: (f) => report({ stage: "encode_video", step: Math.round(f * F), total: F }),
+        }));
+    }
     timings.total = (performance.now() - started) / 1000;
     return {
       bytes,
@@ -256,8 +326,32 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       height: H,
       fps,
       timings,
+      images,
     };
   } finally {
     for (const l of leases) l.release();
   }
+}
+
+/** The mode's preview hooks when the caller wants previews: each strip as a PNG and a data: URL. */
+function previewHooks(r: JobRequest, hooks: JobHooks): RunHooks["preview"] {
+  const onPreview = hooks.onPreview;
+  if (!onPreview) return undefined;
+  return {
+    every: r.previewEvery,
+    onPreview: (p) => {
+      const png = rgbaToPng(p.rgba, p.frames * p.width, p.height);
+      const { step, total, frames, width, height } = p;
+      onPreview({ step, total, frames, width, height, image: pngDataUrl(png), png });
+    },
+  };
+}
+
+/**
+ * Previews as progress events (stage "preview", the strip in `preview`): how the server's queues carry them to
+ * the SSE `preview` event.
+ */
+export function previewAsProgress(onProgress?: (p: JobProgress) => void): JobHooks["onPreview"] {
+  return ({ step, total, frames, width, height, image }) =>
+    onProgress?.({ stage: "preview", step, total, frames, preview: { frames, width, height, image } });
 }

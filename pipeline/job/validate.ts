@@ -16,6 +16,7 @@ import {
   FIELDS,
   type FieldSpec,
   fieldSpec,
+  LORA_SCALE,
 } from "./fields.ts";
 import { CONTROL_MODES, isMode, type Mode, MODES, VIDEO_MODES } from "./modes.ts";
 import type { JobRequest, Precision } from "./types.ts";
@@ -96,6 +97,27 @@ export function checkValue(name: string, v: unknown, mode: Mode, limits?: Partia
       if (!(v instanceof Uint8Array)) throw new RequestError(name, `expected the file's bytes, got ${shown(v)}`);
       if (v.length === 0) throw new RequestError(name, "is empty (0 bytes)");
       return;
+    case "loras":
+    case "names": {
+      if (!Array.isArray(v) || v.length > spec.max!) fail();
+      (v as unknown[]).forEach((item, i) => {
+        const entry = spec.kind === "loras" ? (item as { name?: unknown })?.name : item;
+        const bad = (what: string): never => {
+          throw new RequestError(name, `entry ${i + 1}: ${what}, got ${shown(item)}`);
+        };
+        if (typeof entry !== "string" || entry.length === 0 || entry.length > 1024) {
+          bad(spec.kind === "loras" ? 'expected {"name": a file name, "scale": a number}' : "expected a file name");
+        }
+        if (spec.kind !== "loras") return;
+        const { scale, ...rest } = item as { name: string; scale?: unknown };
+        const extra = Object.keys(rest).filter((k) => k !== "name");
+        if (extra.length) bad(`unknown key "${extra[0]}" (a LoRA is {"name", "scale"})`);
+        const okScale = scale === undefined ||
+          (typeof scale === "number" && Number.isFinite(scale) && scale >= LORA_SCALE.min && scale <= LORA_SCALE.max);
+        if (!okScale) bad(`expected a scale in [${LORA_SCALE.min}, ${LORA_SCALE.max}]`);
+      });
+      return;
+    }
   }
 }
 
@@ -157,6 +179,10 @@ function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, devic
     throw new RequestError("config", "does not apply to the built-in demo model");
   }
   r.seed ??= crypto.getRandomValues(new Uint32Array(1))[0];
+  if (r.loras) r.loras = r.loras.map((l) => ({ name: l.name, scale: l.scale ?? 1 }));
+  if (r.embeddings && new Set(r.embeddings).size !== r.embeddings.length) {
+    throw new RequestError("embeddings", "names an embedding twice");
+  }
   r.precision ??= (device?.f16 ? "f16" : "f32") as Precision;
 
   const isVideo = VIDEO_MODES.includes(mode);

@@ -44,11 +44,16 @@ export function posterPng(f: Frames, maxSide = 256): Uint8Array {
   return encodePng(out, w, h, 3);
 }
 
-/** RGBA bytes [height, width, 4] as a PNG data: URL (alpha dropped: previews are opaque). */
-export function rgbaToDataUrl(rgba: Uint8Array, width: number, height: number): string {
+/** RGBA bytes [height, width, 4] as an RGB PNG (alpha dropped: previews are opaque). */
+export function rgbaToPng(rgba: Uint8Array, width: number, height: number): Uint8Array {
   const rgb = new Uint8Array(width * height * 3);
   for (let i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
     rgb[i] = rgba[j], rgb[i + 1] = rgba[j + 1], rgb[i + 2] = rgba[j + 2];
   }
-  return `data:image/png;base64,${Buffer.from(encodePng(rgb, width, height, 3)).toString("base64")}`;
+  return encodePng(rgb, width, height, 3);
+}
+
+/** A PNG as a data: URL. */
+export function pngDataUrl(png: Uint8Array): string {
+  return `data:image/png;base64,${Buffer.from(png).toString("base64")}`;
 }

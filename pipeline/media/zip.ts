@@ -62,3 +62,25 @@ export function zipStore(entries: readonly ZipEntry[]): Uint8Array {
   for (const p of [...locals, ...centrals, end]) out.set(p, o), o += p.length;
   return out;
 }
+
+/** The entries of a zip this module wrote (stored, no zip64), in order. */
+export function zipEntries(zip: Uint8Array): ZipEntry[] {
+  const dv = new DataView(zip.buffer, zip.byteOffset, zip.byteLength);
+  const end = zip.length - 22;
+  if (end < 0 || dv.getUint32(end, true) !== 0x06054b50) throw new RangeError("zip: no end of central directory");
+  const count = dv.getUint16(end + 10, true);
+  let p = dv.getUint32(end + 16, true);
+  const dec = new TextDecoder();
+  const out: ZipEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    if (dv.getUint32(p, true) !== 0x02014b50) throw new RangeError("zip: bad central directory");
+    const method = dv.getUint16(p + 10, true), size = dv.getUint32(p + 20, true);
+    const nameLen = dv.getUint16(p + 28, true), extra = dv.getUint16(p + 30, true), note = dv.getUint16(p + 32, true);
+    const local = dv.getUint32(p + 42, true);
+    if (method !== 0) throw new RangeError("zip: only stored entries are read");
+    const start = local + 30 + dv.getUint16(local + 26, true) + dv.getUint16(local + 28, true);
+    out.push({ name: dec.decode(zip.subarray(p + 46, p + 46 + nameLen)), data: zip.subarray(start, start + size) });
+    p += 46 + nameLen + extra + note;
+  }
+  return out;
+}

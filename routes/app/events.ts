@@ -1,5 +1,6 @@
-// GET /v1/jobs/:id/events: a job's server-sent events (queued, started, progress, then done | failed | cancelled),
-// from wherever the job runs; the stream ends with the job.
+// GET /v1/jobs/:id/events: a job's server-sent events (queued, started, progress and preview, then done | failed |
+// cancelled), from wherever the job runs; the stream ends with the job. A preview is {step, total, frames, width,
+// height, image}: the frames as they stand, side by side, as a PNG data: URL.
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { JobEvent } from "../queue/types.ts";
@@ -61,7 +62,10 @@ export function eventsApp({ queue }: SubAppDeps): Hono {
               await send("started", { attempt: ev.attempt });
               break;
             case "progress":
-              await send("progress", ev.progress);
+              if (ev.progress.preview) {
+                const { step, total, preview } = ev.progress;
+                await send("preview", { step, total, ...preview });
+              } else await send("progress", ev.progress);
               break;
             case "closed":
               return; // shutdown: the client reconnects (EventSource does) once the server is back

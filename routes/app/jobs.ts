@@ -11,7 +11,6 @@ import { RequestError } from "../../pipeline/errors.ts";
 import { probeVideo, type VideoInfo } from "../../pipeline/media/probe.ts";
 import { sampleIndices } from "../../pipeline/media/decode.ts";
 import { QueueFullError } from "../queue/types.ts";
-import { MODEL_FIELDS, type ModelField } from "../registry.ts";
 import type { JobBody } from "../schema.ts";
 import { errorJson, jobView, type SubAppDeps, unknownJob } from "./context.ts";
 
@@ -103,11 +102,8 @@ export function jobsApp(deps: SubAppDeps): Hono {
       // default that would break a limit is brought inside it).
       const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
       const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits);
-      const { video: _, ...stored } = full;
-      for (const f of Object.keys(MODEL_FIELDS) as ModelField[]) {
-        const v = stored[f];
-        if (typeof v === "string" && byPath.has(v)) (stored as Record<string, unknown>)[f] = byPath.get(v);
-      }
+      const { video: _, ...withPaths } = full;
+      const stored = models.namesOf(withPaths, byPath);
       try {
         const job = await queue.submit({ ...stored, ...(video ? { video } : {}) } as JobRequest);
         c.header("Location", `/v1/jobs/${job.id}`);

@@ -1,12 +1,22 @@
-// GET /v1/jobs/:id/result: the finished video, read from the queue's store by byte range (HTTP Range), inline or as
-// an attachment (?download).
+// GET /v1/jobs/:id/result: the finished video (or zip of PNG frames), read from the queue's store by byte range
+// (HTTP Range), inline or as an attachment (?download). GET /v1/jobs/:id/poster: a small PNG of its middle frame
+// (for job lists), made from the result on first request and kept in memory.
 import { Hono } from "hono";
+import type { Context } from "hono";
+import { FILE_EXTENSIONS } from "../../pipeline/job/types.ts";
+import { posterOf } from "../../pipeline/media/poster.ts";
+import type { ResultHandle } from "../queue/types.ts";
 import { errorJson, type SubAppDeps, unknownJob } from "./context.ts";
+
+/** Posters kept in memory (oldest dropped first): a few KB each. */
+const POSTERS_KEPT = 256;
 
 export function resultsApp({ queue }: SubAppDeps): Hono {
   const app = new Hono();
-  app.get("/:id/result", async (c) => {
-    const id = c.req.param("id");
+  const posters = new Map<string, Uint8Array<ArrayBuffer>>();
+
+  /** The job's result, or the response that says why there is none. */
+  async function open(c: Context, id: string): Promise<ResultHandle | Response> {
     const r = await queue.openResult(id);
     if ("missing" in r) {
       if (r.missing === "unknown") return unknownJob(c);
@@ -20,7 +30,29 @@ export function resultsApp({ queue }: SubAppDeps): Hono {
         : `the job is ${job.status}; its result is not ready`;
       return errorJson(c, 409, why, "id");
     }
-    const name = `zerovid-${id.slice(0, 8)}.${r.info.format}`;
+    return r;
+  }
+
+  app.get("/:id/poster", async (c) => {
+    const id = c.req.param("id");
+    let png = posters.get(id);
+    if (!png) {
+      const r = await open(c, id);
+      if (r instanceof Response) return r;
+      const bytes = await r.read(0, r.size).catch(() => null);
+      if (!bytes) return errorJson(c, 410, "the result is gone", "id");
+      png = await posterOf(bytes, r.info.format) as Uint8Array<ArrayBuffer>;
+      posters.set(id, png);
+      if (posters.size > POSTERS_KEPT) posters.delete(posters.keys().next().value!);
+    }
+    return c.body(png, 200, { "Content-Type": "image/png", "Cache-Control": "private, max-age=86400" });
+  });
+
+  app.get("/:id/result", async (c) => {
+    const id = c.req.param("id");
+    const r = await open(c, id);
+    if (r instanceof Response) return r;
+    const name = `zerovid-${id.slice(0, 8)}.${FILE_EXTENSIONS[r.info.format]}`;
     const headers: Record<string, string> = {
       "Content-Type": r.info.contentType,
       "Accept-Ranges": "bytes",

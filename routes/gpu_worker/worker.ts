@@ -2,8 +2,8 @@
 // decode, annotators, encode), so the thread that serves HTTP never blocks on them. It says it is alive every
 // heartbeatMs, reports progress, and stops a job at its next step when the host posts "abort".
 import { GpuContext } from "../gpu_context.ts";
-import type { JobEnv, JobHooks } from "../../pipeline/job/run.ts";
-import type { JobRequest, JobResult } from "../../pipeline/job/types.ts";
+import { type JobEnv, type JobHooks, previewAsProgress } from "../../pipeline/job/run.ts";
+import type { JobProgress, JobRequest, JobResult } from "../../pipeline/job/types.ts";
 import { lowerThreadPriority } from "./priority.ts";
 import { type FromWorker, toWire, type ToWorker } from "./protocol.ts";
 
@@ -71,9 +71,12 @@ export function serveGpuWorker(run: WorkerRun): void {
         try {
           if (!gpu) throw new Error("the GPU worker was asked to run a job before it opened the GPU");
           const env = await gpu.current();
-          const result = await run(env, m.req, {
+          const onProgress = (progress: JobProgress) => post({ type: "progress", id: m.id, progress });
+          // Live previews travel as progress events (stage "preview"), which every queue backend relays.
+          const { images: _, ...result } = await run(env, m.req, {
             signal: ac.signal,
-            onProgress: (progress) => post({ type: "progress", id: m.id, progress }),
+            onProgress,
+            onPreview: previewAsProgress(onProgress),
           });
           const bytes = result.bytes.byteOffset === 0 && result.bytes.byteLength === result.bytes.buffer.byteLength
             ? result.bytes

@@ -502,6 +502,8 @@ export class SqliteQueue implements JobQueue {
       result = await this.runner!(req, {
         signal: cur.ac.signal,
         onProgress: (p) => {
+          // A preview goes to listeners only: the job's progress stays the last step.
+          if (p.preview) return this.emit(id, { type: "progress", progress: p });
           cur.progress = { ...p };
           this.emit(id, { type: "progress", progress: cur.progress });
           const now = Date.now();
