@@ -61,8 +61,10 @@ function adapterKind(h: Safetensors, name: string): Omit<ModelEntry, "path" | "n
     const shape = k ? h.tensors.get(k)!.shape : undefined;
     return { kind: "lora", modes: [...MODES], crossAttentionDim: shape?.[1] };
   }
-  const emb = h.tensors.get("emb_params") ?? (keys.length === 1 ? h.tensors.get(keys[0]) : undefined);
-  if (emb && emb.shape.length >= 1 && emb.shape.length <= 2 && emb.shape.at(-1)! >= 256) {
+  // An embedding: A1111's emb_params, or diffusers' one key named by its token (not a module's weight).
+  const single = keys.length === 1 && !/\.(weight|bias)$/.test(keys[0]) ? h.tensors.get(keys[0]) : undefined;
+  const emb = h.tensors.get("emb_params") ?? single;
+  if (emb && emb.shape.length >= 1 && emb.shape.length <= 2) {
     const token = h.tensors.has("emb_params") ? name.split("/").at(-1)!.replace(/\.safetensors$/i, "") : keys[0];
     return { kind: "embedding", modes: [...MODES], crossAttentionDim: emb.shape.at(-1), token };
   }
@@ -363,8 +365,7 @@ export class ModelRegistry {
   /** A validated request with paths -> the same with the names clients know (what a job stores and shows). */
   namesOf<T extends Partial<JobRequest>>(req: T, byPath: Map<string, string>): T {
     const out = { ...req } as Record<string, unknown>;
-    for (const f of Object.keys(MODEL_FIELDS) as ModelField[]) {
-      const v = req[f];
+    for (const [f, v] of Object.entries(req)) {
       if (typeof v === "string" && byPath.has(v)) out[f] = byPath.get(v);
     }
     if (req.loras) out.loras = req.loras.map((l) => ({ ...l, name: byPath.get(l.name) ?? l.name }));

@@ -18,6 +18,7 @@ import {
   type FieldSpec,
   type FormField,
   formFields,
+  LORA_SCALE,
 } from "../pipeline/job/fields.ts";
 import { type Mode, MODES, VIDEO_MODES } from "../pipeline/job/modes.ts";
 import type { JobRequest } from "../pipeline/job/types.ts";
@@ -94,6 +95,24 @@ function probes(name: FieldName, mode: Mode, limits?: Partial<FieldLimits>): Pro
       break;
     case "file":
       break;
+    case "loras": {
+      const lora = (i: number) => ({ name: `l${i}.safetensors` });
+      out.push({ value: [{ name: "a.safetensors", scale: LORA_SCALE.min }], ok: true, why: "one, lowest scale" });
+      out.push({ value: Array.from({ length: s.max! }, (_, i) => lora(i)), ok: true, why: "most" });
+      out.push({ value: Array.from({ length: s.max! + 1 }, (_, i) => lora(i)), ok: false, why: "too many" });
+      out.push({ value: [{ name: "a.safetensors", scale: LORA_SCALE.max + 0.01 }], ok: false, why: "scale" });
+      out.push({ value: [{ name: "" }], ok: false, why: "empty name" });
+      out.push({ value: "a.safetensors", ok: false, why: "not a list" });
+      break;
+    }
+    case "names": {
+      const names = (n: number) => Array.from({ length: n }, (_, i) => `e${i}.safetensors`);
+      out.push({ value: names(1), ok: true, why: "one" }, { value: names(s.max!), ok: true, why: "most" });
+      out.push({ value: names(s.max! + 1), ok: false, why: "too many" });
+      out.push({ value: [""], ok: false, why: "empty name" });
+      out.push({ value: "e.safetensors", ok: false, why: "not a list" });
+      break;
+    }
   }
   return out;
 }
@@ -117,7 +136,7 @@ function* cases(limits?: Partial<FieldLimits>): Generator<{ mode: Mode; name: Fi
 /** A refusal must be a RequestError naming the field (or a usage error naming the option). */
 function refusal(e: unknown, name: FieldName, what: string): string {
   if (e instanceof UsageError) {
-    const opt = "--" + name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+    const opt = "--" + ((FIELDS[name] as FieldSpec)?.flag ?? name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()));
     assert(e.message.includes(opt), `${what}: "${e.message}" should name ${opt}`);
     return e.message;
   }
@@ -133,13 +152,20 @@ async function cliAccepts(mode: Mode, req: Record<string, unknown>, name: FieldN
   let out = "out.mp4";
   for (const [k, v] of Object.entries(req)) {
     if (k === "mode") continue;
-    if (k === "format") { // the CLI's format is --out's extension
-      out = `out.${v}`;
+    if (k === "format") { // the CLI's format is --out's extension (png: a folder of frames)
+      out = v === "png" ? "frames/" : `out.${v}`;
       continue;
     }
-    const opt = "--" + k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
-    if (FIELDS[k as FieldName]?.kind === "bool") args.push(v === true ? opt : `${opt}=${v}`);
-    else args.push(opt, String(v));
+    const f = FIELDS[k as FieldName] as FieldSpec | undefined;
+    const opt = "--" + (f?.flag ?? k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()));
+    if (f?.kind === "bool") args.push(v === true ? opt : `${opt}=${v}`);
+    else if (f?.kind === "loras" || f?.kind === "names") {
+      // One option per entry: --lora NAME[:SCALE], --embedding NAME.
+      for (const e of v as (string | { name: string; scale?: number })[]) {
+        const text = typeof e === "string" ? e : e.scale === undefined ? e.name : `${e.name}:${e.scale}`;
+        args.push(opt, text);
+      }
+    } else args.push(opt, String(v));
   }
   if (VIDEO_MODES.includes(mode)) args.push("--video", CLIP);
   args.push("--out", join(TMP, out));
@@ -171,6 +197,15 @@ function pageAccepts(form: FormField[], name: FieldName, v: unknown): boolean {
   if (f.kind === "enum") return f.values!.includes(v as string);
   if (f.kind === "bool") return typeof v === "boolean";
   if (f.kind === "string") return typeof v === "string" && v.length >= (f.min ?? 0) && v.length <= f.max!;
+  if (f.kind === "loras" || f.kind === "names") {
+    // Pickers of listed files (non-empty names), at most maxItems; a LoRA's scale input has min and max.
+    if (!Array.isArray(v) || v.length > f.maxItems!) return false;
+    return v.every((e) => {
+      const name = f.kind === "loras" ? e?.name : e;
+      if (typeof name !== "string" || name === "") return false;
+      return f.kind === "names" || e.scale === undefined || (e.scale >= f.min! && e.scale <= f.max!);
+    });
+  }
   if (typeof v !== "number") return false; // a number input holds numbers only
   if (v === f.special) return true;
   if (v < f.min! || v > f.max!) return false;
@@ -186,6 +221,9 @@ Deno.test("registry: the CLI and the API accept and refuse the same values, as t
     assertEquals(apiAccepts(schema, mode, req, name, what), p.ok, `API: ${what}`);
     n++;
     if (name === "videoName") continue; // the CLI takes the name of the --video file
+    // A list field's option gives one entry each: the CLI cannot write a value that is not a list.
+    const list = FIELDS[name].kind === "loras" || FIELDS[name].kind === "names";
+    if (list && !Array.isArray(p.value)) continue;
     // The CLI passes every value as text: a number for a string field is just text there.
     const cliWant = FIELDS[name].kind === "string" && typeof p.value === "number" && appliesTo(FIELDS[name], mode)
       ? true
@@ -250,6 +288,8 @@ Deno.test("registry: POST /v1/jobs answers as the registry says (text2video, and
       if (mode !== "text2video" || name === "config" || name === "controlnet" || name === "model") continue;
       // Smoothing needs a saliency model under the roots, which the demo server has not: the schema test covers it.
       if (name === "saliencyModel" || name === "smoothBackground" || name === "smoothStrength") continue;
+      // LoRAs and embeddings are files under the roots too (tests/server_test.ts posts real ones).
+      if ((name === "loras" || name === "embeddings") && p.ok) continue;
       const what = `${name}=${JSON.stringify(p.value)?.slice(0, 20)} (${p.why})`;
       const r = await post({ ...base(mode, name), [name]: p.value });
       assertEquals(r.status, p.ok ? 202 : 400, `${what}: ${JSON.stringify(r.body)}`);

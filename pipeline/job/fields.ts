@@ -521,6 +521,8 @@ export interface FormField {
   special?: number;
   /** What the special value means ("the source's"). */
   specialMeans?: string;
+  /** Lists: the most entries (min and max are then a LoRA's scale range). */
+  maxItems?: number;
   /** The default with a real model, and with the built-in demo model. */
   default?: Value;
   demoDefault?: Value;
@@ -545,13 +547,15 @@ export function formFields(limits?: Partial<FieldLimits>): Record<Mode, FormFiel
       // The input's step is exactly what the API accepts: multiples of `multipleOf` from min, any number.
       const step = s.kind === "int" ? b.multipleOf ?? 1 : s.kind === "number" ? "any" as const : undefined;
       const words = typeof s.defaultHelp === "object" ? s.defaultHelp[mode] : s.defaultHelp;
+      const list = s.kind === "loras" || s.kind === "names";
       return {
         name,
         kind: s.kind,
         label: s.label!,
         help: s.help,
-        min: b.min,
-        max: b.max,
+        min: s.kind === "loras" ? LORA_SCALE.min : list ? undefined : b.min,
+        max: s.kind === "loras" ? LORA_SCALE.max : list ? undefined : b.max,
+        maxItems: list ? s.max : undefined,
         step,
         values: s.values,
         special: b.special,
