@@ -711,6 +711,12 @@ export class RedisQueue implements JobQueue {
       result = await this.runner!(req, {
         signal: cur.ac.signal,
         onProgress: (p) => {
+          if (p.preview) {
+            // A preview goes to listeners only: the job's progress stays the last step.
+            const msg: EventMessage = { id, type: "progress", progress: p };
+            this.cmd.publish(k.events, JSON.stringify(msg)).catch(() => {});
+            return;
+          }
           const stageChanged = p.stage !== progress?.stage;
           progress = { ...p };
           const msg: EventMessage = { id, type: "progress", progress };
