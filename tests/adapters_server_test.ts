@@ -4,12 +4,12 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { encodeSafetensors, f32 } from "../fixtures/safetensors_writer.ts";
-import { runJob } from "../pipeline/job/run.ts";
+import { previewAsProgress, runJob } from "../pipeline/job/run.ts";
 import { validateRequest } from "../pipeline/job/validate.ts";
 import { decodeVideo } from "../pipeline/media/decode.ts";
 import { zipEntries } from "../pipeline/media/zip.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
-import { jobRunner, openServer } from "../routes/server.ts";
+import { openServer } from "../routes/server.ts";
 import { kohyaFile, makePairs, TINY } from "./lora_files.ts";
 import { randn, testDevice } from "./util.ts";
 
@@ -64,7 +64,8 @@ Deno.test({
     const env = { dev, models: new ModelCache(dev), modelRoots: [models] };
     const dataDir = await Deno.makeTempDir({ prefix: "zerovid-adapter-server-" });
     const srv = await openServer({
-      runner: jobRunner(runJob, () => Promise.resolve(env)),
+      // As the GPU worker runs jobs: previews as progress events.
+      runner: (req, hooks) => runJob(env, req, { ...hooks, onPreview: previewAsProgress(hooks.onProgress) }),
       validate: (r, limits) => validateRequest(r, dev, limits),
       dataDir,
       modelRoots: [models],
