@@ -259,15 +259,21 @@ inProcess(
     } finally {
       await small.stop();
     }
-    // A result larger than a Redis value may hold (maxResultBytes) fails its job, saying so.
-    const q = await RedisQueue.open({ url: redis.url, maxResultBytes: 3000, stallMs: 2000, log: quiet });
+    // A result larger than a Redis value may hold (maxResultBytes) fails its job, saying so; only the newest
+    // keepJobs finished jobs are kept.
+    const q = await RedisQueue.open({ url: redis.url, maxResultBytes: 3000, keepJobs: 2, stallMs: 2000, log: quiet });
     try {
       q.startWorker(fakeRunner({ bytes: 4000 }));
-      const job = await q.submit({ ...T2V, model: "demo" } as unknown as JobRequest);
-      const done = await waitFor("the oversized job to end", async () => {
-        const j = await q.get(job.id);
-        return j && j.status !== "queued" && j.status !== "running" ? j : null;
-      }, 30_000);
+      const ended = (id: string) =>
+        waitFor(`job ${id} to end`, async () => {
+          const j = await q.get(id);
+          return j && j.status !== "queued" && j.status !== "running" ? j : null;
+        }, 30_000);
+      const done = await ended((await q.submit({ ...T2V, model: "demo" } as unknown as JobRequest)).id);
+      const later = [];
+      for (let i = 0; i < 2; i++) later.push(await ended((await q.submit({ ...T2V } as unknown as JobRequest)).id));
+      assertEquals(await q.get(done.id), null, "the oldest of three finished jobs (keepJobs 2) is still there");
+      for (const j of later) assert(await q.get(j.id), `job ${j.id} is gone`);
       assertEquals(done.status, "failed");
       assert(
         /the video is 4000 bytes, more than the queue stores \(3000 bytes\)/.test(done.error ?? ""),

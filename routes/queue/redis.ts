@@ -674,9 +674,11 @@ export class RedisQueue implements JobQueue {
     const ac = new AbortController();
     const cur: Running = { id, ac, done: Promise.resolve() };
     this.current = cur;
-    cur.done = this.run(job, token ?? "", cur).finally(() => {
+    cur.done = this.run(job, token ?? "", cur).finally(async () => {
       if (this.current === cur) this.current = null;
       this.heartbeat().catch(() => {});
+      // Retention after every job, whatever its end (the hourly sweep covers a quiet queue).
+      await this.sweep().catch((e) => this.log(`retention sweep: ${errorText(e)}`));
     });
     return cur.done;
   }
@@ -820,7 +822,6 @@ export class RedisQueue implements JobQueue {
       if (out) {
         if (await finish("succeeded", out.more, result.bytes, now - started) === 1) {
           this.log(`job ${id}: succeeded in ${secs} s (${out.info.bytes} bytes ${out.info.format})`);
-          await this.sweep().catch((e) => this.log(`retention sweep: ${errorText(e)}`));
         } else lostIt();
         return;
       }
