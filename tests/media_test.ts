@@ -16,6 +16,7 @@ import {
 } from "../pipeline/media/frames.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import { MEDIA_DIR } from "../fixtures/paths.ts";
+import { RequestError } from "../pipeline/errors.ts";
 
 const MEDIA = MEDIA_DIR + "/";
 const read = (f: string) => Deno.readFile(MEDIA + f);
@@ -179,7 +180,10 @@ Deno.test("decode options: start/end/fps pick the reference's frames, resolution
   const v = await decodeVideo(await read("clip_mandelbrot_96_10fps.webm"), { start: 1, fps: 4 });
   assert.deepEqual([v.count, v.width, v.height], [2, 96, 96]);
 
-  await assert.rejects(decodeVideo(bytes, { start: 1.5 }, name), /must be before end/);
+  await assert.rejects(
+    decodeVideo(bytes, { start: 1.5 }, name),
+    (e) => e instanceof RequestError && e.field === "start" && /must be before the end/.test(e.message),
+  );
   await assert.rejects(decodeVideo(bytes, { resolution: 0 }, name), /resolution must be a positive integer/);
 });
 
