@@ -22,6 +22,7 @@ import { QueueUnavailableError } from "./queue/types.ts";
 import { JobSchema } from "./schema.ts";
 import { type AppDeps, errorJson, type SubAppDeps } from "./app/context.ts";
 import { tokenAuth } from "./app/auth.ts";
+import { browserGuards } from "./app/guard.ts";
 import { pageApp } from "./app/page.ts";
 import { healthApp } from "./app/health.ts";
 import { modelsApp } from "./app/models.ts";
@@ -50,6 +51,7 @@ export function createApp(appDeps: AppDeps): Hono {
   });
   app.notFound((c) => errorJson(c, 404, `no route ${c.req.method} ${c.req.path}`, null));
 
+  for (const guard of browserGuards(deps.browser)) app.use("*", guard);
   app.route("/", pageApp(deps));
   app.route("/healthz", healthApp(deps));
   if (deps.token) app.use("/v1/*", tokenAuth(deps.token));

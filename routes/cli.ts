@@ -34,6 +34,10 @@ export interface ServeArgs {
   adapter?: string;
   /** A job running longer than this fails (its GPU worker is replaced). */
   jobTimeoutS: number;
+  /** Origins whose pages may use the API (--cors). */
+  cors: string[];
+  /** Host names answered besides the loopback ones when listening on loopback (--allow-host). */
+  allowHosts: string[];
   help: boolean;
 }
 
@@ -139,6 +143,31 @@ export const SERVE_FLAGS: Record<string, Flag> = {
     help: "GPU memory for loaded models kept between jobs (default: no limit)",
     set: (o, v, f) => o.cacheMb = num(f, v, { int: false, min: 0 }),
   },
+  cors: {
+    value: "ORIGIN",
+    help: "let pages from ORIGIN (https://app.example) use the API: CORS answers, and their POSTs and\n" +
+      "DELETEs pass (other sites' get 403); repeat for several",
+    multiple: true,
+    set: (o, v, f) => {
+      let origin = "";
+      try {
+        origin = new URL(v).origin;
+      } catch { /* below */ }
+      if (!/^https?:\/\//.test(origin) || origin !== v.replace(/\/$/, "")) {
+        throw new ServeArgError(
+          `${f}: expected an origin like https://app.example or http://localhost:3000, got "${v}"`,
+        );
+      }
+      o.cors.push(origin);
+    },
+  },
+  "allow-host": {
+    value: "NAME",
+    help: "when listening on loopback, also answer requests for host NAME (other names get 403: DNS\n" +
+      "rebinding); repeat for several",
+    multiple: true,
+    set: (o, v, f) => o.allowHosts.push(nonEmpty(f, v).toLowerCase()),
+  },
   "job-timeout": {
     value: "T",
     help: "a job running longer fails and its GPU worker is restarted: seconds, or 90m, 2h\n(default 2h)",
@@ -232,6 +261,8 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
     role: "both",
     stallSeconds: 30,
     jobTimeoutS: 7200,
+    cors: [],
+    allowHosts: [],
     help: values.help === true,
   };
   for (const [name, f] of Object.entries(SERVE_FLAGS)) {

@@ -13,6 +13,7 @@ import { SqliteQueue } from "./queue/sqlite.ts";
 import { type ModelEntry, ModelRegistry } from "./registry.ts";
 import { DEFAULT_LIMITS, type Limits } from "./schema.ts";
 import { createApp, type Health } from "./app.ts";
+import type { BrowserSafety } from "./app/guard.ts";
 import {
   defaultDataDir,
   parseServeArgs,
@@ -39,6 +40,8 @@ export interface ServerOptions {
   keepMs?: number;
   keepBytes?: number;
   log?: (line: string) => void;
+  /** Origin/Host checks for browsers (routes/app/guard.ts). */
+  browser?: BrowserSafety;
   /** A Redis URL: the queue many nodes share (routes/queue/redis.ts). Default: SQLite in dataDir. */
   queue?: string;
   /** api: runs no jobs, offers the models its workers announce; worker / both: runs jobs. Default both. */
@@ -140,6 +143,7 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
     token: o.token,
     validate: o.validate,
     health: o.health ?? (() => ({ adapter: "none", ok: true })),
+    browser: o.browser,
   });
   return { app, queue, models, limits, startWorker, close: () => queue.close() };
 }
@@ -216,6 +220,7 @@ export async function serve(args: string[]): Promise<number> {
       queue: a.queue,
       role: a.role,
       stallMs: a.stallSeconds * 1000,
+      browser: { listenHost: a.host, cors: a.cors, allowHosts: a.allowHosts },
       autostart: false,
       health: () => gpu ? gpu.health() : { adapter: "none (an API node: the workers run the jobs)", ok: true },
     });

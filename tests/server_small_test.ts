@@ -10,6 +10,7 @@ import { decodeVideo } from "../pipeline/media/decode.ts";
 import { parseServeArgs, ServeArgError } from "../routes/cli.ts";
 import type { Runner } from "../routes/queue/types.ts";
 import { openServer } from "../routes/server.ts";
+import type { BrowserSafety } from "../routes/app/guard.ts";
 
 /** A 2-frame 32x32 AV1 video in an MP4 (made with aomenc, remuxed by FFmpeg; 895 bytes). */
 const AV1_MP4 = Uint8Array.from(
@@ -33,7 +34,7 @@ const AV1_MP4 = Uint8Array.from(
 const quiet = () => {};
 
 async function withServer(
-  o: { runner: Runner; keepBytes?: number },
+  o: { runner: Runner; keepBytes?: number; browser?: BrowserSafety },
   fn: (base: string) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zerovid-small-" });
@@ -97,6 +98,26 @@ async function waitDone(base: string, id: string): Promise<any> {
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`job ${id} did not finish: ${JSON.stringify(j)}`);
+}
+
+/** A GET with a Host header of our choosing (fetch always sends the URL's): a raw HTTP/1.1 exchange. */
+async function rawGet(base: string, path: string, host: string): Promise<{ status: number; text: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(base).port) });
+  try {
+    await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`));
+    let text = "";
+    const buf = new Uint8Array(65536);
+    const until = performance.now() + 10_000;
+    for (;;) {
+      if (performance.now() > until) throw new Error(`no complete answer to GET ${path}: ${text.slice(0, 200)}`);
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), text };
+  } finally {
+    conn.close();
+  }
 }
 
 const T2V = { mode: "text2video", prompt: "a cat", videoLength: 2, steps: 2 };
@@ -191,4 +212,124 @@ Deno.test("media: an AV1 video is refused naming its codec (probe, decode, and t
     assertEquals([res.status, j.field], [400, "video"]);
     assert(/its video codec is AV1/.test(j.error), j.error);
   });
+});
+
+Deno.test("server: cross-site state changes get 403 (JSON, form, multipart, DELETE); same-origin and no-Origin pass", async () => {
+  await withServer({ runner: runner(16) }, async (base) => {
+    const evil = "http://evil.example";
+    const bodies: [string, BodyInit, Record<string, string>][] = [
+      ["json", JSON.stringify(T2V), { "Content-Type": "application/json" }],
+      ["urlencoded", new URLSearchParams({ mode: "text2video", prompt: "x" }), {}],
+      [
+        "multipart",
+        (() => {
+          const f = new FormData();
+          f.set("mode", "text2video");
+          f.set("prompt", "x");
+          return f;
+        })(),
+        {},
+      ],
+    ];
+    for (const [what, body, headers] of bodies) {
+      for (const origin of [evil, "null", `${evil}:${new URL(base).port}`]) {
+        const res = await fetch(`${base}/v1/jobs`, { method: "POST", body, headers: { ...headers, Origin: origin } });
+        const j = await res.json();
+        assertEquals(res.status, 403, `${what} from ${origin}: ${JSON.stringify(j)}`);
+        assert(/cross-site request refused/.test(j.error), j.error);
+      }
+    }
+    assertEquals((await (await fetch(`${base}/v1/jobs`)).json()).jobs.length, 0, "a refused request queued a job");
+    const own = await fetch(`${base}/v1/jobs`, {
+      method: "POST",
+      body: JSON.stringify(T2V),
+      headers: { "Content-Type": "application/json", Origin: base },
+    });
+    assertEquals(own.status, 202);
+    const { id } = await own.json();
+    await waitDone(base, id);
+    const none = await post(base, T2V); // curl and scripts send no Origin
+    assertEquals(none.status, 202);
+    await waitDone(base, none.json.id);
+    const del = await fetch(`${base}/v1/jobs/${id}`, { method: "DELETE", headers: { Origin: evil } });
+    assertEquals(del.status, 403);
+    await del.body?.cancel();
+    // Reading is not state-changing: a GET with a foreign Origin is answered (CORS keeps its body from the page).
+    const get = await fetch(`${base}/v1/jobs/${id}`, { headers: { Origin: evil } });
+    assertEquals(get.status, 200);
+    assertEquals(get.headers.get("access-control-allow-origin"), null);
+    await get.body?.cancel();
+  });
+});
+
+Deno.test("server: on loopback, a Host that is not a loopback name (DNS rebinding) gets 403 unless --allow-host", async () => {
+  await withServer({ runner: runner(16), browser: { allowHosts: ["zerovid.lan"] } }, async (base) => {
+    const port = new URL(base).port;
+    for (
+      const [host, status] of [
+        [`evil.example:${port}`, 403],
+        ["evil.example:8787", 403],
+        [`127.0.0.1:${port}`, 200],
+        [`localhost:${port}`, 200],
+        [`[::1]:${port}`, 200],
+        [`app.localhost:${port}`, 200],
+        [`zerovid.lan:${port}`, 200],
+      ] as const
+    ) {
+      for (const path of ["/healthz", "/", "/v1/jobs"]) {
+        const res = await rawGet(base, path, host);
+        assertEquals(res.status, status, `${path} with Host ${host}: ${res.text.slice(0, 300)}`);
+        if (status === 403) assert(/DNS-rebinding/.test(res.text), res.text);
+      }
+    }
+  });
+  // Listening on every interface, names are not checked (the server is reachable by any of its names).
+  await withServer({ runner: runner(16), browser: { listenHost: "0.0.0.0" } }, async (base) => {
+    assertEquals((await rawGet(base, "/healthz", "box.example:8000")).status, 200);
+  });
+});
+
+Deno.test("server: --cors ORIGIN answers preflights for it and lets its POSTs through; other origins stay refused", async () => {
+  const app = "https://app.example";
+  await withServer({ runner: runner(16), browser: { cors: [app] } }, async (base) => {
+    const pre = await fetch(`${base}/v1/jobs`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: app,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+      },
+    });
+    assertEquals(pre.status, 204);
+    assertEquals(pre.headers.get("access-control-allow-origin"), app);
+    assert(/POST/.test(pre.headers.get("access-control-allow-methods") ?? ""), "POST not allowed");
+    await pre.body?.cancel();
+    const res = await fetch(`${base}/v1/jobs`, {
+      method: "POST",
+      body: JSON.stringify(T2V),
+      headers: { "Content-Type": "application/json", Origin: app },
+    });
+    assertEquals(res.status, 202);
+    assertEquals(res.headers.get("access-control-allow-origin"), app);
+    await waitDone(base, (await res.json()).id);
+    const evil = await fetch(`${base}/v1/jobs`, {
+      method: "POST",
+      body: JSON.stringify(T2V),
+      headers: { "Content-Type": "application/json", Origin: "https://evil.example" },
+    });
+    assertEquals(evil.status, 403);
+    assertEquals(evil.headers.get("access-control-allow-origin"), null);
+    await evil.body?.cancel();
+  });
+  assertEquals(parseServeArgs(["--cors", app, "--cors=http://localhost:3000/"]).cors, [app, "http://localhost:3000"]);
+  assertEquals(parseServeArgs(["--allow-host", "Zerovid.LAN"]).allowHosts, ["zerovid.lan"]);
+  for (const bad of ["app.example", "https://app.example/path", "ftp://x", "*"]) {
+    let err: unknown = null;
+    try {
+      parseServeArgs(["--cors", bad]);
+    } catch (e) {
+      err = e;
+    }
+    assert(err instanceof ServeArgError && /^--cors: expected an origin/.test(err.message), `${bad}: ${err}`);
+  }
 });

@@ -5,6 +5,7 @@ import type { FieldLimits } from "../../pipeline/job/fields.ts";
 import type { Job, JobQueue } from "../queue/types.ts";
 import type { ModelRegistry } from "../registry.ts";
 import type { JobSchema, Limits } from "../schema.ts";
+import type { BrowserSafety } from "./guard.ts";
 
 export interface Health {
   /** The GPU adapter's name. */
@@ -23,6 +24,8 @@ export interface AppDeps {
   /** Checks a request and fills its defaults inside the limits (validateRequest); throws RequestError. */
   validate: (req: JobRequest, limits: FieldLimits) => JobRequest;
   health: () => Health;
+  /** Origin/Host checks for browsers (guard.ts); default: listening on 127.0.0.1, no --cors, no --allow-host. */
+  browser?: BrowserSafety;
 }
 
 /** AppDeps plus what createApp builds once for every sub-app. */
