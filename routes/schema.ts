@@ -131,8 +131,9 @@ export class JobSchema {
   }
 
   /**
-   * Multipart/urlencoded form values -> typed values (numbers and booleans from their text; empty fields are
-   * omitted, as a form sends every input). Files other than `video`, and repeated fields, are refused.
+   * Multipart/urlencoded form values -> typed values (numbers and booleans from their text, lists from JSON text;
+   * empty fields are omitted, as a form sends every input). Files other than `video`, and repeated fields, are
+   * refused.
    */
   fromForm(form: Record<string, unknown>): { body: Record<string, unknown>; video: File | null } {
     const body: Record<string, unknown> = {};
@@ -160,6 +161,13 @@ export class JobSchema {
         body[k] = Number.isFinite(n) ? n : v;
       } else if (d.kind === "bool") {
         body[k] = /^(true|1|on|yes)$/i.test(s) ? true : /^(false|0|off|no)$/i.test(s) ? false : v;
+      } else if (d.kind === "loras" || d.kind === "names") {
+        // A list travels in a form as one JSON text field (the page sends it so).
+        try {
+          body[k] = JSON.parse(s);
+        } catch {
+          throw new RequestError(k, `expected a JSON list in the form field, got ${shown(s)}`);
+        }
       } else {
         body[k] = v;
       }

@@ -1,6 +1,7 @@
 // The zerovid page: one tab per mode, each a form built from the server's field registry (GET /v1/fields); a job is
-// submitted to POST /v1/jobs, followed through its server-sent events (progress bar, cancel), and its result plays
-// inline. No build step.
+// submitted to POST /v1/jobs, followed through its server-sent events (progress bar, live preview strip, cancel),
+// and its result plays inline. LoRAs (with a scale each) and embeddings are picked from the server's model list.
+// No build step.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -147,9 +148,60 @@ const TABS = [
   },
 ];
 
+const isList = (f) => f.kind === "loras" || f.kind === "names";
+
+/**
+ * A list field as pickers of the server's files: LoRAs (kind lora) each with a checkbox and a scale, embeddings
+ * (kind embedding) each with a checkbox and the word to write in the prompt. The form sends the picks as one JSON
+ * list (see listValue).
+ */
+function picker(f) {
+  const kind = f.kind === "loras" ? "lora" : "embedding";
+  const files = models.filter((m) => m.kind === kind);
+  const box = el("fieldset", { class: "picker wide", "data-list": f.name, "data-max": f.maxItems });
+  box.append(el("legend", { text: f.label }));
+  if (!files.length) {
+    box.append(el("span", { class: "hint", text: `none under the server's model roots (.safetensors ${kind} files)` }));
+    return box;
+  }
+  for (const m of files) {
+    const row = el(
+      "label",
+      { class: "pick" },
+      el("input", { type: "checkbox", value: m.name, "data-pick": f.name }),
+      el("span", { text: kind === "embedding" ? `${m.name} · write “${m.token}”` : m.name }),
+    );
+    if (kind === "lora") {
+      row.append(el("input", {
+        type: "number",
+        class: "scale",
+        "aria-label": `scale of ${m.name}`,
+        value: 1,
+        min: f.min,
+        max: f.max,
+        step: "any",
+        inputmode: "decimal",
+      }));
+    }
+    box.append(row);
+  }
+  box.append(el("span", { class: "hint", text: f.help }));
+  return box;
+}
+
+/** The picks of a list field as the API's value: [{name, scale}] (LoRAs) or [name] (embeddings). */
+function listValue(box) {
+  const picks = [...box.querySelectorAll("input[data-pick]:checked")];
+  return picks.map((c) => {
+    if (box.dataset.list !== "loras") return c.value;
+    const scale = c.closest("label").querySelector(".scale").value.trim();
+    return scale === "" ? { name: c.value } : { name: c.value, scale: Number(scale) };
+  });
+}
+
 /** The advanced options of a tab: its mode's registry fields, with the tab's own preferences on top. */
 function advanced(tab) {
-  return (fields[tab.mode] || []).map((f) => {
+  return (fields[tab.mode] || []).filter((f) => !isList(f)).map((f) => {
     const d = fromRegistry(f);
     if (tab.format && f.name === "format") d.value = tab.format;
     return d;
@@ -281,6 +333,7 @@ function buildForm(tab) {
     }
   }
   form.append(warn, grid);
+  for (const f of (fields[tab.mode] || []).filter(isList)) form.append(picker(f));
   form.append(
     el(
       "details",
@@ -327,6 +380,11 @@ async function submit(tab, form, error) {
   for (const i of form.querySelectorAll(".invalid")) i.classList.remove("invalid");
   const data = new FormData();
   data.set("mode", tab.mode);
+  for (const box of form.querySelectorAll("[data-list]")) {
+    const v = listValue(box);
+    if (v.length > Number(box.dataset.max)) return fail(`pick at most ${box.dataset.max}`, box.dataset.list);
+    if (v.length) data.set(box.dataset.list, JSON.stringify(v));
+  }
   for (const c of form.elements) {
     if (!c.name || c.disabled) continue;
     if (c.type === "file") {
@@ -379,6 +437,9 @@ function track(id, notice) {
   $("#job-id").textContent = id.slice(0, 8);
   $("#result").hidden = true;
   $("#media").replaceChildren();
+  $("#preview").hidden = true;
+  $("#preview").removeAttribute("src");
+  $("#spinner").hidden = false;
   $("#job-error").hidden = true;
   $("#job-stage").textContent = notice || "";
   $("#progress").value = 0;
@@ -391,6 +452,16 @@ function track(id, notice) {
   const data = (e) => JSON.parse(e.data);
   es.addEventListener("queued", (e) => setStatus(`queued: position ${data(e).position}`));
   es.addEventListener("started", () => setStatus("running"));
+  // The frames as they form (latents to RGB on the GPU, no VAE), side by side, every few steps.
+  es.addEventListener("preview", (e) => {
+    const p = data(e);
+    const img = $("#preview");
+    img.src = p.image;
+    img.alt = `preview at step ${p.step} of ${p.total}`;
+    img.dataset.step = String(p.step);
+    img.hidden = false;
+    $("#spinner").hidden = true;
+  });
   es.addEventListener("progress", (e) => {
     const p = data(e);
     setStatus("running");
@@ -416,6 +487,8 @@ function track(id, notice) {
 
 function finished(job) {
   $("#cancel").disabled = true;
+  $("#spinner").hidden = true;
+  if (job.status === "succeeded") $("#preview").hidden = true;
   const bar = $("#progress");
   if (job.status === "succeeded") {
     bar.value = bar.max;
@@ -438,19 +511,25 @@ function showResult(job) {
     return;
   }
   const src = withToken(r.url);
-  const media = r.format === "gif" ? el("img", { id: "result-img", src, alt: job.prompt || "result" }) : el("video", {
-    id: "result-video",
-    src,
-    controls: true,
-    autoplay: true,
-    loop: true,
-    muted: true,
-    playsInline: true,
-  });
+  // PNG frames come as a zip: the poster shows the middle frame, the link downloads them all.
+  const media = r.format === "png"
+    ? el("img", { id: "result-img", src: withToken(`/v1/jobs/${job.id}/poster`), alt: job.prompt || "result" })
+    : r.format === "gif"
+    ? el("img", { id: "result-img", src, alt: job.prompt || "result" })
+    : el("video", {
+      id: "result-video",
+      src,
+      controls: true,
+      autoplay: true,
+      loop: true,
+      muted: true,
+      playsInline: true,
+    });
   if (media.tagName === "VIDEO") media.muted = true;
   $("#media").replaceChildren(media);
   $("#download").href = withToken(r.url, { download: "1" });
-  $("#download").setAttribute("download", `zerovid-${job.id.slice(0, 8)}.${r.format}`);
+  $("#download").setAttribute("download", `zerovid-${job.id.slice(0, 8)}.${r.format === "png" ? "zip" : r.format}`);
+  $("#download").textContent = r.format === "png" ? "Download the frames (PNG, zip)" : "Download";
   $("#result-info").textContent = `${r.frames} frames · ${r.width}×${r.height} · ${r.fps} fps · ${
     (r.bytes / 1024).toFixed(0)
   } KiB`;
@@ -483,9 +562,20 @@ async function refreshJobs() {
         refreshJobs();
       },
     }, j.status === "queued" || j.status === "running" ? "cancel" : "delete");
+    const poster = j.status === "succeeded" && j.result?.available !== false
+      ? el("img", {
+        class: "poster",
+        src: withToken(`/v1/jobs/${j.id}/poster`),
+        alt: "",
+        loading: "lazy",
+        width: 48,
+        height: 48,
+      })
+      : el("span", { class: "poster" });
     return el(
       "li",
       { "data-id": j.id },
+      poster,
       el("span", { class: `badge ${j.status}`, text: j.status }),
       el("span", { class: "muted", text: `${j.mode} · ${when}` }),
       el("span", { class: "prompt", title: j.prompt, text: j.prompt }),
