@@ -1,11 +1,22 @@
 // 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer.
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
+import conv2dDirectSrc from "../../shaders/conv2d_direct.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
+import { assertSameDType, assertShape, grid1d, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
 import { blockCopy } from "./layout.ts";
-import { BK, chunkItems, gemmHooks, pickTile, sameRange, threads, tileGrid, vecBinding } from "./matmul.ts";
+import {
+  adapterTiles,
+  BK,
+  chunkItems,
+  gemmHooks,
+  pickTile,
+  sameRange,
+  threads,
+  tileGrid,
+  vecBinding,
+} from "./matmul.ts";
 
 type Pad = [number, number, number, number];
 
@@ -72,24 +83,57 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
   }
 
   const K = Cin * KH * KW, HWo = Ho * Wo;
+  const inPlace = sameRange(opts.residual, y);
+  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (ib ? 8 : 0);
+  const ibStride = ib && ib.t.shape[0] > 1 ? ib.t.shape[1] : 0;
+  const bytes = BYTES[x.dtype];
+  // Images are independent: split the batch when x or y exceeds the binding limit.
+  const chunk = chunkItems(op, dev, "images", B, [Cin * H * W * bytes, Cout * HWo * bytes]);
+  const slices = (
+    fn: (b0: number, nb: number, xs: Tensor, ys: Tensor, rs: Tensor | undefined, ibOff: number) => void,
+  ) => {
+    for (let b0 = 0; b0 < B; b0 += chunk) {
+      const nb = Math.min(chunk, B - b0);
+      const whole = nb === B;
+      const xs = whole ? x : x.slice0(b0, nb);
+      const ys = whole ? y : y.slice0(b0, nb);
+      const rs = opts.residual && !inPlace ? (whole ? opts.residual : opts.residual.slice0(b0, nb)) : undefined;
+      fn(b0, nb, xs, ys, rs, ib ? ib.offset + (ibRow0 + b0) * ibStride : 0);
+    }
+  };
+  const directMax = gemmHooks.directConv ?? adapterTiles(dev).directConv?.maxPixels ?? 0;
+  if (!gemmHooks.tile && HWo <= directMax) {
+    // Few pixels per image: one thread per output, only the taps inside the image (conv2d_direct.wgsl).
+    const coFast = HWo * B < Cout;
+    const kd = dev.kernel("conv2d_direct", conv2dDirectSrc, { KH, KW, COFAST: coFast }, x.dtype);
+    slices((_b0, nb, xs, ys, rs, ibOff) => {
+      const n = nb * HWo * Cout, { groups, row } = grid1d(n, 64);
+      const p = new Params().u(Cout, Cin, H, W, Wo, HWo, nb * HWo, n).i(pt, pl).u(
+        stride,
+        flags,
+        ibOff,
+        ibStride,
+        row,
+        0,
+      );
+      const xb = xs.binding();
+      const ibb = ib ? ib.t.binding() : xb;
+      dev.dispatch(
+        kd,
+        p,
+        [xb, w.binding(), bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding(), ibb],
+        groups,
+      );
+    });
+    return y;
+  }
   const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K);
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
   const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
-  const inPlace = sameRange(opts.residual, y);
-  const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (ib ? 8 : 0);
-  const ibStride = ib && ib.t.shape[0] > 1 ? ib.t.shape[1] : 0;
   const k = dev.kernel("conv2d", conv2dSrc + gemmSrc, consts, x.dtype);
-  const bytes = BYTES[x.dtype];
-  // Images are independent: split the batch when x or y exceeds the binding limit.
-  const chunk = chunkItems(op, dev, "images", B, [Cin * H * W * bytes, Cout * HWo * bytes]);
   const wb = vecBinding(op, w);
-  for (let b0 = 0; b0 < B; b0 += chunk) {
-    const nb = Math.min(chunk, B - b0);
-    const whole = nb === B;
-    const xs = whole ? x : x.slice0(b0, nb);
-    const ys = whole ? y : y.slice0(b0, nb);
-    const rs = opts.residual && !inPlace && (whole ? opts.residual : opts.residual.slice0(b0, nb));
+  slices((_b0, nb, xs, ys, rs, ibOff) => {
     const xb = vecBinding(op, xs);
     const tilesM = Math.ceil(Cout / tile.BM), tilesN = Math.ceil(nb * HWo / tile.BN);
     const g = tileGrid(tilesM, tilesN);
@@ -97,11 +141,11 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
       .u(Cout, Cin, H, W, Wo, HWo, nb * HWo, K)
       .i(pt, pl)
       .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags)
-      .u(ib ? ib.offset + (ibRow0 + b0) * ibStride : 0, ibStride);
+      .u(ibOff, ibStride);
     // Absent bias/residual/imageBias bind x (read-only) as placeholders; the kernel never reads them.
     const ibb = ib ? ib.t.binding() : xb;
     dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding(), ibb], g.groups);
-  }
+  });
   return y;
 }
 

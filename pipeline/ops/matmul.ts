@@ -121,11 +121,14 @@ export function sameRange(a: Tensor | undefined, b: Tensor): boolean {
 }
 
 /** Test hooks: a smaller binding limit forces the split path on small tensors (0 = the device's limit); a smaller
- *  grid limit forces the folded 2-D grid; `tile` overrides pickTile so every variant is checked on small shapes. */
-export const gemmHooks: { maxBinding: number; maxGroups: number; tile: GemmTile | null } = {
+ *  grid limit forces the folded 2-D grid; `tile` overrides pickTile so every variant is checked on small shapes
+ *  (and keeps conv2d on the tiled kernel); `directConv` overrides the table's pixel limit for conv2d's direct
+ *  kernel (0: never, Infinity: always). */
+export const gemmHooks: { maxBinding: number; maxGroups: number; tile: GemmTile | null; directConv: number | null } = {
   maxBinding: 0,
   maxGroups: 0,
   tile: null,
+  directConv: null,
 };
 
 /** How many leading rows or images one GEMM dispatch may bind (see launch.ts `splitItems`), under the test hook's

@@ -8,6 +8,8 @@
 //   tiles      optional: the candidate tiles (default: every tile in TILES)
 //   shapes     optional: measured winners by GEMM shape "MxNxK" (linear: rows x out x in; conv2d: Cout x
 //              images*Ho*Wo x Cin*kh*kw), used before any scoring
+//   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
+//              output has at most `maxPixels` pixels; absent: never
 import type { GemmTile } from "./matmul.ts";
 
 export interface AdapterTiles {
@@ -16,6 +18,7 @@ export interface AdapterTiles {
   blocking: Record<number, number>;
   tiles?: GemmTile[];
   shapes?: Record<string, GemmTile>;
+  directConv?: { maxPixels: number };
 }
 
 export const TILE_TABLE: Record<string, AdapterTiles> = {
@@ -23,7 +26,8 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   default: { match: "", fill: 256, blocking: { 64: 1, 32: 0.85, 16: 0.7 } },
   // Mesa llvmpipe (2 cores here): per-invocation overhead dominates, so 8x8 blocks run ~1.6x faster than 8x4
   // (measured); a few workgroups fill it.
-  llvmpipe: { match: "llvmpipe", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 } },
+  // Direct conv up to 2x2 outputs: tiny UNet call 19% faster (paired A/B, 20 calls; 4x4 and up: slower).
+  llvmpipe: { match: "llvmpipe", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, directConv: { maxPixels: 4 } },
   // Other software/fallback adapters: like llvmpipe until measured.
   cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 } },
 };

@@ -61,6 +61,8 @@ interface ConvShape {
   maxGroups?: number;
   /** residual passed as `out` too (in-place skip connection). */
   inPlace?: boolean;
+  /** Force the direct kernel (a thread per output) instead of the tiled implicit GEMM. */
+  direct?: boolean;
   /** Per-image bias: "shared" (one row for all images) or "per-image" (one row each), read at column 3. */
   imageBias?: "shared" | "per-image";
 }
@@ -81,6 +83,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.maxBinding && `split@${s.maxBinding}B`,
     s.maxGroups && `grid<=${s.maxGroups}`,
     s.imageBias && `imageBias=${s.imageBias}`,
+    s.direct && "direct",
   ].filter(Boolean);
   return {
     op: "conv2d",
@@ -103,6 +106,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       gemmHooks.tile = s.tile ?? null;
       gemmHooks.maxBinding = s.maxBinding ?? 0;
       gemmHooks.maxGroups = s.maxGroups ?? 0;
+      gemmHooks.directConv = s.direct ? Infinity : 0;
       const before = dev.dispatches;
       let y;
       try {
@@ -117,6 +121,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
         gemmHooks.tile = null;
         gemmHooks.maxBinding = 0;
         gemmHooks.maxGroups = 0;
+        gemmHooks.directConv = null;
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
       const got = await y.read();
@@ -160,6 +165,20 @@ const shapes: ConvShape[] = [
   // One f32 image exceeds the limit: split by channel blocks (the per-image bias follows image and block).
   { x: [2, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 1024, imageBias: "per-image" },
 ];
+// The direct kernel (small outputs): padding in every direction, stride 2, 1x1, valid, odd shapes, channel-fast and
+// pixel-fast thread orders, residual in place, per-image bias, image split.
+for (
+  const d of [
+    { x: [2, 64, 1, 1], Cout: 64, k: 3, pad: 1, bias: true, res: true },
+    { x: [2, 19, 2, 3], Cout: 33, k: 3, pad: 1, bias: true, res: false, imageBias: "per-image" },
+    { x: [2, 16, 13, 11], Cout: 24, k: 3, stride: 2, pad: 1, bias: true, res: false },
+    { x: [2, 8, 8, 8], Cout: 12, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false },
+    { x: [2, 7, 5, 7], Cout: 9, k: 1, bias: false, res: true, imageBias: "shared" },
+    { x: [1, 6, 9, 9], Cout: 8, k: 3, pad: 0, bias: false, res: false },
+    { x: [2, 12, 6, 5], Cout: 12, k: 3, pad: 1, bias: true, res: true, inPlace: true },
+    { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 4096, imageBias: "per-image" },
+  ] as ConvShape[]
+) shapes.push({ ...d, direct: true });
 // Every tile variant: gathered 3x3 (K % 4 != 0, strided, asymmetric padding) and direct 1x1.
 for (const tile of TILES) {
   shapes.push({ x: [3, 5, 9, 11], Cout: 37, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: true, tile });
