@@ -5,7 +5,7 @@ import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, itemsPerBinding, rangeView } from "./launch.ts";
+import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
 import { bindable, blockCopy } from "./layout.ts";
 
 export interface AttentionOpts {
@@ -138,11 +138,6 @@ function checkConfig(c: AttentionConfig, D: number): void {
   if (!ok) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
 }
 
-/** Batches [start, start+count) as a view. */
-function batches(t: Tensor, start: number, count: number): Tensor {
-  return t.slice0(start, count);
-}
-
 /** Production tilings by head dim and workgroup-memory budget. */
 const configs = new Map<string, AttentionConfig>();
 
@@ -269,10 +264,10 @@ export function attentionWith(
       const ng = Math.min(g, Math.floor((Bq - b0) / div)), kb0 = b0 / div;
       const whole = ng * div === Bq && ng === Bk;
       run(
-        whole ? q : batches(q, b0, ng * div),
-        whole ? k : batches(k, kb0, ng),
-        whole ? v : batches(v, kb0, ng),
-        whole ? out : batches(out, b0, ng * div),
+        whole ? q : q.slice0(b0, ng * div),
+        whole ? k : k.slice0(kb0, ng),
+        whole ? v : v.slice0(kb0, ng),
+        whole ? out : out.slice0(b0, ng * div),
       );
       b0 += ng * div;
     }
@@ -285,10 +280,10 @@ export function attentionWith(
   }
   for (; b0 < Bq;) {
     const kb = Math.floor(b0 / div), end = Math.min(Bq, (kb + 1) * div);
-    const ks = batches(k, kb, 1), vs = batches(v, kb, 1);
+    const ks = k.slice0(kb, 1), vs = v.slice0(kb, 1);
     const nb = Math.min(end - b0, maxZ, Math.floor(limit / perQ));
     if (nb >= 1) {
-      run(batches(q, b0, nb), ks, vs, batches(out, b0, nb));
+      run(q.slice0(b0, nb), ks, vs, out.slice0(b0, nb));
       b0 += nb;
       continue;
     }
@@ -297,7 +292,7 @@ export function attentionWith(
     const rows = Math.max(1, Math.floor(limit / (Math.max(Wq, C) * eb)));
     for (let n0 = 0; n0 < Nq; n0 += rows) {
       const m = Math.min(rows, Nq - n0);
-      run(rangeView(q, b0 * Nq + n0, Wq, [1, m, Wq]), ks, vs, rangeView(out, b0 * Nq + n0, C, [1, m, C]));
+      run(q.view([1, m, Wq], (b0 * Nq + n0) * Wq), ks, vs, out.view([1, m, C], (b0 * Nq + n0) * C));
     }
     b0 += 1;
   }

@@ -4,7 +4,7 @@ import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import conv2dDirectSrc from "../../shaders/conv2d_direct.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, grid1d, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
+import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
 import { blockCopy } from "./layout.ts";
 import {
   adapterTiles,
@@ -172,8 +172,8 @@ function conv2dChannels(
   for (let b = 0; b < B; b++) {
     for (let co0 = 0; co0 < Cout; co0 += co) {
       const m = Math.min(co, Cout - co0);
-      const ys = rangeView(y, b * Cout + co0, HWo, [1, m, Ho, Wo]);
-      const rs = o.residual && (inPlace ? ys : rangeView(o.residual, b * Cout + co0, HWo, [1, m, Ho, Wo]));
+      const ys = y.view([1, m, Ho, Wo], (b * Cout + co0) * HWo);
+      const rs = o.residual && (inPlace ? ys : o.residual.view([1, m, Ho, Wo], (b * Cout + co0) * HWo));
       let bs: Tensor | undefined;
       if (bias) {
         bs = empty(dev, [m], bias.dtype);
@@ -181,7 +181,7 @@ function conv2dChannels(
       }
       for (let ci0 = 0; ci0 < Cin; ci0 += ci) {
         const n = Math.min(ci, Cin - ci0);
-        const xs = rangeView(x, b * Cin + ci0, H * W, [1, n, H, W]);
+        const xs = x.view([1, n, H, W], (b * Cin + ci0) * (H * W));
         // w[co0 : co0 + m, ci0 : ci0 + n] as its own [m, n, KH, KW] tensor.
         const ws = empty(dev, [m, n, KH, KW], w.dtype);
         blockCopy(w, ws, { n: m * n * KK, blk: n * KK, ss: Cin * KK, ds: n * KK, so: (co0 * Cin + ci0) * KK, do: 0 });

@@ -4,7 +4,7 @@ import binarySrc from "../../shaders/binary.wgsl" with { type: "text" };
 import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, grid1d, rangeView, splitItems } from "./launch.ts";
+import { assertSameDType, grid1d, splitItems } from "./launch.ts";
 
 export const UNARY = {
   identity: 0,
@@ -32,7 +32,7 @@ export function unary(
   const chunk = splitItems("unary", dev, "elements", n, [eb, eb]);
   for (let i0 = 0; i0 < n; i0 += chunk) {
     const m = Math.min(chunk, n - i0);
-    const xs = m === n ? x : rangeView(x, i0, 1, [m]), ys = m === n ? y : rangeView(y, i0, 1, [m]);
+    const xs = m === n ? x : x.view([m], i0), ys = m === n ? y : y.view([m], i0);
     const { groups, row } = grid1d(m, 256);
     const p = new Params().u(m).f(opts.alpha ?? 1, opts.beta ?? 0).u(row).f(opts.lo ?? -3.4e38, opts.hi ?? 3.4e38);
     dev.dispatch(k, p, [xs.binding(), ys.binding()], groups);
@@ -72,8 +72,8 @@ export function binary(
   for (let i0 = 0; i0 < n; i0 += chunk) {
     const m = Math.min(chunk, n - i0);
     const whole = m === n;
-    const as = whole ? a : rangeView(a, i0, 1, [m]), ys = whole ? y : rangeView(y, i0, 1, [m]);
-    const bs = same && !whole ? rangeView(b, i0, 1, [m]) : b;
+    const as = whole ? a : a.view([m], i0), ys = whole ? y : y.view([m], i0);
+    const bs = same && !whole ? b.view([m], i0) : b;
     const { groups, row } = grid1d(m, 256);
     const p = new Params().u(m, inner, same ? m : b.numel, row).f(opts.alpha ?? 1).u(same ? 0 : i0);
     dev.dispatch(k, p, [as.binding(), bs.binding(), ys.binding()], groups);

@@ -1,6 +1,6 @@
 // Shared dispatch-shape helpers for the op wrappers.
-import { BYTES, type Device, GpuError } from "../gpu/device.ts";
-import { Tensor } from "../gpu/tensor.ts";
+import { type Device, GpuError } from "../gpu/device.ts";
+import type { Tensor } from "../gpu/tensor.ts";
 
 /** Workgroup grid for `n` threads in groups of `wg`, folded into 2-D when it exceeds the per-dimension limit. */
 export function grid1d(n: number, wg: number, maxPerDim = 65535): { groups: [number, number]; row: number } {
@@ -72,10 +72,4 @@ export function splitItems(
     );
   }
   return chunk;
-}
-
-/** Items [start, start + count) of `t` seen as [items, inner], as a view of shape `shape` (any start, unlike
- *  Tensor.slice0 / view, which refuse a partial range at offset 0). */
-export function rangeView(t: Tensor, start: number, inner: number, shape: readonly number[]): Tensor {
-  return new Tensor(t.dev, t.buffer, [...shape], t.dtype, t.offset + start * inner * BYTES[t.dtype]);
 }

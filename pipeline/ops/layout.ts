@@ -5,7 +5,7 @@ import copySrc from "../../shaders/copy.wgsl" with { type: "text" };
 import transposeSrc from "../../shaders/transpose.wgsl" with { type: "text" };
 import { type Binding, BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, grid1d, rangeView, splitItems } from "./launch.ts";
+import { assertSameDType, grid1d, splitItems } from "./launch.ts";
 import { vecConsts, vecSource, type Width, widthFor } from "./vec.ts";
 
 const MAX_GROUPS = 65535;
@@ -28,8 +28,8 @@ export function upsampleNearest(x: Tensor, Ho: number, Wo: number): Tensor {
   const per = splitItems("upsampleNearest", dev, "channel planes", planes, [H * W * eb, Ho * Wo * eb]);
   for (let c0 = 0; c0 < planes; c0 += per) {
     const m = Math.min(per, planes - c0);
-    const xs = m === planes ? x : rangeView(x, c0, H * W, [m, H, W]);
-    const ys = m === planes ? y : rangeView(y, c0, Ho * Wo, [m, Ho, Wo]);
+    const xs = m === planes ? x : x.view([m, H, W], c0 * (H * W));
+    const ys = m === planes ? y : y.view([m, Ho, Wo], c0 * (Ho * Wo));
     const n = m * Ho * Wo / w;
     const { groups, row } = grid1d(n, 256);
     dev.dispatch(k, new Params().u(n, H, W, Ho, Wo, row, 0, 0), [xs.binding(), ys.binding()], groups);
@@ -148,8 +148,8 @@ export function transposeLast2(x: Tensor): Tensor { // [B, A, C] -> [B, C, A] ge
   const per = Math.min(MAX_GROUPS, splitItems("transposeLast2", dev, "matrices", B, [A * C * BYTES[x.dtype]]));
   for (let b0 = 0; b0 < B; b0 += per) {
     const gz = Math.min(per, B - b0);
-    const xs = gz === B ? x : rangeView(x, b0, A * C, [gz, A, C]),
-      ys = gz === B ? y : rangeView(y, b0, A * C, [gz, C, A]);
+    const xs = gz === B ? x : x.view([gz, A, C], b0 * (A * C)),
+      ys = gz === B ? y : y.view([gz, C, A], b0 * (A * C));
     dev.dispatch(k, new Params().u(A, C, 0, 0), [xs.binding(), ys.binding()], [gx, gy, gz]);
   }
   return y;

@@ -6,7 +6,7 @@ import reduceSrc from "../../shaders/groupnorm_reduce.wgsl" with { type: "text" 
 import layerNormSrc from "../../shaders/layernorm.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, grid1d, itemsPerBinding, rangeView, splitItems } from "./launch.ts";
+import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
 import { vecConsts, vecSource, widthFor } from "./vec.ts";
 
 // GroupNorm splits each group into chunks of about this many storage units (vec4 or scalar), one workgroup each,
@@ -64,8 +64,8 @@ export function groupNorm(
   /** Normalise `count` consecutive groups starting at group g0 of the channel order (x rows of cg * S elements). */
   const run = (start: number, count: number, g0: number) => {
     const whole = count === N * groups;
-    const xs = whole ? x : rangeView(x, start, cg * S, [count * cg * S]);
-    const ys = whole ? y : rangeView(y, start, cg * S, [count * cg * S]);
+    const xs = whole ? x : x.view([count * cg * S], start * (cg * S));
+    const ys = whole ? y : y.view([count * cg * S], start * (cg * S));
     if (count > 65535) throw new GpuError(`${op}: ${count} groups in one dispatch exceed 65535 workgroups`);
     const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(g0);
     if (chunks === 1) {
@@ -125,7 +125,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, o
   const per = splitItems(op, dev, "rows", rows, [C * eb, C * eb]);
   for (let r0 = 0; r0 < rows; r0 += per) {
     const m = Math.min(per, rows - r0);
-    const xs = m === rows ? x : rangeView(x, r0, C, [m, C]), ys = m === rows ? y : rangeView(y, r0, C, [m, C]);
+    const xs = m === rows ? x : x.view([m, C], r0 * C), ys = m === rows ? y : y.view([m, C], r0 * C);
     const { groups } = grid1d(m, 1);
     const p = new Params().u(m, units, groups[0]).f(eps);
     dev.dispatch(k, p, [xs.binding(), gamma.binding(), beta.binding(), ys.binding()], groups);
