@@ -1,10 +1,10 @@
 // CLIPTextModel (Hugging Face): token + position embeddings, pre-LayerNorm transformer layers with causal
 // self-attention and a QuickGELU (SD 1.x) or GELU (SD 2.x) MLP, final_layer_norm. Output: last_hidden_state.
 import type { Device, DType } from "../gpu/device.ts";
-import { type Tensor, upload } from "../gpu/tensor.ts";
+import { consume, type Tensor, upload } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { unary, type UnaryOp } from "../ops/elementwise.ts";
-import { applyLayerNorm, applyLinear, free, type Linear, type Norm, Params, type TensorSource } from "./layers.ts";
+import { applyLayerNorm, applyLinear, type Linear, type Norm, Params, type TensorSource } from "./layers.ts";
 
 export interface ClipTextConfig {
   hidden_size: number;
@@ -100,22 +100,18 @@ export class ClipTextModel {
       }
     }
     const heads = this.cfg.num_attention_heads, eps = this.cfg.layer_norm_eps;
-    let x = upload(this.params.dev, emb, [batch, L, d], this.params.dtype);
+    const dev = this.params.dev;
+    let x = upload(dev, emb, [batch, L, d], this.params.dtype);
     for (const l of this.layers) {
-      const h = applyLayerNorm(l.layer_norm1, x, eps);
-      const q = applyLinear(l.q_proj, h), k = applyLinear(l.k_proj, h), v = applyLinear(l.v_proj, h);
-      const a = attention(q, k, v, heads, { causal: true });
-      const x1 = applyLinear(l.out_proj, a, { residual: x });
-      free(h, q, k, v, a, x);
-      const h2 = applyLayerNorm(l.layer_norm2, x1, eps);
-      const f = applyLinear(l.fc1, h2);
-      const g = unary(ACT[this.cfg.hidden_act], f);
-      x = applyLinear(l.fc2, g, { residual: x1 });
-      free(h2, f, g, x1);
+      x = consume(x, (x) => {
+        const h = applyLayerNorm(l.layer_norm1, x, eps);
+        const q = applyLinear(l.q_proj, h), k = applyLinear(l.k_proj, h), v = applyLinear(l.v_proj, h);
+        const x1 = applyLinear(l.out_proj, attention(q, k, v, heads, { causal: true }), { residual: x });
+        const g = unary(ACT[this.cfg.hidden_act], applyLinear(l.fc1, applyLayerNorm(l.layer_norm2, x1, eps)));
+        return applyLinear(l.fc2, g, { residual: x1 });
+      });
     }
-    const out = applyLayerNorm(this.finalNorm, x, eps);
-    free(x);
-    return out;
+    return consume(x, (x) => applyLayerNorm(this.finalNorm, x, eps));
   }
 
   dispose(): void {

@@ -1,6 +1,6 @@
 // AutoencoderKL (diffusers): Encoder -> quant_conv -> diagonal Gaussian; post_quant_conv -> Decoder.
 import type { Device, DType } from "../gpu/device.ts";
-import { empty, type Tensor } from "../gpu/tensor.ts";
+import { consume, empty, scoped, type Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { binary, unary } from "../ops/elementwise.ts";
 import { transposeLast2, upsampleNearest } from "../ops/layout.ts";
@@ -10,7 +10,6 @@ import {
   applyGroupNorm,
   applyLinear,
   type Conv,
-  free,
   type Linear,
   type Norm,
   Params,
@@ -33,9 +32,8 @@ const EPS = 1e-6;
 
 interface VaeAttention {
   group_norm: Norm;
-  to_q: Linear;
-  to_k: Linear;
-  to_v: Linear;
+  /** to_q, to_k, to_v stacked: one GEMM, read in place by attention. */
+  to_qkv: Linear;
   to_out: Linear;
 }
 
@@ -90,51 +88,42 @@ export class VAE {
     if (!this.encoder || !this.quantConv) throw new Error("vae: loaded without its encoder");
     const g = this.cfg.norm_num_groups;
     const e = this.encoder;
+    const quantConv = this.quantConv;
+    // Each step consumes the activation it replaces, so only one full-resolution map lives at a time.
     let x = applyConv(e.convIn, image);
     e.blocks.forEach((b) => {
-      for (const r of b.resnets) x = step(x, resnet(r, x, undefined, g, EPS));
+      for (const r of b.resnets) x = consume(x, (x) => resnet(r, x, undefined, g, EPS));
       // diffusers pads (0, 1, 0, 1) then convolves with stride 2 and no padding.
-      if (b.resample) x = step(x, applyConv(b.resample, x, { stride: 2, padding: [0, 1, 0, 1] }));
+      if (b.resample) x = consume(x, (x) => applyConv(b.resample!, x, { stride: 2, padding: [0, 1, 0, 1] }));
     });
-    x = step(x, this.mid(e.mid, x));
-    x = step(x, applyGroupNorm(e.normOut, x, g, EPS, true));
-    x = step(x, applyConv(e.convOut, x));
-    const moments = step(x, applyConv(this.quantConv, x));
-    const lc = this.cfg.latent_channels;
-    const mean = sliceChannels(moments, 0, lc);
-    const raw = sliceChannels(moments, lc, lc);
-    free(moments);
-    const logvar = unary("clamp", raw, { lo: -30, hi: 20 });
-    free(raw);
-    const std = unary("exp", logvar, { alpha: 0.5 });
-    return { mean, logvar, std };
+    x = consume(x, (x) => this.mid(e.mid, x));
+    return consume(x, (x) => {
+      const moments = applyConv(quantConv, applyConv(e.convOut, applyGroupNorm(e.normOut, x, g, EPS, true)));
+      const lc = this.cfg.latent_channels;
+      const logvar = unary("clamp", sliceChannels(moments, lc, lc), { lo: -30, hi: 20 });
+      return { mean: sliceChannels(moments, 0, lc), logvar, std: unary("exp", logvar, { alpha: 0.5 }) };
+    });
   }
 
   /** latent = mean + std * noise (noise injected by the caller's noise source). */
   sample(post: Posterior, noise: Tensor): Tensor {
-    const sn = binary("mul", post.std, noise);
-    const z = binary("add", post.mean, sn);
-    free(sn);
-    return z;
+    return scoped(noise.dev, () => binary("add", post.mean, binary("mul", post.std, noise)));
   }
 
   /** latents [B, C, h, w] in UNet space (scaled) -> decoder output `sample` [B, 3, H, W] (about [-1, 1]). */
   decode(latents: Tensor): Tensor {
     const g = this.cfg.norm_num_groups;
     const d = this.decoder;
+    // Each step consumes the activation it replaces, so only one full-resolution map lives at a time.
     let x = unary("identity", latents, { alpha: 1 / this.cfg.scaling_factor });
-    x = step(x, applyConv(this.postQuantConv, x));
-    x = step(x, applyConv(d.convIn, x));
-    x = step(x, this.mid(d.mid, x));
+    x = consume(x, (x) => applyConv(d.convIn, applyConv(this.postQuantConv, x)));
+    x = consume(x, (x) => this.mid(d.mid, x));
     d.blocks.forEach((b) => {
-      for (const r of b.resnets) x = step(x, resnet(r, x, undefined, g, EPS));
-      if (b.resample) {
-        x = step(x, upsampleNearest(x, x.shape[2] * 2, x.shape[3] * 2));
-        x = step(x, applyConv(b.resample, x));
-      }
+      for (const r of b.resnets) x = consume(x, (x) => resnet(r, x, undefined, g, EPS));
+      const up = b.resample;
+      if (up) x = consume(x, (x) => applyConv(up, upsampleNearest(x, x.shape[2] * 2, x.shape[3] * 2)));
     });
-    x = step(x, applyGroupNorm(d.normOut, x, g, EPS, true));
-    return step(x, applyConv(d.convOut, x));
+    return consume(x, (x) => applyConv(d.convOut, applyGroupNorm(d.normOut, x, g, EPS, true)));
   }
 
   /** Decoder output -> image clamp(sample / 2 + 0.5, 0, 1), NCHW or (for video frames) NHWC. */
@@ -142,16 +131,14 @@ export class VAE {
     const img = unary("clamp01", sample, { alpha: 0.5, beta: 0.5 });
     if (layout === "nchw") return img;
     const [B, C, H, W] = img.shape;
-    const nhwc = transposeLast2(img.view([B, C, H * W]));
-    free(img);
-    return nhwc.reshape([B, H, W, C]);
+    return consume(img, (img) => transposeLast2(img.view([B, C, H * W]))).reshape([B, H, W, C]);
   }
 
   private mid(m: Mid, x: Tensor): Tensor {
-    const g = this.cfg.norm_num_groups;
+    const g = this.cfg.norm_num_groups, attn = m.attention;
     let h = resnet(m.resnets[0], x, undefined, g, EPS);
-    if (m.attention) h = step(h, vaeAttention(m.attention, h, g));
-    return step(h, resnet(m.resnets[1], h, undefined, g, EPS));
+    if (attn) h = consume(h, (h) => vaeAttention(attn, h, g));
+    return consume(h, (h) => resnet(m.resnets[1], h, undefined, g, EPS));
   }
 
   dispose(): void {
@@ -178,9 +165,7 @@ async function loadCoder(p: Params, name: string, n: number, resnets: number, re
       attention: p.has(`${attn}.to_q.weight`)
         ? {
           group_norm: await p.norm(`${attn}.group_norm`),
-          to_q: await p.linear(`${attn}.to_q`),
-          to_k: await p.linear(`${attn}.to_k`),
-          to_v: await p.linear(`${attn}.to_v`),
+          to_qkv: (await p.linearStack([`${attn}.to_q`, `${attn}.to_k`, `${attn}.to_v`])).linear,
           to_out: await p.linear(`${attn}.to_out.0`),
         }
         : undefined,
@@ -190,22 +175,16 @@ async function loadCoder(p: Params, name: string, n: number, resnets: number, re
   };
 }
 
-/** Single-head spatial self-attention with a residual connection (the VAE mid block). */
+/** Single-head spatial self-attention with a residual connection (the VAE mid block): the Q/K/V GEMM reads the
+ *  normalised feature map and to_out writes the feature map plus x, with no transposes. */
 function vaeAttention(a: VaeAttention, x: Tensor, groups: number): Tensor {
-  const [B, C, H, W] = x.shape;
-  const n = applyGroupNorm(a.group_norm, x, groups, EPS);
-  const tokens = transposeLast2(n.view([B, C, H * W]));
-  const residual = transposeLast2(x.view([B, C, H * W]));
-  free(n);
-  const q = applyLinear(a.to_q, tokens), k = applyLinear(a.to_k, tokens), v = applyLinear(a.to_v, tokens);
-  free(tokens);
-  const o = attention(q, k, v, 1);
-  free(q, k, v);
-  const out = applyLinear(a.to_out, o, { residual });
-  free(o, residual);
-  const back = transposeLast2(out);
-  free(out);
-  return back.reshape([B, C, H, W]);
+  const [, C, H, W] = x.shape;
+  return scoped(x.dev, () => {
+    const qkv = applyLinear(a.to_qkv, applyGroupNorm(a.group_norm, x, groups, EPS), { xChannelsFirst: true });
+    const col = (i: number) => ({ t: qkv, col: i * C, width: C });
+    const o = attention(col(0), col(1), col(2), 1);
+    return applyLinear(a.to_out, o, { yChannelsFirst: [H, W], residual: x });
+  });
 }
 
 /** Channels [start, start+count) of an NCHW tensor, by one buffer copy per sample. */
@@ -221,10 +200,4 @@ function sliceChannels(x: Tensor, start: number, count: number): Tensor {
     );
   }
   return out;
-}
-
-/** Replace `prev` by `next`, releasing prev (keeps the forward pass readable). */
-function step(prev: Tensor, next: Tensor): Tensor {
-  if (prev !== next) free(prev);
-  return next;
 }
