@@ -34,6 +34,10 @@ export interface ServeArgs {
   adapter?: string;
   /** A job running longer than this fails (its GPU worker is replaced). */
   jobTimeoutS: number;
+  /** Uploads received at the same time; more get 429. */
+  uploadSlots: number;
+  /** A request body that stops arriving this long gets 408. */
+  bodyTimeoutS: number;
   /** Origins whose pages may use the API (--cors). */
   cors: string[];
   /** Host names answered besides the loopback ones when listening on loopback (--allow-host). */
@@ -142,6 +146,16 @@ export const SERVE_FLAGS: Record<string, Flag> = {
     value: "N",
     help: "GPU memory for loaded models kept between jobs (default: no limit)",
     set: (o, v, f) => o.cacheMb = num(f, v, { int: false, min: 0 }),
+  },
+  "upload-slots": {
+    value: "N",
+    help: "uploads received at the same time (each streamed to a temporary file); more get 429\n(default 2)",
+    set: (o, v, f) => o.uploadSlots = num(f, v, { min: 1, max: 1000 }),
+  },
+  "body-timeout": {
+    value: "S",
+    help: "a request body that stops arriving for S seconds gets 408 (default 30)",
+    set: (o, v, f) => o.bodyTimeoutS = num(f, v, { int: false, min: 1 }),
   },
   cors: {
     value: "ORIGIN",
@@ -261,6 +275,8 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
     role: "both",
     stallSeconds: 30,
     jobTimeoutS: 7200,
+    uploadSlots: 2,
+    bodyTimeoutS: 30,
     cors: [],
     allowHosts: [],
     help: values.help === true,

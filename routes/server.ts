@@ -42,6 +42,8 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** Origin/Host checks for browsers (routes/app/guard.ts). */
   browser?: BrowserSafety;
+  /** Upload slots and the body idle timeout (routes/app/intake.ts). */
+  intake?: { uploadSlots?: number; idleMs?: number };
   /** A Redis URL: the queue many nodes share (routes/queue/redis.ts). Default: SQLite in dataDir. */
   queue?: string;
   /** api: runs no jobs, offers the models its workers announce; worker / both: runs jobs. Default both. */
@@ -144,6 +146,7 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
     validate: o.validate,
     health: o.health ?? (() => ({ adapter: "none", ok: true })),
     browser: o.browser,
+    intake: o.intake,
   });
   return { app, queue, models, limits, startWorker, close: () => queue.close() };
 }
@@ -221,6 +224,7 @@ export async function serve(args: string[]): Promise<number> {
       role: a.role,
       stallMs: a.stallSeconds * 1000,
       browser: { listenHost: a.host, cors: a.cors, allowHosts: a.allowHosts },
+      intake: { uploadSlots: a.uploadSlots, idleMs: a.bodyTimeoutS * 1000 },
       autostart: false,
       health: () => gpu ? gpu.health() : { adapter: "none (an API node: the workers run the jobs)", ok: true },
     });

@@ -34,7 +34,13 @@ const AV1_MP4 = Uint8Array.from(
 const quiet = () => {};
 
 async function withServer(
-  o: { runner: Runner; keepBytes?: number; browser?: BrowserSafety },
+  o: {
+    runner: Runner;
+    keepBytes?: number;
+    browser?: BrowserSafety;
+    intake?: { uploadSlots?: number; idleMs?: number };
+    limits?: { queueSize?: number };
+  },
   fn: (base: string) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zerovid-small-" });
@@ -332,4 +338,106 @@ Deno.test("server: --cors ORIGIN answers preflights for it and lets its POSTs th
     }
     assert(err instanceof ServeArgError && /^--cors: expected an origin/.test(err.message), `${bad}: ${err}`);
   }
+});
+
+/** Opens a raw connection and sends `head` (and nothing more until told); reads the answer with a deadline. */
+async function rawSend(
+  base: string,
+  head: string,
+): Promise<{ conn: Deno.TcpConn; answer(ms: number): Promise<string> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(base).port) });
+  await conn.write(new TextEncoder().encode(head));
+  return {
+    conn,
+    answer: async (ms) => {
+      let text = "";
+      const buf = new Uint8Array(65536);
+      const until = performance.now() + ms;
+      while (!/\r\n\r\n[\s\S]*\}/.test(text)) {
+        const left = until - performance.now();
+        if (left <= 0) throw new Error(`no answer within ${ms} ms; got ${JSON.stringify(text)}`);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const n = await Promise.race([
+          conn.read(buf),
+          new Promise<"late">((r) => timer = setTimeout(() => r("late"), left)),
+        ]).finally(() => clearTimeout(timer));
+        if (n === "late") continue;
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      return text;
+    },
+  };
+}
+
+Deno.test("server: a body that stops arriving gets 408 after the idle time; a full queue is refused before the body", async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => open = r);
+  await withServer({ runner: runner(16, gate), intake: { idleMs: 800 }, limits: { queueSize: 1 } }, async (base) => {
+    // A client that announces 100 bytes and sends 3 (slowloris on the body).
+    const t0 = performance.now();
+    const slow = await rawSend(
+      base,
+      'POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"m',
+    );
+    const text = await slow.answer(10_000);
+    slow.conn.close();
+    const ms = performance.now() - t0;
+    assert(/^HTTP\/1\.1 408/.test(text), text);
+    assert(/stopped arriving/.test(text), text);
+    assert(ms >= 700 && ms < 5000, `answered after ${ms} ms`);
+
+    // One job runs (held), one waits: the queue (size 1) is full. The next POST is refused from its headers alone.
+    const a = await post(base, T2V);
+    const until = performance.now() + 5000;
+    while ((await (await fetch(`${base}/v1/jobs/${a.json.id}`)).json()).status !== "running") {
+      assert(performance.now() < until, "the first job did not start");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals((await post(base, T2V)).status, 202);
+    const full = await rawSend(
+      base,
+      "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n" +
+        "Content-Length: 50000000\r\n\r\n",
+    );
+    const refused = await full.answer(5000);
+    full.conn.close();
+    assert(/^HTTP\/1\.1 429/.test(refused) && /queue is full/.test(refused), refused);
+    assert(/retry-after: \d+/i.test(refused), refused);
+    open();
+  });
+});
+
+Deno.test("server: uploads beyond the slot count get 429 at once while the others are received", async () => {
+  await withServer({ runner: runner(16), intake: { uploadSlots: 1, idleMs: 5000 } }, async (base) => {
+    // The one slot is held by an upload that is still arriving.
+    const held = await rawSend(
+      base,
+      "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n" +
+        "Content-Length: 1000\r\n\r\n--b\r\n",
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const form = new FormData();
+    form.set("mode", "canny");
+    form.set("prompt", "edges");
+    form.set("video", new File([new Uint8Array(1000)], "v.mp4"));
+    const res = await fetch(`${base}/v1/jobs`, { method: "POST", body: form });
+    const j = await res.json();
+    assertEquals(res.status, 429, JSON.stringify(j));
+    assert(/1 uploads are being received/.test(j.error), j.error);
+    assertEquals(res.headers.get("retry-after"), "5");
+    held.conn.close();
+    // The slot comes back when that upload ends (here: its client went away).
+    const until = performance.now() + 10_000;
+    for (;;) {
+      const r = await fetch(`${base}/v1/jobs`, { method: "POST", body: form });
+      const body = await r.json();
+      if (r.status !== 429) {
+        assertEquals([r.status, body.field], [400, "video"]); // read and judged: 1000 zero bytes are no video
+        break;
+      }
+      assert(performance.now() < until, "the slot was not freed");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
 });

@@ -26,6 +26,8 @@ export interface AppDeps {
   health: () => Health;
   /** Origin/Host checks for browsers (guard.ts); default: listening on 127.0.0.1, no --cors, no --allow-host. */
   browser?: BrowserSafety;
+  /** How submissions take their bodies (intake.ts): upload slots, body idle timeout. */
+  intake?: { uploadSlots?: number; idleMs?: number };
 }
 
 /** AppDeps plus what createApp builds once for every sub-app. */

@@ -1,7 +1,6 @@
 // /v1/jobs: submit (JSON, or multipart/form-data with a `video` file), list, read one, cancel / delete.
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { validator } from "hono/validator";
 import { zValidator } from "@hono/zod-validator";
 import { z } from "zod";
@@ -13,6 +12,7 @@ import { sampleIndices } from "../../pipeline/media/decode.ts";
 import { QueueFullError } from "../queue/types.ts";
 import type { JobBody } from "../schema.ts";
 import { errorJson, jobView, type SubAppDeps, unknownJob } from "./context.ts";
+import { bodyIntake } from "./intake.ts";
 
 /** The frame count a video request will produce, as runJob samples it (for the frames limit). */
 function sampledFrames(info: VideoInfo, body: JobBody): number {
@@ -32,7 +32,6 @@ function sampledFrames(info: VideoInfo, body: JobBody): number {
 export function jobsApp(deps: SubAppDeps): Hono {
   const { queue, models, limits, schema } = deps;
   const app = new Hono();
-  const maxBody = limits.maxUploadMb * 1024 * 1024 + 64 * 1024; // the file plus the form's text fields
 
   // ---- Submit
   const isJson = (c: Context) =>
@@ -44,11 +43,6 @@ export function jobsApp(deps: SubAppDeps): Hono {
 
   app.post(
     "/",
-    bodyLimit({
-      maxSize: maxBody,
-      onError: (c) =>
-        errorJson(c, 413, `the request is larger than the upload limit of ${limits.maxUploadMb} MiB`, "video"),
-    }),
     async (c, next) => {
       if (!isJson(c) && !isForm(c)) {
         return errorJson(
@@ -60,6 +54,7 @@ export function jobsApp(deps: SubAppDeps): Hono {
       }
       await next();
     },
+    bodyIntake({ queue, maxUploadBytes: limits.maxUploadMb * 2 ** 20, ...deps.intake }),
     validator("json", (v, c) => isJson(c) ? { body: schema.parse(v), video: null as File | null } : null),
     validator("form", (v, c) => {
       if (!isForm(c)) return null;
