@@ -170,6 +170,14 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "zerovid-hardening-" });
     const srv = await serve(join(dir, "data"));
     try {
+      // The job's threads (the GPU worker and the driver threads it starts) run below the HTTP thread's priority.
+      const nice = async (tid: string) =>
+        Number((await Deno.readTextFile(`/proc/${srv.proc.pid}/task/${tid}/stat`)).split(") ")[1].split(" ")[16]);
+      const tids = [...Deno.readDirSync(`/proc/${srv.proc.pid}/task`)].map((e) => e.name);
+      assertEquals(await nice(String(srv.proc.pid)), 0, "the HTTP (main) thread");
+      const niced = (await Promise.all(tids.map(nice))).filter((n) => n === 10).length;
+      assert(niced >= 1, `no thread at nice 10 among ${tids.length}`);
+
       // A job long enough to measure during: the demo model, 50 steps.
       const id = await submit(srv.base, {
         mode: "text2video",
