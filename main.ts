@@ -281,7 +281,12 @@ async function generate(mode: Mode, args: string[]): Promise<number> {
       Deno.writeFileSync(preview + ".tmp", p.png);
       Deno.renameSync(preview + ".tmp", preview);
     };
-    const r = await runJob({ dev, models }, full, { onProgress: progress.onProgress, signal: abort.signal, onPreview });
+    const r = await runJob({ dev, models }, full, {
+      onProgress: progress.onProgress,
+      signal: abort.signal,
+      onPreview,
+      onPlan: (p) => console.log(`plan: ${p.summary}`),
+    });
     progress.done();
     if (r.images) {
       await Deno.mkdir(out, { recursive: true });

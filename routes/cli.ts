@@ -24,6 +24,8 @@ export interface ServeArgs {
   keepHours: number;
   keepMb: number;
   cacheMb?: number;
+  /** GPU memory one job may hold (MiB); jobs are planned to fit. */
+  maxGpuMb?: number;
   /** redis://... shared by many nodes; none = SQLite in the data directory (one box). */
   queue?: string;
   /** api: takes requests, no GPU; worker: runs jobs on one GPU, no HTTP; both (default). */
@@ -194,6 +196,11 @@ export const SERVE_FLAGS: Record<string, Flag> = {
       }
       o.jobTimeoutS = secs;
     },
+  },
+  "max-gpu-mb": {
+    value: "N",
+    help: "GPU memory one job may hold, weights included (shared GPUs); jobs are planned to fit (default: no cap)",
+    set: (o, v, f) => o.maxGpuMb = num(f, v, { int: true, min: 16 }),
   },
   adapter: {
     value: "NAME",

@@ -7,17 +7,26 @@ export interface GpuEnv {
   dev: Device;
   models: ModelCache;
   modelRoots?: string[];
+  /** GPU memory one job may hold (--max-gpu-mb), bytes. */
+  maxGpuBytes?: number;
 }
 
 export class GpuContext {
   private constructor(private env: GpuEnv, private open: () => Promise<GpuEnv>, readonly onReopen?: () => void) {}
 
   static async create(
-    opts: { device?: DeviceOptions; cacheBytes?: number; modelRoots?: string[]; onReopen?: () => void } = {},
+    opts: {
+      device?: DeviceOptions;
+      cacheBytes?: number;
+      modelRoots?: string[];
+      maxGpuBytes?: number;
+      onReopen?: () => void;
+    } = {},
   ): Promise<GpuContext> {
     const open = async (): Promise<GpuEnv> => {
       const dev = await Device.open(opts.device);
-      return { dev, models: new ModelCache(dev, { maxBytes: opts.cacheBytes }), modelRoots: opts.modelRoots };
+      const models = new ModelCache(dev, { maxBytes: opts.cacheBytes });
+      return { dev, models, modelRoots: opts.modelRoots, maxGpuBytes: opts.maxGpuBytes };
     };
     return new GpuContext(await open(), open, opts.onReopen);
   }

@@ -201,6 +201,7 @@ export async function serve(args: string[]): Promise<number> {
   const gpu = api ? null : await GpuWorker.start({
     adapter: a.adapter,
     cacheBytes: a.cacheMb !== undefined ? a.cacheMb * 1024 * 1024 : undefined,
+    maxGpuBytes: a.maxGpuMb !== undefined ? a.maxGpuMb * 1024 * 1024 : undefined,
     modelRoots: a.modelRoots,
     jobTimeoutMs: a.jobTimeoutS * 1000,
   });
@@ -209,11 +210,14 @@ export async function serve(args: string[]): Promise<number> {
     server = await openServer({
       runner: (req, hooks) => gpu!.run(req, hooks),
       // Without a GPU the precision stays unset: the worker that runs the job picks it for its own GPU.
-      validate: gpu ? (req, limits) => validateRequest(req, gpu.facts, limits) : (req, limits) => {
-        const r = validateRequest(req, undefined, limits);
-        if (req.precision === undefined) delete r.precision;
-        return r;
-      },
+      // With a GPU, its limits (and --max-gpu-mb) let validation refuse a request that cannot fit.
+      validate: gpu
+        ? (req, limits) => validateRequest(req, { ...gpu.facts, maxBuffer: gpu.facts.maxBufferSize }, limits)
+        : (req, limits) => {
+          const r = validateRequest(req, undefined, limits);
+          if (req.precision === undefined) delete r.precision;
+          return r;
+        },
       dataDir: a.dataDir,
       modelRoots: api ? [] : a.modelRoots,
       limits: a.limits,

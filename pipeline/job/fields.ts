@@ -327,6 +327,14 @@ export const FIELDS = {
     default: 8,
     arg: "N",
   },
+  maxGpuMb: {
+    kind: "int",
+    help: "GPU memory this run may hold in MiB, weights included (shared GPUs): the planner fits the work under it",
+    min: 16,
+    max: 16777216,
+    defaultHelp: "no cap but the GPU's limits (server: its --max-gpu-mb, which also caps this)",
+    arg: "MB",
+  },
   seed: {
     kind: "int",
     help: "random seed (reported with the result)",

@@ -22,6 +22,7 @@ import { LoraError, type LoraFile, readLora } from "../weights/lora.ts";
 import { CONTROL, framesToNCHW, saliencyFn } from "./annotate.ts";
 import { appliesTo, FIELDS } from "./fields.ts";
 import type { Mode } from "./modes.ts";
+import { memoryCap, planRun, type RunPlan } from "./plan.ts";
 import { checkModels, fileInRoots, resolveControlNet, type ResolveEnv, resolveSD } from "./resolve.ts";
 import { CONTENT_TYPES, type JobProgress, type JobRequest, type JobResult, type PreviewImage } from "./types.ts";
 import { resolvedParams, validateRequest } from "./validate.ts";
@@ -29,6 +30,8 @@ import { resolvedParams, validateRequest } from "./validate.ts";
 export interface JobEnv extends ResolveEnv {
   dev: Device;
   models: ModelCache;
+  /** GPU memory a job may hold, weights included (a server's --max-gpu-mb), bytes; a request may ask for less. */
+  maxGpuBytes?: number;
 }
 
 export interface JobHooks {
@@ -38,6 +41,8 @@ export interface JobHooks {
   onFrames?(frames: Float32Array, info: { count: number; width: number; height: number; fps: number }): void;
   /** Live previews while denoising (every `previewEvery` steps); none are made without this hook. */
   onPreview?(p: JobPreview): void;
+  /** How the run was cut to fit the GPU (printed by the CLI, logged by the server). */
+  onPlan?(plan: RunPlan): void;
 }
 
 /** A live preview: the strip's PNG and, for the server's SSE event, the same as a data: URL. */
@@ -56,6 +61,8 @@ interface RunContext {
   cn: ControlNet | null;
   /** The decoded input video, for the modes that take one. */
   input: Frames | null;
+  /** The run's plan: its chunk size replaces the request's (an upper bound). */
+  plan: RunPlan;
   /** Textual-inversion embeddings the prompts may use. */
   embeddings: Embedding[];
   noise: SeededNoise;
@@ -78,7 +85,7 @@ interface Produced {
 
 type Runner = (c: RunContext) => Promise<Produced>;
 
-const runText2Video: Runner = async ({ r, sd, embeddings, noise, hooks, restartClock }) => {
+const runText2Video: Runner = async ({ r, sd, embeddings, noise, hooks, plan, restartClock }) => {
   const smoothing = r.smoothBackground
     ? { saliency: await saliencyFn(r.saliencyModel!, hooks.onProgress!), strength: r.smoothStrength! }
     : undefined;
@@ -97,7 +104,7 @@ const runText2Video: Runner = async ({ r, sd, embeddings, noise, hooks, restartC
       t1: r.t1,
       motionX: r.motionX!,
       motionY: r.motionY!,
-      chunkSize: r.chunkSize,
+      chunkSize: plan.chunkSize,
       smoothing,
       embeddings,
     },
@@ -107,7 +114,7 @@ const runText2Video: Runner = async ({ r, sd, embeddings, noise, hooks, restartC
   return { frames, count: r.videoLength!, height: r.height!, width: r.width!, fps: r.fps! };
 };
 
-const runPix2Pix: Runner = async ({ r, sd, input, embeddings, noise, hooks, restartClock }) => {
+const runPix2Pix: Runner = async ({ r, sd, input, embeddings, noise, hooks, plan, restartClock }) => {
   const v = input!;
   restartClock();
   const { frames } = await pix2pix(
@@ -119,7 +126,7 @@ const runPix2Pix: Runner = async ({ r, sd, input, embeddings, noise, hooks, rest
       steps: r.steps!,
       guidanceScale: r.guidanceScale!,
       imageGuidanceScale: r.imageGuidanceScale!,
-      chunkSize: r.chunkSize,
+      chunkSize: plan.chunkSize,
       embeddings,
     },
     noise,
@@ -128,7 +135,9 @@ const runPix2Pix: Runner = async ({ r, sd, input, embeddings, noise, hooks, rest
   return { frames, count: v.count, height: v.height, width: v.width, fps: v.fps };
 };
 
-const runControl: Runner = async ({ dev, r, sd, cn, input, embeddings, noise, hooks, report, timed, restartClock }) => {
+const runControl: Runner = async (
+  { dev, r, sd, cn, input, embeddings, noise, hooks, plan, report, timed, restartClock },
+) => {
   const v = input!, F = v.count;
   report({ stage: "annotate", step: 0, total: 1, frames: F });
   const control = await timed("annotate", () => CONTROL[r.mode as keyof typeof CONTROL](dev, r, v));
@@ -145,7 +154,7 @@ const runControl: Runner = async ({ dev, r, sd, cn, input, embeddings, noise, ho
       steps: r.steps!,
       guidanceScale: r.guidanceScale!,
       controlScale: r.controlScale!,
-      chunkSize: r.chunkSize,
+      chunkSize: plan.chunkSize,
       embeddings,
     },
     noise,
@@ -275,6 +284,25 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
     checkModels(r.mode, sdLease.model, cn);
     checkAborted();
 
+    // The plan: frames per model call within the GPU's limits and the memory cap, or a clear refusal.
+    const sd = sdLease.model;
+    const plan = planRun(
+      { unet: sd.unet.cfg, vae: sd.vae.cfg, controlnet: !!cn, dtype, weightBytes: sd.bytes + (cn?.params.bytes ?? 0) },
+      {
+        maxBinding: env.dev.maxBinding,
+        maxBuffer: env.dev.maxBuffer,
+        maxBytes: memoryCap(env.maxGpuBytes, r.maxGpuMb),
+      },
+      {
+        mode: r.mode,
+        width: input?.width ?? r.width!,
+        height: input?.height ?? r.height!,
+        frames: input?.count ?? r.videoLength!,
+        chunkSize: r.chunkSize,
+      },
+    );
+    hooks.onPlan?.(plan);
+
     // The mode, with its progress attributed to phases (time since the previous report goes to this stage).
     let last = performance.now();
     const tick = (p: StepInfo) => {
@@ -289,6 +317,7 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       sd: sdLease.model,
       cn,
       input,
+      plan,
       embeddings,
       noise: new SeededNoise(r.seed!),
       hooks: { signal, onProgress: tick, preview: previewHooks(r, hooks) },

@@ -19,6 +19,7 @@ import {
   LORA_SCALE,
 } from "./fields.ts";
 import { CONTROL_MODES, isMode, type Mode, MODES, VIDEO_MODES } from "./modes.ts";
+import { demoPlanModels, memoryCap, planRun } from "./plan.ts";
 import type { JobRequest, Precision } from "./types.ts";
 
 /** ControlNets used when a real base model is configured but no controlnet is given (lllyasviel's SD 1.5 ones). */
@@ -121,6 +122,16 @@ export function checkValue(name: string, v: unknown, mode: Mode, limits?: Partia
   }
 }
 
+/** What validation knows of the GPU: shader-f16 decides the default precision; with its limits (and a server's
+ *  memory cap) a text-to-video request for the demo model is planned here, so one that cannot fit is refused at
+ *  submission (other models are planned when their configs are loaded, still before any GPU work of the run). */
+export interface DeviceInfo {
+  f16: boolean;
+  maxBinding?: number;
+  maxBuffer?: number;
+  maxGpuBytes?: number;
+}
+
 /**
  * Checks a request and fills in every default for its mode (model, seed, t0/t1, ...). Throws RequestError naming
  * the first bad field and what was expected. `device` decides the default precision (f16 with shader-f16); a
@@ -128,7 +139,7 @@ export function checkValue(name: string, v: unknown, mode: Mode, limits?: Partia
  */
 export function validateRequest(
   req: JobRequest,
-  device?: { f16: boolean },
+  device?: DeviceInfo,
   limits?: Partial<FieldLimits>,
 ): JobRequest {
   if (req === null || typeof req !== "object" || Array.isArray(req)) {
@@ -171,7 +182,7 @@ function fitDefault(name: FieldName, mode: Mode, v: unknown, limits?: Partial<Fi
 }
 
 /** The defaults that depend on other fields, and the rules that tie fields together. */
-function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, device?: { f16: boolean }): JobRequest {
+function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, device?: DeviceInfo): JobRequest {
   if (typeof r.prompt !== "string") throw new RequestError("prompt", "is required (the text to generate from)");
   if (r.smoothBackground === false) delete r.smoothBackground;
   if (CONTROL_MODES.includes(mode)) r.controlnet ??= r.model === DEMO_MODEL ? DEMO_MODEL : DEFAULT_CONTROLNETS[mode];
@@ -204,6 +215,14 @@ function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, devic
     }
     if (r.smoothBackground && !r.saliencyModel) {
       throw new RequestError("saliencyModel", "background smoothing needs a salient-object model (an .onnx file)");
+    }
+    if (r.model === DEMO_MODEL && device?.maxBinding !== undefined && device.maxBuffer !== undefined) {
+      const maxBytes = memoryCap(device.maxGpuBytes, r.maxGpuMb);
+      planRun(
+        demoPlanModels(r.precision),
+        { maxBinding: device.maxBinding, maxBuffer: device.maxBuffer, maxBytes },
+        { mode, width: r.width!, height: r.height!, frames: r.videoLength!, chunkSize: r.chunkSize },
+      );
     }
   }
   if (isVideo && r.end !== undefined && r.end !== -1 && r.end <= (r.start ?? 0)) {

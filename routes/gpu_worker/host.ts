@@ -16,6 +16,8 @@ export type { DeviceFacts };
 
 export interface GpuWorkerOptions {
   cacheBytes?: number;
+  /** GPU memory one job may hold (--max-gpu-mb), bytes. */
+  maxGpuBytes?: number;
   modelRoots?: string[];
   adapter?: string;
   /** A job running longer than this fails ("--job-timeout"). Default 2 hours. */
@@ -283,6 +285,7 @@ export class GpuWorker {
         type: "init",
         init: {
           cacheBytes: this.opts.cacheBytes,
+          maxGpuBytes: this.opts.maxGpuBytes,
           modelRoots: this.opts.modelRoots,
           adapter: this.opts.adapter,
           heartbeatMs: this.heartbeatMs,

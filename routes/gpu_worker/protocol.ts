@@ -15,11 +15,15 @@ export interface DeviceFacts {
   /** maxStorageBufferBindingSize: the largest tensor one kernel can bind. */
   maxBinding: number;
   maxBufferSize: number;
+  /** GPU memory one job may hold (--max-gpu-mb), bytes. */
+  maxGpuBytes?: number;
 }
 
 export interface WorkerInit {
   /** GPU bytes of idle models kept between jobs. */
   cacheBytes?: number;
+  /** GPU memory one job may hold (--max-gpu-mb), bytes. */
+  maxGpuBytes?: number;
   modelRoots?: string[];
   /** Adapter choice (see DeviceOptions.adapter). */
   adapter?: string;

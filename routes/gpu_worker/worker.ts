@@ -42,6 +42,7 @@ export function serveGpuWorker(run: WorkerRun): void {
           gpu = await GpuContext.create({
             device: m.init.adapter ? { adapter: m.init.adapter } : undefined,
             cacheBytes: m.init.cacheBytes,
+            maxGpuBytes: m.init.maxGpuBytes,
             modelRoots: m.init.modelRoots,
           });
         } catch (err) {
@@ -56,7 +57,8 @@ export function serveGpuWorker(run: WorkerRun): void {
             f16: dev.f16,
             isFallback: dev.isFallback,
             maxBinding: dev.maxBinding,
-            maxBufferSize: dev.gpu.limits.maxBufferSize,
+            maxBufferSize: dev.maxBuffer,
+            maxGpuBytes: m.init.maxGpuBytes,
           },
         });
         setInterval(() => post({ type: "heartbeat", lost: gpu!.now.dev.isLost }), m.init.heartbeatMs);
@@ -77,6 +79,7 @@ export function serveGpuWorker(run: WorkerRun): void {
             signal: ac.signal,
             onProgress,
             onPreview: previewAsProgress(onProgress),
+            onPlan: (plan) => console.log(`job plan: ${plan.summary}`),
           });
           const bytes = result.bytes.byteOffset === 0 && result.bytes.byteLength === result.bytes.buffer.byteLength
             ? result.bytes

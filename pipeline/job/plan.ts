@@ -1,0 +1,248 @@
+// The run planner: before any GPU work, cut a run to fit the adapter's limits (the largest storage binding, the
+// largest buffer) and the memory the run may hold (--max-gpu-mb): frames per UNet call (the request's chunk size is
+// an upper bound) and frames per VAE decode. Ops split whatever still exceeds a binding (pipeline/ops/launch.ts),
+// so bindings only bound what cannot be split: one frame's tokens of one channel block (a transpose), one frame's
+// self-attention keys, the latents of the whole video (scheduler updates). A request that cannot fit even at one
+// frame per call is refused with the limit it exceeds and the largest size that would fit.
+//
+// The memory model counts a call's live activations per frame from the model configs (skip connections held for
+// the up path, a transformer block's feed-forward, the concatenated up-path inputs) with the buffer pool's rounding;
+// tests/plan_test.ts checks it against the pool's measured peak.
+import { RequestError } from "../errors.ts";
+import { BYTES, type DType } from "../gpu/device.ts";
+import { DEMO_TEXT_ENCODER, DEMO_UNET, DEMO_VAE } from "../models/demo.ts";
+import { clipTextShapes, unetShapes, vaeShapes } from "../models/shapes.ts";
+import type { UNetConfig } from "../models/unet.ts";
+import type { VAEConfig } from "../models/vae.ts";
+import type { Mode } from "./modes.ts";
+
+export interface PlanLimits {
+  /** maxStorageBufferBindingSize (bytes). */
+  maxBinding: number;
+  /** maxBufferSize (bytes). */
+  maxBuffer: number;
+  /** What the run may hold in all, weights included (bytes); undefined: no cap beyond the adapter's. */
+  maxBytes?: number;
+}
+
+export interface PlanModels {
+  unet: UNetConfig;
+  vae: VAEConfig;
+  /** A ControlNet runs beside the UNet (pose, canny, depth). */
+  controlnet?: boolean;
+  dtype: DType;
+  /** Bytes of the loaded weights (UNet, VAE, text encoder, ControlNet). */
+  weightBytes: number;
+}
+
+export interface PlanRequest {
+  mode: Mode;
+  width: number;
+  height: number;
+  /** Output frames. */
+  frames: number;
+  /** The request's chunk size (frames per UNet call, anchor included): an upper bound. */
+  chunkSize?: number;
+}
+
+export interface RunPlan {
+  /** Frames per UNet call, the anchor included (>= 2); >= frames: all frames in one call. */
+  chunkSize: number;
+  /** Frames per VAE decode call. */
+  decodeBatch: number;
+  /** Estimated bytes the run holds at its peak (weights included). */
+  peakBytes: number;
+  /** The plan in one line, for the CLI and the server's log. */
+  summary: string;
+}
+
+/** The memory cap in force (bytes): the smaller of a server's (--max-gpu-mb) and the request's maxGpuMb. */
+export function memoryCap(serverBytes: number | undefined, requestMb: number | undefined): number | undefined {
+  const req = requestMb !== undefined ? requestMb * 2 ** 20 : undefined;
+  return serverBytes === undefined ? req : req === undefined ? serverBytes : Math.min(serverBytes, req);
+}
+
+/** Guidance groups per frame in a UNet call: classifier-free guidance (pix2pix: text and image guidance). */
+export function guidanceGroups(mode: Mode): number {
+  return mode === "pix2pix" ? 3 : 2;
+}
+
+/** The pool hands out size classes up to 25% above a request (pipeline/gpu/pool.ts). */
+const POOL = 1.25;
+
+const mb = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+
+function levels(unet: UNetConfig, h: number, w: number) {
+  const n = unet.block_out_channels.length;
+  const per = Array.isArray(unet.layers_per_block) ? unet.layers_per_block : Array(n).fill(unet.layers_per_block);
+  return unet.block_out_channels.map((C, l) => {
+    const hl = Math.ceil(h / 2 ** l), wl = Math.ceil(w / 2 ** l);
+    return {
+      C,
+      N: hl * wl,
+      layers: per[l] as number,
+      attn: /CrossAttn/.test(unet.down_block_types[l] ?? ""),
+      next: l + 1 < n ? Math.ceil(h / 2 ** (l + 1)) * Math.ceil(w / 2 ** (l + 1)) : 0,
+    };
+  });
+}
+
+/** Per frame of one guidance group in a UNet call (elements): live activations at the peak, the largest tensor,
+ *  and what must fit one binding (a transpose of one frame's tokens, its self-attention keys). */
+export function unetPerFrame(unet: UNetConfig, h: number, w: number) {
+  const ls = levels(unet, h, w);
+  // Skips held for the up path: conv_in, each down layer, each downsampler.
+  let skips = ls[0].C * ls[0].N;
+  for (const l of ls) skips += l.layers * l.C * l.N + (l.next ? l.C * l.next : 0);
+  // The working set of a level: a transformer block (tokens, norm, q, attention out, residual, the feed-forward's
+  // 8C projection and its 4C GEGLU output) or a resnet on a concatenated up-path input.
+  const work = Math.max(...ls.map((l) => (l.attn ? 14 : 8) * l.C * l.N));
+  const largest = Math.max(...ls.map((l) => (l.attn ? 8 : 3) * l.C * l.N));
+  const attn = ls.filter((l) => l.attn);
+  const unit = Math.max(...ls.map((l) => l.C * l.N));
+  // Anchor keys/values recorded for chunked runs: k and v of every self-attention layer (down, up: layers + 1).
+  const anchor = attn.reduce((s, l) => s + 2 * (2 * l.layers + 1) * l.C * l.N, 0);
+  return { live: skips + work, largest, unit, anchor };
+}
+
+/** One VAE decode of one frame (elements): live activations at the peak, the largest tensor, what must fit one
+ *  binding (the mid block's attention keys, one channel plane). */
+export function vaePerFrame(vae: VAEConfig, h: number, w: number) {
+  const rev = [...vae.block_out_channels].reverse();
+  let R = h * w, prev = rev[0], live = 0, largest = 0;
+  const mid = rev[0] * R;
+  live = 6 * mid;
+  rev.forEach((c, i) => {
+    live = Math.max(live, 3 * Math.max(prev, c) * R);
+    largest = Math.max(largest, Math.max(prev, c) * R);
+    if (i < rev.length - 1) {
+      live = Math.max(live, c * R + 2 * c * 4 * R);
+      largest = Math.max(largest, c * 4 * R);
+      R *= 4;
+    }
+    prev = c;
+  });
+  return { live, largest, unit: mid };
+}
+
+/** Frames one UNet call may hold within the limits (0: not even one), and what limits it. */
+function framesPerCall(m: PlanModels, lim: PlanLimits, r: PlanRequest): { frames: number; why: string } {
+  const h = r.height / 8, w = r.width / 8, eb = BYTES[m.dtype];
+  const u = unetPerFrame(m.unet, h, w), groups = guidanceGroups(r.mode);
+  const cn = m.controlnet ? 2 : 1;
+  let frames = Math.floor(lim.maxBuffer / (groups * u.largest * eb));
+  let why = `maxBufferSize ${mb(lim.maxBuffer)}`;
+  if (lim.maxBytes !== undefined) {
+    const fixed = m.weightBytes + POOL * eb * (8 * r.frames * 4 * h * w + groups * u.anchor);
+    const byMem = Math.floor((lim.maxBytes - fixed) / (POOL * eb * groups * cn * u.live));
+    if (byMem < frames) frames = byMem, why = `--max-gpu-mb ${Math.round(lim.maxBytes / 2 ** 20)}`;
+  }
+  return { frames: Math.max(0, frames), why };
+}
+
+/** Why a request cannot run at all (even one frame per call), or null. */
+function blocker(m: PlanModels, lim: PlanLimits, r: PlanRequest): string | null {
+  const h = r.height / 8, w = r.width / 8, eb = BYTES[m.dtype];
+  const u = unetPerFrame(m.unet, h, w), v = vaePerFrame(m.vae, h, w);
+  const binding = `maxStorageBufferBindingSize (${lim.maxBinding} bytes)`;
+  if (u.unit * eb > lim.maxBinding) {
+    return `one frame's UNet tokens (${u.unit * eb} bytes) exceed one storage binding, ${binding}`;
+  }
+  if (v.unit * eb > lim.maxBinding) {
+    return `one frame's VAE attention keys (${v.unit * eb} bytes) exceed one storage binding, ${binding}`;
+  }
+  if (3 * r.width * r.height * 4 > lim.maxBinding) {
+    return `one decoded frame (${3 * r.width * r.height * 4} bytes) exceeds one storage binding, ${binding}`;
+  }
+  const latents = r.frames * m.unet.in_channels * h * w * eb;
+  if (latents > lim.maxBinding) {
+    return `the latents of ${r.frames} frames (${latents} bytes) exceed one storage binding, ${binding}`;
+  }
+  if (v.largest * eb > lim.maxBuffer) {
+    return `one frame's VAE decode needs a ${v.largest * eb}-byte tensor, above maxBufferSize (${lim.maxBuffer} bytes)`;
+  }
+  if (lim.maxBytes !== undefined) {
+    const vaeBytes = m.weightBytes + POOL * eb * (v.live + r.frames * 4 * h * w * 2);
+    if (vaeBytes > lim.maxBytes) {
+      return `decoding one frame needs about ${mb(vaeBytes)}, above --max-gpu-mb ${Math.round(lim.maxBytes / 2 ** 20)}`;
+    }
+  }
+  if (framesPerCall(m, lim, r).frames < 1) {
+    const { why } = framesPerCall(m, lim, r);
+    return `one frame per UNet call does not fit ${why}`;
+  }
+  return null;
+}
+
+/** The largest width x height at the request's aspect ratio (multiples of 8) that runs, or null if none does. */
+export function largestFitting(
+  m: PlanModels,
+  lim: PlanLimits,
+  r: PlanRequest,
+): { width: number; height: number } | null {
+  const long = Math.max(r.width, r.height);
+  for (let s = long - 8; s >= 8; s -= 8) {
+    const width = Math.max(8, Math.floor(r.width * s / long / 8) * 8);
+    const height = Math.max(8, Math.floor(r.height * s / long / 8) * 8);
+    if (!blocker(m, lim, { ...r, width, height })) return { width, height };
+  }
+  return null;
+}
+
+/** The plan for a request, or a RequestError naming the limit it exceeds and the largest size that would fit. */
+export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan {
+  const why = blocker(m, lim, r);
+  if (why) {
+    const field = /latents of/.test(why) ? "videoLength" : /max-gpu-mb/.test(why) ? "maxGpuMb" : "width";
+    let hint: string;
+    if (field === "videoLength") {
+      const h = r.height / 8, w = r.width / 8;
+      const most = Math.floor(lim.maxBinding / (m.unet.in_channels * h * w * BYTES[m.dtype]));
+      hint = `at most ${most} frames fit at ${r.width}x${r.height}`;
+    } else {
+      const fit = largestFitting(m, lim, r);
+      hint = fit ? `the largest size that fits is ${fit.width}x${fit.height}` : "no size fits";
+    }
+    throw new RequestError(field, `${r.width}x${r.height}, ${r.frames} frames cannot run on this GPU: ${why}; ${hint}`);
+  }
+  const h = r.height / 8, w = r.width / 8, eb = BYTES[m.dtype];
+  const u = unetPerFrame(m.unet, h, w), v = vaePerFrame(m.vae, h, w), groups = guidanceGroups(r.mode);
+  const fit = framesPerCall(m, lim, r);
+  // One call holds all frames when the chunk covers them, else the anchor and then chunk - 1 frames per call
+  // (pipeline/modes/common.ts framesInChunks).
+  const callFrames = (c: number) => c >= r.frames ? r.frames : c - 1;
+  let chunkSize = Math.max(2, r.chunkSize ?? r.frames), limitedBy = "";
+  if (callFrames(chunkSize) > fit.frames) {
+    chunkSize = Math.max(2, Math.min(fit.frames + 1, r.frames - 1));
+    limitedBy = ` (limited by ${fit.why})`;
+  }
+  const perCall = callFrames(chunkSize);
+  const cn = m.controlnet ? 2 : 1;
+  const unetPeak = POOL * eb * (groups * perCall * cn * u.live + (chunkSize < r.frames ? groups * u.anchor : 0));
+  const fixed = POOL * eb * 8 * r.frames * 4 * h * w;
+  const peakBytes = Math.round(m.weightBytes + fixed + Math.max(unetPeak, POOL * eb * v.live));
+  const split = groups * perCall * u.largest * eb > lim.maxBinding || v.largest * eb > lim.maxBinding;
+  const summary = [
+    chunkSize >= r.frames
+      ? `all ${r.frames} frames in one UNet call${limitedBy}`
+      : `${perCall} frame${
+        perCall > 1 ? "s" : ""
+      } per UNet call after the anchor (chunk size ${chunkSize})${limitedBy}`,
+    `VAE decode 1 frame at a time`,
+    split
+      ? `ops split past ${mb(lim.maxBinding)} bindings`
+      : `no op needs splitting (bindings <= ${mb(lim.maxBinding)})`,
+    `estimated peak ${mb(peakBytes)}${lim.maxBytes !== undefined ? ` of ${mb(lim.maxBytes)}` : ""}`,
+  ].join("; ");
+  return { chunkSize, decodeBatch: 1, peakBytes, summary };
+}
+
+/** The built-in demo model as the planner sees it, so its requests are planned (and refused) at submission.
+ *  Its weights as loaded: the text encoder's embedding tables stay on the host. */
+export function demoPlanModels(dtype: DType): PlanModels {
+  let n = 0;
+  for (const m of [unetShapes(DEMO_UNET), vaeShapes(DEMO_VAE), clipTextShapes(DEMO_TEXT_ENCODER)]) {
+    for (const [name, shape] of m) if (!name.includes(".embeddings.")) n += shape.reduce((p, d) => p * d, 1);
+  }
+  return { unet: DEMO_UNET, vae: DEMO_VAE, dtype, weightBytes: n * BYTES[dtype] };
+}

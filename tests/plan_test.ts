@@ -1,0 +1,194 @@
+// The run planner (pipeline/job/plan.ts): chunk sizes within the adapter's limits and a memory cap, refusals that
+// name the limit and the largest size that fits, its memory model against the buffer pool's measured peak, and
+// whole runs on the tiny models with the limits the planner and the ops see forced small: the same frames.
+import { assert, assertEquals, assertThrows } from "../fixtures/asserts.ts";
+import { RequestError } from "../pipeline/errors.ts";
+import { empty, withTensorScope } from "../pipeline/gpu/tensor.ts";
+import {
+  demoPlanModels,
+  largestFitting,
+  memoryCap,
+  type PlanLimits,
+  type PlanModels,
+  type PlanRequest,
+  planRun,
+  unetPerFrame,
+  vaePerFrame,
+} from "../pipeline/job/plan.ts";
+import { runJob } from "../pipeline/job/run.ts";
+import type { JobRequest } from "../pipeline/job/types.ts";
+import { validateRequest } from "../pipeline/job/validate.ts";
+import { probeVideo } from "../pipeline/media/probe.ts";
+import { ModelCache } from "../pipeline/model_cache.ts";
+import { loadDemoSD } from "../pipeline/models/demo.ts";
+import { VAE } from "../pipeline/models/vae.ts";
+import { assertClose, gpuTest, testDevice } from "./util.ts";
+
+const MiB = 2 ** 20;
+const DEMO: PlanModels = demoPlanModels("f32");
+const BIG: PlanLimits = { maxBinding: 128 * MiB, maxBuffer: 2 ** 31 - 1 };
+const T2V: PlanRequest = { mode: "text2video", width: 128, height: 128, frames: 8, chunkSize: 8 };
+
+Deno.test("plan: the request's chunk size when everything fits; an upper bound otherwise", () => {
+  assertEquals(planRun(DEMO, BIG, T2V).chunkSize, 8);
+  assertEquals(planRun(DEMO, BIG, { ...T2V, chunkSize: 3 }).chunkSize, 3);
+  assert(planRun(DEMO, BIG, T2V).summary.includes("all 8 frames in one UNet call"));
+  // A buffer that holds the largest UNet tensor of exactly 5 frames (2 guidance groups each; one VAE frame needs 4):
+  // the anchor, then 5 frames per call; one byte less: 4 per call.
+  const largest = unetPerFrame(DEMO.unet, 16, 16).largest * 4 * 2;
+  const r16 = { ...T2V, frames: 16, chunkSize: 16 };
+  const five = planRun(DEMO, { ...BIG, maxBuffer: 5 * largest }, r16);
+  assertEquals(five.chunkSize, 6);
+  assert(five.summary.includes("5 frames per UNet call after the anchor (chunk size 6) (limited by maxBufferSize"));
+  assertEquals(planRun(DEMO, { ...BIG, maxBuffer: 5 * largest - 1 }, r16).chunkSize, 5);
+  // Never above the request's.
+  assertEquals(planRun(DEMO, { ...BIG, maxBuffer: 5 * largest }, { ...r16, chunkSize: 3 }).chunkSize, 3);
+});
+
+Deno.test("plan: a memory cap lowers the chunk size; more memory, larger chunks", () => {
+  // The demo model's weights are 11 MiB; one 128x128 frame's decode needs 19 MiB in all.
+  const caps = [20, 22, 26, 64];
+  const sizes = caps.map((mb) => planRun(DEMO, { ...BIG, maxBytes: mb * MiB }, T2V));
+  for (let i = 1; i < sizes.length; i++) assert(sizes[i].chunkSize >= sizes[i - 1].chunkSize);
+  assert(sizes[0].chunkSize < 8 && sizes[3].chunkSize === 8, sizes.map((s) => s.chunkSize).join());
+  for (const [i, mb] of caps.entries()) assert(sizes[i].peakBytes <= mb * MiB, sizes[i].summary);
+  assert(sizes[0].summary.includes("limited by --max-gpu-mb 20"), sizes[0].summary);
+  assertEquals(memoryCap(undefined, undefined), undefined);
+  assertEquals(memoryCap(100 * MiB, undefined), 100 * MiB);
+  assertEquals(memoryCap(100 * MiB, 50), 50 * MiB);
+  assertEquals(memoryCap(100 * MiB, 500), 100 * MiB);
+});
+
+Deno.test("plan: a request that cannot fit names the limit and the largest size that does", () => {
+  const lim = { maxBinding: 4 * MiB, maxBuffer: 64 * MiB };
+  const req = { ...T2V, width: 1024, height: 768 };
+  const e = assertThrows(() => planRun(DEMO, lim, req), RequestError) as RequestError;
+  assertEquals(e.field, "width");
+  assert(e.message.includes("maxStorageBufferBindingSize (4194304 bytes)"), e.message);
+  const fit = largestFitting(DEMO, lim, req)!;
+  assert(e.message.includes(`the largest size that fits is ${fit.width}x${fit.height}`), e.message);
+  // It does fit, at the request's aspect ratio; 8 more pixels on the long side do not.
+  assert(Math.abs(fit.width / fit.height - 4 / 3) < 0.05, `${fit.width}x${fit.height}`);
+  planRun(DEMO, lim, { ...req, ...fit });
+  assertThrows(() => planRun(DEMO, lim, { ...req, width: fit.width + 8, height: fit.height + 6 }), RequestError);
+  // Too many frames for the latents' one binding: the frame count is the field to change.
+  const long = assertThrows(
+    () => planRun(DEMO, { maxBinding: 256 * 1024, maxBuffer: 64 * MiB }, { ...T2V, frames: 100 }),
+    RequestError,
+  ) as RequestError;
+  assertEquals(long.field, "videoLength");
+  assert(long.message.includes("at most 64 frames fit at 128x128"), long.message);
+  // A memory cap below one frame's decode.
+  const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 16 * MiB }, T2V), RequestError) as RequestError;
+  assertEquals(cap.field, "maxGpuMb");
+});
+
+Deno.test("plan: validation refuses a demo-model request that cannot fit, before any GPU work", () => {
+  const req: JobRequest = {
+    mode: "text2video",
+    model: "demo",
+    prompt: "x",
+    width: 1024,
+    height: 1024,
+    precision: "f32",
+  };
+  const device = { f16: false, maxBinding: 4 * MiB, maxBuffer: 256 * MiB };
+  const e = assertThrows(() => validateRequest(req, device), RequestError) as RequestError;
+  assertEquals(e.field, "width");
+  assert(/largest size that fits is \d+x\d+/.test(e.message), e.message);
+  // The same request with the adapter's real limits, or without limits (the CLI's first pass), is valid.
+  validateRequest(req, { ...device, maxBinding: 128 * MiB });
+  validateRequest(req);
+  // A memory cap (the server's or the request's).
+  const capped = assertThrows(() =>
+    validateRequest({ ...req, width: 256, height: 256, maxGpuMb: 64 }, {
+      ...device,
+      maxBinding: 128 * MiB,
+      maxGpuBytes: 4 * MiB,
+    }), RequestError) as RequestError;
+  assertEquals(capped.field, "maxGpuMb");
+});
+
+gpuTest("plan: the memory model bounds the pool's measured peak (UNet call, VAE decode), within 2x", async (dev) => {
+  const sd = await loadDemoSD(dev, "sd", "f32");
+  try {
+    for (const [size, frames] of [[128, 3], [192, 2]]) {
+      const h = size / 8;
+      await withTensorScope(dev, async () => {
+        const context = empty(dev, [2, 77, 32], "f32"), x = empty(dev, [2 * frames, 4, h, h], "f32");
+        await dev.sync();
+        let base = dev.pool.inUse;
+        dev.pool.peakInUse = base;
+        sd.unet.forward({ sample: x, timesteps: [500], context, attn: { crossFrame: { groups: 2 } } }).release();
+        await dev.sync();
+        const unet = dev.pool.peakInUse - base, est = 1.25 * 4 * 2 * frames * unetPerFrame(sd.unet.cfg, h, h).live;
+        assert(unet <= est && est <= 2 * unet, `UNet ${size}: measured ${unet}, estimated ${est}`);
+        base = dev.pool.inUse;
+        dev.pool.peakInUse = base;
+        const lat = empty(dev, [1, 4, h, h], "f32");
+        const sample = sd.vae.decode(lat);
+        VAE.toImage(sample, "nhwc").release();
+        sample.release();
+        await dev.sync();
+        const vae = dev.pool.peakInUse - base, vest = 1.25 * 4 * vaePerFrame(sd.vae.cfg, h, h).live;
+        assert(vae <= vest && vest <= 2 * vae, `VAE ${size}: measured ${vae}, estimated ${vest}`);
+      });
+    }
+  } finally {
+    sd.dispose();
+  }
+});
+
+// Whole runs: 128x128, 8 frames, 2 steps, f32, the demo model.
+const RUN: JobRequest = {
+  mode: "text2video",
+  model: "demo",
+  prompt: "a panda",
+  width: 128,
+  height: 128,
+  videoLength: 8,
+  steps: 2,
+  seed: 7,
+  precision: "f32",
+};
+
+async function run(limits: { maxBinding?: number; maxBuffer?: number }, extra: Partial<JobRequest> = {}) {
+  const dev = await testDevice();
+  const models = new ModelCache(dev);
+  const restore = dev.lowerLimits(limits);
+  let frames: Float32Array | null = null, summary = "", chunk = 0;
+  try {
+    dev.pool.peakInUse = dev.pool.inUse;
+    const base = dev.pool.inUse;
+    const r = await runJob({ dev, models }, { ...RUN, ...extra }, {
+      onFrames: (f) => frames = f,
+      onPlan: (p) => (summary = p.summary, chunk = p.chunkSize),
+    });
+    const info = await probeVideo(r.bytes);
+    assertEquals([info.frames, info.width, info.height], [8, 128, 128], "a playable 8-frame video");
+    return { frames: frames!, summary, chunk, peak: dev.pool.peakInUse - base, weights: models.bytes };
+  } finally {
+    restore();
+    models.dispose();
+  }
+}
+
+gpuTest("plan: forced small limits (ops split, fewer frames per call) give the same frames", async () => {
+  const whole = await run({});
+  assert(whole.summary.includes("all 8 frames in one UNet call"), whole.summary);
+  // Bindings of 2 MiB: the UNet's feed-forward of 16 samples splits; every op is computed as before.
+  const split = await run({ maxBinding: 2 * MiB, maxBuffer: 4 * MiB });
+  assert(split.summary.includes("all 8 frames in one UNet call") && split.summary.includes("ops split"), split.summary);
+  assertEquals(split.frames, whole.frames);
+  // Buffers of 2 MiB: 4 frames per call after the anchor; bindings of 1 MiB: one VAE frame's convolutions split
+  // their channels (partial sums: float rounding only).
+  const small = await run({ maxBinding: 1 * MiB, maxBuffer: 2 * MiB });
+  assertEquals(small.chunk, 5, small.summary);
+  assertClose(small.frames, whole.frames, { maxAbs: 2e-4, relL2: 1e-5 }, "1 MiB bindings, chunk 5");
+});
+
+gpuTest("plan: a run under --max-gpu-mb holds no more than that", async () => {
+  const capped = await run({}, { maxGpuMb: 21 });
+  assert(capped.chunk < 8, capped.summary);
+  assert(capped.peak + capped.weights <= 21 * MiB, `peak ${capped.peak} + weights ${capped.weights}`);
+});
