@@ -18,6 +18,7 @@ import {
 import { runJob } from "../pipeline/job/run.ts";
 import type { JobRequest } from "../pipeline/job/types.ts";
 import { validateRequest } from "../pipeline/job/validate.ts";
+import { openServer } from "../routes/server.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
 import { loadDemoSD } from "../pipeline/models/demo.ts";
@@ -191,4 +192,42 @@ gpuTest("plan: a run under --max-gpu-mb holds no more than that", async () => {
   const capped = await run({}, { maxGpuMb: 21 });
   assert(capped.chunk < 8, capped.summary);
   assert(capped.peak + capped.weights <= 21 * MiB, `peak ${capped.peak} + weights ${capped.weights}`);
+});
+
+Deno.test("plan: the server refuses a request that cannot fit with 400 at submission; nothing is queued", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-plan-" });
+  const ran: JobRequest[] = [];
+  // What serve() gives validation on a GPU with 4 MiB bindings (lavapipe's is 128 MiB; this one is small).
+  const device = { f16: false, maxBinding: 4 * MiB, maxBuffer: 256 * MiB };
+  const srv = await openServer({
+    dataDir: dir,
+    modelRoots: [],
+    validate: (r, limits) => validateRequest(r, device, limits),
+    runner: (req) => {
+      ran.push(req);
+      return Promise.reject(new Error("the runner must not be reached"));
+    },
+    log: () => {},
+    autostart: false,
+  });
+  try {
+    const post = (body: unknown) =>
+      srv.app.request("/v1/jobs", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const res = await post({ mode: "text2video", prompt: "x", width: 1024, height: 1024, precision: "f32" });
+    const body = await res.json();
+    assertEquals([res.status, body.field], [400, "width"], JSON.stringify(body));
+    assert(/4194304 bytes.*largest size that fits is \d+x\d+/.test(body.error), body.error);
+    assertEquals((await srv.queue.counts()).queued, 0);
+    // A size that fits is accepted (and queued: no worker runs here).
+    const ok = await post({ mode: "text2video", prompt: "x", width: 256, height: 256, precision: "f32" });
+    assertEquals(ok.status, 202, await ok.text());
+    assertEquals([(await srv.queue.counts()).queued, ran.length], [1, 0]);
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
