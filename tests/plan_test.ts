@@ -47,13 +47,13 @@ Deno.test("plan: the request's chunk size when everything fits; an upper bound o
 });
 
 Deno.test("plan: a memory cap lowers the chunk size; more memory, larger chunks", () => {
-  // The demo model's weights are 11 MiB; one 128x128 frame's decode needs 19 MiB in all.
-  const caps = [20, 22, 26, 64];
-  const sizes = caps.map((mb) => planRun(DEMO, { ...BIG, maxBytes: mb * MiB }, T2V));
-  for (let i = 1; i < sizes.length; i++) assert(sizes[i].chunkSize >= sizes[i - 1].chunkSize);
-  assert(sizes[0].chunkSize < 8 && sizes[3].chunkSize === 8, sizes.map((s) => s.chunkSize).join());
+  // The demo model's weights are 11 MiB; one 128x128 frame's decode (with 24 frames' latents) needs 22 MiB in all.
+  const caps = [23, 26, 32, 64], r24 = { ...T2V, frames: 24, chunkSize: 24 };
+  const sizes = caps.map((mb) => planRun(DEMO, { ...BIG, maxBytes: mb * MiB }, r24));
+  for (let i = 1; i < sizes.length; i++) assert(sizes[i].chunkSize > sizes[i - 1].chunkSize);
+  assert(sizes[0].chunkSize < 24 && sizes[3].chunkSize === 24, sizes.map((s) => s.chunkSize).join());
   for (const [i, mb] of caps.entries()) assert(sizes[i].peakBytes <= mb * MiB, sizes[i].summary);
-  assert(sizes[0].summary.includes("limited by --max-gpu-mb 20"), sizes[0].summary);
+  assert(sizes[0].summary.includes("limited by --max-gpu-mb 23"), sizes[0].summary);
   assertEquals(memoryCap(undefined, undefined), undefined);
   assertEquals(memoryCap(100 * MiB, undefined), 100 * MiB);
   assertEquals(memoryCap(100 * MiB, 50), 50 * MiB);
@@ -80,7 +80,7 @@ Deno.test("plan: a request that cannot fit names the limit and the largest size 
   assertEquals(long.field, "videoLength");
   assert(long.message.includes("at most 64 frames fit at 128x128"), long.message);
   // A memory cap below one frame's decode.
-  const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 16 * MiB }, T2V), RequestError) as RequestError;
+  const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 20 * MiB }, T2V), RequestError) as RequestError;
   assertEquals(cap.field, "maxGpuMb");
 });
 
@@ -189,9 +189,9 @@ gpuTest("plan: forced small limits (ops split, fewer frames per call) give the s
 });
 
 gpuTest("plan: a run under --max-gpu-mb holds no more than that", async () => {
-  const capped = await run({}, { maxGpuMb: 21 });
+  const capped = await run({}, { maxGpuMb: 22 });
   assert(capped.chunk < 8, capped.summary);
-  assert(capped.peak + capped.weights <= 21 * MiB, `peak ${capped.peak} + weights ${capped.weights}`);
+  assert(capped.peak + capped.weights <= 22 * MiB, `peak ${capped.peak} + weights ${capped.weights}`);
 });
 
 Deno.test("plan: the server refuses a request that cannot fit with 400 at submission; nothing is queued", async () => {

@@ -113,7 +113,7 @@ export function vaePerFrame(vae: VAEConfig, h: number, w: number) {
   const mid = rev[0] * R;
   live = 6 * mid;
   rev.forEach((c, i) => {
-    live = Math.max(live, 3 * Math.max(prev, c) * R);
+    live = Math.max(live, 4 * Math.max(prev, c) * R);
     largest = Math.max(largest, Math.max(prev, c) * R);
     if (i < rev.length - 1) {
       live = Math.max(live, c * R + 2 * c * 4 * R);
@@ -125,6 +125,11 @@ export function vaePerFrame(vae: VAEConfig, h: number, w: number) {
   return { live, largest, unit: mid };
 }
 
+/** What a run holds whatever its cut: weights, and the video's latents with the scheduler's copies of them. */
+function baseBytes(m: PlanModels, r: PlanRequest): number {
+  return m.weightBytes + POOL * BYTES[m.dtype] * 8 * r.frames * m.unet.in_channels * (r.height / 8) * (r.width / 8);
+}
+
 /** Frames one UNet call may hold within the limits (0: not even one), and what limits it. */
 function framesPerCall(m: PlanModels, lim: PlanLimits, r: PlanRequest): { frames: number; why: string } {
   const h = r.height / 8, w = r.width / 8, eb = BYTES[m.dtype];
@@ -133,7 +138,7 @@ function framesPerCall(m: PlanModels, lim: PlanLimits, r: PlanRequest): { frames
   let frames = Math.floor(lim.maxBuffer / (groups * u.largest * eb));
   let why = `maxBufferSize ${mb(lim.maxBuffer)}`;
   if (lim.maxBytes !== undefined) {
-    const fixed = m.weightBytes + POOL * eb * (8 * r.frames * 4 * h * w + groups * u.anchor);
+    const fixed = baseBytes(m, r) + POOL * eb * groups * u.anchor;
     const byMem = Math.floor((lim.maxBytes - fixed) / (POOL * eb * groups * cn * u.live));
     if (byMem < frames) frames = byMem, why = `--max-gpu-mb ${Math.round(lim.maxBytes / 2 ** 20)}`;
   }
@@ -162,7 +167,7 @@ function blocker(m: PlanModels, lim: PlanLimits, r: PlanRequest): string | null 
     return `one frame's VAE decode needs a ${v.largest * eb}-byte tensor, above maxBufferSize (${lim.maxBuffer} bytes)`;
   }
   if (lim.maxBytes !== undefined) {
-    const vaeBytes = m.weightBytes + POOL * eb * (v.live + r.frames * 4 * h * w * 2);
+    const vaeBytes = baseBytes(m, r) + POOL * eb * v.live;
     if (vaeBytes > lim.maxBytes) {
       return `decoding one frame needs about ${mb(vaeBytes)}, above --max-gpu-mb ${Math.round(lim.maxBytes / 2 ** 20)}`;
     }
@@ -219,8 +224,7 @@ export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan
   const perCall = callFrames(chunkSize);
   const cn = m.controlnet ? 2 : 1;
   const unetPeak = POOL * eb * (groups * perCall * cn * u.live + (chunkSize < r.frames ? groups * u.anchor : 0));
-  const fixed = POOL * eb * 8 * r.frames * 4 * h * w;
-  const peakBytes = Math.round(m.weightBytes + fixed + Math.max(unetPeak, POOL * eb * v.live));
+  const peakBytes = Math.round(baseBytes(m, r) + Math.max(unetPeak, POOL * eb * v.live));
   const split = groups * perCall * u.largest * eb > lim.maxBinding || v.largest * eb > lim.maxBinding;
   const summary = [
     chunkSize >= r.frames
