@@ -212,9 +212,9 @@ Deno.test("plan: the server refuses a request that cannot fit with 400 at submis
   });
   try {
     const post = (body: unknown) =>
-      srv.app.request("/v1/jobs", {
+      srv.app.request("http://localhost/v1/jobs", {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", host: "localhost" },
         body: JSON.stringify(body),
       });
     const res = await post({ mode: "text2video", prompt: "x", width: 1024, height: 1024, precision: "f32" });
