@@ -22,7 +22,9 @@ import { openServer } from "../routes/server.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
 import { loadDemoSD } from "../pipeline/models/demo.ts";
-import { VAE } from "../pipeline/models/vae.ts";
+import { VAE, type VAEConfig } from "../pipeline/models/vae.ts";
+import { vaeShapes } from "../pipeline/models/shapes.ts";
+import { randomSource } from "../pipeline/weights/random.ts";
 import { assertClose, gpuTest, testDevice } from "./util.ts";
 
 const MiB = 2 ** 20;
@@ -139,6 +141,37 @@ gpuTest("plan: the memory model bounds the pool's measured peak (UNet call, VAE 
     sd.dispose();
   }
 });
+
+gpuTest(
+  "plan: an SD 1.5-sized VAE records a 512x512 f32 decode within the adapter's real binding limit",
+  async (dev) => {
+    // Recording validates every binding (Device.dispatch, createBindGroup) without running the decoder, which would
+    // take minutes on a CPU adapter; the op tables check that the split computes what the unsplit ops do.
+    const cfg: VAEConfig = {
+      in_channels: 3,
+      out_channels: 3,
+      block_out_channels: [128, 256, 512, 512],
+      layers_per_block: 2,
+      latent_channels: 4,
+      norm_num_groups: 32,
+      scaling_factor: 0.18215,
+    };
+    const largest = vaePerFrame(cfg, 64, 64).largest * 4;
+    assert(largest > dev.adapterLimits.maxBinding, `a ${largest}-byte feature map should exceed one binding`);
+    const vae = await VAE.load(dev, randomSource(vaeShapes(cfg), 9), cfg, "f32", true);
+    try {
+      dev.gpu.pushErrorScope("validation");
+      const n0 = dev.dispatches;
+      dev.precompile(() => VAE.toImage(vae.decode(empty(dev, [1, 4, 64, 64], "f32")), "nhwc"));
+      const err = await dev.gpu.popErrorScope();
+      assert(!err, err?.message);
+      assert(dev.dispatches - n0 > 100, `${dev.dispatches - n0} dispatches recorded`);
+    } finally {
+      vae.dispose();
+      dev.pool.trim();
+    }
+  },
+);
 
 // Whole runs: 128x128, 8 frames, 2 steps, f32, the demo model.
 const RUN: JobRequest = {
