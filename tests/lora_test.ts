@@ -6,13 +6,14 @@ import { assert, assertEquals, assertRejects } from "../fixtures/asserts.ts";
 import { encodeSafetensors, f32, type StEntry } from "../fixtures/safetensors_writer.ts";
 import type { Device } from "../pipeline/gpu/device.ts";
 import { ModelCache, type SDAdapter } from "../pipeline/model_cache.ts";
-import { adaptableWeights, applyLoras } from "../pipeline/models/adapters.ts";
+import { adaptableWeights, applyLoras, mergedCopy } from "../pipeline/models/adapters.ts";
 import type { StableDiffusion } from "../pipeline/models/sd.ts";
 import { SeededNoise } from "../pipeline/modes/common.ts";
 import { text2video } from "../pipeline/modes/text2video.ts";
-import { LoraError, type LoraFile, readLora } from "../pipeline/weights/lora.ts";
+import { LoraError, type LoraFile, planLora, readLora } from "../pipeline/weights/lora.ts";
 import { kohyaFile, makePairs, mergedFolder, peftFile, TE_MODULES, TINY, UNET_MODULES } from "./lora_files.ts";
-import { assertClose, diff, gpuTest, randn } from "./util.ts";
+import { assertClose, diff, gpuTest, quantize, randn } from "./util.ts";
+import { uploadOwned } from "../pipeline/gpu/tensor.ts";
 
 function adapter(loras: { file: LoraFile; scale: number }[]): SDAdapter {
   return {
@@ -197,3 +198,58 @@ gpuTest("LoRAs that do not fit are refused with an example key, before any GPU w
     }
   });
 });
+
+gpuTest(
+  "mergedCopy: stacked weights, rows at aligned and unaligned offsets, several LoRAs on one weight",
+  async (dev) => {
+    for (const dtype of ["f32", "f16"] as const) {
+      // Three weights of [5, 7] stacked by rows: row 5 starts at byte 140 (f32) / 70 (f16), not bindable.
+      const K = 7, OUT = 5;
+      const base = quantize(randn(3 * OUT * K, 1), dtype);
+      const t = uploadOwned(dev, base, [3 * OUT, K], dtype);
+      const layer = { w: t };
+      const plan = planLora(
+        [{
+          file: {
+            path: "x",
+            name: "x",
+            format: "diffusers",
+            modules: [1, 2].map((i) => ({
+              component: "unet" as const,
+              name: `w${i}`,
+              underscored: false,
+              key: `w${i}.lora_A.weight`,
+              down: quantize(randn(3 * K, 10 + i), dtype),
+              downShape: [3, K],
+              up: quantize(randn(OUT * 3, 20 + i), dtype),
+              upShape: [OUT, 3],
+              alpha: 1.5,
+            })),
+          },
+          scale: 0.5,
+        }],
+        { unet: new Map([0, 1, 2].map((i) => [`w${i}.weight`, [OUT, K]])), text_encoder: new Map() },
+      );
+      const parts = [1, 2].map((i) =>
+        [{ layer, shape: [OUT, K], row: i * OUT }, plan.unet.get(`w${i}.weight`)!] as const
+      );
+      const merged = mergedCopy(t, parts.map(([s, d]) => [s, d]));
+      const got = await merged.read();
+      const want = Float64Array.from(base);
+      for (const [slot, d] of parts) {
+        for (let o = 0; o < OUT; o++) {
+          for (let i = 0; i < K; i++) {
+            let s = 0;
+            for (let r = 0; r < d.rank; r++) s += d.up[o * d.rank + r] * d.down[r * K + i];
+            want[(slot.row + o) * K + i] += s;
+          }
+        }
+      }
+      assertClose(got, Float32Array.from(want), dtype === "f32" ? { maxAbs: 1e-5 } : { maxAbs: 1e-2 }, dtype);
+      const after = await t.read();
+      assert(after.every((v, i) => v === quantize(base, dtype)[i]), "base changed");
+      merged.release();
+      t.release();
+    }
+  },
+);

@@ -45,10 +45,8 @@ export function applyLoras(sd: StableDiffusion, loras: { file: LoraFile; scale: 
       }
       for (const [layer, parts] of byLayer) {
         const base = layer.w;
-        const merged = ownedLike(base);
+        const merged = mergedCopy(base, parts);
         swaps.push({ layer, base, merged });
-        base.dev.copy(base.binding(), merged.binding());
-        for (const [slot, d] of parts) mergeInto(merged, slot, d);
         layer.w = merged;
       }
     }
@@ -60,20 +58,43 @@ export function applyLoras(sd: StableDiffusion, loras: { file: LoraFile; scale: 
   return undo;
 }
 
-/** merged[rows of slot] += up @ down, in place (the GEMM reads its residual and writes the same range). */
-function mergeInto(merged: Tensor, slot: WeightSlot, d: LoraDelta): void {
-  const dev = merged.dev, dtype = merged.dtype;
-  const view = merged.view([d.out, d.k], slot.row * d.k);
-  const up = upload(dev, d.up, [d.out, d.rank], dtype);
-  // linear computes x @ w^T with w [N, K]: w = down^T [k, rank].
-  const downT = new Float32Array(d.k * d.rank);
-  for (let r = 0; r < d.rank; r++) {
-    for (let i = 0; i < d.k; i++) downT[i * d.rank + r] = d.down[r * d.k + i];
+/**
+ * A copy of `base` in a fresh buffer with each part's update added to its rows; `base` is only read. All parts of
+ * one stored tensor go in one GEMM over the whole tensor: merged += U @ D with U [rows, R] holding each part's
+ * `up` at its rows and rank columns (zeros elsewhere, which add exactly nothing) and D [R, k] the parts' `down`s
+ * stacked, so no part needs a bindable offset of its own.
+ */
+export function mergedCopy(base: Tensor, parts: [WeightSlot, LoraDelta][]): Tensor {
+  const dev = base.dev, dtype = base.dtype;
+  const N = base.shape[0], k = base.numel / N;
+  const R = parts.reduce((s, [, d]) => s + d.rank, 0);
+  const U = new Float32Array(N * R), downT = new Float32Array(k * R);
+  let col = 0;
+  for (const [slot, d] of parts) {
+    if (d.k !== k || slot.row + d.out > N) throw new Error(`LoRA update [${d.out}, ${d.k}] outside [${base.shape}]`);
+    for (let o = 0; o < d.out; o++) {
+      for (let r = 0; r < d.rank; r++) U[(slot.row + o) * R + col + r] = d.up[o * d.rank + r];
+    }
+    // linear computes x @ w^T with w [k, R]: w = D^T.
+    for (let r = 0; r < d.rank; r++) {
+      for (let i = 0; i < k; i++) downT[i * R + col + r] = d.down[r * k + i];
+    }
+    col += d.rank;
   }
-  const w = upload(dev, downT, [d.k, d.rank], dtype);
-  linear(up, w, undefined, { residual: view, out: view });
-  up.release();
-  w.release();
+  const merged = ownedLike(base);
+  const u = upload(dev, U, [N, R], dtype), w = upload(dev, downT, [k, R], dtype);
+  try {
+    dev.copy(base.binding(), merged.binding());
+    const m = merged.view([N, k]);
+    linear(u, w, undefined, { residual: m, out: m });
+  } catch (e) {
+    merged.release();
+    throw e;
+  } finally {
+    u.release();
+    w.release();
+  }
+  return merged;
 }
 
 /** An uninitialised tensor with its own buffer, the size and shape of `t`. */
