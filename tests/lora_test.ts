@@ -253,3 +253,55 @@ gpuTest(
     }
   },
 );
+
+Deno.test("LoRA key names: kohya, PEFT, .lora.down/.lora.up, lora_linear_layer, attention processors", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-lora-keys-" });
+  try {
+    const pair = (down: string, up: string, k = 32): Record<string, StEntry> => ({
+      [down]: f32(randn(2 * k, 1), [2, k]),
+      [up]: f32(randn(32 * 2, 2), [32, 2]),
+    });
+    const u = "down_blocks.0.attentions.0.transformer_blocks.0";
+    const te = "text_model.encoder.layers.0";
+    const files: [string, Record<string, StEntry>, string[]][] = [
+      ["old.safetensors", {
+        ...pair(`unet.${u}.attn1.to_q.lora.down.weight`, `unet.${u}.attn1.to_q.lora.up.weight`),
+        ...pair(
+          `text_encoder.${te}.mlp.fc2.lora_linear_layer.down.weight`,
+          `text_encoder.${te}.mlp.fc2.lora_linear_layer.up.weight`,
+          64,
+        ),
+      }, [`unet:${u}.attn1.to_q.weight`, `text_encoder:${te}.mlp.fc2.weight`]],
+      ["procs.safetensors", {
+        ...pair(`${u}.attn2.processor.to_out_lora.down.weight`, `${u}.attn2.processor.to_out_lora.up.weight`),
+        ...pair(
+          `text_encoder.${te}.self_attn.to_k_lora.down.weight`,
+          `text_encoder.${te}.self_attn.to_k_lora.up.weight`,
+        ),
+      }, [`unet:${u}.attn2.to_out.0.weight`, `text_encoder:${te}.self_attn.k_proj.weight`]],
+      ["kohya.safetensors", {
+        ...pair(
+          `lora_te_text_model_encoder_layers_0_self_attn_v_proj.lora_down.weight`,
+          `lora_te_text_model_encoder_layers_0_self_attn_v_proj.lora_up.weight`,
+        ),
+      }, [`text_encoder:${te}.self_attn.v_proj.weight`]],
+    ];
+    const shapes = {
+      unet: new Map<string, number[]>([[`${u}.attn1.to_q.weight`, [32, 32]], [`${u}.attn2.to_out.0.weight`, [32, 32]]]),
+      text_encoder: new Map<string, number[]>([
+        [`${te}.mlp.fc2.weight`, [32, 64]],
+        [`${te}.self_attn.k_proj.weight`, [32, 32]],
+        [`${te}.self_attn.v_proj.weight`, [32, 32]],
+      ]),
+    };
+    for (const [name, tensors, want] of files) {
+      await Deno.writeFile(join(dir, name), encodeSafetensors(tensors));
+      const file = await readLora(join(dir, name));
+      const plan = planLora([{ file, scale: 1 }], shapes);
+      const got = (["unet", "text_encoder"] as const).flatMap((c) => [...plan[c].keys()].map((k) => `${c}:${k}`));
+      assertEquals(got.sort(), [...want].sort(), name);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,7 +1,8 @@
 // deno task bench [options]: kernel throughput (the op table's perf cases, SD 1.5 shapes at 512x512), the tiny
 // UNet's call time (CFG batch 2 and 2F frames with cross-frame attention), with --full one denoising step of
-// an SD 1.5-sized UNet with random weights, and with --peers the tiny UNet call beside onnxruntime-web (WebGPU
-// and wasm) and PyTorch on the CPU, in the same run. Plain aligned tables, or --json.
+// an SD 1.5-sized UNet with random weights, with --peers the tiny UNet call beside onnxruntime-web (WebGPU
+// and wasm) and PyTorch on the CPU, in the same run, and with --parts previews the cost of live previews on a tiny
+// text-to-video run. Plain aligned tables, or --json.
 import { parseArgs } from "node:util";
 import { stat } from "node:fs/promises";
 import { Device, type DType } from "../pipeline/gpu/device.ts";
@@ -22,11 +23,13 @@ import {
   tinyOnnx,
 } from "./bench/peers.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";
+import { benchPreviews, type PreviewRow } from "./bench/previews.ts";
 
 const HELP = `deno task bench [options]
 
 Parts (default: kernels,tiny; --full alone: full; --peers alone: peers):
-  --parts LIST        comma list of kernels, tiny, full, peers
+  --parts LIST        comma list of kernels, tiny, full, peers, previews
+                      (previews: a tiny text-to-video run with and without live previews, alternated; overhead)
   --full              one denoising step of an SD 1.5-sized UNet with random weights
   --peers             the tiny UNet call (batch 2, f32) in zerovid, onnxruntime-web WebGPU and wasm, and PyTorch
                       (CPU), in this run; prints each peer's time and its ratio to zerovid
@@ -93,7 +96,7 @@ function num(name: string, v: string, min: number, integer = true): number {
   return x;
 }
 
-const PARTS = ["kernels", "tiny", "full", "peers"];
+const PARTS = ["kernels", "tiny", "full", "peers", "previews"];
 const parts = new Set(
   a.parts
     ? a.parts.split(",").map((s) => s.trim()).filter(Boolean)
@@ -169,6 +172,7 @@ const out: {
   unet: UNetRow[];
   full: FullResult[];
   peers: PeerRow[];
+  previews: PreviewRow[];
 } = {
   adapter,
   options: {
@@ -187,6 +191,7 @@ const out: {
   unet: [],
   full: [],
   peers: [],
+  previews: [],
 };
 
 const gpuWord = adapter.timestamps ? "GPU timestamps" : "wall time (no timestamp-query)";
@@ -320,6 +325,44 @@ if (parts.has("tiny")) {
     print("Tiny UNet: top kernels by GPU time per call");
     print(topTable(u.map((r) => ({ label: `${r.dtype} B=${r.batch}`, gpuMs: r.gpuMs, top: r.top }))));
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Live previews: their cost on a whole (tiny) text-to-video run
+
+if (parts.has("previews")) {
+  const dir = a["tiny-model"] ?? GOLDEN_MODELS + "/tiny-sd";
+  if (!(await stat(dir).catch(() => null))?.isDirectory()) fail(`--tiny-model ${dir}: not a folder`);
+  const steps = a.quick ? 4 : 20, runs = a.quick ? 1 : 5;
+  for (const dtype of precisions) {
+    // Without timestamps: profiling splits every dispatch into its own pass, which is not how runs go.
+    const dev = await Device.open({ adapter: a.adapter }).catch((e) => fail(errorMessage(e)));
+    try {
+      out.previews.push(
+        await benchPreviews(dev, dtype, { dir, frames, size: tinyLatent * 8, steps, runs, log }),
+      );
+    } finally {
+      dev.destroy();
+    }
+  }
+  print();
+  print(
+    `Live previews: text2video on ${dir.split("/").pop()}, ${frames} frames at ${tinyLatent * 8}x${tinyLatent * 8}; ` +
+      "median of alternated runs without and with previews (budget: 5 %)",
+  );
+  print(table(
+    ["dtype", "steps", "previews", "runs", "plain s", "previews s", "overhead"],
+    out.previews.map((r) => [
+      r.dtype,
+      r.steps,
+      r.previews,
+      r.runs,
+      r.plainS.toFixed(3),
+      r.previewS.toFixed(3),
+      `${r.overheadPct.toFixed(1)}%`,
+    ]),
+    ["steps", "previews", "runs", "plain s", "previews s", "overhead"],
+  ));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
