@@ -106,3 +106,22 @@ gpuTest("previews: pix2pix and ControlNet modes", async (dev) => {
 Deno.test("previewEvery: about 10 previews by default", () => {
   assertEquals([previewEvery(50), previewEvery(20), previewEvery(4), previewEvery(50, 3)], [5, 2, 1, 3]);
 });
+
+Deno.test("bench --parts previews: one row per precision with runs, previews and the overhead", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tools/bench.ts", "--parts", "previews", "--quick", "--precision", "f32", "--frames", "2"],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => l.startsWith("dtype  steps  previews"));
+  assert(at >= 0, text);
+  const [dtype, steps, previews, runs, plain, withPreviews, overhead] = lines[at + 2].trim().split(/\s+/);
+  assertEquals([dtype, steps, runs], ["f32", "4", "1"]);
+  assert(Number(previews) >= 2 && Number(plain) > 0 && Number(withPreviews) > 0, lines[at + 2]);
+  assert(/^-?\d+\.\d%$/.test(overhead), overhead);
+});
