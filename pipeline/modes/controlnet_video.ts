@@ -1,7 +1,7 @@
 // ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
-import { empty, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
+import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
 import { VAE } from "../models/vae.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import { free } from "../models/layers.ts";
@@ -84,29 +84,27 @@ async function controlVideoScoped(
   const perStep: Float32Array[] = [];
 
   /** One DDIM step of all frames: ControlNet residuals into the UNet, CFG, cross-frame attention on both. */
-  const videoStep = (latents: Tensor, t: number, show?: [number, number]): Tensor => {
-    const eps = framesInChunks(F, p.chunkSize, 2, 2, (rows, [attnU, attnC]) => {
-      const sample = gather0(latents, [...rows, ...rows]);
-      const c = gather0(cond, [...rows, ...rows]);
-      const r = cn.forward({ sample, timesteps: [t], context, cond: c, scale: p.controlScale, attn: attnC });
-      const e = sd.unet.forward({
-        sample,
-        timesteps: [t],
-        context,
-        downResiduals: r.down,
-        midResidual: r.mid,
-        attn: attnU,
-      });
-      free(sample, c, ...r.down, r.mid);
-      const g = cfg(e, p.guidanceScale);
-      free(e);
-      return g;
+  const videoStep = (latents: Tensor, t: number, show?: [number, number]): Tensor =>
+    scoped(dev, () => {
+      const eps = framesInChunks(F, p.chunkSize, 2, 2, (rows, [attnU, attnC]) =>
+        scoped(dev, () => {
+          const sample = gather0(latents, [...rows, ...rows]);
+          const c = gather0(cond, [...rows, ...rows]);
+          const r = cn.forward({ sample, timesteps: [t], context, cond: c, scale: p.controlScale, attn: attnC });
+          const e = sd.unet.forward({
+            sample,
+            timesteps: [t],
+            context,
+            downResiduals: r.down,
+            midResidual: r.mid,
+            attn: attnU,
+          });
+          return cfg(e, p.guidanceScale);
+        }));
+      const { prev, x0 } = sched.step(eps, t, latents);
+      if (show) pacer.preview(x0, ...show);
+      return prev;
     });
-    const { prev, x0 } = sched.step(eps, t, latents);
-    if (show) pacer.preview(x0, ...show);
-    free(eps, x0);
-    return prev;
-  };
   dev.precompile(() => {
     const x = empty(dev, [F, C, h, w], dtype);
     pacer.warmPreview(x);
@@ -116,9 +114,8 @@ async function controlVideoScoped(
 
   for (let i = 0; i < ts.length; i++) {
     const show = pacer.previewDue(i + 1, ts.length) ? [i + 1, ts.length] as [number, number] : undefined;
-    const prev = videoStep(latents, ts[i], show);
-    free(latents);
-    latents = prev;
+    const t = ts[i];
+    latents = consume(latents, (l) => videoStep(l, t, show));
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
   }

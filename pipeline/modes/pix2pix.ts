@@ -1,7 +1,7 @@
 // Video Instruct-Pix2Pix (SPEC §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
-import { empty, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
+import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
 import { VAE } from "../models/vae.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
@@ -109,28 +109,20 @@ async function pix2pixScoped(
 
   /** One Euler-ancestral step of all frames: [text+image, uncond+image, uncond+zero] guidance, 3 groups; with a
    * preview of the predicted clean latents when `show` is set. */
-  const videoStep = (latents: Tensor, i: number, stepNoise: Tensor, show = false): Tensor => {
-    const t = ts[i];
-    const eps = framesInChunks(F, p.chunkSize, 3, 1, (rows, [attn]) => {
-      const x3 = gather0(latents, [...rows, ...rows, ...rows]);
-      const scaled = sched.scaleModelInput(x3, i);
-      const img = gather0(imgLat, [...rows, ...rows, ...rows.map(() => F)]);
-      const sample = concat([scaled, img]);
-      const e = sd.unet.forward({ sample, timesteps: [t], context, attn });
-      free(x3, scaled, img, sample);
-      const g = cfgPix2Pix(e, p.guidanceScale, p.imageGuidanceScale);
-      free(e);
-      return g;
+  const videoStep = (latents: Tensor, i: number, stepNoise: Tensor, show = false): Tensor =>
+    scoped(dev, () => {
+      const t = ts[i];
+      const eps = framesInChunks(F, p.chunkSize, 3, 1, (rows, [attn]) =>
+        scoped(dev, () => {
+          const scaled = sched.scaleModelInput(gather0(latents, [...rows, ...rows, ...rows]), i);
+          const img = gather0(imgLat, [...rows, ...rows, ...rows.map(() => F)]);
+          const e = sd.unet.forward({ sample: concat([scaled, img]), timesteps: [t], context, attn });
+          return cfgPix2Pix(e, p.guidanceScale, p.imageGuidanceScale);
+        }));
+      const next = sched.step(eps, i, latents, stepNoise);
+      if (show) pacer.preview(sched.predictX0(eps, i, latents), i + 1, ts.length);
+      return next;
     });
-    const next = sched.step(eps, i, latents, stepNoise);
-    if (show) {
-      const x0 = sched.predictX0(eps, i, latents);
-      pacer.preview(x0, i + 1, ts.length);
-      free(x0);
-    }
-    free(eps);
-    return next;
-  };
   dev.precompile(() => {
     const x = empty(dev, [F, C, h, w], dtype);
     if (hooks.preview) free(sched.predictX0(x, 0, x));
@@ -142,9 +134,8 @@ async function pix2pixScoped(
   for (let i = 0; i < ts.length; i++) {
     // Uploaded before the step is recorded, so the step stays one command buffer.
     const stepNoise = frameNoise(dev, noise, `step${i}`, all, [C, h, w], dtype);
-    const next = videoStep(latents, i, stepNoise, pacer.previewDue(i + 1, ts.length));
-    free(stepNoise, latents);
-    latents = next;
+    const show = pacer.previewDue(i + 1, ts.length);
+    latents = consume(latents, (l) => consume(stepNoise, (n) => videoStep(l, i, n, show)));
     if (opts.keepStages) perStep.push(await latents.read());
     await pacer.stepDone({ stage: "denoise", step: i + 1, total: ts.length });
   }

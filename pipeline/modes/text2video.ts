@@ -6,7 +6,7 @@
 // Memory is bounded by the chunk size, no frame is computed twice, and the frames do not depend on the chunking
 // (noise is addressed by global frame index). When all frames fit in one chunk they run in one call instead.
 import type { Tensor } from "../gpu/tensor.ts";
-import { empty, upload, withTensorScope } from "../gpu/tensor.ts";
+import { consume, empty, scoped, upload, withTensorScope } from "../gpu/tensor.ts";
 import { VAE } from "../models/vae.ts";
 import type { AttnContext } from "../models/blocks.ts";
 import type { StableDiffusion } from "../models/sd.ts";
@@ -128,36 +128,31 @@ async function text2videoScoped(
     stages.prompt_embeds = await context.read();
   }
 
-  const guided = (batch: Tensor, t: number, attn: AttnContext): Tensor => {
-    const e = sd.unet.forward({ sample: batch, timesteps: [t], context, attn });
-    const g = cfg(e, p.guidanceScale);
-    free(e);
-    return g;
-  };
+  const guided = (batch: Tensor, t: number, attn: AttnContext): Tensor =>
+    scoped(dev, () => cfg(sd.unet.forward({ sample: batch, timesteps: [t], context, attn }), p.guidanceScale));
   // Previews show the step's predicted clean latents (x0); `show` = [step, total] when this step has one.
   let show: [number, number] | null = null;
   /** One DDIM step of the anchor alone ([1, C, h, w]) with CFG. */
-  const anchorStep = (x: Tensor, t: number): Tensor => {
-    const pair = gather0(x, [0, 0]);
-    const e = guided(pair, t, { crossFrame: { groups: 2 } });
-    const { prev, x0 } = sched.step(e, t, x);
-    if (show) pacer.preview(x0, ...show);
-    free(pair, e, x0);
-    return prev;
-  };
-  /** One DDIM step of all frames with cross-frame attention: anchor first (recording K/V), then chunks. */
-  const videoStep = (latents: Tensor, t: number): Tensor => {
-    const eps = framesInChunks(F, p.chunkSize, 2, 1, (rows, [attn]) => {
-      const b = gather0(latents, [...rows, ...rows]);
-      const e = guided(b, t, attn);
-      free(b);
-      return e;
+  const anchorStep = (x: Tensor, t: number): Tensor =>
+    scoped(dev, () => {
+      const { prev, x0 } = sched.step(guided(gather0(x, [0, 0]), t, { crossFrame: { groups: 2 } }), t, x);
+      if (show) pacer.preview(x0, ...show);
+      return prev;
     });
-    const { prev, x0 } = sched.step(eps, t, latents);
-    if (show) pacer.preview(x0, ...show);
-    free(eps, x0);
-    return prev;
-  };
+  /** One DDIM step of all frames with cross-frame attention: anchor first (recording K/V), then chunks. */
+  const videoStep = (latents: Tensor, t: number): Tensor =>
+    scoped(dev, () => {
+      const eps = framesInChunks(
+        F,
+        p.chunkSize,
+        2,
+        1,
+        (rows, [attn]) => scoped(dev, () => guided(gather0(latents, [...rows, ...rows]), t, attn)),
+      );
+      const { prev, x0 } = sched.step(eps, t, latents);
+      if (show) pacer.preview(x0, ...show);
+      return prev;
+    });
   dev.precompile(() => {
     pacer.warmPreview(empty(dev, [F, C, h, w], dtype));
     const x = empty(dev, [F, C, h, w], dtype), a = gather0(x, [0]);
@@ -178,9 +173,8 @@ async function text2videoScoped(
   const total = iT0 + passes * (N - iT1);
   for (let i = 0; i < iT0; i++) {
     show = pacer.previewDue(i + 1, total) ? [i + 1, total] : null;
-    const prev = anchorStep(x, ts[i]);
-    if (x !== z) free(x);
-    x = prev;
+    const t = ts[i];
+    x = x === z ? anchorStep(x, t) : consume(x, (x) => anchorStep(x, t));
     if (i === iT1 - 1) xT1 = gather0(x, [0]);
     await pacer.stepDone({ stage: "anchor", step: i + 1, total });
   }
@@ -211,9 +205,8 @@ async function text2videoScoped(
     for (let i = iT1; i < N; i++) {
       const step = iT0 + pass * (N - iT1) + i - iT1 + 1;
       show = pacer.previewDue(step, total) ? [step, total] : null;
-      const prev = videoStep(latents, ts[i]);
-      if (latents !== start) free(latents);
-      latents = prev;
+      const t = ts[i];
+      latents = latents === start ? videoStep(latents, t) : consume(latents, (l) => videoStep(l, t));
       await pacer.stepDone({ stage: pass ? "smooth" : "denoise", step, total });
     }
     show = null;
