@@ -1,4 +1,4 @@
-// Text2Video-Zero latent warp for one frame (SPEC §1.3 closed form of diffusers' bilinear-resized sampling grid
+// Text2Video-Zero latent warp for one frame (METHOD §1.3 closed form of diffusers' bilinear-resized sampling grid
 // + grid_sample(mode="nearest", padding_mode="reflection", align_corners=False)):
 //   out[c,y,x] = in[c, Y, X],  X = rne(reflect_w(x + shift_x)),  Y = rne(reflect_h(y + shift_y))
 // shift = (strength*frame_id - 0.5) * size/512. Frames are addressed by element offsets (src, dst).

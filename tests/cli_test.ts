@@ -139,7 +139,7 @@ const CASES: ModeCase[] = [
     want: [2, 64, 64, 10],
   },
   {
-    // Background smoothing (SPEC §1.7): a second denoising pass after the saliency masks.
+    // Background smoothing (METHOD §1.7): a second denoising pass after the saliency masks.
     name: "text2video (background smoothing)",
     args: ["--model", SD, "--prompt", "a car", "--width", "64", "--height", "64", "--precision", "f32"]
       .concat(["--smooth-background", "--saliency-model", saliencyOnnx]),

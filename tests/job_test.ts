@@ -34,7 +34,7 @@ const VIDEO = new Uint8Array([1, 2, 3]); // validation never decodes it
 // ---------------------------------------------------------------------------------------------------------------
 // validateRequest
 
-Deno.test("validateRequest: text2video defaults (SPEC §1.9)", () => {
+Deno.test("validateRequest: text2video defaults (METHOD §1.9)", () => {
   const r = validateRequest({ mode: "text2video", prompt: "a cat", model: "m" });
   assertEquals(
     [r.steps, r.guidanceScale, r.t0, r.t1, r.motionX, r.motionY, r.videoLength],
@@ -57,7 +57,7 @@ Deno.test("validateRequest: text2video defaults (SPEC §1.9)", () => {
   );
 });
 
-Deno.test("validateRequest: defaults of the video modes (SPEC §2, §3)", () => {
+Deno.test("validateRequest: defaults of the video modes (METHOD §2, §3)", () => {
   const p = validateRequest({ mode: "pix2pix", prompt: "x", video: VIDEO, model: "m" });
   assertEquals([p.steps, p.guidanceScale, p.imageGuidanceScale, p.resolution], [50, 7.5, 1.0, 512]);
   assertEquals([p.start, p.end, p.fps, p.videoName], [0, -1, undefined, "video"]);

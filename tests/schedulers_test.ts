@@ -274,7 +274,7 @@ for (const dtype of DTYPES) {
     const guided = cfg(stacked, 7.5);
     const gotW = await take(warped), gotX = await take(xt1), gotG = await take(guided);
     tl.release(), te.release(), stacked.release();
-    // SPEC §1.3 at 64x64 with strength 12: frame id k reads (x, y) + rne(1.5k - 1/16) away from the edges, so
+    // METHOD §1.3 at 64x64 with strength 12: frame id k reads (x, y) + rne(1.5k - 1/16) away from the edges, so
     // id 0 is the identity, id 2 reads +3 and id 7 reads +10 (positive strength moves content up-left).
     [0, 3, 10].forEach((off, f) => {
       for (let ch = 0; ch < C; ch++) {

@@ -1,4 +1,4 @@
-// Canny edge maps for the canny ControlNet (SPEC §3): cv2.Canny(frame, low, high) with OpenCV's defaults
+// Canny edge maps for the canny ControlNet (METHOD §3): cv2.Canny(frame, low, high) with OpenCV's defaults
 // (3x3 Sobel, L1 magnitude), on the GPU in four kernels (shaders/canny_*.wgsl), plus a plain TypeScript
 // transcription of OpenCV's algorithm as the reference.
 //

@@ -1,4 +1,4 @@
-// Depth control images for the depth ControlNet (SPEC §3) from a MiDaS/DPT ONNX model, as ControlNet's
+// Depth control images for the depth ControlNet (METHOD §3) from a MiDaS/DPT ONNX model, as ControlNet's
 // apply_midas + Text2Video-Zero's pre_process_depth:
 //   x = frame / 127.5 - 1 (RGB, NCHW, no 384 transform), depth = model(x)[0],
 //   depth -= min; depth /= max; uint8(clip(depth * 255)) (truncation), HWC3, cv2.resize(INTER_NEAREST) to the

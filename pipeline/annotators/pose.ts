@@ -11,7 +11,7 @@
 // Known difference: the 8-bit frame resize runs in float (OpenCV's uint8 path is fixed point): +-1 level on a
 // few % of the network's input pixels. A model with a fixed input size gets the frame resized to exactly that
 // size (no padding).
-// Text2Video-Zero's pose mode itself takes already-rendered skeleton videos (SPEC §3); this is for raw videos.
+// Text2Video-Zero's pose mode itself takes already-rendered skeleton videos (METHOD §3); this is for raw videos.
 import { checkFrames, type Frames } from "../media/frames.ts";
 import { imageInputSize, loadOnnx, OnnxError, type OnnxModel, type OnnxOptions, type OnnxTensor } from "./onnx.ts";
 

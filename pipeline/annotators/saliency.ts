@@ -1,8 +1,8 @@
-// Foreground masks for background smoothing (SPEC §1.7: M_FG from a salient-object-detection model, which the
+// Foreground masks for background smoothing (METHOD §1.7: M_FG from a salient-object-detection model, which the
 // reference never shipped). U^2-Net / BASNet-style ONNX models: input [1, 3, S, S] RGB normalised with the
 // ImageNet mean/std, first output = the saliency map (sigmoid applied when it holds logits). The map is resized
 // back to the frame (bilinear) and clamped to [0, 1]. Resizing to latent size and the 5x5 dilation are the
-// caller's (SPEC §1.7 step 2).
+// caller's (METHOD §1.7 step 2).
 import { checkFrames, type Frames, resizeRGB } from "../media/frames.ts";
 import { imageInputSize, loadOnnx, mapDims, type OnnxModel, type OnnxOptions, resizeBilinear } from "./onnx.ts";
 

@@ -1,4 +1,4 @@
-// Video file -> RGB24 frames, sampled and resized exactly as Text2Video-Zero's prepare_video (SPEC §2):
+// Video file -> RGB24 frames, sampled and resized exactly as Text2Video-Zero's prepare_video (METHOD §2):
 //   fps_in = average fps, len = frame count (decord), out_fps = int(fps_in) when -1,
 //   end_t = len/fps_in when -1 else min(len/fps_in, end_t), n = int((end_t-start_t)*out_fps),
 //   idx = linspace(int(start_t*fps_in), int(end_t*fps_in), n, endpoint=False).astype(int),

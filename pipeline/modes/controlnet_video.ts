@@ -1,4 +1,4 @@
-// ControlNet-guided video (SPEC §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
+// ControlNet-guided video (METHOD §3): one initial noise shared by every frame, DDIM with classifier-free guidance,
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
 import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";

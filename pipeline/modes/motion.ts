@@ -1,5 +1,5 @@
 // Text2Video-Zero motion field and latent warp (diffusers create_motion_field_and_warp_latents). The GPU kernel
-// (shaders/warp.wgsl) uses SPEC §1.3's closed form; motionGrid() rebuilds the sampling grid diffusers passes to
+// (shaders/warp.wgsl) uses METHOD §1.3's closed form; motionGrid() rebuilds the sampling grid diffusers passes to
 // grid_sample, for checks only. Flows are in pixels of a fixed 512x512 reference frame, whatever the latent size.
 import warpSrc from "../../shaders/warp.wgsl" with { type: "text" };
 import { GpuError, Params } from "../gpu/device.ts";

@@ -1,4 +1,4 @@
-// Video Instruct-Pix2Pix (SPEC §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
+// Video Instruct-Pix2Pix (METHOD §2): each frame's VAE posterior mean conditions the 8-channel UNet; Euler-ancestral
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
 import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";

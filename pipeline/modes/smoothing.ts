@@ -1,4 +1,4 @@
-// Background smoothing (SPEC §1.7, what the original intended but never shipped): salient-object masks of a first
+// Background smoothing (METHOD §1.7, what the original intended but never shipped): salient-object masks of a first
 // result decide, per frame, which latent pixels at T1 are background; those are pulled toward the anchor's
 // background warped by the frame's motion, and the video is denoised again from T1.
 import { type Tensor, upload } from "../gpu/tensor.ts";

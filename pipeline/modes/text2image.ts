@@ -1,5 +1,5 @@
 // Plain Stable Diffusion text-to-image: DDIM with classifier-free guidance from one latent of noise, then the VAE.
-// Text2Video-Zero's frame 0 follows exactly this trajectory (SPEC §1.2, "test invariant"): it draws the same noise
+// Text2Video-Zero's frame 0 follows exactly this trajectory (METHOD §1.2, "test invariant"): it draws the same noise
 // (stream "latents", frame 0), so with the same seed, prompt and steps the two agree.
 import { upload, withTensorScope } from "../gpu/tensor.ts";
 import { free } from "../models/layers.ts";

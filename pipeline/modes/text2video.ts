@@ -1,4 +1,4 @@
-// Text2Video-Zero text-to-video (SPEC §1): DDIM on the anchor frame to T1 and T0, motion-field warp of its T0
+// Text2Video-Zero text-to-video (METHOD §1): DDIM on the anchor frame to T1 and T0, motion-field warp of its T0
 // latent, DDPM forward jump back to T1, then DDIM with cross-frame attention and classifier-free guidance.
 //
 // Long videos, done right: every denoising step first runs the anchor (frame 0, one sample per guidance group) and
@@ -216,7 +216,7 @@ async function text2videoScoped(
   let final = await denoise(latentsT1, 0);
   let frames = await decodeFrames(sd, final, pacer);
 
-  // Background smoothing (SPEC §1.7): blend each frame's background at T1 with the warped anchor background,
+  // Background smoothing (METHOD §1.7): blend each frame's background at T1 with the warped anchor background,
   // using salient-object masks of the first result, then denoise again from T1.
   if (p.smoothing && F > 1) {
     const masks = await p.smoothing.saliency(frames, F, p.height, p.width);

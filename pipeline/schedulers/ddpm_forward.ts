@@ -1,7 +1,7 @@
 // Text2Video-Zero's DDPM forward jump (diffusers TextToVideoZeroPipeline.forward_loop):
 //   x_t1 = sqrt(A) * x_t0 + sqrt(1 - A) * eps,   A = prod(alphas[t0:t1])  (float32, t1 EXCLUSIVE)
 // The exact DDPM marginal would be alphas_cumprod[t1] / alphas_cumprod[t0] (factors t0+1..t1); the upstream code
-// is off by one index and we copy it for parity (SPEC §1.4).
+// is off by one index and we copy it for parity (METHOD §1.4).
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { assertShape } from "../ops/launch.ts";
