@@ -140,7 +140,10 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
   const ort =
     (job.backend === "webgpu" ? await import("onnxruntime-web/webgpu") : await import("onnxruntime-web")) as typeof Ort;
   // The webgpu entry's threaded glue loads a worker from a blob: URL, which Deno rejects: one thread there.
-  ort.env.wasm.numThreads = job.backend === "webgpu" ? 1 : job.threads ?? Math.min(4, navigator.hardwareConcurrency);
+  // wasm: the idle cores (threads that wait spin, which costs many times over on a busy machine), at most 4.
+  const idle = Math.round(navigator.hardwareConcurrency - Deno.loadavg()[0]);
+  const threads = job.threads ?? Math.max(1, Math.min(4, idle));
+  ort.env.wasm.numThreads = job.backend === "webgpu" ? 1 : threads;
   ort.env.logLevel = "error";
   let device = "cpu (wasm)";
   if (job.backend === "webgpu") {
@@ -175,7 +178,9 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
       iters: 0,
       ms: null,
       setupS,
-      note: job.backend === "webgpu" ? "inputs uploaded and output read back each call" : undefined,
+      note: job.backend === "webgpu"
+        ? "inputs uploaded and output read back each call"
+        : `${threads} thread${threads > 1 ? "s" : ""}`,
     };
     rows.push(row);
     const call = async () => {
@@ -219,7 +224,17 @@ export async function peerOrt(job: OrtJob, timeoutS: number): Promise<PeerRow[]>
   }));
   const c = await runChild(
     Deno.execPath(),
-    ["run", "-A", "--config", join(REPO, "deno.json"), here("./peers.ts"), "ort", JSON.stringify(job)],
+    // "manual": use node_modules as the parent left it (the parent's run installed it; offline there is no other way).
+    [
+      "run",
+      "-A",
+      "--node-modules-dir=manual",
+      "--config",
+      join(REPO, "deno.json"),
+      here("./peers.ts"),
+      "ort",
+      JSON.stringify(job),
+    ],
     { timeoutS },
   );
   const r = childResult<PeerRow[]>(c, `onnxruntime-web ${job.backend}`, timeoutS);

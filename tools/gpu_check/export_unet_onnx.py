@@ -19,8 +19,15 @@ import struct
 import sys
 
 import torch
-from diffusers import UNet2DConditionModel
-from diffusers.models.attention_processor import AttnProcessor
+
+# diffusers 0.25.1 runs with the huggingface_hub it was released with (0.20.3, from the ref sources); a machine's
+# newer accelerate / transformers / peft need a newer hub and fail to import beside it. The UNet needs none of
+# them: hide them from diffusers' availability checks (find_spec sees None in sys.modules).
+for _name in ("accelerate", "transformers", "peft"):
+    sys.modules.setdefault(_name, None)
+
+from diffusers import UNet2DConditionModel  # noqa: E402
+from diffusers.models.attention_processor import AttnProcessor  # noqa: E402
 
 SD15 = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
@@ -137,6 +144,10 @@ def main():
             torch.onnx.export(Wrap(unet, dtype), inputs, out, dynamo=False, **kw)
         except TypeError:  # torch < 2.5 has no `dynamo` argument
             torch.onnx.export(Wrap(unet, dtype), inputs, out, **kw)
+        except Exception as e:  # a torch without the TorchScript exporter: the dynamo one (needs onnxscript)
+            print(f"TorchScript export failed ({type(e).__name__}: {e}); trying dynamo=True", file=sys.stderr)
+            kw.pop("do_constant_folding")
+            torch.onnx.export(Wrap(unet, dtype), inputs, out, dynamo=True, external_data=False, **kw)
     if external:
         point_into_safetensors(out, os.path.join(args[0], "unet", "diffusion_pytorch_model.safetensors"))
     print("wrote", out, os.path.getsize(out), "bytes", file=sys.stderr)

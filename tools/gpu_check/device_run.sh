@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs on the bare, offline GPU machine, in the repository root, with .gpu/ carried (tools/gpu_check/pack.sh built
+# it): installs the Vulkan loader, unpacks deno and the npm files, runs gpu-check and leaves the report in
+# $OUT/gpu-check/ (report.md, report.json, log.txt). Extra arguments go to gpu-check (e.g. --budget 480).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-/tmp/zerovid-out}/gpu-check"
+work=/tmp/zerovid-gpu
+mkdir -p "$out" "$work/xdg" && chmod 700 "$work/xdg"
+
+for f in .gpu/debs/*.deb; do dpkg -x "$f" /; done
+ldconfig
+# The NVIDIA image keeps its Vulkan driver manifest outside the loader's default search path.
+if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+fi
+xz -dc .gpu/deno.xz >"$work/deno" && chmod +x "$work/deno"
+rm -rf node_modules && tar xJf .gpu/node_modules.tar.xz
+
+export XDG_RUNTIME_DIR="$work/xdg" NO_COLOR=1 DENO_DIR="$work/deno-dir" HF_HUB_OFFLINE=1
+{
+  echo "== $(date -u +%FT%TZ) $(uname -srm)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | head -3
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tail -1
+} | tee "$out/log.txt"
+ref=()
+ls .gpu/ref/diffusers-*_src.tgz >/dev/null 2>&1 && ref=(--ref .gpu/ref)
+# manual: use the carried node_modules as they are (auto would try to fetch every package in deno.lock).
+"$work/deno" run -A --node-modules-dir=manual tools/gpu_check.ts --out "$out" --cache "$work/cache" "${ref[@]}" "$@" 2>&1 | tee -a "$out/log.txt"
+exit "${PIPESTATUS[0]}"
