@@ -558,7 +558,7 @@ Deno.test("server: a truncated or corrupt .safetensors under the model root is r
   try {
     for (const name of Object.keys(await brokenCheckpoints(root))) {
       const res = await srv.app.fetch(
-        new Request("http://x/v1/jobs", {
+        new Request("http://localhost/v1/jobs", {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ mode: "text2video", prompt: "x", model: name, config: "tiny-sd" }),

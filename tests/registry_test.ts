@@ -276,7 +276,7 @@ Deno.test("registry: POST /v1/jobs answers as the registry says (text2video, and
   try {
     const post = async (body: Record<string, unknown>) => {
       const res = await srv.app.fetch(
-        new Request("http://x/v1/jobs", {
+        new Request("http://localhost/v1/jobs", {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify(body),
@@ -301,7 +301,7 @@ Deno.test("registry: POST /v1/jobs answers as the registry says (text2video, and
       form.set(k, v);
     }
     form.set("video", new File([VIDEO], "clip.mp4", { type: "video/mp4" }));
-    const res = await srv.app.fetch(new Request("http://x/v1/jobs", { method: "POST", body: form }));
+    const res = await srv.app.fetch(new Request("http://localhost/v1/jobs", { method: "POST", body: form }));
     assertEquals(res.status, 202, await res.clone().text());
     const { id } = await res.json();
     assertEquals(((await srv.queue.get(id))!.request as JobRequest).fps, -1);

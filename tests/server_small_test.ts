@@ -10,7 +10,8 @@ import { decodeVideo } from "../pipeline/media/decode.ts";
 import { parseServeArgs, ServeArgError } from "../routes/cli.ts";
 import type { Runner } from "../routes/queue/types.ts";
 import { openServer } from "../routes/server.ts";
-import type { BrowserSafety } from "../routes/app/guard.ts";
+import { browserGuards, type BrowserSafety } from "../routes/app/guard.ts";
+import { Hono } from "hono";
 
 /** A 2-frame 32x32 AV1 video in an MP4 (made with aomenc, remuxed by FFmpeg; 895 bytes). */
 const AV1_MP4 = Uint8Array.from(
@@ -440,4 +441,21 @@ Deno.test("server: uploads beyond the slot count get 429 at once while the other
       await new Promise((r) => setTimeout(r, 100));
     }
   });
+});
+
+Deno.test("browser guards: a client that sends no Host header is judged by its URL's host", async () => {
+  const app = new Hono();
+  for (const g of browserGuards({ listenHost: "127.0.0.1" })) app.use(g);
+  app.get("/x", (c) => c.text("ok"));
+  app.post("/x", (c) => c.text("ok"));
+  assertEquals((await app.fetch(new Request("http://localhost/x"))).status, 200);
+  assertEquals((await app.fetch(new Request("http://127.0.0.1:8787/x"))).status, 200);
+  const rebound = await app.fetch(new Request("http://evil.example/x"));
+  assertEquals(rebound.status, 403);
+  assert(/DNS-rebinding/.test(await rebound.text()));
+  // Origin is compared with the same host: the page's own origin passes, another site's does not.
+  const post = (origin: string) =>
+    app.fetch(new Request("http://localhost:8787/x", { method: "POST", headers: { Origin: origin } }));
+  assertEquals((await post("http://localhost:8787")).status, 200);
+  assertEquals((await post("http://evil.example")).status, 403);
 });

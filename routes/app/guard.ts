@@ -5,7 +5,7 @@
 //   with --cors, get 403. Clients that send no Origin (curl, scripts) are not browsers and pass.
 // - When the server listens on loopback, requests whose Host is not a loopback name (or an --allow-host) get 403.
 // - --cors ORIGIN also answers CORS preflights for that origin (Hono's cors middleware), so its pages may call the API.
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { errorJson } from "./context.ts";
 
@@ -33,6 +33,12 @@ export function isLoopbackName(name: string): boolean {
 
 const SAFE_METHODS = ["GET", "HEAD", "OPTIONS"];
 
+/** The host a request was sent to: its Host header, or (a client that sends none, such as an in-process
+ * `app.request`; browsers always send one) the host of its URL. */
+function requestHost(c: Context): string {
+  return c.req.header("Host") ?? new URL(c.req.url).host;
+}
+
 /** The guards and the CORS answer, in the order they run; empty lists where nothing applies. */
 export function browserGuards(b: BrowserSafety = {}): MiddlewareHandler[] {
   const origins = b.cors ?? [];
@@ -40,7 +46,7 @@ export function browserGuards(b: BrowserSafety = {}): MiddlewareHandler[] {
   const guards: MiddlewareHandler[] = [];
   if (isLoopbackName(b.listenHost ?? "127.0.0.1")) {
     guards.push(async (c, next) => {
-      const host = c.req.header("Host") ?? "";
+      const host = requestHost(c);
       const name = hostName(host);
       if (!isLoopbackName(name) && !allowHosts.includes(name)) {
         return errorJson(
@@ -68,7 +74,7 @@ export function browserGuards(b: BrowserSafety = {}): MiddlewareHandler[] {
     if (origin === undefined || SAFE_METHODS.includes(c.req.method)) return await next();
     let own = false;
     try {
-      own = origin !== "null" && new URL(origin).host === (c.req.header("Host") ?? "").toLowerCase();
+      own = origin !== "null" && new URL(origin).host === requestHost(c).toLowerCase();
     } catch { /* not a URL: not ours */ }
     if (!own && !origins.includes(origin)) {
       return errorJson(
