@@ -179,7 +179,9 @@ await section("correctness", 10, () =>
 // 3. Ceilings ------------------------------------------------------------------------------------------------------
 await section("ceilings", 5, () =>
   withDevice(true, async (dev) => {
-    report.ceilings = await measureCeilings(dev, { small, loop: small ? loop : { ...loop, timeS: 0.5, maxIters: 20 } });
+    // A ceiling is a yardstick: time several calls even with --small (one call on a busy CPU reads low).
+    const ceilLoop = small ? { ...loop, warmupMax: 2, timeS: 0.3, maxIters: 8 } : { ...loop, timeS: 0.5, maxIters: 20 };
+    report.ceilings = await measureCeilings(dev, { small, loop: ceilLoop });
   }));
 
 // 4. Kernels at SD 1.5 shapes ----------------------------------------------------------------------------------------

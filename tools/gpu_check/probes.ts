@@ -61,7 +61,8 @@ async function fma(dev: Device, dtype: DType, small: boolean, loop: LoopOptions)
 }
 
 async function copy(dev: Device, small: boolean, loop: LoopOptions): Promise<Ceiling> {
-  const want = small ? 16 * 2 ** 20 : 256 * 2 ** 20;
+  // Several times any cache: 64 MiB (--small) or 256 MiB, read and written.
+  const want = small ? 64 * 2 ** 20 : 256 * 2 ** 20;
   const bytes = Math.floor(Math.min(want, dev.maxBinding) / 256) * 256;
   const row: Ceiling = {
     what: "copy",
