@@ -8,6 +8,7 @@ import { GOLDEN_DIR } from "../fixtures/paths.ts";
 import type { Report } from "../tools/gpu_check/report.ts";
 import { SECTIONS } from "../tools/gpu_check/report.ts";
 import { SMALL_SPEC } from "../tools/gpu_check/models.ts";
+import type { PeerRow } from "../tools/bench/peers.ts";
 
 const TOOL = new URL("../tools/gpu_check.ts", import.meta.url).pathname;
 /** The run takes about 2 minutes on 2 idle cores; a busy machine gets a generous deadline, never a hang. */
@@ -162,5 +163,34 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
     assert(r.stdout.includes("onnxruntime-web webgpu batch 2:"), r.stdout);
   } finally {
     await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("bench --peers --quick --json: zerovid and each peer timed, or missing with a reason", async () => {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), DEADLINE_S * 1000);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../tools/bench.ts", import.meta.url).pathname, "--peers", "--quick", "--json"],
+      stdout: "piped",
+      stderr: "piped",
+      signal: ac.signal,
+    }).output();
+  } finally {
+    clearTimeout(timer);
+  }
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 0, stderr.slice(-3000));
+  const res = JSON.parse(new TextDecoder().decode(out.stdout)) as { peers: PeerRow[] };
+  assertEquals(
+    res.peers.map((r) => r.peer),
+    ["zerovid", "onnxruntime-web webgpu", "onnxruntime-web wasm", "PyTorch eager"],
+  );
+  for (const r of res.peers) {
+    assertEquals([r.batch, r.latent, r.dtype], [2, 8, "f32"], r.peer);
+    // zerovid and onnxruntime-web run from the repository alone; PyTorch may be missing, with the reason.
+    if (r.peer === "PyTorch eager" && r.error) assert(r.error.length > 10, r.error);
+    else finitePositive(r.ms, `${r.peer} ms`);
   }
 });
