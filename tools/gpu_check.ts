@@ -251,6 +251,12 @@ if (sd) {
   sd.dispose();
 }
 sdDev?.destroy();
+// Skipped with --skip (or not reached): say so in the report rather than leave them pending.
+for (const s of ["unet", "text2video"] as const) {
+  if (report.sections[s].status === "pending") {
+    await section(s, 0, () => Promise.reject(new Error("no model was loaded")));
+  }
+}
 
 // 7. Peers ---------------------------------------------------------------------------------------------------------
 await section("peers", 20, async () => {
