@@ -95,7 +95,7 @@ fi
 
 # 5. What a device call carries: tracked files, untracked files git does not ignore, and the carried .gpu/.
 # (files a sparse checkout left out are in the index but not on disk: they do not travel, and stat skips them)
-tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null |
+tracked=$( (git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null || true) |
   awk '{s += $1} END {print s + 0}')
 gpu=$(find .gpu -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
