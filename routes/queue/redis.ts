@@ -43,6 +43,7 @@ import {
 } from "./types.ts";
 import { ioredisOptions, parseRedisUrl, type RedisAddress } from "./redis_url.ts";
 import * as scripts from "./redis_scripts.ts";
+import { errorText, Listeners } from "./listeners.ts";
 
 export interface RedisQueueOptions {
   /** redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://... */
@@ -80,11 +81,6 @@ const SHUTDOWN = "server shutting down";
 const CANCELLED = "cancelled by request";
 const INTERRUPTED_TWICE = "interrupted twice (the worker running it stopped twice); not retried again";
 const FINAL: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
-
-function errorText(e: unknown): string {
-  if (e instanceof Error) return e.message || e.name;
-  return String(e);
-}
 
 function isAbort(e: unknown): boolean {
   return e instanceof Error && (e.name === "Cancelled" || e.name === "AbortError");
@@ -186,7 +182,7 @@ export class RedisQueue implements JobQueue {
   private maxResultBytes: number;
   private stallMs: number;
   private log: (line: string) => void;
-  private listeners = new Map<string, Set<(ev: JobEvent) => void>>();
+  private listeners: Listeners;
   private worker: Worker | null = null;
   private runner: Runner | null = null;
   private about: WorkerAbout = {};
@@ -214,6 +210,7 @@ export class RedisQueue implements JobQueue {
     this.maxResultBytes = opts.maxResultBytes ?? 256 * 1024 * 1024;
     this.stallMs = opts.stallMs ?? 30_000;
     this.log = opts.log ?? ((l) => console.log(l));
+    this.listeners = new Listeners(this.log);
   }
 
   /** Connects (throws QueueUnavailableError when Redis cannot be reached) and listens for job events. */
@@ -457,24 +454,12 @@ export class RedisQueue implements JobQueue {
   subscribe(id: string, fn: (ev: JobEvent) => void): Promise<() => void> {
     return this.op(() => {
       if (this.sub.status !== "ready") throw this.unavailable();
-      let set = this.listeners.get(id);
-      if (!set) this.listeners.set(id, set = new Set());
-      set.add(fn);
-      return Promise.resolve(() => {
-        set.delete(fn);
-        if (set.size === 0 && this.listeners.get(id) === set) this.listeners.delete(id);
-      });
+      return Promise.resolve(this.listeners.add(id, fn));
     });
   }
 
   private emit(id: string, ev: JobEvent): void {
-    for (const fn of this.listeners.get(id) ?? []) {
-      try {
-        fn(ev);
-      } catch (e) {
-        this.log(`job ${id}: event listener failed: ${errorText(e)}`);
-      }
-    }
+    this.listeners.emit(id, ev);
   }
 
   private onMessage(channel: string, msg: string): void {
@@ -531,7 +516,7 @@ export class RedisQueue implements JobQueue {
 
   /** After a reconnect events may have been missed: tell listeners the state as it is now. */
   private resync(): void {
-    for (const id of this.listeners.keys()) {
+    for (const id of this.listeners.ids()) {
       this.read(id).then((job) => {
         if (!job) return;
         if (FINAL.includes(job.status)) this.emitFinal(id);
@@ -898,8 +883,7 @@ export class RedisQueue implements JobQueue {
       }
       await this.cmd.hdel(this.keys.workers, this.workerId).catch(() => {});
     }
-    for (const id of [...this.listeners.keys()]) this.emit(id, { type: "closed" });
-    this.listeners.clear();
+    this.listeners.closeAll({ type: "closed" });
     await this.queue.close().catch(() => {});
     this.sub.disconnect();
     await this.cmd.quit().catch(() => this.cmd.disconnect());

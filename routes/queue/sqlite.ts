@@ -29,6 +29,7 @@ import {
   type StoredRequest,
 } from "./types.ts";
 import { RequestError } from "../../pipeline/errors.ts";
+import { errorText, Listeners } from "./listeners.ts";
 
 export interface QueueOptions {
   dataDir: string;
@@ -105,11 +106,6 @@ export async function writeAtomic(path: string, bytes: Uint8Array): Promise<void
   }
 }
 
-function errorText(e: unknown): string {
-  if (e instanceof Error) return e.message || e.name;
-  return String(e);
-}
-
 function isAbort(e: unknown): boolean {
   return e instanceof Error && (e.name === "Cancelled" || e.name === "AbortError");
 }
@@ -128,7 +124,7 @@ export class SqliteQueue implements JobQueue {
   private keepBytes: number;
   private keepJobs: number;
   private log: (line: string) => void;
-  private listeners = new Map<string, Set<(ev: JobEvent) => void>>();
+  private listeners: Listeners;
   private current: { id: string; ac: AbortController; progress: JobProgress | null; done: Promise<void> } | null = null;
   private closed = false;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -143,6 +139,7 @@ export class SqliteQueue implements JobQueue {
     this.keepBytes = opts.keepBytes ?? 2 * 1024 ** 3;
     this.keepJobs = opts.keepJobs ?? 1000;
     this.log = opts.log ?? ((l) => console.log(l));
+    this.listeners = new Listeners(this.log);
   }
 
   /** Opens (or creates) the data directory, recovers interrupted jobs and sweeps stray files; no job runs before
@@ -366,23 +363,11 @@ export class SqliteQueue implements JobQueue {
   // Events
 
   subscribe(id: string, fn: (ev: JobEvent) => void): Promise<() => void> {
-    let set = this.listeners.get(id);
-    if (!set) this.listeners.set(id, set = new Set());
-    set.add(fn);
-    return Promise.resolve(() => {
-      set.delete(fn);
-      if (set.size === 0 && this.listeners.get(id) === set) this.listeners.delete(id);
-    });
+    return Promise.resolve(this.listeners.add(id, fn));
   }
 
   private emit(id: string, ev: JobEvent): void {
-    for (const fn of this.listeners.get(id) ?? []) {
-      try {
-        fn(ev);
-      } catch (e) {
-        this.log(`job ${id}: event listener failed: ${errorText(e)}`);
-      }
-    }
+    this.listeners.emit(id, ev);
   }
 
   /** Tells every waiting job with a listener its new place in line. */
@@ -627,8 +612,7 @@ export class SqliteQueue implements JobQueue {
       clearTimeout(timer);
       if (late) this.log(`job ${cur.id}: did not stop within ${opts.timeoutMs ?? 10_000} ms; closing anyway`);
     }
-    for (const id of [...this.listeners.keys()]) this.emit(id, { type: "closed" });
-    this.listeners.clear();
+    this.listeners.closeAll({ type: "closed" });
     this.db.close();
   }
 }
