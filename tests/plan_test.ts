@@ -6,6 +6,7 @@ import { RequestError } from "../pipeline/errors.ts";
 import { empty, withTensorScope } from "../pipeline/gpu/tensor.ts";
 import {
   demoPlanModels,
+  folderPlanModels,
   largestFitting,
   memoryCap,
   type PlanLimits,
@@ -22,6 +23,8 @@ import { openServer } from "../routes/server.ts";
 import { probeVideo } from "../pipeline/media/probe.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
 import { loadDemoSD } from "../pipeline/models/demo.ts";
+import { StableDiffusion } from "../pipeline/models/sd.ts";
+import { GOLDEN_MODELS } from "../fixtures/paths.ts";
 import { VAE, type VAEConfig } from "../pipeline/models/vae.ts";
 import { vaeShapes } from "../pipeline/models/shapes.ts";
 import { randomSource } from "../pipeline/weights/random.ts";
@@ -262,5 +265,78 @@ Deno.test("plan: the server refuses a request that cannot fit with 400 at submis
   } finally {
     await srv.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+gpuTest(
+  "plan: a local diffusers folder is planned from its configs; its weights as the loader holds them",
+  async (dev) => {
+    const dir = `${GOLDEN_MODELS}/tiny-sd`;
+    for (const dtype of ["f32", "f16"] as const) {
+      const m = folderPlanModels(dir, dtype);
+      assert(m, "tiny-sd's configs are all there");
+      const sd = await StableDiffusion.load(dev, dir, { dtype });
+      try {
+        assertEquals(m.weightBytes, sd.bytes, `${dtype}: planned weight bytes`);
+        assertEquals(m.unet.block_out_channels, sd.unet.cfg.block_out_channels);
+      } finally {
+        sd.dispose();
+      }
+    }
+    // Not a pipeline folder (a single file, a missing or broken config): planned when loaded instead.
+    assertEquals(folderPlanModels(`${GOLDEN_MODELS}/tiny-sd-original.safetensors`, "f32"), undefined);
+    assertEquals(folderPlanModels(`${GOLDEN_MODELS}/tiny-controlnet`, "f32"), undefined);
+    const broken = await Deno.makeTempDir({ prefix: "zerovid-plan-" });
+    try {
+      for (const c of ["unet", "vae", "text_encoder"]) {
+        await Deno.mkdir(`${broken}/${c}`);
+        await Deno.copyFile(`${dir}/${c}/config.json`, `${broken}/${c}/config.json`);
+      }
+      assert(folderPlanModels(broken, "f32"));
+      await Deno.writeTextFile(`${broken}/vae/config.json`, "{ not json");
+      assertEquals(folderPlanModels(broken, "f32"), undefined, "a config edited on disk is read again");
+    } finally {
+      await Deno.remove(broken, { recursive: true });
+    }
+  },
+);
+
+Deno.test("plan: the server refuses a request for a local model folder that cannot fit, at submission", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-plan-" });
+  const root = await Deno.makeTempDir({ prefix: "zerovid-models-" });
+  await Deno.symlink(`${GOLDEN_MODELS}/tiny-sd`, `${root}/tiny-sd`);
+  const device = { f16: false, maxBinding: 4 * MiB, maxBuffer: 256 * MiB };
+  const srv = await openServer({
+    dataDir: dir,
+    modelRoots: [root],
+    validate: (r, limits) => validateRequest(r, device, limits),
+    runner: () => Promise.reject(new Error("the runner must not be reached")),
+    log: () => {},
+    autostart: false,
+  });
+  try {
+    const post = (body: unknown) =>
+      srv.app.request("http://localhost/v1/jobs", {
+        method: "POST",
+        headers: { "content-type": "application/json", host: "localhost" },
+        body: JSON.stringify(body),
+      });
+    const base = { mode: "text2video", model: "tiny-sd", prompt: "x", precision: "f32" };
+    const res = await post({ ...base, width: 1024, height: 1024 });
+    const body = await res.json();
+    assertEquals([res.status, body.field], [400, "width"], JSON.stringify(body));
+    assert(/4194304 bytes.*largest size that fits is \d+x\d+/.test(body.error), body.error);
+    // A memory cap below the folder's weights and one frame's activations: refused on maxGpuMb.
+    const capped = await post({ ...base, width: 128, height: 128, maxGpuMb: 1 });
+    const cb = await capped.json();
+    assertEquals([capped.status, cb.field], [400, "maxGpuMb"], JSON.stringify(cb));
+    assertEquals((await srv.queue.counts()).queued, 0);
+    const ok = await post({ ...base, width: 256, height: 256 });
+    assertEquals(ok.status, 202, await ok.text());
+    assertEquals((await srv.queue.counts()).queued, 1);
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(root, { recursive: true });
   }
 });

@@ -11,7 +11,9 @@
 import { RequestError } from "../errors.ts";
 import { BYTES, type DType } from "../gpu/device.ts";
 import { DEMO_TEXT_ENCODER, DEMO_UNET, DEMO_VAE } from "../models/demo.ts";
-import { clipTextShapes, unetShapes, vaeShapes } from "../models/shapes.ts";
+import type { ClipTextConfig } from "../models/clip.ts";
+import type { ControlNetConfig } from "../models/controlnet.ts";
+import { clipTextShapes, controlnetShapes, unetShapes, vaeShapes } from "../models/shapes.ts";
 import type { UNetConfig } from "../models/unet.ts";
 import type { VAEConfig } from "../models/vae.ts";
 import type { Mode } from "./modes.ts";
@@ -241,12 +243,78 @@ export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan
   return { chunkSize, decodeBatch: 1, peakBytes, summary };
 }
 
-/** The built-in demo model as the planner sees it, so its requests are planned (and refused) at submission.
- *  Its weights as loaded: the text encoder's embedding tables stay on the host. */
-export function demoPlanModels(dtype: DType): PlanModels {
+/** Models as the planner sees them, from their configs alone: the weights' bytes as loaded (the text encoder's
+ *  embedding tables stay on the host). */
+export function planModelsOf(
+  unet: UNetConfig,
+  vae: VAEConfig,
+  textEncoder: ClipTextConfig,
+  dtype: DType,
+  controlnet?: ControlNetConfig,
+): PlanModels {
   let n = 0;
-  for (const m of [unetShapes(DEMO_UNET), vaeShapes(DEMO_VAE), clipTextShapes(DEMO_TEXT_ENCODER)]) {
+  const maps = [unetShapes(unet), vaeShapes(vae), clipTextShapes(textEncoder)];
+  if (controlnet) maps.push(controlnetShapes(controlnet));
+  for (const m of maps) {
     for (const [name, shape] of m) if (!name.includes(".embeddings.")) n += shape.reduce((p, d) => p * d, 1);
   }
-  return { unet: DEMO_UNET, vae: DEMO_VAE, dtype, weightBytes: n * BYTES[dtype] };
+  return { unet, vae, controlnet: !!controlnet, dtype, weightBytes: n * BYTES[dtype] };
+}
+
+/** The built-in demo model as the planner sees it, so its requests are planned (and refused) at submission. */
+export function demoPlanModels(dtype: DType): PlanModels {
+  return planModelsOf(DEMO_UNET, DEMO_VAE, DEMO_TEXT_ENCODER, dtype);
+}
+
+const folderConfigs = new Map<string, { stamp: string; configs: Record<string, unknown> | null }>();
+
+/** A component's config.json, or null when it is not there or not JSON (the run reports that, with the field). */
+function readConfig(path: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(Deno.readTextFileSync(path));
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A local diffusers pipeline folder as the planner sees it (its configs only, no weights read), so a server refuses
+ * a request that cannot fit at submission for any local model, not only the demo. `controlnetDir` is a ControlNet
+ * folder (config.json). undefined when the configs are not all there (a single-file checkpoint, a hub id not yet
+ * downloaded): such a run is planned when its models are loaded, still before any GPU work.
+ */
+export function folderPlanModels(dir: string, dtype: DType, controlnetDir?: string): PlanModels | undefined {
+  const files = ["unet", "vae", "text_encoder"].map((c) => `${dir}/${c}/config.json`);
+  if (controlnetDir) files.push(`${controlnetDir}/config.json`);
+  // Read once per folder; a config edited on disk is read again (its mtime or size changes).
+  const stamp = files.map((f) => {
+    try {
+      const st = Deno.statSync(f);
+      return `${st.mtime?.getTime()}:${st.size}`;
+    } catch {
+      return "-";
+    }
+  }).join(",");
+  const key = files.join("|");
+  let hit = folderConfigs.get(key);
+  if (!hit || hit.stamp !== stamp) {
+    const [unet, vae, te, cn] = files.map(readConfig);
+    const ok = unet && vae && te && (!controlnetDir || cn);
+    hit = { stamp, configs: ok ? { unet, vae, te, cn } : null };
+    folderConfigs.set(key, hit);
+  }
+  const c = hit.configs;
+  if (!c) return undefined;
+  try {
+    return planModelsOf(
+      c.unet as UNetConfig,
+      c.vae as VAEConfig,
+      c.te as ClipTextConfig,
+      dtype,
+      controlnetDir ? c.cn as ControlNetConfig : undefined,
+    );
+  } catch {
+    return undefined; // a config the loader will refuse with a clear error; not the planner's to judge
+  }
 }

@@ -3,6 +3,7 @@
 // defaults that depend on other fields (t0/t1, seed, precision, model, ControlNet), and checks the rules that tie
 // fields together. Modes downstream only assert their invariants.
 import { RequestError } from "../errors.ts";
+import type { DType } from "../gpu/device.ts";
 import { DEMO_MODEL } from "../models/demo.ts";
 import { defaultT0T1 } from "../modes/text2video.ts";
 import {
@@ -19,7 +20,7 @@ import {
   LORA_SCALE,
 } from "./fields.ts";
 import { CONTROL_MODES, isMode, type Mode, MODES, VIDEO_MODES } from "./modes.ts";
-import { demoPlanModels, memoryCap, planRun } from "./plan.ts";
+import { demoPlanModels, folderPlanModels, memoryCap, planRun } from "./plan.ts";
 import type { JobRequest, Precision } from "./types.ts";
 
 /** ControlNets used when a real base model is configured but no controlnet is given (lllyasviel's SD 1.5 ones). */
@@ -123,8 +124,9 @@ export function checkValue(name: string, v: unknown, mode: Mode, limits?: Partia
 }
 
 /** What validation knows of the GPU: shader-f16 decides the default precision; with its limits (and a server's
- *  memory cap) a text-to-video request for the demo model is planned here, so one that cannot fit is refused at
- *  submission (other models are planned when their configs are loaded, still before any GPU work of the run). */
+ *  memory cap) a text-to-video request for the demo model or a local diffusers folder is planned here from the
+ *  models' configs, so one that cannot fit is refused at submission (single files, hub ids and the video modes,
+ *  whose frames come from the video, are planned when loaded, still before any GPU work of the run). */
 export interface DeviceInfo {
   f16: boolean;
   maxBinding?: number;
@@ -216,13 +218,18 @@ function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, devic
     if (r.smoothBackground && !r.saliencyModel) {
       throw new RequestError("saliencyModel", "background smoothing needs a salient-object model (an .onnx file)");
     }
-    if (r.model === DEMO_MODEL && device?.maxBinding !== undefined && device.maxBuffer !== undefined) {
+    if (device?.maxBinding !== undefined && device.maxBuffer !== undefined) {
+      // The demo model and local diffusers folders are planned from their configs; other models when loaded.
+      const dtype = r.precision as DType;
+      const models = r.model === DEMO_MODEL ? demoPlanModels(dtype) : folderPlanModels(r.model!, dtype);
       const maxBytes = memoryCap(device.maxGpuBytes, r.maxGpuMb);
-      planRun(
-        demoPlanModels(r.precision),
-        { maxBinding: device.maxBinding, maxBuffer: device.maxBuffer, maxBytes },
-        { mode, width: r.width!, height: r.height!, frames: r.videoLength!, chunkSize: r.chunkSize },
-      );
+      if (models) {
+        planRun(
+          models,
+          { maxBinding: device.maxBinding, maxBuffer: device.maxBuffer, maxBytes },
+          { mode, width: r.width!, height: r.height!, frames: r.videoLength!, chunkSize: r.chunkSize },
+        );
+      }
     }
   }
   if (isVideo && r.end !== undefined && r.end !== -1 && r.end <= (r.start ?? 0)) {
