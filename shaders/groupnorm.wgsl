@@ -1,6 +1,8 @@
 // GroupNorm: y = ((x - shift) - mean) * rstd * gamma[c] + beta[c], optionally followed by SiLU, over this
 // workgroup's chunk of one (n, group). ONEPASS (the group is one chunk): the statistics are computed here, so
-// GroupNorm is one dispatch. Otherwise pass 2: merge the chunk statistics of groupnorm_stats.wgsl.
+// GroupNorm is one dispatch. GIVEN: `part` holds each (n, group)'s statistics of the whole map, (count, mean, M2)
+// unshifted, computed elsewhere (the banded VAE decode normalises a band of rows with the map's statistics).
+// Otherwise pass 2: merge the chunk statistics of groupnorm_stats.wgsl.
 // merge/reduce/range_stats come from groupnorm_reduce.wgsl.
 // Needs (from pipeline/ops/vec.ts) V, VF, W, hsum, lane0; W = 4 only when a channel's spatial size is a multiple of 4.
 struct Params { units: u32, chunk: u32, chunks: u32, cunits: u32, groups: u32, cg: u32, eps: f32, g0: u32 }
@@ -16,9 +18,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let k = wid.x;
   let ng = wid.y;
   let base = ng * p.units;
-  let shift = lane0(VF(x[base]));
+  var shift = lane0(VF(x[base]));
   var s: vec3f;
-  if (ONEPASS) {
+  if (GIVEN) {
+    shift = 0.0;
+    s = vec3f(part[ng * 4u], part[ng * 4u + 1u], part[ng * 4u + 2u]);
+  } else if (ONEPASS) {
     s = range_stats(base, 0u, p.units, shift, t);
   } else {
     var acc = vec3f(0.0);

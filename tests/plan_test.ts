@@ -224,10 +224,19 @@ gpuTest("plan: forced small limits (ops split, fewer frames per call) give the s
   assertClose(small.frames, whole.frames, { maxAbs: 2e-4, relL2: 1e-5 }, "1 MiB bindings, chunk 5");
 });
 
-gpuTest("plan: a run under --max-gpu-mb holds no more than that", async () => {
+gpuTest("plan: a run under --max-gpu-mb holds no more than that; decoded in bands, the same frames", async () => {
   const capped = await run({}, { maxGpuMb: 22 });
-  assert(capped.chunk < 8, capped.summary);
+  assert(capped.chunk < 8 && !capped.summary.includes("bands"), capped.summary);
   assert(capped.peak + capped.weights <= 22 * MiB, `peak ${capped.peak} + weights ${capped.weights}`);
+  // 18 MiB: one frame's whole decode does not fit; it is decoded in bands of rows, exactly.
+  const banded = await run({}, { maxGpuMb: 18 });
+  assert(banded.summary.includes("in bands of rows"), banded.summary);
+  assert(banded.peak + banded.weights <= 18 * MiB, `peak ${banded.peak} + weights ${banded.weights}`);
+  assertClose(banded.frames, capped.frames, { maxAbs: 1e-5, relL2: 2e-6 }, "banded decode, 18 MiB");
+  // An adapter whose largest buffer is 1 MiB: a frame's decode needs 2 MiB tensors whole, so it goes in bands.
+  const small = await run({ maxBinding: 1 * MiB, maxBuffer: 1 * MiB });
+  assert(small.summary.includes("in bands of rows"), small.summary);
+  assertClose(small.frames, capped.frames, { maxAbs: 2e-4, relL2: 1e-5 }, "1 MiB buffers");
 });
 
 Deno.test("plan: the server refuses a request that cannot fit with 400 at submission; nothing is queued", async () => {

@@ -3,7 +3,8 @@
 // an upper bound) and frames per VAE decode. Ops split whatever still exceeds a binding (pipeline/ops/launch.ts),
 // so bindings only bound what cannot be split: one frame's tokens of one channel block (a transpose), one frame's
 // self-attention keys, the latents of the whole video (scheduler updates). A request that cannot fit even at one
-// frame per call is refused with the limit it exceeds and the largest size that would fit.
+// frame per call is refused with the limit it exceeds and the largest size that would fit. A frame whose whole VAE
+// decode does not fit is decoded in bands of rows (exactly; pipeline/models/vae_bands.ts).
 //
 // The memory model counts a call's live activations per frame from the model configs (skip connections held for
 // the up path, a transformer block's feed-forward, the concatenated up-path inputs) with the buffer pool's rounding;
@@ -52,6 +53,9 @@ export interface RunPlan {
   chunkSize: number;
   /** Frames per VAE decode call. */
   decodeBatch: number;
+  /** When one frame's whole decode does not fit: the VAE decodes it in bands of rows, each tensor of a band at most
+   *  this many bytes (pipeline/models/vae_bands.ts: exact, no seams). */
+  decodeBandBytes?: number;
   /** Estimated bytes the run holds at its peak (weights included). */
   peakBytes: number;
   /** The plan in one line, for the CLI and the server's log. */
@@ -72,7 +76,7 @@ export function guidanceGroups(mode: Mode): number {
 /** The pool hands out size classes up to 25% above a request (pipeline/gpu/pool.ts). */
 const POOL = 1.25;
 
-const mb = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+const mb = (b: number) => b >= 2 ** 20 ? `${Math.round(b / 2 ** 20)} MiB` : `${Math.round(b / 1024)} KiB`;
 
 function levels(unet: UNetConfig, h: number, w: number) {
   const n = unet.block_out_channels.length;
@@ -127,6 +131,43 @@ export function vaePerFrame(vae: VAEConfig, h: number, w: number) {
   return { live, largest, unit: mid };
 }
 
+/** GPU tensors a band of the banded decode holds at once (a resnet's second half: its input band, the band it
+ *  normalises, that band normalised, the shortcut, the output), each at most the band size. */
+const BAND_TENSORS = 5;
+
+/** The banded decode (elements): what its whole-frame start holds (conv_in and the mid block at the latents'
+ *  resolution), the decoded frame it assembles, and the smallest band that works (3 rows of the widest layer, the
+ *  band and its halo; 6 rows of an upsampled map). */
+export function vaeBands(vae: VAEConfig, h: number, w: number) {
+  const rev = [...vae.block_out_channels].reverse();
+  let W = w, prev = rev[0], minBand = 0;
+  rev.forEach((c, i) => {
+    minBand = Math.max(minBand, 3 * Math.max(prev, c) * W);
+    if (i < rev.length - 1) minBand = Math.max(minBand, 6 * c * 2 * W), W *= 2;
+    prev = c;
+  });
+  return { start: 6 * rev[0] * h * w, frame: 2 * vae.out_channels * 64 * h * w, minBand };
+}
+
+/** Bytes per band tensor for a banded decode within the limits, or 0 when not even the smallest band fits. */
+function bandBytesFor(m: PlanModels, lim: PlanLimits, r: PlanRequest): number {
+  const eb = BYTES[m.dtype], b = vaeBands(m.vae, r.height / 8, r.width / 8);
+  let bytes = Math.min(lim.maxBuffer, lim.maxBinding);
+  if (lim.maxBytes !== undefined) {
+    const room = lim.maxBytes - baseBytes(m, r) - POOL * 4 * b.frame;
+    if (room < POOL * eb * b.start) return 0;
+    bytes = Math.min(bytes, Math.floor(room / (POOL * BAND_TENSORS)));
+  }
+  return bytes >= b.minBand * eb ? bytes : 0;
+}
+
+/** Whether one frame's whole decode fits (else it is decoded in bands). */
+function wholeDecodeFits(m: PlanModels, lim: PlanLimits, r: PlanRequest): boolean {
+  const eb = BYTES[m.dtype], v = vaePerFrame(m.vae, r.height / 8, r.width / 8);
+  if (v.largest * eb > lim.maxBuffer) return false;
+  return lim.maxBytes === undefined || baseBytes(m, r) + POOL * eb * v.live <= lim.maxBytes;
+}
+
 /** What a run holds whatever its cut: weights, and the video's latents with the scheduler's copies of them. */
 function baseBytes(m: PlanModels, r: PlanRequest): number {
   return m.weightBytes + POOL * BYTES[m.dtype] * 8 * r.frames * m.unet.in_channels * (r.height / 8) * (r.width / 8);
@@ -165,14 +206,17 @@ function blocker(m: PlanModels, lim: PlanLimits, r: PlanRequest): string | null 
   if (latents > lim.maxBinding) {
     return `the latents of ${r.frames} frames (${latents} bytes) exceed one storage binding, ${binding}`;
   }
-  if (v.largest * eb > lim.maxBuffer) {
-    return `one frame's VAE decode needs a ${v.largest * eb}-byte tensor, above maxBufferSize (${lim.maxBuffer} bytes)`;
-  }
-  if (lim.maxBytes !== undefined) {
-    const vaeBytes = baseBytes(m, r) + POOL * eb * v.live;
-    if (vaeBytes > lim.maxBytes) {
-      return `decoding one frame needs about ${mb(vaeBytes)}, above --max-gpu-mb ${Math.round(lim.maxBytes / 2 ** 20)}`;
+  if (!wholeDecodeFits(m, lim, r) && bandBytesFor(m, lim, r) === 0) {
+    const b = vaeBands(m.vae, h, w);
+    if (lim.maxBytes === undefined) {
+      return `decoding one frame in bands needs ${
+        b.minBand * eb
+      }-byte tensors, above maxBufferSize (${lim.maxBuffer} bytes)`;
     }
+    const least = baseBytes(m, r) + POOL * (4 * b.frame + Math.max(eb * b.start, BAND_TENSORS * eb * b.minBand));
+    return `decoding one frame needs about ${mb(least)} even in bands, above --max-gpu-mb ${
+      Math.round(lim.maxBytes / 2 ** 20)
+    }`;
   }
   if (framesPerCall(m, lim, r).frames < 1) {
     const { why } = framesPerCall(m, lim, r);
@@ -226,21 +270,29 @@ export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan
   const perCall = callFrames(chunkSize);
   const cn = m.controlnet ? 2 : 1;
   const unetPeak = POOL * eb * (groups * perCall * cn * u.live + (chunkSize < r.frames ? groups * u.anchor : 0));
-  const peakBytes = Math.round(baseBytes(m, r) + Math.max(unetPeak, POOL * eb * v.live));
-  const split = groups * perCall * u.largest * eb > lim.maxBinding || v.largest * eb > lim.maxBinding;
+  const whole = wholeDecodeFits(m, lim, r);
+  const decodeBandBytes = whole ? undefined : bandBytesFor(m, lim, r);
+  const bands = vaeBands(m.vae, h, w);
+  const vaePeak = decodeBandBytes === undefined
+    ? POOL * eb * v.live
+    : POOL * (4 * bands.frame + Math.max(eb * bands.start, BAND_TENSORS * decodeBandBytes));
+  const peakBytes = Math.round(baseBytes(m, r) + Math.max(unetPeak, vaePeak));
+  const split = groups * perCall * u.largest * eb > lim.maxBinding || (whole && v.largest * eb > lim.maxBinding);
   const summary = [
     chunkSize >= r.frames
       ? `all ${r.frames} frames in one UNet call${limitedBy}`
       : `${perCall} frame${
         perCall > 1 ? "s" : ""
       } per UNet call after the anchor (chunk size ${chunkSize})${limitedBy}`,
-    `VAE decode 1 frame at a time`,
+    decodeBandBytes === undefined
+      ? `VAE decode 1 frame at a time`
+      : `VAE decode 1 frame at a time in bands of rows (tensors <= ${mb(decodeBandBytes)}; exact)`,
     split
       ? `ops split past ${mb(lim.maxBinding)} bindings`
       : `no op needs splitting (bindings <= ${mb(lim.maxBinding)})`,
     `estimated peak ${mb(peakBytes)}${lim.maxBytes !== undefined ? ` of ${mb(lim.maxBytes)}` : ""}`,
   ].join("; ");
-  return { chunkSize, decodeBatch: 1, peakBytes, summary };
+  return { chunkSize, decodeBatch: 1, decodeBandBytes, peakBytes, summary };
 }
 
 /** Models as the planner sees them, from their configs alone: the weights' bytes as loaded (the text encoder's

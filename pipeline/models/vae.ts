@@ -115,15 +115,23 @@ export class VAE {
     const g = this.cfg.norm_num_groups;
     const d = this.decoder;
     // Each step consumes the activation it replaces, so only one full-resolution map lives at a time.
-    let x = unary("identity", latents, { alpha: 1 / this.cfg.scaling_factor });
-    x = consume(x, (x) => applyConv(d.convIn, applyConv(this.postQuantConv, x)));
-    x = consume(x, (x) => this.mid(d.mid, x));
+    let x = this.decodeStart(latents);
     d.blocks.forEach((b) => {
       for (const r of b.resnets) x = consume(x, (x) => resnet(r, x, undefined, g, EPS));
       const up = b.resample;
       if (up) x = consume(x, (x) => applyConv(up, upsampleNearest(x, x.shape[2] * 2, x.shape[3] * 2)));
     });
     return consume(x, (x) => applyConv(d.convOut, applyGroupNorm(d.normOut, x, g, EPS, true)));
+  }
+
+  /** The decoder up to its up blocks, at the latents' resolution: conv_in and the mid block (whose attention sees
+   *  the whole frame). The banded decode (vae_bands.ts) starts from here too. */
+  decodeStart(latents: Tensor): Tensor {
+    const x = unary("identity", latents, { alpha: 1 / this.cfg.scaling_factor });
+    return consume(x, (x) => {
+      const h = applyConv(this.decoder.convIn, applyConv(this.postQuantConv, x));
+      return consume(h, (h) => this.mid(this.decoder.mid, h));
+    });
   }
 
   /** Decoder output -> image clamp(sample / 2 + 0.5, 0, 1), NCHW or (for video frames) NHWC. */

@@ -122,6 +122,8 @@ export interface RunHooks {
   onProgress?: (p: StepInfo) => void;
   signal?: AbortSignal;
   preview?: PreviewHooks;
+  /** The plan's cut of the VAE decode: bands of rows of at most `bandBytes` per tensor (a frame too large whole). */
+  decode?: { bandBytes?: number };
 }
 
 /** Steps between previews: `every` when given, else about 10 previews in `total` steps. */

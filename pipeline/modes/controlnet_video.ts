@@ -2,7 +2,6 @@
 // ControlNet residuals into the UNet, cross-frame attention on both models. Long videos run anchor-first per step
 // (recorded K/V for both models), then chunks, as text-to-video does.
 import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
-import { VAE } from "../models/vae.ts";
 import type { ControlNet } from "../models/controlnet.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
@@ -10,7 +9,7 @@ import { gather0 } from "../ops/layout.ts";
 import { DDIM } from "../schedulers/ddim.ts";
 import { cfg } from "../schedulers/guidance.ts";
 import { concatF32, encodePrompts, framesInChunks, type NoiseSource, Pacer, type RunHooks } from "./common.ts";
-import { decodeFrames } from "./decode.ts";
+import { decodeFrames, precompileDecode } from "./decode.ts";
 import type { Embedding } from "../weights/embeddings.ts";
 
 export interface ControlVideoParams {
@@ -109,7 +108,7 @@ async function controlVideoScoped(
     const x = empty(dev, [F, C, h, w], dtype);
     pacer.warmPreview(x);
     videoStep(x, ts[0]);
-    VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
+    precompileDecode(sd, gather0(x, [0]), pacer);
   });
 
   for (let i = 0; i < ts.length; i++) {

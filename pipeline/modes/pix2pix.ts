@@ -2,7 +2,6 @@
 // with text and image guidance over the batch [text+image, uncond+image, uncond+zero], cross-frame attention in
 // 3 groups. Anchor-first per step, then chunks, as text-to-video does.
 import { consume, empty, scoped, type Tensor, upload, withTensorScope } from "../gpu/tensor.ts";
-import { VAE } from "../models/vae.ts";
 import { free } from "../models/layers.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { unary } from "../ops/elementwise.ts";
@@ -18,7 +17,7 @@ import {
   Pacer,
   type RunHooks,
 } from "./common.ts";
-import { decodeFrames } from "./decode.ts";
+import { decodeFrames, precompileDecode } from "./decode.ts";
 import type { Embedding } from "../weights/embeddings.ts";
 
 export interface Pix2PixParams {
@@ -128,7 +127,7 @@ async function pix2pixScoped(
     if (hooks.preview) free(sched.predictX0(x, 0, x));
     pacer.warmPreview(x);
     videoStep(x, 0, x);
-    VAE.toImage(sd.vae.decode(gather0(x, [0])), "nhwc");
+    precompileDecode(sd, gather0(x, [0]), pacer);
   });
 
   for (let i = 0; i < ts.length; i++) {

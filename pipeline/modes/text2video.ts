@@ -7,7 +7,6 @@
 // (noise is addressed by global frame index). When all frames fit in one chunk they run in one call instead.
 import type { Tensor } from "../gpu/tensor.ts";
 import { consume, empty, scoped, upload, withTensorScope } from "../gpu/tensor.ts";
-import { VAE } from "../models/vae.ts";
 import type { AttnContext } from "../models/blocks.ts";
 import type { StableDiffusion } from "../models/sd.ts";
 import { DDIM } from "../schedulers/ddim.ts";
@@ -24,7 +23,7 @@ import {
   type RunHooks,
   scaleStepIndex,
 } from "./common.ts";
-import { decodeFrames } from "./decode.ts";
+import { decodeFrames, precompileDecode } from "./decode.ts";
 import { warpLatents } from "./motion.ts";
 import { blendBackground, type SaliencyFn } from "./smoothing.ts";
 import type { Embedding } from "../weights/embeddings.ts";
@@ -162,7 +161,7 @@ async function text2videoScoped(
       ddpmForward(warpLatents(a, frameIds.slice(1), p.motionX, p.motionY), rest, 1, 2, sd.scheduler);
     }
     videoStep(x, ts[iT1]);
-    VAE.toImage(sd.vae.decode(a), "nhwc");
+    precompileDecode(sd, a, pacer);
   });
 
   // 1-2. The anchor alone, with CFG: DDIM to T1 (kept), then on to T0.

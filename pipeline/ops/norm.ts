@@ -23,14 +23,16 @@ function checkOut(op: string, x: Tensor, out?: Tensor): void {
 }
 
 /** PyTorch GroupNorm over x [N, C, ...spatial] (any number of trailing dims incl. none), affine gamma/beta [C];
- *  optional fused SiLU after the affine (diffusers resnets: norm -> silu). */
+ *  optional fused SiLU after the affine (diffusers resnets: norm -> silu). `stats` [N * groups * 4] f32 gives each
+ *  (n, group)'s (count, mean, M2, -) instead of computing them from x: x is then a part (a band of rows) of the map
+ *  those statistics describe. */
 export function groupNorm(
   x: Tensor,
   groups: number,
   gamma: Tensor,
   beta: Tensor,
   eps: number,
-  opts: { silu?: boolean; out?: Tensor } = {},
+  opts: { silu?: boolean; out?: Tensor; stats?: Tensor } = {},
 ): Tensor {
   const op = "groupNorm";
   if (x.shape.length < 2) throw new GpuError(`${op}: x has shape [${x.shape}], expected [N, C, ...spatial]`);
@@ -42,6 +44,10 @@ export function groupNorm(
   assertShape(op, "beta", beta, [C]);
   assertSameDType(op, x, gamma, beta);
   checkOut(op, x, opts.out);
+  if (opts.stats) {
+    assertShape(op, "stats", opts.stats, [N * groups * 4]);
+    if (opts.stats.dtype !== "f32") throw new GpuError(`${op}: stats must be f32, got ${opts.stats.dtype}`);
+  }
   const dev = x.dev;
   const y = opts.out ?? empty(dev, x.shape, x.dtype);
   const S = x.numel / (N * C);
@@ -54,11 +60,11 @@ export function groupNorm(
   const chunk = Math.ceil(units / chunks);
   // Threads per workgroup: enough for the chunk, no more (idle threads still pay for every barrier).
   const WG = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(chunk))));
-  const kn = (onePass: boolean) =>
+  const kn = (onePass: boolean, given = false) =>
     dev.kernel(
       "groupnorm",
       vecSource(groupNormSrc + reduceSrc, w),
-      vecConsts(w, { SILU: !!opts.silu, WG, ONEPASS: onePass }),
+      vecConsts(w, { SILU: !!opts.silu, WG, ONEPASS: onePass, GIVEN: given }),
       x.dtype,
     );
   /** Normalise `count` consecutive groups starting at group g0 of the channel order (x rows of cg * S elements). */
@@ -68,6 +74,12 @@ export function groupNorm(
     const ys = whole ? y : y.view([count * cg * S], start * (cg * S));
     if (count > 65535) throw new GpuError(`${op}: ${count} groups in one dispatch exceed 65535 workgroups`);
     const pn = new Params().u(units, chunk, chunks, S / w, groups, cg).f(eps).u(g0);
+    if (opts.stats) {
+      const st = opts.stats.view([count * 4], start * 4);
+      const bs = [xs.binding(), st.binding(), gamma.binding(), beta.binding(), ys.binding()];
+      dev.dispatch(kn(false, true), pn, bs, [chunks, count]);
+      return;
+    }
     if (chunks === 1) {
       // The whole group fits one workgroup: statistics and normalisation in one dispatch (x stands in for `part`).
       const bs = [xs.binding(), xs.binding(), gamma.binding(), beta.binding(), ys.binding()];

@@ -120,6 +120,46 @@ for (const dtype of DTYPES) {
     },
   });
 
+  // Given statistics (the banded VAE decode): rows [r0, r1) of a map, normalised with the whole map's (count, mean,
+  // M2) computed on the host, equal those rows of the map's GroupNorm. [shape N,C,H,W; groups; r0; r1; silu; offset]
+  const BAND: [number[], number, number, number, boolean, number][] = [
+    [[1, 16, 9, 12], 4, 3, 7, true, 0], // band rows of 12: vec4
+    [[2, 12, 11, 7], 3, 0, 4, false, 50], // batch 2, odd width: scalar, large mean
+    [[1, 32, 40, 40], 8, 10, 31, true, 0], // 630 units per band group
+  ];
+  for (const [shape, groups, r0, r1, act, offset] of BAND) {
+    cases.push({
+      op: "groupNorm",
+      shape: `x=[${shape}] groups=${groups} rows ${r0}..${r1} given stats${act ? " silu" : ""}`,
+      dtype,
+      tol: tolFor(dtype),
+      async run(dev) {
+        const [N, C, H, W] = shape, n = N * C * H * W, cg = C / groups, R = r1 - r0;
+        const x = data(n, n + 7, dtype, offset, 1.5);
+        const { g, b } = affine(C, C + 3, dtype);
+        const stats = new Float32Array(N * groups * 4);
+        for (let ng = 0; ng < N * groups; ng++) {
+          const part = x.subarray(ng * cg * H * W, (ng + 1) * cg * H * W);
+          let s = 0, q = 0;
+          for (const v of part) s += v;
+          const mean = s / part.length;
+          for (const v of part) q += (v - mean) ** 2;
+          stats.set([part.length, mean, q], ng * 4);
+        }
+        const band = new Float32Array(N * C * R * W);
+        for (let nc = 0; nc < N * C; nc++) band.set(x.subarray((nc * H + r0) * W, (nc * H + r1) * W), nc * R * W);
+        const tx = up(dev, band, [N, C, R, W], dtype), tg = up(dev, g, [C], dtype), tb = up(dev, b, [C], dtype);
+        const ts = up(dev, stats, [N * groups * 4], "f32");
+        const y = groupNorm(tx, groups, tg, tb, 1e-5, { silu: act, stats: ts });
+        const got = await y.read();
+        tx.release(), tg.release(), tb.release(), ts.release(), y.release();
+        const full = groupNormRef(x, shape, groups, g, b, 1e-5, act), want = new Float32Array(band.length);
+        for (let nc = 0; nc < N * C; nc++) want.set(full.subarray((nc * H + r0) * W, (nc * H + r1) * W), nc * R * W);
+        return { got, want: quantize(want, dtype) };
+      },
+    });
+  }
+
   // [shape, offset]: C=13 scalar; 768/320/1280 vec4 (CLIP, UNet); 1030 scalar with 256 threads; 16388 vec4 past
   // the register cache; 70000 rows fold the workgroup grid into 2-D.
   const LN: [number[], number][] = [
