@@ -84,9 +84,13 @@ Deno.test("plan: a request that cannot fit names the limit and the largest size 
   ) as RequestError;
   assertEquals(long.field, "videoLength");
   assert(long.message.includes("at most 64 frames fit at 128x128"), long.message);
-  // A memory cap below one frame's decode.
-  const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 20 * MiB }, T2V), RequestError) as RequestError;
+  // A memory cap below one frame's whole decode: decoded in bands of rows. Below even that: refused.
+  const bands = planRun(DEMO, { ...BIG, maxBytes: 20 * MiB }, T2V);
+  assert(bands.decodeBandBytes! > 0 && bands.summary.includes("in bands of rows"), bands.summary);
+  assertEquals(planRun(DEMO, { ...BIG, maxBytes: 40 * MiB }, T2V).decodeBandBytes, undefined);
+  const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 12 * MiB }, T2V), RequestError) as RequestError;
   assertEquals(cap.field, "maxGpuMb");
+  assert(/even in bands, above --max-gpu-mb 12/.test(cap.message), cap.message);
 });
 
 Deno.test("plan: validation refuses a demo-model request that cannot fit, before any GPU work", () => {
