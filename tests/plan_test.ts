@@ -24,8 +24,9 @@ import { probeVideo } from "../pipeline/media/probe.ts";
 import { ModelCache } from "../pipeline/model_cache.ts";
 import { loadDemoSD } from "../pipeline/models/demo.ts";
 import { StableDiffusion } from "../pipeline/models/sd.ts";
-import { GOLDEN_MODELS } from "../fixtures/paths.ts";
+import { GOLDEN_MODELS, MEDIA_DIR } from "../fixtures/paths.ts";
 import { VAE, type VAEConfig } from "../pipeline/models/vae.ts";
+import { SD15_UNET } from "../pipeline/models/unet.ts";
 import { vaeShapes } from "../pipeline/models/shapes.ts";
 import { randomSource } from "../pipeline/weights/random.ts";
 import { assertClose, gpuTest, testDevice } from "./util.ts";
@@ -91,6 +92,31 @@ Deno.test("plan: a request that cannot fit names the limit and the largest size 
   const cap = assertThrows(() => planRun(DEMO, { ...BIG, maxBytes: 12 * MiB }, T2V), RequestError) as RequestError;
   assertEquals(cap.field, "maxGpuMb");
   assert(/even in bands, above --max-gpu-mb 12/.test(cap.message), cap.message);
+});
+
+Deno.test("plan: SD 1.5 f32 at 736x736 with 256 MiB buffers: the VAE encodes and decodes in bands", () => {
+  const vae: VAEConfig = {
+    in_channels: 3,
+    out_channels: 3,
+    block_out_channels: [128, 256, 512, 512],
+    layers_per_block: 2,
+    latent_channels: 4,
+    norm_num_groups: 32,
+    scaling_factor: 0.18215,
+  };
+  // WebGPU's default maxBufferSize: one 128-channel 736x736 f32 map (265 MiB) does not fit one buffer.
+  const lim = { maxBinding: 128 * MiB, maxBuffer: 256 * MiB };
+  const m: PlanModels = { unet: { ...SD15_UNET, in_channels: 8 }, vae, dtype: "f32", weightBytes: 4.2 * 2 ** 30 };
+  const req: PlanRequest = { mode: "pix2pix", width: 736, height: 736, frames: 8 };
+  const p = planRun(m, lim, req);
+  assert(p.encodeBandBytes! > 0 && p.decodeBandBytes! > 0, p.summary);
+  assert(p.encodeBandBytes! <= 128 * MiB && p.summary.includes("VAE encode in bands"), p.summary);
+  // f16 at 512x512 fits whole; text-to-video never encodes.
+  const small = planRun({ ...m, dtype: "f16" }, lim, { ...req, width: 512, height: 512 });
+  assertEquals([small.encodeBandBytes, small.decodeBandBytes], [undefined, undefined], small.summary);
+  const t2v = planRun({ ...m, unet: SD15_UNET }, lim, { ...req, mode: "text2video" });
+  assertEquals(t2v.encodeBandBytes, undefined);
+  assert(t2v.decodeBandBytes! > 0, t2v.summary);
 });
 
 Deno.test("plan: validation refuses a demo-model request that cannot fit, before any GPU work", () => {
@@ -193,7 +219,11 @@ const RUN: JobRequest = {
   precision: "f32",
 };
 
-async function run(limits: { maxBinding?: number; maxBuffer?: number }, extra: Partial<JobRequest> = {}) {
+async function run(
+  limits: { maxBinding?: number; maxBuffer?: number },
+  extra: Partial<JobRequest> = {},
+  want = { frames: 8, size: 128 },
+) {
   const dev = await testDevice();
   const models = new ModelCache(dev);
   const restore = dev.lowerLimits(limits);
@@ -206,7 +236,7 @@ async function run(limits: { maxBinding?: number; maxBuffer?: number }, extra: P
       onPlan: (p) => (summary = p.summary, chunk = p.chunkSize),
     });
     const info = await probeVideo(r.bytes);
-    assertEquals([info.frames, info.width, info.height], [8, 128, 128], "a playable 8-frame video");
+    assertEquals([info.frames, info.width, info.height], [want.frames, want.size, want.size], "a playable video");
     return { frames: frames!, summary, chunk, peak: dev.pool.peakInUse - base, weights: models.bytes };
   } finally {
     restore();
@@ -242,6 +272,31 @@ gpuTest("plan: a run under --max-gpu-mb holds no more than that; decoded in band
   assert(small.summary.includes("in bands of rows"), small.summary);
   assertClose(small.frames, capped.frames, { maxAbs: 2e-4, relL2: 1e-5 }, "1 MiB buffers");
 });
+
+gpuTest(
+  "plan: pix2pix with buffers too small for one frame's whole encode and decode: bands, the same frames",
+  async () => {
+    const p2p: Partial<JobRequest> = {
+      mode: "pix2pix",
+      model: "demo",
+      video: Deno.readFileSync(`${MEDIA_DIR}/clip_life_64_6fps.gif`),
+      width: 64,
+      height: 64,
+      videoLength: 3,
+      steps: 2,
+    };
+    const want = { frames: 3, size: 64 };
+    const whole = await run({}, p2p, want);
+    assert(!whole.summary.includes("bands"), whole.summary);
+    // The demo VAE at 64x64 (f32): its encode needs a 256 KiB tensor, its decode 512 KiB; one UNet frame fits.
+    const banded = await run({ maxBuffer: 240 * 1024 }, p2p, want);
+    assert(
+      banded.summary.includes("VAE encode in bands") && banded.summary.includes("decode 1 frame at a time in bands"),
+      banded.summary,
+    );
+    assertClose(banded.frames, whole.frames, { maxAbs: 2e-4, relL2: 1e-5 }, "pix2pix in bands");
+  },
+);
 
 Deno.test("plan: the server refuses a request that cannot fit with 400 at submission; nothing is queued", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zerovid-plan-" });

@@ -3,7 +3,7 @@
 import { assert } from "../fixtures/asserts.ts";
 import { upload, withTensorScope } from "../pipeline/gpu/tensor.ts";
 import { loadDemoSD } from "../pipeline/models/demo.ts";
-import { decodeInBands } from "../pipeline/models/vae_bands.ts";
+import { decodeInBands, encodeInBands } from "../pipeline/models/vae_bands.ts";
 import { vaeBands } from "../pipeline/job/plan.ts";
 import { assertClose, DTYPES, gpuTest, randn } from "./util.ts";
 
@@ -44,6 +44,31 @@ for (const dtype of DTYPES) {
           const reserved = 1.25 * (4 * b.frame + Math.max(eb * b.start, 5 * bandBytes));
           assert(peak <= reserved, `bands of ${bandBytes} bytes held ${peak}, planned ${reserved}`);
           if (rows === 5) assert(peak < wholePeak / 2, `small bands held ${peak}, the whole decode ${wholePeak}`);
+        }
+      });
+    } finally {
+      sd.dispose();
+    }
+  });
+}
+
+for (const dtype of DTYPES) {
+  gpuTest(`vae bands: the banded encode equals the whole encode (${dtype})`, async (dev) => {
+    const sd = await loadDemoSD(dev, "pix2pix", dtype);
+    try {
+      // 120x104 pixels: rows of the stride-2 downsamplers' last band end on the image's padded row.
+      const [H, W] = [120, 104];
+      await withTensorScope(dev, async () => {
+        const img = upload(dev, randn(3 * H * W, 5, 0.6), [1, 3, H, W], dtype);
+        const whole = sd.vae.encode(img);
+        const [mean, logvar] = [await whole.mean.read(), await whole.logvar.read()];
+        const C = Math.max(...sd.vae.cfg.block_out_channels), eb = dtype === "f32" ? 4 : 2;
+        for (const rows of [4, 50]) {
+          const p = await encodeInBands(sd.vae, img, rows * C * W * eb);
+          const tol = dtype === "f32" ? { maxAbs: 1e-5, relL2: 2e-6 } : { maxAbs: 1e-2, relL2: 2e-3 };
+          assertClose(await p.mean.read(), mean, tol, `${dtype} mean, bands of ~${rows} rows`);
+          assertClose(await p.logvar.read(), logvar, tol, `${dtype} logvar, bands of ~${rows} rows`);
+          p.mean.release(), p.logvar.release(), p.std.release();
         }
       });
     } finally {

@@ -56,6 +56,8 @@ export interface RunPlan {
   /** When one frame's whole decode does not fit: the VAE decodes it in bands of rows, each tensor of a band at most
    *  this many bytes (pipeline/models/vae_bands.ts: exact, no seams). */
   decodeBandBytes?: number;
+  /** The same for encoding the input video's frames (pix2pix), when one frame's whole encode does not fit. */
+  encodeBandBytes?: number;
   /** Estimated bytes the run holds at its peak (weights included). */
   peakBytes: number;
   /** The plan in one line, for the CLI and the server's log. */
@@ -131,6 +133,19 @@ export function vaePerFrame(vae: VAEConfig, h: number, w: number) {
   return { live, largest, unit: mid };
 }
 
+/** One VAE encode of one frame (elements; pix2pix encodes its input video): live activations at the peak (a resnet
+ *  at full resolution: input, normalised, conv, output), the largest tensor. */
+export function vaeEncodePerFrame(vae: VAEConfig, h: number, w: number) {
+  let R = 64 * h * w, prev = vae.block_out_channels[0], live = 0, largest = 0;
+  vae.block_out_channels.forEach((c, i) => {
+    live = Math.max(live, 4 * Math.max(prev, c) * R);
+    largest = Math.max(largest, Math.max(prev, c) * R);
+    if (i < vae.block_out_channels.length - 1) R /= 4;
+    prev = c;
+  });
+  return { live, largest };
+}
+
 /** GPU tensors a band of the banded decode holds at once (a resnet's second half: its input band, the band it
  *  normalises, that band normalised, the shortcut, the output), each at most the band size. */
 const BAND_TENSORS = 5;
@@ -164,6 +179,14 @@ function bandBytesFor(m: PlanModels, lim: PlanLimits, r: PlanRequest): number {
 /** Whether one frame's whole decode fits (else it is decoded in bands). */
 function wholeDecodeFits(m: PlanModels, lim: PlanLimits, r: PlanRequest): boolean {
   const eb = BYTES[m.dtype], v = vaePerFrame(m.vae, r.height / 8, r.width / 8);
+  if (v.largest * eb > lim.maxBuffer) return false;
+  return lim.maxBytes === undefined || baseBytes(m, r) + POOL * eb * v.live <= lim.maxBytes;
+}
+
+/** Whether one frame's whole encode fits (pix2pix; else it is encoded in bands). */
+function wholeEncodeFits(m: PlanModels, lim: PlanLimits, r: PlanRequest): boolean {
+  if (r.mode !== "pix2pix") return true;
+  const eb = BYTES[m.dtype], v = vaeEncodePerFrame(m.vae, r.height / 8, r.width / 8);
   if (v.largest * eb > lim.maxBuffer) return false;
   return lim.maxBytes === undefined || baseBytes(m, r) + POOL * eb * v.live <= lim.maxBytes;
 }
@@ -206,7 +229,7 @@ function blocker(m: PlanModels, lim: PlanLimits, r: PlanRequest): string | null 
   if (latents > lim.maxBinding) {
     return `the latents of ${r.frames} frames (${latents} bytes) exceed one storage binding, ${binding}`;
   }
-  if (!wholeDecodeFits(m, lim, r) && bandBytesFor(m, lim, r) === 0) {
+  if (!(wholeDecodeFits(m, lim, r) && wholeEncodeFits(m, lim, r)) && bandBytesFor(m, lim, r) === 0) {
     const b = vaeBands(m.vae, h, w);
     if (lim.maxBytes === undefined) {
       return `decoding one frame in bands needs ${
@@ -272,10 +295,17 @@ export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan
   const unetPeak = POOL * eb * (groups * perCall * cn * u.live + (chunkSize < r.frames ? groups * u.anchor : 0));
   const whole = wholeDecodeFits(m, lim, r);
   const decodeBandBytes = whole ? undefined : bandBytesFor(m, lim, r);
+  const encodeBandBytes = wholeEncodeFits(m, lim, r) ? undefined : bandBytesFor(m, lim, r);
   const bands = vaeBands(m.vae, h, w);
-  const vaePeak = decodeBandBytes === undefined
-    ? POOL * eb * v.live
-    : POOL * (4 * bands.frame + Math.max(eb * bands.start, BAND_TENSORS * decodeBandBytes));
+  const banded = (bytes: number) => POOL * (4 * bands.frame + Math.max(eb * bands.start, BAND_TENSORS * bytes));
+  const vaePeak = Math.max(
+    decodeBandBytes === undefined ? POOL * eb * v.live : banded(decodeBandBytes),
+    r.mode !== "pix2pix"
+      ? 0
+      : encodeBandBytes === undefined
+      ? POOL * eb * vaeEncodePerFrame(m.vae, h, w).live
+      : banded(encodeBandBytes),
+  );
   const peakBytes = Math.round(baseBytes(m, r) + Math.max(unetPeak, vaePeak));
   const split = groups * perCall * u.largest * eb > lim.maxBinding || (whole && v.largest * eb > lim.maxBinding);
   const summary = [
@@ -287,12 +317,15 @@ export function planRun(m: PlanModels, lim: PlanLimits, r: PlanRequest): RunPlan
     decodeBandBytes === undefined
       ? `VAE decode 1 frame at a time`
       : `VAE decode 1 frame at a time in bands of rows (tensors <= ${mb(decodeBandBytes)}; exact)`,
+    ...(encodeBandBytes === undefined
+      ? []
+      : [`VAE encode in bands of rows (tensors <= ${mb(encodeBandBytes)}; exact)`]),
     split
       ? `ops split past ${mb(lim.maxBinding)} bindings`
       : `no op needs splitting (bindings <= ${mb(lim.maxBinding)})`,
     `estimated peak ${mb(peakBytes)}${lim.maxBytes !== undefined ? ` of ${mb(lim.maxBytes)}` : ""}`,
   ].join("; ");
-  return { chunkSize, decodeBatch: 1, decodeBandBytes, peakBytes, summary };
+  return { chunkSize, decodeBatch: 1, decodeBandBytes, encodeBandBytes, peakBytes, summary };
 }
 
 /** Models as the planner sees them, from their configs alone: the weights' bytes as loaded (the text encoder's

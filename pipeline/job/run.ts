@@ -320,7 +320,12 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
       plan,
       embeddings,
       noise: new SeededNoise(r.seed!),
-      hooks: { signal, onProgress: tick, preview: previewHooks(r, hooks), decode: { bandBytes: plan.decodeBandBytes } },
+      hooks: {
+        signal,
+        onProgress: tick,
+        preview: previewHooks(r, hooks),
+        vae: { encodeBandBytes: plan.encodeBandBytes, decodeBandBytes: plan.decodeBandBytes },
+      },
       report,
       timed,
       restartClock: () => last = performance.now(),

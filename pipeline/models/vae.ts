@@ -3,7 +3,7 @@ import type { Device, DType } from "../gpu/device.ts";
 import { consume, empty, scoped, type Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { binary, unary } from "../ops/elementwise.ts";
-import { transposeLast2, upsampleNearest } from "../ops/layout.ts";
+import { blockCopy, transposeLast2, upsampleNearest } from "../ops/layout.ts";
 import { loadResnet, type Resnet, resnet } from "./blocks.ts";
 import {
   applyConv,
@@ -88,7 +88,6 @@ export class VAE {
     if (!this.encoder || !this.quantConv) throw new Error("vae: loaded without its encoder");
     const g = this.cfg.norm_num_groups;
     const e = this.encoder;
-    const quantConv = this.quantConv;
     // Each step consumes the activation it replaces, so only one full-resolution map lives at a time.
     let x = applyConv(e.convIn, image);
     e.blocks.forEach((b) => {
@@ -96,8 +95,14 @@ export class VAE {
       // diffusers pads (0, 1, 0, 1) then convolves with stride 2 and no padding.
       if (b.resample) x = consume(x, (x) => applyConv(b.resample!, x, { stride: 2, padding: [0, 1, 0, 1] }));
     });
-    x = consume(x, (x) => this.mid(e.mid, x));
-    return consume(x, (x) => {
+    return consume(x, (x) => this.encodeEnd(x));
+  }
+
+  /** The encoder past its down blocks, at the latents' resolution: the mid block (attention over the whole frame),
+   *  conv_out and quant_conv -> posterior. The banded encode (vae_bands.ts) ends here too. */
+  encodeEnd(x: Tensor): Posterior {
+    const e = this.encoder!, quantConv = this.quantConv!, g = this.cfg.norm_num_groups;
+    return consume(this.mid(e.mid, x), (x) => {
       const moments = applyConv(quantConv, applyConv(e.convOut, applyGroupNorm(e.normOut, x, g, EPS, true)));
       const lc = this.cfg.latent_channels;
       const logvar = unary("clamp", sliceChannels(moments, lc, lc), { lo: -30, hi: 20 });
@@ -195,17 +200,17 @@ function vaeAttention(a: VaeAttention, x: Tensor, groups: number): Tensor {
   });
 }
 
-/** Channels [start, start+count) of an NCHW tensor, by one buffer copy per sample. */
+/** Channels [start, start+count) of an NCHW tensor: one strided block copy (any plane size, f16 odd ones too). */
 function sliceChannels(x: Tensor, start: number, count: number): Tensor {
-  const [B, C, H, W] = x.shape;
+  const [B, C, H, W] = x.shape, plane = H * W;
   const out = empty(x.dev, [B, count, H, W], x.dtype);
-  const plane = H * W * (x.dtype === "f32" ? 4 : 2);
-  if (plane % 4 !== 0) throw new Error(`vae: latent plane of ${H}x${W} ${x.dtype} is not 4-byte aligned`);
-  for (let b = 0; b < B; b++) {
-    x.dev.copy(
-      { buffer: x.buffer, offset: x.offset + (b * C + start) * plane, size: count * plane },
-      { buffer: out.buffer, offset: out.offset + b * count * plane, size: count * plane },
-    );
-  }
+  blockCopy(x, out, {
+    n: B * count * plane,
+    blk: count * plane,
+    ss: C * plane,
+    ds: count * plane,
+    so: start * plane,
+    do: 0,
+  });
   return out;
 }

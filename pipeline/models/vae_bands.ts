@@ -1,17 +1,18 @@
-// The VAE decoder in bands of rows, for a frame whose whole decode does not fit what the run may hold (--max-gpu-mb)
-// or the adapter's largest buffer. Exact, not blended: each GroupNorm normalises a band with the statistics of its
+// The VAE decoder (and encoder) in bands of rows, for a frame whose whole decode does not fit what the run may hold
+// (--max-gpu-mb) or the adapter's largest buffer. Exact, not blended: each GroupNorm normalises a band with the statistics of its
 // whole map (summed on the host in f64), and each 3x3 convolution reads one real row above and below its band (the
 // edge rows it computes with zero padding instead are dropped), so every band's rows are the untiled decoder's up
-// to float rounding and no seam exists to blend. The start (conv_in, the mid block with its frame-wide attention)
-// runs whole at the latents' resolution; from the first up block on, the maps live on the host between layers and
-// the GPU holds one band of one layer at a time (a handful of tensors of at most `bandBytes` each).
+// to float rounding and no seam exists to blend. What runs at the latents' resolution (the mid block with its
+// frame-wide attention) runs whole; the full-resolution layers (the decoder's up blocks, the encoder's down blocks)
+// keep their maps on the host between layers, and the GPU holds one band of one layer at a time (a handful of
+// tensors of at most `bandBytes` each).
 import { BYTES, type Device, type DType } from "../gpu/device.ts";
 import { scoped, type Tensor, upload } from "../gpu/tensor.ts";
 import { upsampleNearest } from "../ops/layout.ts";
 import { groupNorm } from "../ops/norm.ts";
 import type { Resnet } from "./blocks.ts";
 import { applyConv, type Conv, type Norm } from "./layers.ts";
-import type { VAE } from "./vae.ts";
+import type { Posterior, VAE } from "./vae.ts";
 
 const EPS = 1e-6;
 
@@ -172,4 +173,56 @@ export async function decodeInBands(vae: VAE, latents: Tensor, bandBytes: number
     false,
   );
   return upload(dev, out.data, [1, out.C, out.H, out.W], dtype);
+}
+
+/** A plain 3x3 conv over bands (the encoder's conv_in reads the image). */
+function convBands(b: Bands, conv: Conv, x: HostMap): Promise<HostMap> {
+  return banded(
+    b,
+    new HostMap(conv.w.shape[0], x.H, x.W),
+    bandRows(b, Math.max(x.C, conv.w.shape[0]), x.W, 2, 1),
+    halo1(x.H),
+    (a, z) => ({ t: applyConv(conv, x.rows(b.dev, a, z, b.dtype)), first: a }),
+  );
+}
+
+/** diffusers' downsampler: pad (0, 1, 0, 1), 3x3 conv with stride 2. Output rows [r0, r1) read input rows
+ *  [2 r0, 2 r1 + 1); the one padded row is the image's last. */
+function downsampleBands(b: Bands, conv: Conv, x: HostMap): Promise<HostMap> {
+  const { C, H, W } = x, Ho = Math.floor((H + 1 - 3) / 2) + 1, Wo = Math.floor((W + 1 - 3) / 2) + 1;
+  return banded(
+    b,
+    new HostMap(conv.w.shape[0], Ho, Wo),
+    Math.max(1, Math.floor((Math.floor(b.bandBytes / (C * W * BYTES[b.dtype])) - 1) / 2)),
+    (r0, r1) => [2 * r0, Math.min(H, 2 * r1 + 1)],
+    (a, z) => {
+      const pad: [number, number, number, number] = [0, z === H ? 1 : 0, 0, 1];
+      return { t: applyConv(conv, x.rows(b.dev, a, z, b.dtype), { stride: 2, padding: pad }), first: a / 2 };
+    },
+  );
+}
+
+/**
+ * image [1, 3, H, W] in [-1, 1] -> posterior, as `vae.encode` gives, holding at most a few `bandBytes` tensors of
+ * the down path at a time. `image` is read back once (it is small: 3 channels).
+ */
+export async function encodeInBands(vae: VAE, image: Tensor, bandBytes: number): Promise<Posterior> {
+  const [N, C, H, W] = image.shape;
+  if (N !== 1) throw new Error(`encodeInBands: one frame at a time, got ${N}`);
+  if (!vae.encoder) throw new Error("vae: loaded without its encoder");
+  const dev = image.dev, dtype = image.dtype;
+  const b: Bands = { vae, dev, dtype, groups: vae.cfg.norm_num_groups, bandBytes };
+  let x = new HostMap(C, H, W);
+  x.put(await image.read(), H, 0, 0, H);
+  x = await convBands(b, vae.encoder.convIn, x);
+  for (const block of vae.encoder.blocks) {
+    for (const r of block.resnets) x = await resnetBands(b, r, x);
+    if (block.resample) x = await downsampleBands(b, block.resample, x);
+  }
+  const low = x.rows(dev, 0, x.H, dtype);
+  try {
+    return vae.encodeEnd(low);
+  } finally {
+    low.release();
+  }
 }

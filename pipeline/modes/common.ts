@@ -122,8 +122,9 @@ export interface RunHooks {
   onProgress?: (p: StepInfo) => void;
   signal?: AbortSignal;
   preview?: PreviewHooks;
-  /** The plan's cut of the VAE decode: bands of rows of at most `bandBytes` per tensor (a frame too large whole). */
-  decode?: { bandBytes?: number };
+  /** The plan's cut of the VAE: a frame too large to encode or decode whole goes in bands of rows, with at most
+   *  this many bytes per tensor (pipeline/models/vae_bands.ts). */
+  vae?: { encodeBandBytes?: number; decodeBandBytes?: number };
 }
 
 /** Steps between previews: `every` when given, else about 10 previews in `total` steps. */

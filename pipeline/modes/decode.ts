@@ -16,13 +16,13 @@ export async function decodeFrames(
   batch = 1,
 ): Promise<Float32Array> {
   const [F, , h, w] = latents.shape;
-  if (pacer.hooks.decode?.bandBytes !== undefined) batch = 1;
+  if (pacer.hooks.vae?.decodeBandBytes !== undefined) batch = 1;
   const per = 8 * h * 8 * w * 3;
   const out = new Float32Array(F * per);
   for (let f = 0; f < F; f += batch) {
     const n = Math.min(batch, F - f);
     const lat = f === 0 && n === F ? latents : gatherRows(latents, f, n);
-    const bandBytes = pacer.hooks.decode?.bandBytes;
+    const bandBytes = pacer.hooks.vae?.decodeBandBytes;
     const sample = bandBytes === undefined ? sd.vae.decode(lat) : await decodeInBands(sd.vae, lat, bandBytes);
     const img = VAE.toImage(sample, "nhwc");
     free(sample);
@@ -43,5 +43,5 @@ function gatherRows(x: Tensor, start: number, n: number): Tensor {
  *  bands: a dry run allocates what it records, and the whole decode is what did not fit (the bands compile their
  *  few kernels at the first band, after the denoising loop). */
 export function precompileDecode(sd: StableDiffusion, frame: Tensor, pacer: Pacer): void {
-  if (pacer.hooks.decode?.bandBytes === undefined) VAE.toImage(sd.vae.decode(frame), "nhwc");
+  if (pacer.hooks.vae?.decodeBandBytes === undefined) VAE.toImage(sd.vae.decode(frame), "nhwc");
 }

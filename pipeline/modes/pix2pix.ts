@@ -18,6 +18,7 @@ import {
   type RunHooks,
 } from "./common.ts";
 import { decodeFrames, precompileDecode } from "./decode.ts";
+import { encodeInBands } from "../models/vae_bands.ts";
 import type { Embedding } from "../weights/embeddings.ts";
 
 export interface Pix2PixParams {
@@ -78,7 +79,8 @@ async function pix2pixScoped(
   for (let f = 0; f < F; f++) {
     const frame = upload(dev, video.data.subarray(f * 3 * H * W, (f + 1) * 3 * H * W), [1, 3, H, W], dtype);
     const img = unary("identity", frame, { alpha: 2, beta: -1 });
-    const post = sd.vae.encode(img);
+    const bands = hooks.vae?.encodeBandBytes;
+    const post = bands === undefined ? sd.vae.encode(img) : await encodeInBands(sd.vae, img, bands);
     lat.push(post.mean);
     free(frame, img, post.logvar, post.std);
     pacer.check();
