@@ -1,11 +1,11 @@
 // The VAE decoder (and encoder) in bands of rows, for a frame whose whole decode does not fit what the run may hold
-// (--max-gpu-mb) or the adapter's largest buffer. Exact, not blended: each GroupNorm normalises a band with the statistics of its
-// whole map (summed on the host in f64), and each 3x3 convolution reads one real row above and below its band (the
-// edge rows it computes with zero padding instead are dropped), so every band's rows are the untiled decoder's up
-// to float rounding and no seam exists to blend. What runs at the latents' resolution (the mid block with its
-// frame-wide attention) runs whole; the full-resolution layers (the decoder's up blocks, the encoder's down blocks)
-// keep their maps on the host between layers, and the GPU holds one band of one layer at a time (a handful of
-// tensors of at most `bandBytes` each).
+// (--max-gpu-mb) or the adapter's largest buffer. Exact, not blended: each GroupNorm normalises a band with the
+// statistics of its whole map (summed on the host in f64 as its rows arrive), and each 3x3 convolution reads one
+// real row above and below its band (the edge rows it computes with zero padding instead are dropped), so every
+// band's rows are the untiled decoder's up to float rounding and no seam exists to blend. What runs at the latents'
+// resolution (the mid block with its frame-wide attention) runs whole; the full-resolution layers (the decoder's up
+// blocks, the encoder's down blocks) keep their maps on the host between layers, and the GPU holds one band of one
+// layer at a time (a handful of tensors of at most `bandBytes` each).
 import { BYTES, type Device, type DType } from "../gpu/device.ts";
 import { scoped, type Tensor, upload } from "../gpu/tensor.ts";
 import { upsampleNearest } from "../ops/layout.ts";
@@ -19,11 +19,16 @@ const EPS = 1e-6;
 /** One frame's feature map [C, H, W] on the host, with its GroupNorm statistics once complete. */
 class HostMap {
   readonly data: Float32Array;
+  /** Per channel: sum and sum of squares of the rows stored so far (f64; each row is stored once). */
+  private readonly sum: Float64Array;
+  private readonly sq: Float64Array;
   /** Per group (count, mean, M2, -), f32 for the GPU; set by `finish`. */
   stats!: Float32Array;
 
   constructor(readonly C: number, readonly H: number, readonly W: number) {
     this.data = new Float32Array(C * H * W);
+    this.sum = new Float64Array(C);
+    this.sq = new Float64Array(C);
   }
 
   /** Rows [a, b) of every channel as one [1, C, b - a, W] tensor. */
@@ -34,27 +39,27 @@ class HostMap {
     return upload(dev, out, [1, C, n, W], dtype);
   }
 
-  /** Stores rows [r0, r1) from `band` [C, rows, W], whose first row is map row `first`. */
+  /** Stores rows [r0, r1) from `band` [C, rows, W], whose first row is map row `first`; sums them on the way. */
   put(band: Float32Array, rows: number, first: number, r0: number, r1: number): void {
-    const { C, H, W } = this;
+    const { C, H, W } = this, n = (r1 - r0) * W;
     for (let c = 0; c < C; c++) {
-      const src = (c * rows + (r0 - first)) * W;
-      this.data.set(band.subarray(src, src + (r1 - r0) * W), (c * H + r0) * W);
+      const src = band.subarray((c * rows + (r0 - first)) * W, (c * rows + (r0 - first)) * W + n);
+      this.data.set(src, (c * H + r0) * W);
+      let s = 0, q = 0;
+      for (let i = 0; i < n; i++) s += src[i], q += src[i] * src[i];
+      this.sum[c] += s, this.sq[c] += q;
     }
   }
 
-  /** The statistics of each group of channels, in f64 (two passes: mean, then squared deviations). */
+  /** Each group's (count, mean, M2) from the sums: f64 keeps sum-of-squares cancellation far below f32 rounding. */
   finish(groups: number): void {
-    const per = (this.C / groups) * this.H * this.W;
+    const cg = this.C / groups, count = cg * this.H * this.W;
     this.stats = new Float32Array(groups * 4);
     for (let g = 0; g < groups; g++) {
-      const v = this.data.subarray(g * per, (g + 1) * per);
-      let s = 0;
-      for (let i = 0; i < per; i++) s += v[i];
-      const mean = s / per;
-      let q = 0;
-      for (let i = 0; i < per; i++) q += (v[i] - mean) ** 2;
-      this.stats.set([per, mean, q], g * 4);
+      let s = 0, q = 0;
+      for (let c = g * cg; c < (g + 1) * cg; c++) s += this.sum[c], q += this.sq[c];
+      const mean = s / count;
+      this.stats.set([count, mean, Math.max(0, q - s * mean)], g * 4);
     }
   }
 }
