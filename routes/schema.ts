@@ -17,6 +17,7 @@ import {
 } from "../pipeline/job/fields.ts";
 import { isMode, type Mode, MODE_HELP, MODES } from "../pipeline/job/modes.ts";
 import { checkValue, shown } from "../pipeline/job/validate.ts";
+import type { FormFields, UploadedFile } from "./app/multipart.ts";
 
 /** The server's limits: the registry's field limits (frames, resolution, steps, prompt) and its own. */
 export interface Limits extends FieldLimits {
@@ -135,9 +136,9 @@ export class JobSchema {
    * empty fields are omitted, as a form sends every input). Files other than `video`, and repeated fields, are
    * refused.
    */
-  fromForm(form: Record<string, unknown>): { body: Record<string, unknown>; video: File | null } {
+  fromForm(form: FormFields): { body: Record<string, unknown>; video: UploadedFile | null } {
     const body: Record<string, unknown> = {};
-    let video: File | null = null;
+    let video: UploadedFile | null = null;
     for (const [k, v] of Object.entries(form)) {
       if (Array.isArray(v)) throw new RequestError(k, "given more than once");
       if (k === "video") {
@@ -145,7 +146,7 @@ export class JobSchema {
           if (v === "") continue;
           throw new RequestError("video", "expected a file upload (multipart/form-data), got text");
         }
-        video = v as File;
+        video = v;
         continue;
       }
       if (typeof v !== "string") throw new RequestError(k, "expected a text field, got a file");

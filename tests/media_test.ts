@@ -14,7 +14,7 @@ import {
   resizeFrames,
   resizeRGB,
 } from "../pipeline/media/frames.ts";
-import { probeVideo } from "../pipeline/media/probe.ts";
+import { probeFile, probeVideo } from "../pipeline/media/probe.ts";
 import { MEDIA_DIR } from "../fixtures/paths.ts";
 import { RequestError } from "../pipeline/errors.ts";
 
@@ -299,4 +299,47 @@ Deno.test("bad input gives a clear error", async () => {
   const f = movingGradient(2, 16, 16, 4);
   await assert.rejects(encodeVideo(f, "avi" as VideoFormat), /unsupported output format "avi"/);
   await assert.rejects(encodeVideo({ ...f, count: 3 }, "mp4"), /expected/);
+});
+
+Deno.test("probeFile (an upload on disk, read where FFmpeg seeks) says exactly what probeVideo says of the bytes", async () => {
+  const noise = new Uint8Array(64 * 1024);
+  let s = 777;
+  for (let i = 0; i < noise.length; i++) noise[i] = (s = (s * 1103515245 + 12345) >>> 0) >>> 24;
+  const mp4 = await read("clip_testsrc_128x96_8fps.mp4"); // index at the end: the demuxer seeks back and forth
+  const fast = await encodeVideo(movingGradient(8, 64, 64, 8), "mp4"); // index first
+  const gif = await read("clip_life_64_6fps.gif");
+  const webm = await read("clip_mandelbrot_96_10fps.webm");
+  const cases: [string, Uint8Array][] = [
+    ...(await readmeClips()).map((c) => [c.file, null] as unknown as [string, Uint8Array]),
+    ["fast.mp4", fast],
+    ["cut.mp4", mp4.slice(0, mp4.length >> 1)],
+    ["cut2.mp4", fast.slice(0, (fast.length * 0.6) | 0)],
+    ["cut.gif", gif.slice(0, gif.length - 1500)],
+    ["cut.webm", webm.slice(0, webm.length >> 1)],
+    ["noise.bin", noise],
+    ["a.mp4", new TextEncoder().encode("just some text\n")],
+  ];
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-probe-" });
+  try {
+    let ok = 0;
+    for (const [name, given] of cases) {
+      const bytes = given ?? await read(name);
+      const path = `${dir}/upload`;
+      await Deno.writeFile(path, bytes);
+      const [a, b] = await Promise.allSettled([probeVideo(bytes, name), probeFile(path, name)]);
+      if (a.status === "fulfilled") {
+        assert.equal(b.status, "fulfilled", `${name}: ${b.status === "rejected" ? b.reason : ""}`);
+        assert.deepEqual((b as PromiseFulfilledResult<unknown>).value, a.value, name);
+        ok++;
+      } else {
+        assert.equal(b.status, "rejected", `${name}: probeVideo failed (${a.reason}) but probeFile did not`);
+        assert.equal(String((b as PromiseRejectedResult).reason), String(a.reason), name);
+      }
+    }
+    assert.equal(ok, 5, "the four clips and the faststart mp4 probe");
+    await Deno.writeFile(`${dir}/empty`, new Uint8Array(0));
+    await assert.rejects(probeFile(`${dir}/empty`, "empty.mp4"), /"empty.mp4": empty file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -9,14 +9,25 @@ export interface EmFS {
   unlink(path: string): void;
   makedev(major: number, minor: number): number;
   registerDevice(dev: number, ops: DeviceOps): void;
-  mkdev(path: string, dev: number): void;
+  mkdev(path: string, dev: number): DeviceNode;
+}
+
+interface DeviceStream {
+  seekable: boolean;
+  position: number;
 }
 
 interface DeviceOps {
-  open(stream: { seekable: boolean }): void;
+  open(stream: DeviceStream): void;
   close(): void;
-  read(stream: unknown, buf: Uint8Array, off: number, len: number): number;
-  write(stream: unknown, buf: Uint8Array, off: number, len: number): number;
+  read(stream: DeviceStream, buf: Uint8Array, off: number, len: number, position: number): number;
+  write(stream: DeviceStream, buf: Uint8Array, off: number, len: number): number;
+  llseek?(stream: DeviceStream, offset: number, whence: number): number;
+}
+
+/** The node mkdev returns; its node_ops answer stat (FFmpeg's file protocol asks fstat for the size). */
+interface DeviceNode {
+  node_ops: { getattr(node: DeviceNode): Record<string, unknown> };
 }
 
 interface CoreModule {
@@ -95,11 +106,45 @@ export class FFmpegJob {
       write: () => 0,
     });
   }
+  /**
+   * A seekable device at `path` that reads the open `file` (`size` bytes) where FFmpeg asks: a file on disk is
+   * probed or decoded without copying it into the instance's memory (a 60 MB upload stays 60 MB on disk, not in
+   * the WebAssembly heap). The device reports `size` to stat, as a regular file would (the MP4 demuxer needs it).
+   */
+  fileDevice(path: string, file: Deno.FsFile, size: number): void {
+    const node = this.device(path, {
+      open(s) {
+        s.seekable = true;
+      },
+      close() {},
+      read(_s, buf, off, len, position) {
+        const n = Math.max(0, Math.min(len, size - position));
+        if (n === 0) return 0;
+        file.seekSync(position, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < n) {
+          // buf is the instance's heap (an Int8Array view): Deno reads into a Uint8Array over the same bytes.
+          const r = file.readSync(new Uint8Array(buf.buffer, buf.byteOffset + off + got, n - got));
+          if (r === null) break; // the file shrank under us: report what was read
+          got += r;
+        }
+        return got;
+      },
+      write: () => 0,
+      llseek(s, offset, whence) {
+        const at = whence === 1 ? s.position + offset : whence === 2 ? size + offset : offset;
+        if (at < 0) throw new Error("seek before the start of the input");
+        return at;
+      },
+    });
+    const ops = node.node_ops;
+    node.node_ops = { ...ops, getattr: (n) => ({ ...ops.getattr(n), size }) };
+  }
   private nextMajor = 64;
-  private device(path: string, ops: DeviceOps): void {
+  private device(path: string, ops: DeviceOps): DeviceNode {
     const dev = this.fs.makedev(this.nextMajor++, 0);
     this.fs.registerDevice(dev, ops);
-    this.fs.mkdev(path, dev);
+    return this.fs.mkdev(path, dev);
   }
 }
 

@@ -1,6 +1,6 @@
 // Stream facts via ffprobe. The frame count is the number of video packets (demuxed, not decoded), which is
 // what decord's len(VideoReader) returns and what the reference's frame sampling is based on.
-import { damage, describeLog, INPUT_PATH, newFFmpeg } from "./ffmpeg.ts";
+import { damage, describeLog, type FFmpegJob, INPUT_PATH, newFFmpeg } from "./ffmpeg.ts";
 
 export interface VideoInfo {
   /** Display size: the coded size with any 90/270 degree rotation applied, as decoding returns it. */
@@ -57,8 +57,32 @@ export function checkBytes(bytes: Uint8Array, what: string): void {
 export async function probeStream(bytes: Uint8Array, name = "video"): Promise<StreamInfo> {
   const what = `cannot read "${name}"`;
   checkBytes(bytes, what);
+  return await probeInput(what, bytes[bytes.length - 1], (job) => job.fs.writeFile(INPUT_PATH, bytes));
+}
+
+/**
+ * probeStream for a file on disk, read where FFmpeg seeks instead of copied into its memory: how the server probes
+ * an upload (a 60 MB file costs no 60 MB of heap).
+ */
+export async function probeFileStream(path: string, name = "video"): Promise<StreamInfo> {
+  const what = `cannot read "${name}"`;
+  const file = await Deno.open(path, { read: true });
+  try {
+    const { size } = await file.stat();
+    if (size === 0) throw new Error(`${what}: empty file (0 bytes)`);
+    const last = new Uint8Array(1);
+    await file.seek(size - 1, Deno.SeekMode.Start);
+    await file.read(last);
+    return await probeInput(what, last[0], (job) => job.fileDevice(INPUT_PATH, file, size));
+  } finally {
+    file.close();
+  }
+}
+
+/** Runs ffprobe on INPUT_PATH as `mount` provides it; `lastByte` is the input's final byte (GIF's trailer). */
+async function probeInput(what: string, lastByte: number, mount: (job: FFmpegJob) => void): Promise<StreamInfo> {
   const job = await newFFmpeg();
-  job.fs.writeFile(INPUT_PATH, bytes);
+  mount(job);
   job.ffprobe([
     "-v",
     "warning",
@@ -100,7 +124,7 @@ export async function probeStream(bytes: Uint8Array, name = "video"): Promise<St
     throw new Error(`${what}: ${bad} (${have})`);
   }
   // A GIF has no frame index; only its trailer byte (0x3B) shows that the last frame is complete.
-  if (format === "gif" && bytes[bytes.length - 1] !== 0x3b) {
+  if (format === "gif" && lastByte !== 0x3b) {
     throw new Error(`${what}: the file is truncated (GIF trailer missing)`);
   }
   const duration = Number(st.duration ?? json.format.duration ?? NaN);
@@ -126,5 +150,11 @@ export async function probeStream(bytes: Uint8Array, name = "video"): Promise<St
 /** Size, frame rate, frame count, duration and codec of the first video stream. */
 export async function probeVideo(bytes: Uint8Array, name?: string): Promise<VideoInfo> {
   const { format: _, ...info } = await probeStream(bytes, name);
+  return info;
+}
+
+/** probeVideo for a file on disk (see probeFileStream). */
+export async function probeFile(path: string, name?: string): Promise<VideoInfo> {
+  const { format: _, ...info } = await probeFileStream(path, name);
   return info;
 }

@@ -3,12 +3,27 @@
 // - Uploads (multipart) take one of a few slots; with none free the request gets 429 at once, unread.
 // - The body is read as it arrives and counted: past its limit (JSON/urlencoded: 256 KiB, uploads: --max-upload-mb
 //   plus room for the form's text fields) reading stops and the answer is 413; a Content-Length over the limit is
-//   refused before reading. An upload is streamed to a temporary file, not held in memory while it trickles in.
+//   refused before reading.
+// - An upload is parsed as it arrives (multipart.ts): the video goes straight to a temporary file, never into
+//   memory; the route finds the form's fields, the video as a path, in `c.var.form` (urlencoded forms too).
 // - A body that stops arriving for `idleMs` gets 408 (a slow client, or one that sends a length and then nothing).
-// Hono's bodyLimit buffers a chunked body in memory up to the limit, which is why this does its own counting.
+// Hono's bodyLimit buffers a chunked body in memory up to the limit, and its form parsing needs the whole body in
+// memory, which is why this does its own counting and parsing.
 import type { Context, MiddlewareHandler } from "hono";
+import { join } from "node:path";
 import type { JobQueue } from "../queue/types.ts";
 import { errorJson } from "./context.ts";
+import { boundaryOf, type FormFields, MultipartError, MultipartParser } from "./multipart.ts";
+
+declare module "hono" {
+  interface ContextVariableMap {
+    /** A form submission's fields (multipart or urlencoded); a file field's value is where its bytes are. */
+    form: FormFields;
+  }
+}
+
+/** The file fields of an upload that are kept (any other file part is read and dropped). */
+const FILE_FIELDS = ["video"];
 
 export interface IntakeOptions {
   queue: JobQueue;
@@ -114,7 +129,15 @@ export function bodyIntake(o: IntakeOptions): MiddlewareHandler {
         if (e instanceof BodyError) return errorJson(c, e.status, e.message, field, { Connection: "close" });
         throw e;
       }
-      c.req.raw = new Request(raw, { body: bytes as Uint8Array<ArrayBuffer> });
+      if (mediaType(c) === "application/x-www-form-urlencoded") {
+        const fields: FormFields = Object.create(null);
+        for (const [k, v] of new URLSearchParams(new TextDecoder().decode(bytes))) {
+          fields[k] = k in fields ? [fields[k], v].flat() : v;
+        }
+        c.set("form", fields);
+      } else {
+        c.req.raw = new Request(raw, { body: bytes as Uint8Array<ArrayBuffer> });
+      }
       return await next();
     }
 
@@ -125,31 +148,32 @@ export function bodyIntake(o: IntakeOptions): MiddlewareHandler {
       });
     }
     busy++;
-    let tmp: string | null = null;
-    let reread: Deno.FsFile | null = null;
+    let dir: string | null = null;
+    let parser: MultipartParser | null = null;
     try {
-      tmp = await Deno.makeTempFile({ prefix: "zerovid-upload-" });
-      const file = await Deno.open(tmp, { write: true });
       try {
-        await pump(raw.body, limit, idleMs, async (ch) => {
-          for (let off = 0; off < ch.length;) off += await file.write(ch.subarray(off));
-        }, tooBig);
+        const boundary = boundaryOf(c.req.header("Content-Type") ?? "");
+        const tmp = dir = await Deno.makeTempDir({ prefix: "zerovid-upload-" });
+        const form = parser = new MultipartParser(boundary, {
+          files: FILE_FIELDS,
+          maxTextBytes: FORM_ROOM,
+          openFile: async (name) => {
+            const path = join(tmp, name);
+            return { path, file: await Deno.open(path, { write: true, createNew: true }) };
+          },
+        });
+        await pump(raw.body, limit, idleMs, (ch) => form.push(ch), tooBig);
+        c.set("form", form.end());
       } catch (e) {
+        parser?.close();
         if (e instanceof BodyError) return errorJson(c, e.status, e.message, field, { Connection: "close" });
+        if (e instanceof MultipartError) return errorJson(c, e.status, e.message, "body", { Connection: "close" });
         throw e;
-      } finally {
-        file.close();
       }
-      // The route parses the form from the file (one pass, as it arrives from disk).
-      reread = await Deno.open(tmp, { read: true });
-      c.req.raw = new Request(raw.url, { method: raw.method, headers: raw.headers, body: reread.readable });
       await next();
     } finally {
       busy--;
-      try {
-        reread?.close(); // a route that answered without reading the form
-      } catch { /* the stream closed it */ }
-      if (tmp) await Deno.remove(tmp).catch(() => {});
+      if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   };
 }

@@ -7,12 +7,14 @@ import { z } from "zod";
 import type { JobRequest } from "../../pipeline/job/types.ts";
 import { type Mode, VIDEO_MODES } from "../../pipeline/job/modes.ts";
 import { RequestError } from "../../pipeline/errors.ts";
-import { probeVideo, type VideoInfo } from "../../pipeline/media/probe.ts";
+import { probeFile, type VideoInfo } from "../../pipeline/media/probe.ts";
 import { sampleIndices } from "../../pipeline/media/decode.ts";
 import { QueueFullError } from "../queue/types.ts";
 import type { JobBody } from "../schema.ts";
 import { errorJson, jobView, type SubAppDeps, unknownJob } from "./context.ts";
 import { bodyIntake } from "./intake.ts";
+import { releaseWasm } from "./gc.ts";
+import type { UploadedFile } from "./multipart.ts";
 
 /** The frame count a video request will produce, as runJob samples it (for the frames limit). */
 function sampledFrames(info: VideoInfo, body: JobBody): number {
@@ -55,14 +57,11 @@ export function jobsApp(deps: SubAppDeps): Hono {
       await next();
     },
     bodyIntake({ queue, maxUploadBytes: limits.maxUploadMb * 2 ** 20, ...deps.intake }),
-    validator("json", (v, c) => isJson(c) ? { body: schema.parse(v), video: null as File | null } : null),
-    validator("form", (v, c) => {
-      if (!isForm(c)) return null;
-      const { body, video } = schema.fromForm(v as Record<string, unknown>);
-      return { body: schema.parse(body), video };
-    }),
+    validator("json", (v, c) => isJson(c) ? { body: schema.parse(v), video: null as UploadedFile | null } : null),
     async (c) => {
-      const input = c.req.valid("json") ?? c.req.valid("form");
+      const form = c.get("form"); // set by the intake for both form types
+      const input = c.req.valid("json") ??
+        (form ? ((f) => ({ body: schema.parse(f.body), video: f.video }))(schema.fromForm(form)) : null);
       if (!input) throw new RequestError("body", "empty request");
       const body = { ...input.body } as JobBody;
       const mode = body.mode as Mode;
@@ -72,21 +71,25 @@ export function jobsApp(deps: SubAppDeps): Hono {
       let video: Uint8Array | undefined;
       if (input.video) {
         if (!VIDEO_MODES.includes(mode)) throw new RequestError("video", `mode ${mode} takes no input video`);
-        video = new Uint8Array(await input.video.arrayBuffer());
-        if (video.length === 0) throw new RequestError("video", "the uploaded file is empty (0 bytes)");
+        const { path, size } = input.video;
+        if (size === 0) throw new RequestError("video", "the uploaded file is empty (0 bytes)");
+        if (!path) throw new RequestError("video", "given more than once");
         const name = (body.videoName as string | undefined) ?? (input.video.name || "video");
         body.videoName = name;
         let info: VideoInfo;
         try {
-          info = await probeVideo(video, name);
+          info = await probeFile(path, name);
         } catch (e) {
           throw new RequestError("video", `not a video the server can read: ${(e as Error).message}`);
+        } finally {
+          releaseWasm(); // each probe leaves a dead FFmpeg instance; see gc.ts
         }
         const n = Math.min(sampledFrames(info, body), (body.videoLength as number | undefined) ?? Infinity);
         if (n > limits.maxFrames) {
           body.videoLength = limits.maxFrames;
           notices.push(`the video gives ${n} frames; the first ${limits.maxFrames} are used (the server's limit)`);
         }
+        video = await Deno.readFile(path); // once it is known to be a video the job can use
       } else if (VIDEO_MODES.includes(mode)) {
         throw new RequestError(
           "video",
