@@ -40,6 +40,10 @@ export interface ServeArgs {
   uploadSlots: number;
   /** A request body that stops arriving this long gets 408. */
   bodyTimeoutS: number;
+  /** A request's headers must be complete this long after their first byte (slow clients get 408). */
+  headerTimeoutS: number;
+  /** A connection on which nothing moves either way this long is closed. */
+  idleTimeoutS: number;
   /** Origins whose pages may use the API (--cors). */
   cors: string[];
   /** Host names answered besides the loopback ones when listening on loopback (--allow-host). */
@@ -158,6 +162,18 @@ export const SERVE_FLAGS: Record<string, Flag> = {
     value: "S",
     help: "a request body that stops arriving for S seconds gets 408 (default 30)",
     set: (o, v, f) => o.bodyTimeoutS = num(f, v, { int: false, min: 1 }),
+  },
+  "header-timeout": {
+    value: "S",
+    help: "a request's headers must arrive within S seconds of their first byte (of the connection's\n" +
+      "opening, for its first request), else 408 and the connection is closed (default 10)",
+    set: (o, v, f) => o.headerTimeoutS = num(f, v, { int: false, min: 0.1 }),
+  },
+  "idle-timeout": {
+    value: "S",
+    help: "close a connection on which nothing moves either way for S seconds (default 60; event\n" +
+      "streams send a ping every 15 s)",
+    set: (o, v, f) => o.idleTimeoutS = num(f, v, { int: false, min: 1 }),
   },
   cors: {
     value: "ORIGIN",
@@ -284,6 +300,8 @@ export function parseServeArgs(args: string[], env: Record<string, string | unde
     jobTimeoutS: 7200,
     uploadSlots: 2,
     bodyTimeoutS: 30,
+    headerTimeoutS: 10,
+    idleTimeoutS: 60,
     cors: [],
     allowHosts: [],
     help: values.help === true,

@@ -13,6 +13,7 @@ import { SqliteQueue } from "./queue/sqlite.ts";
 import { type ModelEntry, ModelRegistry } from "./registry.ts";
 import { DEFAULT_LIMITS, type Limits } from "./schema.ts";
 import { createApp, type Health } from "./app.ts";
+import { serveFronted } from "./front.ts";
 import type { BrowserSafety } from "./app/guard.ts";
 import {
   defaultDataDir,
@@ -266,10 +267,13 @@ export async function serve(args: string[]): Promise<number> {
   let signalled: () => void = () => {};
   const stopSignal = new Promise<void>((r) => signalled = r);
   const ac = new AbortController();
-  // A worker takes no requests: it listens to the queue only.
-  const http = a.role === "worker" ? null : Deno.serve({
+  // A worker takes no requests: it listens to the queue only. The public socket is the front's (front.ts): it
+  // times out silent and slow clients, which Deno.serve alone would keep forever.
+  const http = a.role === "worker" ? null : await serveFronted({
     hostname: a.host,
     port: a.port,
+    headerTimeoutMs: a.headerTimeoutS * 1000,
+    idleTimeoutMs: a.idleTimeoutS * 1000,
     signal: ac.signal,
     onListen: ({ hostname, port }) => {
       const shown = hostname.includes(":") ? `[${hostname}]` : hostname;

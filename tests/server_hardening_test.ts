@@ -311,6 +311,65 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "serve: slowloris connections (silent, or dribbling headers) get 408 and are closed after --header-timeout; " +
+    "the server answers others meanwhile",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zerovid-slowloris-" });
+    const srv = await serve(join(dir, "data"), ["--header-timeout", "1", "--idle-timeout", "3"]);
+    try {
+      const port = Number(new URL(srv.base).port);
+      const enc = new TextEncoder();
+      const conns = await Promise.all(Array.from({ length: 50 }, () => Deno.connect({ port })));
+      // Half say nothing; half send a request line and then one header line every 200 ms.
+      let dribbling = true;
+      const dribblers = conns.slice(25).map(async (c) => {
+        await c.write(enc.encode("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")).catch(() => {});
+        while (dribbling) {
+          await sleep(200);
+          if (await c.write(enc.encode("X-Slow: 1\r\n")).catch(() => null) === null) return;
+        }
+      });
+      const t0 = performance.now();
+      const health: number[] = [];
+      while (performance.now() - t0 < 1500) {
+        const s = performance.now();
+        const r = await fetch(`${srv.base}/healthz`);
+        assertEquals(r.status, 200);
+        await r.body?.cancel();
+        health.push(performance.now() - s);
+        await sleep(100);
+      }
+      const closed = await Promise.all(conns.map(async (c) => {
+        const buf = new Uint8Array(4096);
+        let text = "";
+        const deadline = performance.now() + 8000;
+        for (;;) {
+          const n = await Promise.race([c.read(buf).catch(() => null), sleep(deadline - performance.now())]);
+          if (n === null || n === undefined) break;
+          text += new TextDecoder().decode(buf.subarray(0, n as number));
+        }
+        return { text, at: performance.now() - t0, open: performance.now() >= deadline };
+      }));
+      dribbling = false;
+      await Promise.all(dribblers);
+      conns.forEach((c) => c.close());
+      const open = closed.filter((c) => c.open).length;
+      assertEquals(open, 0, `${open} of 50 slow connections were still open after 8 s`);
+      const no408 = closed.filter((c) => !c.text.startsWith("HTTP/1.1 408 "));
+      assertEquals(no408.length, 0, `answered otherwise: ${JSON.stringify(no408[0]?.text)}`);
+      const latest = Math.max(...closed.map((c) => c.at));
+      assert(latest < 4000, `the last slow connection closed after ${latest.toFixed(0)} ms (header timeout 1 s)`);
+      assert(Math.max(...health) < 500, `/healthz took ${health.map((h) => h.toFixed(0))} ms meanwhile`);
+    } finally {
+      await srv.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("serve: --job-timeout takes seconds or a duration; a bad one is named", () => {
   assertEquals(parseServeArgs([]).jobTimeoutS, 7200);
   assertEquals(parseServeArgs(["--job-timeout", "90"]).jobTimeoutS, 90);
