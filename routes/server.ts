@@ -7,6 +7,7 @@
 // (--role worker: one GPU, no HTTP) or both.
 import type { Hono } from "hono";
 import type { JobRequest } from "../pipeline/job/types.ts";
+import type { ProbedVideo } from "../pipeline/job/validate.ts";
 import type { FieldLimits } from "../pipeline/job/fields.ts";
 import { type JobQueue, QueueUnavailableError, type Runner } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
@@ -33,7 +34,7 @@ export interface ServerOptions {
   modelRoots: string[];
   limits?: Partial<Limits>;
   token?: string;
-  validate: (req: JobRequest, limits: FieldLimits) => JobRequest;
+  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest;
   health?: () => Health;
   /** Start running queued jobs right away (default true; serve() starts the worker once it listens). */
   autostart?: boolean;
@@ -213,7 +214,8 @@ export async function serve(args: string[]): Promise<number> {
       // Without a GPU the precision stays unset: the worker that runs the job picks it for its own GPU.
       // With a GPU, its limits (and --max-gpu-mb) let validation refuse a request that cannot fit.
       validate: gpu
-        ? (req, limits) => validateRequest(req, { ...gpu.facts, maxBuffer: gpu.facts.maxBufferSize }, limits)
+        ? (req, limits, video) =>
+          validateRequest(req, { ...gpu.facts, maxBuffer: gpu.facts.maxBufferSize }, limits, video)
         : (req, limits) => {
           const r = validateRequest(req, undefined, limits);
           if (req.precision === undefined) delete r.precision;

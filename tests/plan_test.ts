@@ -408,3 +408,47 @@ Deno.test("plan: the server refuses a request for a local model folder that cann
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("plan: a video request is planned at submission from its probed input; one that cannot fit gets 400", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-plan-" });
+  const device = { f16: false, maxBinding: 4 * MiB, maxBuffer: 256 * MiB };
+  const srv = await openServer({
+    dataDir: dir,
+    modelRoots: [],
+    validate: (r, limits, video) => validateRequest(r, device, limits, video),
+    runner: () => Promise.reject(new Error("the runner must not be reached")),
+    log: () => {},
+    autostart: false,
+  });
+  try {
+    const clip = await Deno.readFile(`${MEDIA_DIR}/clip_testsrc_128x96_8fps.mp4`); // 128x96, 16 frames
+    const post = async (fields: Record<string, string>) => {
+      const form = new FormData();
+      for (const [k, v] of Object.entries(fields)) form.set(k, v);
+      form.set("video", new File([clip], "clip.mp4"));
+      const res = await srv.app.request("http://localhost/v1/jobs", {
+        method: "POST",
+        headers: { host: "localhost" },
+        body: form,
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    for (const [i, mode] of ["canny", "pix2pix"].entries()) {
+      const base = { mode, prompt: "x", precision: "f32" };
+      // resolution 1024 makes 1024x768 frames: too large for 4 MiB bindings; resolution is blamed, with the size
+      // that would fit.
+      const big = await post({ ...base, resolution: "1024" });
+      assertEquals([big.status, big.body.field], [400, "resolution"], JSON.stringify(big.body));
+      assert(/1024x768, 16 frames cannot run.*largest size that fits is \d+x\d+/.test(big.body.error), big.body.error);
+      const exact = await post({ ...base, width: "1024", height: "768" });
+      assertEquals([exact.status, exact.body.field], [400, "width"], JSON.stringify(exact.body));
+      assertEquals((await srv.queue.counts()).queued, i, `${mode}: a refused request was queued`);
+      const ok = await post({ ...base, resolution: "256" });
+      assertEquals(ok.status, 202, JSON.stringify(ok.body));
+    }
+    assertEquals((await srv.queue.counts()).queued, 2);
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -11,13 +11,13 @@
 // tests/plan_test.ts checks it against the pool's measured peak.
 import { RequestError } from "../errors.ts";
 import { BYTES, type DType } from "../gpu/device.ts";
-import { DEMO_TEXT_ENCODER, DEMO_UNET, DEMO_VAE } from "../models/demo.ts";
+import { DEMO_CONTROLNET, DEMO_PIX2PIX_UNET, DEMO_TEXT_ENCODER, DEMO_UNET, DEMO_VAE } from "../models/demo.ts";
 import type { ClipTextConfig } from "../models/clip.ts";
 import type { ControlNetConfig } from "../models/controlnet.ts";
 import { clipTextShapes, controlnetShapes, unetShapes, vaeShapes } from "../models/shapes.ts";
 import type { UNetConfig } from "../models/unet.ts";
 import type { VAEConfig } from "../models/vae.ts";
-import type { Mode } from "./modes.ts";
+import { CONTROL_MODES, type Mode } from "./modes.ts";
 
 export interface PlanLimits {
   /** maxStorageBufferBindingSize (bytes). */
@@ -346,9 +346,12 @@ export function planModelsOf(
   return { unet, vae, controlnet: !!controlnet, dtype, weightBytes: n * BYTES[dtype] };
 }
 
-/** The built-in demo model as the planner sees it, so its requests are planned (and refused) at submission. */
-export function demoPlanModels(dtype: DType): PlanModels {
-  return planModelsOf(DEMO_UNET, DEMO_VAE, DEMO_TEXT_ENCODER, dtype);
+/** The built-in demo model as the planner sees it for `mode` (pix2pix's UNet, the control modes' ControlNet), so
+ *  its requests are planned (and refused) at submission. */
+export function demoPlanModels(dtype: DType, mode: Mode = "text2video"): PlanModels {
+  const unet = mode === "pix2pix" ? DEMO_PIX2PIX_UNET : DEMO_UNET;
+  const cn = CONTROL_MODES.includes(mode) ? DEMO_CONTROLNET : undefined;
+  return planModelsOf(unet, DEMO_VAE, DEMO_TEXT_ENCODER, dtype, cn);
 }
 
 const folderConfigs = new Map<string, { stamp: string; configs: Record<string, unknown> | null }>();

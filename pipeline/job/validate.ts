@@ -5,6 +5,7 @@
 import { RequestError } from "../errors.ts";
 import type { DType } from "../gpu/device.ts";
 import { DEMO_MODEL } from "../models/demo.ts";
+import { outputSize } from "../media/frames.ts";
 import { defaultT0T1 } from "../modes/text2video.ts";
 import {
   appliesTo,
@@ -124,14 +125,22 @@ export function checkValue(name: string, v: unknown, mode: Mode, limits?: Partia
 }
 
 /** What validation knows of the GPU: shader-f16 decides the default precision; with its limits (and a server's
- *  memory cap) a text-to-video request for the demo model or a local diffusers folder is planned here from the
- *  models' configs, so one that cannot fit is refused at submission (single files, hub ids and the video modes,
- *  whose frames come from the video, are planned when loaded, still before any GPU work of the run). */
+ *  memory cap) a request for the demo model or a local diffusers folder is planned here from the models' configs
+ *  (a video mode's with its probed input), so one that cannot fit is refused at submission (single files, hub ids,
+ *  and a video request validated without its probe are planned when loaded, still before any GPU work). */
 export interface DeviceInfo {
   f16: boolean;
   maxBinding?: number;
   maxBuffer?: number;
   maxGpuBytes?: number;
+}
+
+/** A video mode's input as probed at submission: its size and the frames the request samples from it. */
+export interface ProbedVideo {
+  width: number;
+  height: number;
+  /** Frames the request's start/end/fps select (before videoLength's cap). */
+  frames: number;
 }
 
 /**
@@ -143,6 +152,7 @@ export function validateRequest(
   req: JobRequest,
   device?: DeviceInfo,
   limits?: Partial<FieldLimits>,
+  video?: ProbedVideo,
 ): JobRequest {
   if (req === null || typeof req !== "object" || Array.isArray(req)) {
     throw new RequestError("mode", `expected a request object, got ${shown(req)}`);
@@ -172,7 +182,7 @@ export function validateRequest(
     if (v !== undefined) r[name] = v;
   }
   r.model = model;
-  return finish(r as JobRequest, given, mode, device);
+  return finish(r as JobRequest, given, mode, device, video);
 }
 
 /** A default brought inside a server's limits (512-pixel frames on a server that allows 256). */
@@ -184,7 +194,13 @@ function fitDefault(name: FieldName, mode: Mode, v: unknown, limits?: Partial<Fi
 }
 
 /** The defaults that depend on other fields, and the rules that tie fields together. */
-function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, device?: DeviceInfo): JobRequest {
+function finish(
+  r: JobRequest,
+  given: Record<string, unknown>,
+  mode: Mode,
+  device?: DeviceInfo,
+  video?: ProbedVideo,
+): JobRequest {
   if (typeof r.prompt !== "string") throw new RequestError("prompt", "is required (the text to generate from)");
   if (r.smoothBackground === false) delete r.smoothBackground;
   if (CONTROL_MODES.includes(mode)) r.controlnet ??= r.model === DEMO_MODEL ? DEMO_MODEL : DEFAULT_CONTROLNETS[mode];
@@ -218,19 +234,6 @@ function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, devic
     if (r.smoothBackground && !r.saliencyModel) {
       throw new RequestError("saliencyModel", "background smoothing needs a salient-object model (an .onnx file)");
     }
-    if (device?.maxBinding !== undefined && device.maxBuffer !== undefined) {
-      // The demo model and local diffusers folders are planned from their configs; other models when loaded.
-      const dtype = r.precision as DType;
-      const models = r.model === DEMO_MODEL ? demoPlanModels(dtype) : folderPlanModels(r.model!, dtype);
-      const maxBytes = memoryCap(device.maxGpuBytes, r.maxGpuMb);
-      if (models) {
-        planRun(
-          models,
-          { maxBinding: device.maxBinding, maxBuffer: device.maxBuffer, maxBytes },
-          { mode, width: r.width!, height: r.height!, frames: r.videoLength!, chunkSize: r.chunkSize },
-        );
-      }
-    }
   }
   if (isVideo && r.end !== undefined && r.end !== -1 && r.end <= (r.start ?? 0)) {
     throw new RequestError("end", `must be after start (${r.start ?? 0} s), got ${r.end} s`);
@@ -241,7 +244,52 @@ function finish(r: JobRequest, given: Record<string, unknown>, mode: Mode, devic
   if (mode === "depth" && !r.depthModel) {
     throw new RequestError("depthModel", "depth mode needs a MiDaS/DPT depth model (an .onnx file)");
   }
+  if (device && (mode === "text2video" || video)) planAtSubmission(r, device, video);
   return r;
+}
+
+/**
+ * Plans the run from the models' configs (the demo model, or a local diffusers folder with, for the control modes, a
+ * local ControlNet folder) and the GPU's limits; a request that cannot fit is refused here. Others (single files,
+ * hub ids) are planned when loaded.
+ */
+function planAtSubmission(r: JobRequest, device: DeviceInfo, video?: ProbedVideo): void {
+  if (device.maxBinding === undefined || device.maxBuffer === undefined) return;
+  const dtype = r.precision as DType;
+  const control = CONTROL_MODES.includes(r.mode);
+  let models;
+  if (r.model === DEMO_MODEL) {
+    if (control && r.controlnet !== DEMO_MODEL) return;
+    models = demoPlanModels(dtype, r.mode);
+  } else {
+    if (control && r.controlnet === DEMO_MODEL) return;
+    models = folderPlanModels(r.model!, dtype, control ? r.controlnet : undefined);
+  }
+  if (!models) return;
+  // A video mode's frames are the input's, sized and sampled as the run will decode them.
+  const size = video
+    ? {
+      ...outputSize(video.height, video.width, r.width !== undefined ? r : { resolution: r.resolution }),
+      frames: Math.min(video.frames, r.videoLength ?? Infinity),
+    }
+    : { width: r.width!, height: r.height!, frames: r.videoLength! };
+  try {
+    planRun(
+      models,
+      {
+        maxBinding: device.maxBinding,
+        maxBuffer: device.maxBuffer,
+        maxBytes: memoryCap(device.maxGpuBytes, r.maxGpuMb),
+      },
+      { mode: r.mode, ...size, chunkSize: r.chunkSize },
+    );
+  } catch (e) {
+    // A video mode's size comes from resolution unless width and height were given.
+    if (video && e instanceof RequestError && e.field === "width" && r.width === undefined) {
+      throw new RequestError("resolution", e.detail, { cause: e });
+    }
+    throw e;
+  }
 }
 
 /** The request as run, without the video bytes: every default filled in, so the job can be repeated. */

@@ -7,7 +7,7 @@
 // choice and scaler differ from decord + torchvision); frames stream out of wasm through a device, and only the
 // wanted ones are kept, resized in TypeScript as they arrive, so memory stays at the output size.
 import { damage, describeLog, INPUT_PATH, newFFmpeg } from "./ffmpeg.ts";
-import { fitSize, type Frames, resizeRGB } from "./frames.ts";
+import { type Frames, outputSize, resizeRGB } from "./frames.ts";
 import { probeStream } from "./probe.ts";
 import { RequestError } from "../errors.ts";
 
@@ -61,21 +61,6 @@ export function sampleIndices(
   const step = (i1 - i0) / n; // np.linspace(endpoint=False): i*step + start
   const indices = Array.from({ length: n }, (_, i) => Math.trunc(i * step + i0));
   return { indices, fps: outFps };
-}
-
-function outputSize(h: number, w: number, opts: DecodeOptions): { height: number; width: number } {
-  const pos = (v: number | undefined, k: string) => {
-    if (v !== undefined && !(Number.isInteger(v) && v > 0)) {
-      throw new Error(`decodeVideo: ${k} must be a positive integer (got ${v})`);
-    }
-    return v;
-  };
-  const ow = pos(opts.width, "width"), oh = pos(opts.height, "height"), res = pos(opts.resolution, "resolution");
-  if (ow && oh) return { height: oh, width: ow };
-  if (ow) return { height: Math.max(1, Math.round((h * ow) / w)), width: ow };
-  if (oh) return { height: oh, width: Math.max(1, Math.round((w * oh) / h)) };
-  if (res) return fitSize(h, w, res);
-  return { height: h, width: w };
 }
 
 /** Decodes, samples and resizes a video (mp4, webm, gif, avi, mov, ...; audio is ignored). */

@@ -60,6 +60,29 @@ export function fitSize(height: number, width: number, resolution: number): { he
   return { height: h, width: w };
 }
 
+/**
+ * The size decodeVideo gives frames of h x w: an exact width and height, one of them (keeping the aspect ratio),
+ * else `resolution` (fitSize), else the source size. Also what a server plans a video job with at submission.
+ */
+export function outputSize(
+  h: number,
+  w: number,
+  opts: { width?: number; height?: number; resolution?: number },
+): { height: number; width: number } {
+  const pos = (v: number | undefined, k: string) => {
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) {
+      throw new Error(`decodeVideo: ${k} must be a positive integer (got ${v})`);
+    }
+    return v;
+  };
+  const ow = pos(opts.width, "width"), oh = pos(opts.height, "height"), res = pos(opts.resolution, "resolution");
+  if (ow && oh) return { height: oh, width: ow };
+  if (ow) return { height: Math.max(1, Math.round((h * ow) / w)), width: ow };
+  if (oh) return { height: oh, width: Math.max(1, Math.round((w * oh) / h)) };
+  if (res) return fitSize(h, w, res);
+  return { height: h, width: w };
+}
+
 /** Per output index: first input index and normalized weights of PyTorch's antialiased bilinear (= PIL's). */
 function aaWeights(
   inSize: number,

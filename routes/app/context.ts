@@ -1,6 +1,7 @@
 // What every sub-app of the HTTP API gets: its dependencies, the one error shape, and a job as the API shows it.
 import type { Context } from "hono";
 import type { JobRequest } from "../../pipeline/job/types.ts";
+import type { ProbedVideo } from "../../pipeline/job/validate.ts";
 import type { FieldLimits } from "../../pipeline/job/fields.ts";
 import type { Job, JobQueue } from "../queue/types.ts";
 import type { ModelRegistry } from "../registry.ts";
@@ -22,7 +23,7 @@ export interface AppDeps {
   /** Bearer token for /v1/*; none = open. */
   token?: string;
   /** Checks a request and fills its defaults inside the limits (validateRequest); throws RequestError. */
-  validate: (req: JobRequest, limits: FieldLimits) => JobRequest;
+  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest;
   health: () => Health;
   /** Origin/Host checks for browsers (guard.ts); default: listening on 127.0.0.1, no --cors, no --allow-host. */
   browser?: BrowserSafety;

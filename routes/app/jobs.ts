@@ -5,6 +5,7 @@ import { validator } from "hono/validator";
 import { zValidator } from "@hono/zod-validator";
 import { z } from "zod";
 import type { JobRequest } from "../../pipeline/job/types.ts";
+import type { ProbedVideo } from "../../pipeline/job/validate.ts";
 import { type Mode, VIDEO_MODES } from "../../pipeline/job/modes.ts";
 import { RequestError } from "../../pipeline/errors.ts";
 import { probeFile, type VideoInfo } from "../../pipeline/media/probe.ts";
@@ -69,6 +70,7 @@ export function jobsApp(deps: SubAppDeps): Hono {
 
       // The input video: present for the video modes only, a real video, within the frame limit.
       let video: Uint8Array | undefined;
+      let probed: ProbedVideo | undefined;
       if (input.video) {
         if (!VIDEO_MODES.includes(mode)) throw new RequestError("video", `mode ${mode} takes no input video`);
         const { path, size } = input.video;
@@ -84,7 +86,9 @@ export function jobsApp(deps: SubAppDeps): Hono {
         } finally {
           releaseWasm(); // each probe leaves a dead FFmpeg instance; see gc.ts
         }
-        const n = Math.min(sampledFrames(info, body), (body.videoLength as number | undefined) ?? Infinity);
+        const sampled = sampledFrames(info, body);
+        probed = { width: info.width, height: info.height, frames: sampled };
+        const n = Math.min(sampled, (body.videoLength as number | undefined) ?? Infinity);
         if (n > limits.maxFrames) {
           body.videoLength = limits.maxFrames;
           notices.push(`the video gives ${n} frames; the first ${limits.maxFrames} are used (the server's limit)`);
@@ -99,7 +103,8 @@ export function jobsApp(deps: SubAppDeps): Hono {
       // Model names -> paths inside the roots, then the pipeline's own checks and defaults (seed included; a
       // default that would break a limit is brought inside it).
       const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
-      const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits);
+      // With the probe, a video request is planned here too: one that cannot fit this GPU is refused now, unqueued.
+      const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits, probed);
       const { video: _, ...withPaths } = full;
       const stored = models.namesOf(withPaths, byPath);
       try {
