@@ -7,8 +7,9 @@
 // (--role worker: one GPU, no HTTP) or both.
 import type { Hono } from "hono";
 import type { JobRequest } from "../pipeline/job/types.ts";
-import type { ProbedVideo } from "../pipeline/job/validate.ts";
+import type { DeviceInfo, ProbedVideo } from "../pipeline/job/validate.ts";
 import type { FieldLimits } from "../pipeline/job/fields.ts";
+import { RequestError } from "../pipeline/errors.ts";
 import { type JobQueue, QueueUnavailableError, type Runner } from "./queue/types.ts";
 import { SqliteQueue } from "./queue/sqlite.ts";
 import { type ModelEntry, ModelRegistry } from "./registry.ts";
@@ -34,7 +35,8 @@ export interface ServerOptions {
   modelRoots: string[];
   limits?: Partial<Limits>;
   token?: string;
-  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest;
+  /** Checks and completes a request (validateRequest), or throws RequestError; an API node's asks its workers. */
+  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest | Promise<JobRequest>;
   health?: () => Health;
   /** Start running queued jobs right away (default true; serve() starts the worker once it listens). */
   autostart?: boolean;
@@ -52,6 +54,8 @@ export interface ServerOptions {
   role?: Role;
   /** Redis: how long a worker may go unheard before another takes its job. */
   stallMs?: number;
+  /** This node's GPU (limits, memory cap), announced to API nodes, which plan requests with it. */
+  gpu?: DeviceInfo;
 }
 
 export interface ZerovidServer {
@@ -136,6 +140,7 @@ export async function openServer(o: ServerOptions): Promise<ZerovidServer> {
     if (role === "api") return;
     queue.startWorker(runner, {
       adapter: o.health?.().adapter,
+      gpu: o.gpu,
       models: async () => (await models.list()).map(({ path: _, ...m }) => m as Record<string, unknown>),
     });
   };
@@ -207,20 +212,44 @@ export async function serve(args: string[]): Promise<number> {
     modelRoots: a.modelRoots,
     jobTimeoutMs: a.jobTimeoutS * 1000,
   });
+  const device: DeviceInfo | undefined = gpu
+    ? {
+      f16: gpu.facts.f16,
+      maxBinding: gpu.facts.maxBinding,
+      maxBuffer: gpu.facts.maxBufferSize,
+      maxGpuBytes: gpu.facts.maxGpuBytes,
+    }
+    : undefined;
   let server: ZerovidServer;
   try {
     server = await openServer({
       runner: (req, hooks) => gpu!.run(req, hooks),
       // Without a GPU the precision stays unset: the worker that runs the job picks it for its own GPU.
       // With a GPU, its limits (and --max-gpu-mb) let validation refuse a request that cannot fit.
-      validate: gpu
-        ? (req, limits, video) =>
-          validateRequest(req, { ...gpu.facts, maxBuffer: gpu.facts.maxBufferSize }, limits, video)
-        : (req, limits) => {
-          const r = validateRequest(req, undefined, limits);
-          if (req.precision === undefined) delete r.precision;
-          return r;
-        },
+      validate: device ? (req, limits, video) => validateRequest(req, device, limits, video) : async (
+        req,
+        limits,
+        video,
+      ) => {
+        const r = validateRequest(req, undefined, limits);
+        // Planned against each live worker's GPU (as announced now): refused when none of them could run it.
+        const gpus = ((await server.queue.health()).workers ?? []).flatMap((w) => w.gpu ? [w.gpu] : []);
+        let refusal: unknown = null;
+        const fits = gpus.length === 0 || gpus.some((g) => {
+          try {
+            validateRequest(req, g, limits, video);
+            return true;
+          } catch (e) {
+            if (!(e instanceof RequestError)) throw e;
+            refusal ??= e;
+            return false;
+          }
+        });
+        if (!fits) throw refusal;
+        if (req.precision === undefined) delete r.precision;
+        return r;
+      },
+      gpu: device,
       dataDir: a.dataDir,
       modelRoots: api ? [] : a.modelRoots,
       limits: a.limits,

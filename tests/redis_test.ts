@@ -386,6 +386,21 @@ Deno.test({
       for (const w of health.workers as Json[]) assert(typeof w.adapter === "string" && w.adapter !== "", "no adapter");
       const clip = await Deno.readFile(CLIP);
       const SMALL = { videoLength: "2", resolution: "64", steps: "1", seed: "3" };
+      // The API node plans with the GPUs its workers announce: a run that fits none of them is refused at once,
+      // for text and for a probed video alike, and nothing is queued.
+      const refused = [
+        await postJson(api.base, { ...T2V, width: 1024, height: 1024, maxGpuMb: 16 }),
+        await postForm(
+          api.base,
+          { mode: "canny", prompt: "a deer", ...SMALL, resolution: "1024", maxGpuMb: "16" },
+          clip,
+        ),
+      ];
+      for (const r of refused) {
+        assertEquals([r.status, r.body.field], [400, "maxGpuMb"], JSON.stringify(r.body));
+        assert(/cannot run on this GPU/.test(r.body.error as string), JSON.stringify(r.body));
+      }
+      assertEquals(((await call(`${api.base}/v1/jobs`)).body.jobs as Json[]).length, 0, "a refused request was queued");
       const kinds: [string, () => ReturnType<typeof postJson>][] = [
         ["text2video mp4", () => postJson(api.base, { ...T2V, format: "mp4" })],
         ["pix2pix webm", () => postForm(api.base, { mode: "pix2pix", prompt: "blue", ...SMALL, format: "webm" }, clip)],

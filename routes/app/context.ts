@@ -23,7 +23,7 @@ export interface AppDeps {
   /** Bearer token for /v1/*; none = open. */
   token?: string;
   /** Checks a request and fills its defaults inside the limits (validateRequest); throws RequestError. */
-  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest;
+  validate: (req: JobRequest, limits: FieldLimits, video?: ProbedVideo) => JobRequest | Promise<JobRequest>;
   health: () => Health;
   /** Origin/Host checks for browsers (guard.ts); default: listening on 127.0.0.1, no --cors, no --allow-host. */
   browser?: BrowserSafety;

@@ -104,7 +104,7 @@ export function jobsApp(deps: SubAppDeps): Hono {
       // default that would break a limit is brought inside it).
       const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
       // With the probe, a video request is planned here too: one that cannot fit this GPU is refused now, unqueued.
-      const full = deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits, probed);
+      const full = await deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits, probed);
       const { video: _, ...withPaths } = full;
       const stored = models.namesOf(withPaths, byPath);
       try {

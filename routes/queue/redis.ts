@@ -646,6 +646,7 @@ export class RedisQueue implements JobQueue {
       host: hostname(),
       pid: Deno.pid,
       adapter: this.about.adapter,
+      gpu: this.about.gpu,
       models,
       running: this.current?.id ?? null,
       seenAt: Date.now(),

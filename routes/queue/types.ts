@@ -20,6 +20,7 @@
 // take the service down in a loop. A graceful stop (close()) puts the running job back at the head of the queue
 // without counting an attempt. Each job ends exactly once: one final state, at most one result.
 import type { Format, JobProgress, JobRequest, JobResult } from "../../pipeline/job/types.ts";
+import type { DeviceInfo } from "../../pipeline/job/validate.ts";
 
 export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 
@@ -103,6 +104,8 @@ export interface WorkerInfo {
   pid: number;
   /** The GPU adapter it runs on, if it said. */
   adapter?: string;
+  /** Its GPU's limits, which API nodes plan requests with at submission. */
+  gpu?: DeviceInfo;
   /** The models it can run, as GET /v1/models lists them (a backend that shares models across nodes says). */
   models?: Record<string, unknown>[];
   /** The job it runs now. */
@@ -114,6 +117,8 @@ export interface WorkerInfo {
 /** What a worker tells the other nodes about itself. */
 export interface WorkerAbout {
   adapter?: string;
+  /** Its GPU's limits and memory cap (validateRequest's DeviceInfo). */
+  gpu?: DeviceInfo;
   /** The models it can run, as GET /v1/models lists them (read again at each heartbeat: new models show up). */
   models?: () => Promise<Record<string, unknown>[]>;
 }
