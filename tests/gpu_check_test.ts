@@ -9,6 +9,8 @@ import type { Report } from "../tools/gpu_check/report.ts";
 import { SECTIONS } from "../tools/gpu_check/report.ts";
 import { SMALL_SPEC } from "../tools/gpu_check/models.ts";
 import type { PeerRow } from "../tools/bench/peers.ts";
+import { TILES } from "../pipeline/ops/matmul.ts";
+import { resetMeasuredTiles, tilesFile, tilesFor } from "../pipeline/ops/tiles.ts";
 
 const TOOL = new URL("../tools/gpu_check.ts", import.meta.url).pathname;
 /** The run takes about 2 minutes on 2 idle cores; a busy machine gets a generous deadline, never a hang. */
@@ -47,7 +49,8 @@ Deno.test("gpu-check: argument errors name the option", async () => {
 Deno.test("gpu-check --small: every section, finite numbers, correctness counts, peers or their reasons", async () => {
   const out = await Deno.makeTempDir({ prefix: "zerovid-gpu-check-" });
   try {
-    const r = await gpuCheck("--small", "--out", out);
+    const tilesDir = join(out, "tiles");
+    const r = await gpuCheck("--small", "--out", out, "--tiles-dir", tilesDir);
     const seen = `exit ${r.code}\nstdout:\n${r.stdout}\nstderr (end):\n${r.stderr.slice(-3000)}`;
     assertEquals(r.code, 0, seen);
     const rep = JSON.parse(await Deno.readTextFile(join(out, "report.json"))) as Report;
@@ -62,6 +65,7 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
         "## Correctness",
         "## Ceilings",
         "## Kernels",
+        "## Tiles",
         "## UNet",
         "## Text to video",
         "## Peers",
@@ -123,6 +127,33 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
     }
     for (const unit of ["GB/s", "GFLOP/s"]) {
       assert(rep.kernels.some((k) => k.unit === unit && k.status === "ok"), `no ${unit} kernel measured`);
+    }
+
+    // Tiles: the UNet's GEMM shapes, each timed with every candidate; the winners that differ from the table's
+    // scoring are in the adapter's tiles file, and a later run on this adapter picks them.
+    const tl = rep.tiles!;
+    assert(tl.rows.length > 10 && tl.untimed === 0, `${tl.rows.length} shapes timed, ${tl.untimed} not`);
+    assert(tl.rows.some((x) => x.op === "conv2d") && tl.rows.some((x) => x.op === "linear"), "both GEMM kinds");
+    for (const x of tl.rows) {
+      assert(TILES.some((t) => JSON.stringify(t) === JSON.stringify(x.best)), `${x.key}: ${JSON.stringify(x.best)}`);
+      assert(x.tried >= 4 && x.bestMs <= x.scoredMs, `${x.key}: tried ${x.tried}, ${x.bestMs} vs ${x.scoredMs}`);
+      finitePositive(x.calls, `${x.key} calls`);
+    }
+    assertEquals(tl.file, tilesFile(a.name, tilesDir));
+    const saved = JSON.parse(await Deno.readTextFile(tl.file!));
+    const changed = tl.rows.filter((x) => JSON.stringify(x.best) !== JSON.stringify(x.scored));
+    assertEquals(saved.adapter, a.name);
+    assertEquals(Object.keys(saved.shapes).sort(), changed.map((x) => x.key).sort());
+    const env = Deno.env.get("ZEROVID_TILES_DIR");
+    Deno.env.set("ZEROVID_TILES_DIR", tilesDir);
+    resetMeasuredTiles();
+    try {
+      const shapes = tilesFor(a.name, a.fallback).shapes ?? {};
+      for (const x of changed) assertEquals(shapes[x.key], x.best, `${x.key}: a later run picks the measured tile`);
+    } finally {
+      if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
+      else Deno.env.set("ZEROVID_TILES_DIR", env);
+      resetMeasuredTiles();
     }
 
     // UNet calls at the spec's batches

@@ -27,6 +27,7 @@ import {
 import { adapterReport, machineReport } from "./gpu_check/adapter.ts";
 import { runGolden, runOpTable } from "./gpu_check/correctness.ts";
 import { measureCeilings } from "./gpu_check/probes.ts";
+import { tuneTiles } from "./gpu_check/tiles.ts";
 import {
   loadSd15,
   type ModelSpec,
@@ -60,6 +61,9 @@ section errs.
   --cache DIR        where exported ONNX models go (default ~/.cache/zerovid/gpu-check)
   --peer-timeout S   deadline per peer process (default 240)
   --adapter NAME     adapter description substring
+  --tiles-dir DIR    where the measured GEMM tiles go, read by every later run on this adapter (default
+                     $ZEROVID_TILES_DIR, else ~/.cache/zerovid/tiles; "none": not written; with --small only
+                     when given)
 `;
 
 function fail(msg: string): never {
@@ -78,6 +82,7 @@ const { values: a } = parseArgs({
     cache: { type: "string" },
     "peer-timeout": { type: "string", default: "240" },
     adapter: { type: "string" },
+    "tiles-dir": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -203,7 +208,7 @@ await section("kernels", 10, () =>
 // 5-6. UNet calls and text-to-video, on one model ---------------------------------------------------------------------
 let sd: StableDiffusion | null = null;
 let sdDev: Device | null = null;
-const needModel = !skip.has("unet") || !skip.has("text2video");
+const needModel = !skip.has("tiles") || !skip.has("unet") || !skip.has("text2video");
 if (needModel) {
   try {
     sdDev = await Device.open({ profile: true, adapter: a.adapter });
@@ -212,7 +217,7 @@ if (needModel) {
       ? await StableDiffusion.load(sdDev, join(GOLDEN_MODELS, "tiny-sd"), { dtype: modelDType })
       : await loadSd15(sdDev, modelDType);
   } catch (e) {
-    for (const s of ["unet", "text2video"] as const) {
+    for (const s of ["tiles", "unet", "text2video"] as const) {
       Object.assign(report.sections[s], { status: "error", error: `loading the model: ${errorMessage(e)}` });
     }
     failed = true;
@@ -221,6 +226,25 @@ if (needModel) {
 
 if (sd) {
   const model = sd;
+  await section("tiles", 10, async () => {
+    // Tuned first, so the UNet and text-to-video sections measure the kernels a later run will use. Wall-clock
+    // times without timestamps (they would split every dispatch into its own pass).
+    const profiled = model.dev.profile;
+    model.dev.setProfiling(false);
+    try {
+      report.tiles = await tuneTiles(model.dev, model.unet, {
+        latent: spec.latent,
+        batches: spec.batches,
+        budgetS: Math.min(small ? 60 : 90, Math.max(5, left() / 5)),
+        perTileMs: small ? 5 : 25,
+        // --small measures toy shapes: written only where asked.
+        dir: a["tiles-dir"] === "none" ? null : a["tiles-dir"] ?? (small ? null : undefined),
+      });
+    } finally {
+      model.dev.setProfiling(profiled);
+    }
+    log(`tiles: ${report.tiles.rows.length} shapes, ${report.tiles.file ?? "not written"}`);
+  });
   await section("unet", 10, async () => {
     report.unet = await unetCalls(model, spec, loop);
     const err = report.unet.find((u) => u.error);
@@ -252,7 +276,7 @@ if (sd) {
 }
 sdDev?.destroy();
 // Skipped with --skip (or not reached): say so in the report rather than leave them pending.
-for (const s of ["unet", "text2video"] as const) {
+for (const s of ["tiles", "unet", "text2video"] as const) {
   if (report.sections[s].status === "pending") {
     await section(s, 0, () => Promise.reject(new Error("no model was loaded")));
   }

@@ -127,6 +127,19 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     });
     return y;
   }
+  gemmHooks.onGemm?.({
+    op: "conv2d",
+    key: `${Cout}x${B * HWo}x${K}`,
+    B,
+    Cin,
+    Cout,
+    H,
+    W,
+    KH,
+    KW,
+    stride,
+    padding: [pt, pb, pl, pr],
+  });
   const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K);
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;

@@ -6,7 +6,7 @@ import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
-import { type AdapterTiles, tilesFor } from "./tiles.ts";
+import { type AdapterTiles, setCandidateTiles, tilesFor } from "./tiles.ts";
 
 /** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
 export interface GemmTile {
@@ -29,6 +29,8 @@ export const TILES: readonly GemmTile[] = [
   { BM: 64, BN: 32, TM: 4, TN: 4 },
   { BM: 16, BN: 128, TM: 4, TN: 4 },
 ];
+
+setCandidateTiles(TILES);
 
 export function threads(t: GemmTile): number {
   return (t.BM / t.TM) * (t.BN / t.TN);
@@ -124,12 +126,37 @@ export function sameRange(a: Tensor | undefined, b: Tensor): boolean {
  *  grid limit forces the folded 2-D grid; `tile` overrides pickTile so every variant is checked on small shapes
  *  (and keeps conv2d on the tiled kernel); `directConv` overrides the table's pixel limit for conv2d's direct
  *  kernel (0: never, Infinity: always). */
-export const gemmHooks: { maxBinding: number; maxGroups: number; tile: GemmTile | null; directConv: number | null } = {
+export const gemmHooks: {
+  maxBinding: number;
+  maxGroups: number;
+  tile: GemmTile | null;
+  directConv: number | null;
+  /** Told of every tiled GEMM before its tile is picked (gpu-check records a UNet call's shapes to tune them). */
+  onGemm: ((g: GemmCall) => void) | null;
+} = {
   maxBinding: 0,
   maxGroups: 0,
   tile: null,
   directConv: null,
+  onGemm: null,
 };
+
+/** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */
+export type GemmCall =
+  | { op: "linear"; key: string; M: number; N: number; K: number }
+  | {
+    op: "conv2d";
+    key: string;
+    B: number;
+    Cin: number;
+    Cout: number;
+    H: number;
+    W: number;
+    KH: number;
+    KW: number;
+    stride: number;
+    padding: [number, number, number, number];
+  };
 
 /** How many leading rows or images one GEMM dispatch may bind (see launch.ts `splitItems`), under the test hook's
  *  smaller limit when one is set. */
@@ -210,6 +237,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
   const y = opts.out ?? empty(dev, outShape, x.dtype);
   if (M === 0 || N === 0) return y;
 
+  gemmHooks.onGemm?.({ op: "linear", key: `${M}x${N}x${K}`, M, N, K });
   // LN keeps per-row statistics in workgroup memory and needs a thread per row.
   const tile = gemmHooks.tile ?? pickTile(dev, M, N, K, ln ? lnShared : undefined);
   if (ln && threads(tile) < tile.BM) {

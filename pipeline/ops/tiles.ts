@@ -10,6 +10,11 @@
 //              images*Ho*Wo x Cin*kh*kw), used before any scoring
 //   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
 //              output has at most `maxPixels` pixels; absent: never
+//
+// Measured tiles: `deno task gpu-check` times every candidate tile on the GEMM shapes of a real UNet call on its
+// adapter and writes the winners to tilesDir()/<adapter>.json ({ adapter, dtype, measured, shapes }); every later
+// run on that adapter reads the file once and puts its shapes before the table's (a tile that is not one of the
+// kernels' candidates is ignored, so a hand-edited file cannot make a kernel nobody tested).
 import type { GemmTile } from "./matmul.ts";
 
 export interface AdapterTiles {
@@ -32,11 +37,98 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 } },
 };
 
-/** The table entry for an adapter. */
+/** The table entry for an adapter, with the shapes measured on it (tiles file) first. */
 export function tilesFor(adapterName: string, isFallback: boolean): AdapterTiles {
+  let e = entries.get(adapterName);
+  if (!e) {
+    const base = staticEntry(adapterName, isFallback);
+    const measured = measuredShapes(adapterName);
+    e = measured ? { ...base, shapes: { ...base.shapes, ...measured } } : base;
+    entries.set(adapterName, e);
+  }
+  return e;
+}
+
+function staticEntry(adapterName: string, isFallback: boolean): AdapterTiles {
   const name = adapterName.toLowerCase();
   for (const [key, e] of Object.entries(TILE_TABLE)) {
     if (e.match && name.includes(e.match.toLowerCase())) return TILE_TABLE[key];
   }
   return isFallback ? TILE_TABLE.cpu : TILE_TABLE.default;
+}
+
+const entries = new Map<string, AdapterTiles>();
+
+/** A tiles file: the winners gpu-check measured on one adapter, by GEMM shape "MxNxK". */
+export interface MeasuredTiles {
+  adapter: string;
+  /** The precision they were measured in. */
+  dtype: string;
+  /** ISO time of the measurement. */
+  measured: string;
+  shapes: Record<string, GemmTile>;
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: no measured tiles
+  }
+}
+
+/** Where tiles files live: $ZEROVID_TILES_DIR, else zerovid/tiles in the user's cache folder; null without one. */
+export function tilesDir(): string | null {
+  const own = env("ZEROVID_TILES_DIR");
+  if (own) return own;
+  const cache = env("XDG_CACHE_HOME") ?? (env("HOME") ? `${env("HOME")}/.cache` : undefined);
+  return cache ? `${cache}/zerovid/tiles` : null;
+}
+
+/** The tiles file of an adapter (its name, made safe as a file name). */
+export function tilesFile(adapterName: string, dir = tilesDir()): string | null {
+  const slug = adapterName.toLowerCase().replace(/[^a-z0-9.]+/g, "-").replace(/^-+|-+$/g, "") || "adapter";
+  return dir ? `${dir}/${slug}.json` : null;
+}
+
+/** Whether `t` is one of the kernels' candidate tiles (the only tiles a measured file may name). */
+export function isCandidate(t: unknown, candidates: readonly GemmTile[]): t is GemmTile {
+  const o = t as GemmTile | null;
+  return !!o && candidates.some((c) => c.BM === o.BM && c.BN === o.BN && c.TM === o.TM && c.TN === o.TN);
+}
+
+let candidateTiles: readonly GemmTile[] = [];
+
+/** matmul.ts registers its candidate list here (tiles.ts cannot import it: matmul.ts imports this module). */
+export function setCandidateTiles(tiles: readonly GemmTile[]): void {
+  candidateTiles = tiles;
+}
+
+/** The measured shapes for an adapter from its tiles file; null when there is none (or it is unreadable). */
+function measuredShapes(adapterName: string): Record<string, GemmTile> | null {
+  const path = tilesFile(adapterName);
+  if (!path) return null;
+  let parsed: MeasuredTiles;
+  try {
+    parsed = JSON.parse(Deno.readTextFileSync(path));
+  } catch {
+    return null; // no file (the usual case), no read permission, or not JSON: the table alone
+  }
+  if (parsed?.adapter !== adapterName || typeof parsed.shapes !== "object" || parsed.shapes === null) return null;
+  const out: Record<string, GemmTile> = {};
+  for (const [k, t] of Object.entries(parsed.shapes)) {
+    if (/^\d+x\d+x\d+$/.test(k) && isCandidate(t, candidateTiles)) out[k] = { BM: t.BM, BN: t.BN, TM: t.TM, TN: t.TN };
+  }
+  return out;
+}
+
+/** Puts measured shapes in force for an adapter in this process (gpu-check, after tuning). */
+export function useMeasuredTiles(adapterName: string, isFallback: boolean, shapes: Record<string, GemmTile>): void {
+  const base = staticEntry(adapterName, isFallback);
+  entries.set(adapterName, { ...base, shapes: { ...base.shapes, ...shapes } });
+}
+
+/** Forgets what was read or put in force (a test that writes a tiles file, then reads it as a new run would). */
+export function resetMeasuredTiles(): void {
+  entries.clear();
 }

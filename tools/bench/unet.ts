@@ -64,11 +64,11 @@ export interface FullResult {
 
 const TOP = 8;
 
-function randomTensor(dev: Device, shape: number[], seed: number, dtype: DType): Tensor {
+export function randomTensor(dev: Device, shape: number[], seed: number, dtype: DType): Tensor {
   return upload(dev, randn(shape.reduce((p, d) => p * d, 1), seed), shape, dtype);
 }
 
-function attnFor(batch: number): { ctx: AttnContext; label: string } {
+export function attnFor(batch: number): { ctx: AttnContext; label: string } {
   if (batch > 2 && batch % 2 === 0) return { ctx: { crossFrame: { groups: 2 } }, label: `cross-frame F=${batch / 2}` };
   return { ctx: {}, label: "self" };
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the bare, offline GPU machine, in the repository root, with .gpu/ carried (tools/gpu_check/pack.sh built
 # it): installs the Vulkan loader, unpacks deno and the npm files, runs gpu-check and leaves the report in
-# $OUT/gpu-check/ (report.md, report.json, log.txt). Extra arguments go to gpu-check (e.g. --budget 480).
+# $OUT/gpu-check/ (report.md, report.json, log.txt, and tiles/<adapter>.json: the measured GEMM tiles, worth folding
+# into pipeline/ops/tiles.ts's table for that GPU). Extra arguments go to gpu-check (e.g. --budget 480).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-/tmp/zerovid-out}/gpu-check"
@@ -27,5 +28,5 @@ export XDG_RUNTIME_DIR="$work/xdg" NO_COLOR=1 DENO_DIR="$work/deno-dir" HF_HUB_O
 ref=()
 ls .gpu/ref/diffusers-*_src.tgz >/dev/null 2>&1 && ref=(--ref .gpu/ref)
 # manual: use the carried node_modules as they are (auto would try to fetch every package in deno.lock).
-"$work/deno" run -A --node-modules-dir=manual tools/gpu_check.ts --out "$out" --cache "$work/cache" "${ref[@]}" "$@" 2>&1 | tee -a "$out/log.txt"
+"$work/deno" run -A --node-modules-dir=manual tools/gpu_check.ts --out "$out" --cache "$work/cache" --tiles-dir "$out/tiles" "${ref[@]}" "$@" 2>&1 | tee -a "$out/log.txt"
 exit "${PIPESTATUS[0]}"

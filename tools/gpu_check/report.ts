@@ -9,8 +9,18 @@ import type { AdapterReport, MachineReport } from "./adapter.ts";
 import type { Counts } from "./correctness.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
 import type { Text2VideoReport } from "./models.ts";
+import { type TilesReport, tileText } from "./tiles.ts";
 
-export const SECTIONS = ["adapter", "correctness", "ceilings", "kernels", "unet", "text2video", "peers"] as const;
+export const SECTIONS = [
+  "adapter",
+  "correctness",
+  "ceilings",
+  "kernels",
+  "tiles",
+  "unet",
+  "text2video",
+  "peers",
+] as const;
 export type Section = typeof SECTIONS[number];
 
 export interface SectionStatus {
@@ -46,6 +56,8 @@ export interface Report {
   correctness: { ops: Counts | null; golden: { f32: Counts | null; f16: Counts | null } };
   ceilings: Ceilings | null;
   kernels: KernelReportRow[];
+  /** GEMM tiles measured on this adapter (the UNet and text-to-video sections run with the winners). */
+  tiles: TilesReport | null;
   unet: UNetRow[];
   text2video: Text2VideoReport | null;
   peers: {
@@ -79,6 +91,7 @@ export function emptyReport(small: boolean, budgetS: number): Report {
     correctness: { ops: null, golden: { f32: null, f16: null } },
     ceilings: null,
     kernels: [],
+    tiles: null,
     unet: [],
     text2video: null,
     peers: { model: "", rows: [], ratios: [], missing: [], torch: null },
@@ -181,6 +194,35 @@ export function renderMarkdown(r: Report): string {
         k.note,
       ]),
       ["iters", "ms", "rate", "of ceiling"],
+    ));
+    L.push("```");
+  }
+
+  L.push("", "## Tiles measured on this adapter", "");
+  if (r.tiles) {
+    const t = r.tiles;
+    const changed = t.rows.filter((x) => tileText(x.best) !== tileText(x.scored)).length;
+    L.push(
+      `${t.rows.length} GEMM shapes of one UNet call (batches ${t.batches.join(", ")}, ${t.dtype}) timed with every ` +
+        `candidate tile${t.untimed ? ` (${t.untimed} more not reached in time)` : ""}; ${changed} picks changed. ` +
+        `Their time per call at those batches: ${ms(t.scoredMs)} ms with the table's scoring, ${ms(t.tunedMs)} ms ` +
+        `measured. ${t.file ? `Written to ${t.file}: later runs on this adapter use them.` : "Not written."}`,
+      "",
+    );
+    L.push("```");
+    L.push(table(
+      ["op", "shape", "calls", "scored tile", "ms", "measured tile", "ms", "tried"],
+      t.rows.map((x) => [
+        x.op,
+        x.shape,
+        x.calls,
+        tileText(x.scored),
+        ms(x.scoredMs),
+        tileText(x.best),
+        ms(x.bestMs),
+        x.tried,
+      ]),
+      ["calls", "ms", "tried"],
     ));
     L.push("```");
   }

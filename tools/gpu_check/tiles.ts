@@ -1,0 +1,212 @@
+// gpu-check, section "tiles": the GEMM tiles (linear and conv2d's implicit GEMM) picked by measurement on this
+// adapter instead of the table's scoring. One UNet call at each batch is recorded (a dry run: nothing executes) to
+// collect the GEMM shapes a real run makes; each distinct shape is then run with every candidate tile and the
+// fastest is kept when it beats the scored pick by more than the noise. The winners go to tilesDir()/<adapter>.json,
+// which every later run on this adapter reads (pipeline/ops/tiles.ts), and are put in force for the rest of the
+// check, so the UNet and text-to-video sections after it measure the tuned kernels.
+import type { Device, DType } from "../../pipeline/gpu/device.ts";
+import { type Tensor, withTensorScope } from "../../pipeline/gpu/tensor.ts";
+import type { UNet } from "../../pipeline/models/unet.ts";
+import { conv2d } from "../../pipeline/ops/conv2d.ts";
+import {
+  type GemmCall,
+  gemmHooks,
+  type GemmTile,
+  linear,
+  pickTile,
+  sharedBytes,
+  threads,
+  TILES,
+} from "../../pipeline/ops/matmul.ts";
+import { type MeasuredTiles, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
+import { attnFor, randomTensor } from "../bench/unet.ts";
+
+export interface TileRow {
+  /** "MxNxK" as pickTile keys it. */
+  key: string;
+  op: "linear" | "conv2d";
+  /** The shape in the op's own terms. */
+  shape: string;
+  /** How often one UNet call (of every recorded batch) makes it. */
+  calls: number;
+  scored: GemmTile;
+  scoredMs: number;
+  best: GemmTile;
+  bestMs: number;
+  /** Candidates timed (those within this GPU's workgroup limits). */
+  tried: number;
+}
+
+export interface TilesReport {
+  dtype: DType;
+  batches: number[];
+  rows: TileRow[];
+  /** Shapes recorded but not timed (out of the section's time). */
+  untimed: number;
+  /** GEMM time of one call at every recorded batch, summed by shape x calls: scored picks, then measured ones. */
+  scoredMs: number;
+  tunedMs: number;
+  /** Where the winners were written for later runs (null: not written). */
+  file: string | null;
+}
+
+/** A winner must beat the scored pick by this much to replace it (wall-clock noise). */
+const MARGIN = 0.03;
+
+const same = (a: GemmTile, b: GemmTile) => a.BM === b.BM && a.BN === b.BN && a.TM === b.TM && a.TN === b.TN;
+const tileText = (t: GemmTile) => `${t.BM}x${t.BN}/${t.TM}x${t.TN}`;
+
+/** The GEMMs one UNet call makes at each batch, by key, with how many times each runs. */
+export async function recordGemms(
+  dev: Device,
+  unet: UNet,
+  latent: number,
+  batches: number[],
+): Promise<Map<string, { call: GemmCall; calls: number }>> {
+  const seen = new Map<string, { call: GemmCall; calls: number }>();
+  const cfg = unet.cfg, dtype = unet.params.dtype;
+  const cross = Array.isArray(cfg.cross_attention_dim) ? cfg.cross_attention_dim[0] : cfg.cross_attention_dim;
+  await withTensorScope(dev, async () => {
+    const context = randomTensor(dev, [2, 77, cross], 7, dtype);
+    gemmHooks.onGemm = (g) => {
+      const s = seen.get(g.key);
+      if (s) s.calls++;
+      else seen.set(g.key, { call: g, calls: 1 });
+    };
+    try {
+      for (const batch of batches) {
+        const sample = randomTensor(dev, [batch, cfg.in_channels, latent, latent], 8, dtype);
+        dev.precompile(() => unet.forward({ sample, timesteps: [500], context, attn: attnFor(batch).ctx }));
+      }
+      await dev.sync();
+    } finally {
+      gemmHooks.onGemm = null;
+    }
+  });
+  return seen;
+}
+
+/** Inputs for one GEMM like `g` and the call that runs it (into a fixed output, so nothing is allocated per call). */
+function setup(dev: Device, g: GemmCall, dtype: DType): () => Tensor {
+  if (g.op === "linear") {
+    const x = randomTensor(dev, [g.M, g.K], 1, dtype);
+    const w = randomTensor(dev, [g.N, g.K], 2, dtype);
+    const y = randomTensor(dev, [g.M, g.N], 3, dtype);
+    return () => linear(x, w, undefined, { out: y });
+  }
+  const [pt, pb, pl, pr] = g.padding;
+  const Ho = Math.floor((g.H + pt + pb - g.KH) / g.stride) + 1;
+  const Wo = Math.floor((g.W + pl + pr - g.KW) / g.stride) + 1;
+  const x = randomTensor(dev, [g.B, g.Cin, g.H, g.W], 1, dtype);
+  const w = randomTensor(dev, [g.Cout, g.Cin, g.KH, g.KW], 2, dtype);
+  const y = randomTensor(dev, [g.B, g.Cout, Ho, Wo], 3, dtype);
+  return () => conv2d(x, w, undefined, { stride: g.stride, padding: g.padding, out: y });
+}
+
+/** Milliseconds per call of `run` with `tile`: compiled and warmed first, then the better of two batches of calls
+ *  (about `budgetMs` each, at least 3 calls: one submit's overhead is spread over them). */
+async function timeTile(dev: Device, run: () => Tensor, tile: GemmTile, budgetMs: number): Promise<number> {
+  gemmHooks.tile = tile;
+  try {
+    run();
+    await dev.sync(); // compile + warm up
+    let t0 = performance.now();
+    run();
+    await dev.sync();
+    const one = Math.max(performance.now() - t0, 1e-3);
+    const reps = Math.max(3, Math.min(50, Math.floor(budgetMs / one)));
+    let best = Infinity;
+    for (let round = 0; round < 2; round++) {
+      t0 = performance.now();
+      for (let i = 0; i < reps; i++) run();
+      await dev.sync();
+      best = Math.min(best, (performance.now() - t0) / reps);
+    }
+    return best;
+  } finally {
+    gemmHooks.tile = null;
+  }
+}
+
+/**
+ * Times every candidate tile on each recorded shape (largest total work first, so a short budget tunes what
+ * matters), puts the winners in force on `dev`'s adapter and writes them to `dir` (tiles.ts's tilesDir() by default;
+ * null: not written).
+ */
+export async function tuneTiles(
+  dev: Device,
+  unet: UNet,
+  o: { latent: number; batches: number[]; budgetS: number; perTileMs: number; dir?: string | null },
+): Promise<TilesReport> {
+  const dtype = unet.params.dtype;
+  // Against the table's own scoring: what an earlier measurement put in force is measured again, not kept blindly.
+  useMeasuredTiles(dev.adapterName, dev.isFallback, {});
+  const shapes = [...(await recordGemms(dev, unet, o.latent, o.batches)).values()];
+  const work = (g: GemmCall) => g.op === "linear" ? g.M * g.N * g.K : g.Cout * g.B * g.Cin * g.KH * g.KW * g.H * g.W;
+  shapes.sort((a, b) => b.calls * work(b.call) - a.calls * work(a.call));
+  const L = dev.gpu.limits;
+  const candidates = TILES.filter((t) =>
+    sharedBytes(t) <= L.maxComputeWorkgroupStorageSize && threads(t) <= L.maxComputeInvocationsPerWorkgroup
+  );
+  const t0 = performance.now();
+  const rows: TileRow[] = [];
+  let untimed = 0;
+  for (const { call: g, calls } of shapes) {
+    if ((performance.now() - t0) / 1000 > o.budgetS) {
+      untimed++;
+      continue;
+    }
+    const [M, N, K] = g.key.split("x").map(Number);
+    const scored = pickTile(dev, M, N, K);
+    await withTensorScope(dev, async () => {
+      const run = setup(dev, g, dtype);
+      const times = new Map<GemmTile, number>();
+      for (const t of candidates) times.set(t, await timeTile(dev, run, t, o.perTileMs));
+      const scoredMs = times.get(candidates.find((c) => same(c, scored))!) ??
+        await timeTile(dev, run, scored, o.perTileMs);
+      let best = scored, bestMs = scoredMs;
+      for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN) && ms < bestMs) best = t, bestMs = ms;
+      rows.push({
+        key: g.key,
+        op: g.op,
+        shape: g.op === "linear"
+          ? `M=${g.M} N=${g.N} K=${g.K}`
+          : `x=[${g.B},${g.Cin},${g.H},${g.W}] Cout=${g.Cout} k=${g.KH}${g.stride > 1 ? ` s=${g.stride}` : ""}`,
+        calls,
+        scored,
+        scoredMs,
+        best,
+        bestMs,
+        tried: times.size,
+      });
+    });
+    dev.pool.trim();
+  }
+  const winners: Record<string, GemmTile> = {};
+  for (const r of rows) if (!same(r.best, r.scored)) winners[r.key] = r.best;
+  useMeasuredTiles(dev.adapterName, dev.isFallback, winners);
+  const file = o.dir === null ? null : tilesFile(dev.adapterName, o.dir);
+  if (file) {
+    const body: MeasuredTiles = {
+      adapter: dev.adapterName,
+      dtype,
+      measured: new Date().toISOString(),
+      shapes: winners,
+    };
+    await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
+    await Deno.writeTextFile(file, JSON.stringify(body, null, 1) + "\n");
+  }
+  const sum = (f: (r: TileRow) => number) => rows.reduce((s, r) => s + r.calls * f(r), 0);
+  return {
+    dtype,
+    batches: o.batches,
+    rows,
+    untimed,
+    scoredMs: sum((r) => r.scoredMs),
+    tunedMs: sum((r) => r.bestMs),
+    file,
+  };
+}
+
+/** A tile as the report prints it. */
+export { tileText };
