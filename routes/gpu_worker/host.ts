@@ -95,6 +95,8 @@ export class GpuWorker {
   private facts_: DeviceFacts | null = null;
   private fatal: Error | null = null;
   private lost = false;
+  /** Resolves close()'s wait for the worker's "closed". */
+  private closedAck: (() => void) | null = null;
   private lastSeen = 0;
   private spawnedAt = 0;
   private job: Pending | null = null;
@@ -219,7 +221,16 @@ export class GpuWorker {
         );
       }
     }
-    this.w?.terminate();
+    const w = this.w;
+    if (w && clean) {
+      // Let the worker release the GPU on its own thread first (a second at most: a hung one is terminated).
+      const acked = new Promise<void>((r) => this.closedAck = r);
+      this.send(w, { type: "close" });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([acked, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
+    }
+    w?.terminate();
     this.w = null;
     return clean;
   }
@@ -272,7 +283,10 @@ export class GpuWorker {
           if (job?.id === m.id) job.reject(fromWire(m.error));
           return;
         case "exiting":
-          this.replace(w, "the GPU worker exited");
+          if (!this.closed) this.replace(w, "the GPU worker exited");
+          return;
+        case "closed":
+          this.closedAck?.();
           return;
       }
     };

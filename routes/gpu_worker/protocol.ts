@@ -46,7 +46,9 @@ export interface WireError {
 export type ToWorker =
   | { type: "init"; init: WorkerInit }
   | { type: "run"; id: number; req: JobRequest }
-  | { type: "abort"; id: number; reason: string };
+  | { type: "abort"; id: number; reason: string }
+  /** The server is stopping: release the GPU (its device destroyed on this thread), then say "closed". */
+  | { type: "close" };
 
 export type FromWorker =
   | { type: "ready"; facts: DeviceFacts }
@@ -58,7 +60,9 @@ export type FromWorker =
   | { type: "done"; id: number; result: JobResult }
   | { type: "failed"; id: number; error: WireError }
   /** The worker's thread is ending on its own (close() or Deno.exit() inside it). */
-  | { type: "exiting" };
+  | { type: "exiting" }
+  /** The answer to "close": the GPU is released; the host may terminate the thread. */
+  | { type: "closed" };
 
 export function toWire(e: unknown): WireError {
   if (e instanceof Error) {

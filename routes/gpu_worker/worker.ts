@@ -24,6 +24,7 @@ export function serveGpuWorker(run: WorkerRun): void {
   const post = (m: FromWorker, transfer: Transferable[] = []) => scope.postMessage(m, transfer);
   let gpu: GpuContext | null = null;
   let current: { id: number; ac: AbortController } | null = null;
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
 
   // A worker that ends itself says so first, so its job fails at once instead of at the stall timeout.
   const close = scope.close.bind(scope);
@@ -61,9 +62,20 @@ export function serveGpuWorker(run: WorkerRun): void {
             maxGpuBytes: m.init.maxGpuBytes,
           },
         });
-        setInterval(() => post({ type: "heartbeat", lost: gpu!.now.dev.isLost }), m.init.heartbeatMs);
+        heartbeat = setInterval(() => post({ type: "heartbeat", lost: gpu!.now.dev.isLost }), m.init.heartbeatMs);
         return;
       }
+      case "close":
+        // The device is destroyed here, on its own thread, before the host terminates it: a process that exits
+        // while a terminated thread still tears its Vulkan device down can crash in the driver (seen: SIGSEGV).
+        clearInterval(heartbeat);
+        try {
+          gpu?.dispose();
+          gpu?.now.dev.destroy();
+        } catch { /* already gone */ }
+        gpu = null;
+        post({ type: "closed" });
+        return;
       case "abort":
         if (current?.id === m.id) current.ac.abort(new DOMException(m.reason, "AbortError"));
         return;
