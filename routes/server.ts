@@ -231,7 +231,7 @@ export async function serve(args: string[]): Promise<number> {
         limits,
         video,
       ) => {
-        const r = validateRequest(req, undefined, limits);
+        const r = validateRequest(req, undefined, limits, video);
         // Planned against each live worker's GPU (as announced now): refused when none of them could run it.
         const gpus = ((await server.queue.health()).workers ?? []).flatMap((w) => w.gpu ? [w.gpu] : []);
         let refusal: unknown = null;

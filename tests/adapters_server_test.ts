@@ -66,7 +66,7 @@ Deno.test({
     const srv = await openServer({
       // As the GPU worker runs jobs: previews as progress events.
       runner: (req, hooks) => runJob(env, req, { ...hooks, onPreview: previewAsProgress(hooks.onProgress) }),
-      validate: (r, limits) => validateRequest(r, dev, limits),
+      validate: (r, limits, video) => validateRequest(r, dev, limits, video),
       dataDir,
       modelRoots: [models],
       log: () => {},

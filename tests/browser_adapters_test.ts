@@ -44,7 +44,7 @@ Deno.test({
       // As the GPU worker runs jobs: previews as progress events.
       runner: (req, hooks) =>
         runJob({ dev, models, modelRoots: [root] }, req, { ...hooks, onPreview: previewAsProgress(hooks.onProgress) }),
-      validate: (r, limits) => validateRequest(r, dev, limits),
+      validate: (r, limits, video) => validateRequest(r, dev, limits, video),
       health: () => ({ adapter: dev.adapterName, ok: true }),
       log: () => {},
     });

@@ -44,7 +44,7 @@ Deno.test({
       dataDir: dir,
       modelRoots: [GOLDEN],
       runner: (req, hooks) => runJob({ dev, models, modelRoots: [GOLDEN] }, req, hooks),
-      validate: (r, limits) => validateRequest(r, dev, limits),
+      validate: (r, limits, video) => validateRequest(r, dev, limits, video),
       health: () => ({ adapter: dev.adapterName, ok: true }),
       log: () => {},
     });

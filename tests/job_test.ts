@@ -551,7 +551,7 @@ Deno.test("server: a truncated or corrupt .safetensors under the model root is r
     runner: () => Promise.reject(new Error("no job should run")),
     dataDir: data,
     modelRoots: [root, GOLDEN_MODELS],
-    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    validate: (r, limits, video) => validateRequest(r, { f16: false }, limits, video),
     autostart: false,
     log: () => {},
   });

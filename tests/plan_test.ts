@@ -306,7 +306,7 @@ Deno.test("plan: the server refuses a request that cannot fit with 400 at submis
   const srv = await openServer({
     dataDir: dir,
     modelRoots: [],
-    validate: (r, limits) => validateRequest(r, device, limits),
+    validate: (r, limits, video) => validateRequest(r, device, limits, video),
     runner: (req) => {
       ran.push(req);
       return Promise.reject(new Error("the runner must not be reached"));
@@ -377,7 +377,7 @@ Deno.test("plan: the server refuses a request for a local model folder that cann
   const srv = await openServer({
     dataDir: dir,
     modelRoots: [root],
-    validate: (r, limits) => validateRequest(r, device, limits),
+    validate: (r, limits, video) => validateRequest(r, device, limits, video),
     runner: () => Promise.reject(new Error("the runner must not be reached")),
     log: () => {},
     autostart: false,

@@ -125,7 +125,7 @@ async function node(url: string, o: Partial<ServerOptions> = {}): Promise<InProc
     runner: fakeRunner(),
     dataDir: "",
     modelRoots: [],
-    validate: (r: JobRequest, limits) => validateRequest(r, { f16: false }, limits),
+    validate: (r: JobRequest, limits, video) => validateRequest(r, { f16: false }, limits, video),
     log: quiet,
     queue: url,
     stallMs: 2000,

@@ -269,7 +269,7 @@ Deno.test("registry: POST /v1/jobs answers as the registry says (text2video, and
     dataDir: dir,
     modelRoots: [],
     limits: { ...WIDE, queueSize: 100000 },
-    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    validate: (r, limits, video) => validateRequest(r, { f16: false }, limits, video),
     autostart: false,
     log: () => {},
   });

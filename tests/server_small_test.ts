@@ -10,6 +10,7 @@ import { decodeVideo } from "../pipeline/media/decode.ts";
 import { parseServeArgs, ServeArgError } from "../routes/cli.ts";
 import type { Runner } from "../routes/queue/types.ts";
 import { openServer } from "../routes/server.ts";
+import { MEDIA_DIR } from "../fixtures/paths.ts";
 import { browserGuards, type BrowserSafety } from "../routes/app/guard.ts";
 import { Hono } from "hono";
 
@@ -48,7 +49,7 @@ async function withServer(
   const srv = await openServer({
     dataDir: dir,
     modelRoots: [],
-    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    validate: (r, limits, video) => validateRequest(r, { f16: false }, limits, video),
     log: quiet,
     ...o,
   });
@@ -458,4 +459,37 @@ Deno.test("browser guards: a client that sends no Host header is judged by its U
     app.fetch(new Request("http://localhost:8787/x", { method: "POST", headers: { Origin: origin } }));
   assertEquals((await post("http://localhost:8787")).status, 200);
   assertEquals((await post("http://evil.example")).status, 403);
+});
+
+Deno.test("server: an uploaded video reaches the job byte for byte (parsed as it arrives, stored from disk)", async () => {
+  // A real clip with a few KiB of junk appended after its end (FFmpeg ignores it), so every byte is distinct
+  // content the parser must not lose or add: boundary-like text included.
+  const clip = await Deno.readFile(`${MEDIA_DIR}/clip_testsrc_128x96_8fps.mp4`);
+  const tail = new TextEncoder().encode("\r\n--boundary\r\n--\r\n".repeat(200));
+  const upload = new Uint8Array(clip.length + tail.length);
+  upload.set(clip);
+  upload.set(tail, clip.length);
+  const seen: Uint8Array[] = [];
+  const inner = runner(16);
+  await withServer({ runner: (req, hooks) => (seen.push(req.video!), inner(req, hooks)) }, async (base) => {
+    const form = new FormData();
+    form.set("mode", "canny");
+    form.set("prompt", "edges");
+    form.set("resolution", "64");
+    form.set("videoLength", "2");
+    form.set("video", new File([upload], "clip.mp4"));
+    const res = await fetch(`${base}/v1/jobs`, { method: "POST", body: form });
+    const j = await res.json();
+    assertEquals(res.status, 202, JSON.stringify(j));
+    const until = performance.now() + 30_000;
+    for (;;) {
+      const job = await (await fetch(`${base}/v1/jobs/${j.id}`)).json();
+      if (job.status === "succeeded") break;
+      assert(job.status !== "failed" && performance.now() < until, JSON.stringify(job));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+  assertEquals(seen.length, 1);
+  assertEquals(seen[0].length, upload.length);
+  assert(seen[0].every((b, i) => b === upload[i]), "the job got other bytes than were uploaded");
 });

@@ -38,7 +38,7 @@ async function start(o: Partial<ServerOptions> & { runner: Runner; dir?: string 
   const srv = await openServer({
     dataDir: dir,
     modelRoots: [GOLDEN],
-    validate: (r, limits) => validateRequest(r, { f16: false }, limits),
+    validate: (r, limits, video) => validateRequest(r, { f16: false }, limits, video),
     log: quiet,
     ...o,
   });
@@ -638,7 +638,7 @@ async function startGpu(roots: string[]): Promise<Running & { dev: Device }> {
   const env = await gpuEnv();
   const s = await start({
     runner: (req, hooks) => runJob({ ...env, modelRoots: roots }, req, hooks),
-    validate: (r, limits) => validateRequest(r, env.dev, limits),
+    validate: (r, limits, video) => validateRequest(r, env.dev, limits, video),
     modelRoots: roots,
     health: () => ({ adapter: env.dev.adapterName, ok: true }),
   });

@@ -215,7 +215,8 @@ function finish(
   r.precision ??= (device?.f16 ? "f16" : "f32") as Precision;
 
   const isVideo = VIDEO_MODES.includes(mode);
-  if (isVideo && !r.video) throw new RequestError("video", `mode ${mode} needs an input video`);
+  // A server validates an upload probed on disk without its bytes (`video`: what the probe found).
+  if (isVideo && !r.video && !video) throw new RequestError("video", `mode ${mode} needs an input video`);
   if (isVideo) r.videoName ??= "video";
   if (isVideo && (r.width === undefined) !== (r.height === undefined)) {
     const missing = r.width === undefined ? "width" : "height";

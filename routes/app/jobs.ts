@@ -69,7 +69,7 @@ export function jobsApp(deps: SubAppDeps): Hono {
       const notices: string[] = [];
 
       // The input video: present for the video modes only, a real video, within the frame limit.
-      let video: Uint8Array | undefined;
+      let videoPath: string | undefined;
       let probed: ProbedVideo | undefined;
       if (input.video) {
         if (!VIDEO_MODES.includes(mode)) throw new RequestError("video", `mode ${mode} takes no input video`);
@@ -93,7 +93,7 @@ export function jobsApp(deps: SubAppDeps): Hono {
           body.videoLength = limits.maxFrames;
           notices.push(`the video gives ${n} frames; the first ${limits.maxFrames} are used (the server's limit)`);
         }
-        video = await Deno.readFile(path); // once it is known to be a video the job can use
+        videoPath = path; // the queue copies it from disk: the upload is never held whole in memory
       } else if (VIDEO_MODES.includes(mode)) {
         throw new RequestError(
           "video",
@@ -104,11 +104,10 @@ export function jobsApp(deps: SubAppDeps): Hono {
       // default that would break a limit is brought inside it).
       const { paths, byPath } = await models.resolveRequest(body as unknown as JobRequest);
       // With the probe, a video request is planned here too: one that cannot fit this GPU is refused now, unqueued.
-      const full = await deps.validate({ ...paths, ...(video ? { video } : {}) } as JobRequest, limits, probed);
-      const { video: _, ...withPaths } = full;
-      const stored = models.namesOf(withPaths, byPath);
+      const full = await deps.validate(paths as JobRequest, limits, probed);
+      const stored = models.namesOf(full, byPath);
       try {
-        const job = await queue.submit({ ...stored, ...(video ? { video } : {}) } as JobRequest);
+        const job = await queue.submit(stored as JobRequest, videoPath);
         c.header("Location", `/v1/jobs/${job.id}`);
         // The job may have started already: a place in line only while it waits.
         const position = await queue.position(job.id);

@@ -535,11 +535,13 @@ export class RedisQueue implements JobQueue {
   }
 
   /** Stores the job (its video as bytes in Redis) and queues it. Throws QueueFullError when maxQueued jobs wait. */
-  submit(req: JobRequest): Promise<Job> {
+  submit(req: JobRequest, videoFile?: string): Promise<Job> {
     return this.op(async () => {
       await this.checkRoom();
       const id = crypto.randomUUID();
-      const { video, ...stored } = req;
+      const { video: bytes, ...stored } = req;
+      // Redis takes the bytes in one SET: an upload on disk is read once, here.
+      const video = bytes ?? (videoFile ? await Deno.readFile(videoFile) : undefined);
       const seq = await this.cmd.incr(this.keys.seq);
       const m = this.cmd.multi();
       if (video) m.set(this.keys.video(id), Buffer.from(video.buffer, video.byteOffset, video.byteLength));

@@ -88,6 +88,24 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 `;
 
 /** Writes `bytes` to `path` so that readers see the old file or the whole new one, never a part. */
+/** Copies `from` to `path` as writeAtomic writes (a temporary name, synced, then renamed). */
+async function copyAtomic(from: string, path: string): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await Deno.copyFile(from, tmp);
+    const f = await Deno.open(tmp, { write: true });
+    try {
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
 export async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   try {
@@ -386,15 +404,17 @@ export class SqliteQueue implements JobQueue {
    * Stores a job (video bytes as a file) and wakes the worker. Throws QueueFullError when maxQueued jobs wait.
    * The check and the insert run without an await between them, so concurrent submits cannot overfill the queue.
    */
-  async submit(req: JobRequest): Promise<Job> {
+  async submit(req: JobRequest, from?: string): Promise<Job> {
     if (this.closed) throw new Error("the queue is closed");
     this.checkRoom();
     const id = crypto.randomUUID();
     const { video, ...stored } = req;
     let videoFile: string | null = null;
-    if (video) {
+    if (video || from) {
       videoFile = `uploads/${id}`;
-      await writeAtomic(join(this.dataDir, videoFile), video);
+      const path = join(this.dataDir, videoFile);
+      if (video) await writeAtomic(path, video);
+      else await copyAtomic(from!, path);
     }
     try {
       this.checkRoom(); // again: other submits may have filled the queue while the upload was written

@@ -138,7 +138,9 @@ export interface JobQueue {
   readonly maxQueued: number;
 
   /** Stores a job (its video included). Throws QueueFullError when maxQueued jobs wait. */
-  submit(req: JobRequest): Promise<Job>;
+  /** Stores and queues a job; its input video as `req.video` bytes, or as `videoFile`, a file the queue copies (an
+   *  upload on disk: the API node never holds it whole in memory). */
+  submit(req: JobRequest, videoFile?: string): Promise<Job>;
   get(id: string): Promise<Job | null>;
   /** Newest first. */
   list(limit?: number): Promise<Job[]>;
