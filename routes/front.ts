@@ -79,10 +79,12 @@ export class RequestFraming {
           if (end >= 0) this.startBody();
           break;
         }
-        case "body": {
+        case "body":
+        case "chunk-data": {
+          // Content is skipped, not read: `left` counts down to the end of the body or of the chunk.
           const n = Math.min(this.left, b.length - i);
           i += n;
-          if ((this.left -= n) === 0) this.state = "headers";
+          if ((this.left -= n) === 0) this.state = this.state === "body" ? "headers" : "chunk-end";
           break;
         }
         case "chunk-size":
@@ -107,12 +109,6 @@ export class RequestFraming {
             this.left = parseInt(size[1], 16);
             this.state = this.left === 0 ? "trailers" : "chunk-data";
           }
-          break;
-        }
-        case "chunk-data": {
-          const n = Math.min(this.left, b.length - i);
-          i += n;
-          if ((this.left -= n) === 0) this.state = "chunk-end";
           break;
         }
         case "opaque":

@@ -1,7 +1,7 @@
 // The streaming multipart/form-data parser (routes/app/multipart.ts): whatever the chunking, it gives the fields a
 // browser's FormData encodes (as Deno's own encoder writes them) and the file byte for byte on disk; bad bodies are
 // refused with the status and reason intake.ts answers.
-import { assert, assertEquals } from "../fixtures/asserts.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../fixtures/asserts.ts";
 import { join } from "node:path";
 import {
   boundaryOf,
@@ -56,13 +56,7 @@ async function parse(
 }
 
 async function rejects(f: () => Promise<unknown>, status: number, re: RegExp): Promise<void> {
-  let err: unknown = null;
-  try {
-    await f();
-  } catch (e) {
-    err = e;
-  }
-  assert(err instanceof MultipartError, `expected a MultipartError, got ${err}`);
+  const err = await assertRejects(f, MultipartError);
   assertEquals(err.status, status, err.message);
   assert(re.test(err.message), err.message);
 }
@@ -146,13 +140,7 @@ Deno.test("multipart: bad bodies are refused with a status and a reason", async 
     await rejects(() => parse(noName, ok.type, dir), 400, /no field name/);
     const longHead = new TextEncoder().encode(`--${b}\r\nX-Pad: ${"y".repeat(20_000)}`);
     await rejects(() => parse(longHead, ok.type, dir, [1000]), 400, /headers are longer/);
-    let err: unknown = null;
-    try {
-      boundaryOf("multipart/form-data");
-    } catch (e) {
-      err = e;
-    }
-    assert(err instanceof MultipartError && err.status === 400 && /boundary/.test(err.message), String(err));
+    assertEquals(assertThrows(() => boundaryOf("multipart/form-data"), MultipartError, "boundary").status, 400);
     // curl's way of quoting a file name: backslash escapes; and RFC 5987's filename*.
     const curl = new TextEncoder().encode(
       `preamble\r\n--${b}\r\nContent-Disposition: form-data; name="video"; filename="a\\"b.mp4"\r\n\r\nxyz` +

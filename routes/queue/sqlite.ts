@@ -87,12 +87,12 @@ CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 `;
 
-/** Writes `bytes` to `path` so that readers see the old file or the whole new one, never a part. */
-/** Copies `from` to `path` as writeAtomic writes (a temporary name, synced, then renamed). */
-async function copyAtomic(from: string, path: string): Promise<void> {
+/** Fills a temporary file beside `path` with `fill`, syncs it, then renames it over `path`: readers see the old
+ *  file or the whole new one, never a part; a failure leaves no temporary behind. */
+async function replaceAtomic(path: string, fill: (tmp: string) => Promise<void>): Promise<void> {
   const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   try {
-    await Deno.copyFile(from, tmp);
+    await fill(tmp);
     const f = await Deno.open(tmp, { write: true });
     try {
       await f.sync();
@@ -106,22 +106,14 @@ async function copyAtomic(from: string, path: string): Promise<void> {
   }
 }
 
-export async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      let off = 0;
-      while (off < bytes.length) off += await f.write(bytes.subarray(off));
-      await f.sync();
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+/** Writes `bytes` to `path` atomically (replaceAtomic). */
+export function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  return replaceAtomic(path, (tmp) => Deno.writeFile(tmp, bytes));
+}
+
+/** Copies `from` to `path` atomically (an upload on disk, never read into memory). */
+function copyAtomic(from: string, path: string): Promise<void> {
+  return replaceAtomic(path, (tmp) => Deno.copyFile(from, tmp));
 }
 
 function isAbort(e: unknown): boolean {

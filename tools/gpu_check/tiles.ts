@@ -165,7 +165,7 @@ export async function tuneTiles(
       const scoredMs = times.get(candidates.find((c) => same(c, scored))!) ??
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
-      for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN) && ms < bestMs) best = t, bestMs = ms;
+      for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
       rows.push({
         key: g.key,
         op: g.op,
