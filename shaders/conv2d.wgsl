@@ -3,19 +3,22 @@
 // from x while it is loaded into shared memory (zero padding = bounds check), so no im2col buffer exists.
 // Consts: BM, BN, BK, TM, TN, KH, KW, VEC (K % 4 == 0: vec4 weight loads), DIRECT (1x1, stride 1, no
 // padding, Ho*Wo % 4 == 0: the patch is x itself, loaded as vec4 along pixels).
-// p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual), 8 = add the per-image bias
-// eb[ebOff + image * ebStride + co] (a resnet's time-embedding projection); absent ones get placeholders.
+// Split-K (OUT = f32, p.flags = 0): y is the partial sums [slices][images][Cout][Ho*Wo], slice ks at ks * partStride;
+// shaders/splitk_sum.wgsl adds them and applies the flags. Otherwise OUT = T and partStride = 0.
+// p.flags (shaders/conv_epilogue.wgsl): 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual), 8 = add
+// the per-image bias eb[ebOff + image * ebStride + co] (a resnet's time-embedding projection); absent ones get
+// placeholders.
 struct Params {
   Cout: u32, Cin: u32, H: u32, W: u32, Wo: u32, HWo: u32, npix: u32, K: u32,
   padT: i32, padL: i32, tilesM: u32, tilesN: u32, tiles: u32, gx: u32, mfast: u32, stride: u32, flags: u32,
-  ebOff: u32, ebStride: u32,
+  ebOff: u32, ebStride: u32, kSplit: u32, partStride: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T4>;
 @group(0) @binding(2) var<storage, read> w: array<T4>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 @group(0) @binding(4) var<storage, read> res: array<T>;
-@group(0) @binding(5) var<storage, read_write> y: array<T>;
+@group(0) @binding(5) var<storage, read_write> y: array<OUT>;
 @group(0) @binding(6) var<storage, read> eb: array<T>;
 
 const KK = KH * KW;
@@ -89,18 +92,12 @@ fn emit(r: u32, c: u32, v: vec4<f32>) {
   let co = m0 + (ty + (r / 4u) * MT) * 4u + r % 4u;
   let col = n0 + (tx + c * NT) * 4u;
   if (co >= p.Cout) { return; }
-  var b = 0.0;
-  if ((p.flags & 1u) != 0u) { b = f32(bias[co]); }
   for (var j = 0u; j < 4u; j++) {
     let pix = col + j;
     if (pix >= p.npix) { return; }
     let img = pix / p.HWo;
     let e = (img * p.Cout + co) * p.HWo + pix % p.HWo;
-    var o = v[j] + b;
-    if ((p.flags & 8u) != 0u) { o += f32(eb[p.ebOff + img * p.ebStride + co]); }
-    if ((p.flags & 2u) != 0u) { o += f32(res[e]); }
-    if ((p.flags & 4u) != 0u) { o += f32(y[e]); }
-    y[e] = T(o);
+    y[ks * p.partStride + e] = OUT(epilogue(v[j], co, img, e));
   }
 }
 

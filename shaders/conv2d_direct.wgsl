@@ -3,8 +3,7 @@
 // implicit GEMM (conv2d.wgsl) spends its time on padding taps, empty tile rows and barriers; this does none.
 // Consts: KH, KW, COFAST (neighbouring threads take neighbouring output channels of one pixel, for outputs with
 // fewer pixels than channels; else neighbouring pixels of one channel).
-// p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual), 8 = add the per-image bias
-// eb[ebOff + image * ebStride + co] (as conv2d.wgsl).
+// p.flags: as conv2d.wgsl (shaders/conv_epilogue.wgsl).
 struct Params {
   Cout: u32, Cin: u32, H: u32, W: u32, Wo: u32, HWo: u32, npix: u32, n: u32,
   padT: i32, padL: i32, stride: u32, flags: u32, ebOff: u32, ebStride: u32, row: u32, pad: u32,
@@ -51,10 +50,5 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     }
   }
   let e = (img * p.Cout + co) * p.HWo + q;
-  var o = acc;
-  if ((p.flags & 1u) != 0u) { o += f32(bias[co]); }
-  if ((p.flags & 8u) != 0u) { o += f32(eb[p.ebOff + img * p.ebStride + co]); }
-  if ((p.flags & 2u) != 0u) { o += f32(res[e]); }
-  if ((p.flags & 4u) != 0u) { o += f32(y[e]); }
-  y[e] = T(o);
+  y[e] = T(epilogue(acc, co, img, e));
 }

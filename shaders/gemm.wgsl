@@ -3,8 +3,12 @@
 // double-buffered shared memory (k-major, so the inner loop reads vec4s): the next K-tile is loaded while this one
 // is computed, one barrier per step. The inner product is unrolled by hand: private arrays indexed in loops are
 // left in memory by some drivers (llvmpipe: 3x slower) because wgpu's loop bounding can block unrolling.
-// The including kernel provides Params (with K, tilesM, tilesN, tiles, gx, mfast), load_tile(lid, buf, k0),
-// emit(r, c, v) and prepare(lid) (per-thread setup after the tile is known).
+// Split-K: workgroup g computes tile g % tiles over K slice ks = g / tiles, i.e. K in [ks * kSplit, + kSplit)
+// (kSplit a multiple of BK, so a slice's K-tiles never reach into the next one; kSplit >= K: one slice). With
+// several slices emit() writes this slice's partial sums and a second kernel adds them (shaders/splitk_sum.wgsl):
+// a small output over a deep reduction (SD's 8x8 and 16x16 levels at batch 2) then fills a big GPU.
+// The including kernel provides Params (with K, tilesM, tilesN, tiles, gx, mfast, kSplit), load_tile(lid, buf, k0),
+// emit(r, c, v) and prepare(lid) (per-thread setup after the tile is known; ks is set by then).
 const MT = BM / TM; // threads along M
 const NT = BN / TN; // threads along N
 const WG = MT * NT;
@@ -18,11 +22,15 @@ var<private> m0: u32;
 var<private> n0: u32;
 var<private> tx: u32;
 var<private> ty: u32;
+var<private> ks: u32;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * p.gx;
-  if (tile >= p.tiles) { return; }
+  let g = wid.x + wid.y * p.gx;
+  let tile = g % p.tiles;
+  ks = g / p.tiles;
+  let kb = ks * p.kSplit; // this slice's first K
+  if (kb >= p.K) { return; } // past the last slice (or the folded grid's tail)
   if (p.mfast != 0u) {
     m0 = (tile % p.tilesM) * BM;
     n0 = (tile / p.tilesM) * BN;
@@ -51,12 +59,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var c13 = vec4<f32>(0.0);
   var c14 = vec4<f32>(0.0);
   var c15 = vec4<f32>(0.0);
-  let nk = (p.K + BK - 1u) / BK;
-  load_tile(lid, 0u, 0u);
+  let nk = (min(p.K - kb, p.kSplit) + BK - 1u) / BK;
+  load_tile(lid, 0u, kb);
   workgroupBarrier();
   for (var t = 0u; t < nk; t++) {
     let cur = t % 2u;
-    if (t + 1u < nk) { load_tile(lid, 1u - cur, (t + 1u) * BK); }
+    if (t + 1u < nk) { load_tile(lid, 1u - cur, kb + (t + 1u) * BK); }
     let ab = cur * A_LEN + ty;
     let bb = cur * B_LEN + tx;
     for (var k = 0u; k < BK; k++) {

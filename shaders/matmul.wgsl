@@ -8,10 +8,10 @@
 // BM rows (exact two-pass with the mean's correction, like shaders/layernorm.wgsl), WG / BM threads per row).
 // p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual; absent ones get placeholders),
 // 16 = SiLU of the sum (diffusers' act(linear(x))).
-// wOff, bOff: element offsets of w and bias in their bindings (views into stacked weights).
+// wOff, bOff: element offsets of w and bias in their bindings (views into stacked weights). kSplit = K: no split-K.
 struct Params {
   M: u32, N: u32, K: u32, tilesM: u32, tilesN: u32, tiles: u32, gx: u32, mfast: u32, flags: u32, S: u32,
-  wOff: u32, bOff: u32, eps: f32,
+  wOff: u32, bOff: u32, eps: f32, kSplit: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T4>;

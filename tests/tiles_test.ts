@@ -2,9 +2,27 @@
 // for that shape before the table's scoring; a file for another adapter, a shape key that is not "MxNxK" or a tile
 // that is not one of the kernels' candidates changes nothing.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
-import { pickTile, TILES } from "../pipeline/ops/matmul.ts";
-import { resetMeasuredTiles, tilesFile } from "../pipeline/ops/tiles.ts";
-import { gpuTest } from "./util.ts";
+import { conv2d } from "../pipeline/ops/conv2d.ts";
+import { pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
+import { resetMeasuredTiles, TILE_TABLE, tilesFile } from "../pipeline/ops/tiles.ts";
+import { diff, gpuTest, randn, up } from "./util.ts";
+
+// A large GPU's workgroup limits (NVIDIA's Vulkan driver reports these).
+const BIG = { maxComputeWorkgroupStorageSize: 49152, maxComputeInvocationsPerWorkgroup: 1024 };
+
+Deno.test("tiles: split-K is scored where the tiles alone leave the GPU empty, and only where the kernel can split", () => {
+  // SD 1.5's 8x8 level at batch 2 (CFG): Cout 1280 x 128 pixels over K = 1280 * 9: 40 tiles of 64x64 on a GPU that
+  // wants 256 workgroups, so K is split; at batch 16 (8 frames) and at the 64x64 level the tiles fill it alone.
+  const deep = pickFrom(TILE_TABLE.default, BIG, 1280, 128, 11520, { splitK: true });
+  assert((deep.splitK ?? 1) > 1, `8x8 level, batch 2: ${JSON.stringify(deep)}`);
+  assertEquals(pickFrom(TILE_TABLE.default, BIG, 320, 8192, 2880, { splitK: true }).splitK, undefined);
+  assertEquals(pickFrom(TILE_TABLE.default, BIG, 1280, 1024, 11520, { splitK: true }).splitK, undefined);
+  // A linear layer (no split in its kernel) never gets one; a shallow K never splits below MIN_SLICE_K.
+  assertEquals(pickFrom(TILE_TABLE.default, BIG, 1280, 128, 11520).splitK, undefined);
+  assertEquals(pickFrom(TILE_TABLE.default, BIG, 1280, 128, 300, { splitK: true }).splitK, undefined);
+  // llvmpipe: doubling 2 tiles to 4 workgroups measured no gain there, so the tiny UNet's convs stay whole.
+  assertEquals(pickFrom(TILE_TABLE.llvmpipe, BIG, 64, 32, 576, { splitK: true }).splitK, undefined);
+});
 
 gpuTest(
   "tiles: a run picks its adapter's measured tiles; bad entries and other adapters' files are ignored",
@@ -23,12 +41,37 @@ gpuTest(
           adapter: dev.adapterName,
           dtype: "f32",
           measured: new Date().toISOString(),
-          shapes: { "320x8192x2880": other, "320x4096x2880": bogus, "not-a-shape": other },
+          shapes: {
+            "320x8192x2880": other,
+            "320x4096x2880": bogus,
+            "not-a-shape": other,
+            // conv2d x=[2,32,4,4] Cout 24 k3 (K = 288) split in two; the same key with a split no kernel has.
+            "24x32x288": { ...TILES[1], splitK: 2 },
+            "24x32x289": { ...TILES[1], splitK: 3 },
+          },
         }),
       );
       resetMeasuredTiles();
       assertEquals(pickTile(dev, 320, 8192, 2880), other, "the measured tile");
       assert(TILES.includes(pickTile(dev, 320, 4096, 2880)), "a tile no kernel was tested with");
+      assertEquals(pickTile(dev, 24, 32, 288, { splitK: true }), { ...TILES[1], splitK: 2 }, "a measured split");
+      assertEquals(pickTile(dev, 24, 32, 288).splitK, undefined, "a linear layer with that key: no split");
+      assert(TILES.includes(pickTile(dev, 24, 32, 289, { splitK: true })), "a split factor no kernel has");
+      // conv2d runs the measured split (two passes) and gets the unsplit result up to rounding.
+      const x = up(dev, randn(2 * 32 * 16, 1), [2, 32, 4, 4], "f32");
+      const w = up(dev, randn(24 * 288, 2, 0.06), [24, 32, 3, 3], "f32");
+      const before = dev.dispatches;
+      const split = conv2d(x, w, undefined, { padding: 1 });
+      assertEquals(dev.dispatches - before, 2, "dispatches of the split conv");
+      const got = await split.read();
+      resetMeasuredTiles();
+      Deno.env.delete("ZEROVID_TILES_DIR");
+      const whole = conv2d(x, w, undefined, { padding: 1 });
+      const d = diff(got, await whole.read());
+      assert(d.maxAbs < 1e-5, `split vs whole: max abs ${d.maxAbs}`);
+      for (const t of [x, w, split, whole]) t.release();
+      Deno.env.set("ZEROVID_TILES_DIR", dir);
+      resetMeasuredTiles();
       assertEquals(
         pickTile(dev, 64, 64, 64),
         (resetMeasuredTiles(), Deno.env.delete("ZEROVID_TILES_DIR"), pickTile(dev, 64, 64, 64)),

@@ -1,7 +1,10 @@
-// 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer.
+// 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer; small outputs over deep
+// reductions split K across workgroups and add the slices in a second pass (shaders/splitk_sum.wgsl).
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import conv2dDirectSrc from "../../shaders/conv2d_direct.wgsl" with { type: "text" };
+import splitkSumSrc from "../../shaders/splitk_sum.wgsl" with { type: "text" };
+import epilogueSrc from "../../shaders/conv_epilogue.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
@@ -11,6 +14,7 @@ import {
   BK,
   chunkItems,
   gemmHooks,
+  kSlices,
   pickTile,
   sameRange,
   threads,
@@ -105,7 +109,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
   if (!gemmHooks.tile && HWo <= directMax) {
     // Few pixels per image: one thread per output, only the taps inside the image (conv2d_direct.wgsl).
     const coFast = HWo * B < Cout;
-    const kd = dev.kernel("conv2d_direct", conv2dDirectSrc, { KH, KW, COFAST: coFast }, x.dtype);
+    const kd = dev.kernel("conv2d_direct", conv2dDirectSrc + epilogueSrc, { KH, KW, COFAST: coFast }, x.dtype);
     slices((_b0, nb, xs, ys, rs, ibOff) => {
       const n = nb * HWo * Cout, { groups, row } = grid1d(n, 64);
       const p = new Params().u(Cout, Cin, H, W, Wo, HWo, nb * HWo, n).i(pt, pl).u(
@@ -140,24 +144,50 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     stride,
     padding: [pt, pb, pl, pr],
   });
-  const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K);
+  const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K, { splitK: true });
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
-  const consts = { ...tile, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
-  const k = dev.kernel("conv2d", conv2dSrc + gemmSrc, consts, x.dtype);
+  const { BM, BN, TM, TN } = tile;
+  const consts = { BM, BN, TM, TN, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
+  // Split-K writes f32 partial sums instead of y.
+  const kernel = (split: boolean) =>
+    dev.kernel(
+      "conv2d",
+      conv2dSrc + gemmSrc + epilogueSrc,
+      { ...consts, OUT: { type: split ? "f32" : x.dtype } },
+      x.dtype,
+    );
   const wb = vecBinding(op, w);
   slices((_b0, nb, xs, ys, rs, ibOff) => {
     const xb = vecBinding(op, xs);
-    const tilesM = Math.ceil(Cout / tile.BM), tilesN = Math.ceil(nb * HWo / tile.BN);
-    const g = tileGrid(tilesM, tilesN);
+    const n = nb * Cout * HWo;
+    // The partial sums must fit one binding too: fewer slices where they would not.
+    let sk = kSlices(K, tile.splitK);
+    if (sk.slices > 1 && sk.slices * n * 4 > limit) sk = kSlices(K, Math.floor(limit / (n * 4)));
+    const parts = sk.slices > 1 ? empty(dev, [sk.slices * n], "f32") : null;
+    const tilesM = Math.ceil(Cout / BM), tilesN = Math.ceil(nb * HWo / BN);
+    const g = tileGrid(tilesM, tilesN, sk.slices);
     const p = new Params()
       .u(Cout, Cin, H, W, Wo, HWo, nb * HWo, K)
       .i(pt, pl)
-      .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, flags)
-      .u(ibOff, ibStride);
+      .u(tilesM, tilesN, g.tiles, g.gx, g.mfast, stride, parts ? 0 : flags)
+      .u(ibOff, ibStride, sk.kSplit, parts ? n : 0);
     // Absent bias/residual/imageBias bind x (read-only) as placeholders; the kernel never reads them.
     const ibb = ib ? ib.t.binding() : xb;
-    dev.dispatch(k, p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, ys.binding(), ibb], g.groups);
+    const out = parts ? parts.binding() : ys.binding();
+    dev.dispatch(kernel(!!parts), p, [xb, wb, bias ? bias.binding() : xb, rs ? rs.binding() : xb, out, ibb], g.groups);
+    if (!parts) return;
+    // The slices' sum and the epilogue (absent operands bind the partial sums as placeholders).
+    const { groups, row } = grid1d(n, 64);
+    const ps = new Params().u(n, sk.slices, Cout, HWo, flags, ibOff, ibStride, row);
+    const pb = parts.binding();
+    dev.dispatch(
+      dev.kernel("splitk_sum", splitkSumSrc + epilogueSrc, {}, x.dtype),
+      ps,
+      [pb, bias ? bias.binding() : pb, rs ? rs.binding() : pb, ys.binding(), ib ? ib.t.binding() : pb],
+      groups,
+    );
+    parts.release();
   });
   return y;
 }

@@ -8,14 +8,27 @@ import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
 import { type AdapterTiles, setCandidateTiles, tilesFor } from "./tiles.ts";
 
-/** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time. */
+/** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time; conv2d may
+ *  also split K into `splitK` slices (one workgroup per tile and slice, then a pass adding the slices). */
 export interface GemmTile {
   BM: number;
   BN: number;
   TM: number;
   TN: number;
+  splitK?: number;
 }
 export const BK = 16;
+
+/** Split-K factors conv2d may use, and the least K a slice keeps (fewer K-tiles per workgroup than this and its
+ *  loads, barriers and partial-sum traffic outweigh the extra workgroups). */
+export const SPLITS: readonly number[] = [1, 2, 4, 8, 16];
+export const MIN_SLICE_K = 256;
+
+/** The K slices of a split: `kSplit` K per slice (whole BK steps), `slices` of them (none empty). */
+export function kSlices(K: number, splitK = 1): { kSplit: number; slices: number } {
+  const kSplit = Math.ceil(Math.ceil(K / Math.max(1, splitK)) / BK) * BK;
+  return { kSplit, slices: Math.ceil(K / kSplit) };
+}
 
 // Bigger per-thread blocks do more FMAs per shared-memory load; the smaller tiles keep a big GPU busy when M*N is
 // small and waste less on ragged edges (e.g. 77-token text rows, 3-channel VAE output).
@@ -30,7 +43,7 @@ export const TILES: readonly GemmTile[] = [
   { BM: 16, BN: 128, TM: 4, TN: 4 },
 ];
 
-setCandidateTiles(TILES);
+setCandidateTiles(TILES, SPLITS);
 
 export function threads(t: GemmTile): number {
   return (t.BM / t.TM) * (t.BN / t.TN);
@@ -49,40 +62,69 @@ export function adapterTiles(dev: Device): AdapterTiles {
   return tilesFor(dev.adapterName, dev.isFallback);
 }
 
+export interface PickOpts {
+  /** Workgroup memory a kernel variant adds to a tile. */
+  extra?: (t: GemmTile) => number;
+  /** The kernel can split K (conv2d): splits are scored too. */
+  splitK?: boolean;
+}
+
+/** The split-K factors worth trying on a reduction of K: 1, and those leaving every slice MIN_SLICE_K or more. */
+export function splitsFor(K: number): number[] {
+  return SPLITS.filter((s) => s === 1 || kSlices(K, s).kSplit >= MIN_SLICE_K && kSlices(K, s).slices === s);
+}
+
 /** The GEMM tile for an M x N output with reduction K: the adapter's measured pick for this shape if it has one, else
- *  the tile maximising useful work x occupancy x register blocking within the device's limits (`extra`: workgroup
- *  memory a variant adds). */
-export function pickTile(dev: Device, M: number, N: number, K: number, extra?: (t: GemmTile) => number): GemmTile {
-  const L = dev.gpu.limits;
-  const table = adapterTiles(dev);
+ *  the tile (and split of K, where the kernel can split) maximising useful work x occupancy x register blocking
+ *  within the device's limits. A split pays for its partial sums' pass (table.splitCost), so it only wins where the
+ *  tiles alone leave the GPU emptier than that. */
+export function pickTile(dev: Device, M: number, N: number, K: number, o: PickOpts = {}): GemmTile {
+  return pickFrom(adapterTiles(dev), dev.gpu.limits, M, N, K, o);
+}
+
+/** pickTile on a given table entry and workgroup limits. */
+export function pickFrom(
+  table: AdapterTiles,
+  limits: Pick<GPUSupportedLimits, "maxComputeWorkgroupStorageSize" | "maxComputeInvocationsPerWorkgroup">,
+  M: number,
+  N: number,
+  K: number,
+  o: PickOpts = {},
+): GemmTile {
   const fits = (t: GemmTile) =>
-    sharedBytes(t) + (extra ? extra(t) : 0) <= L.maxComputeWorkgroupStorageSize &&
-    threads(t) <= L.maxComputeInvocationsPerWorkgroup;
+    sharedBytes(t) + (o.extra ? o.extra(t) : 0) <= limits.maxComputeWorkgroupStorageSize &&
+    threads(t) <= limits.maxComputeInvocationsPerWorkgroup;
   const known = table.shapes?.[`${M}x${N}x${K}`];
-  if (known && fits(known)) return known;
+  if (known && fits(known)) return o.splitK || !known.splitK ? known : { ...known, splitK: undefined };
+  const splits = o.splitK ? splitsFor(K) : [1];
   let best: GemmTile | null = null, bestScore = -1;
   for (const t of table.tiles ?? TILES) {
     if (!fits(t)) continue;
     const tm = Math.ceil(M / t.BM), tn = Math.ceil(N / t.BN);
     const util = (M * N) / (tm * t.BM * tn * t.BN);
-    const fill = Math.min(1, (tm * tn) / table.fill);
     const blocking = table.blocking[t.TM * t.TN] ?? 0.5;
-    const score = util * fill * blocking;
-    if (score > bestScore + 1e-9) best = t, bestScore = score;
+    for (const s of splits) {
+      const fill = Math.min(1, (tm * tn * s) / table.fill);
+      const score = util * fill * blocking * (s > 1 ? table.splitCost ?? SPLIT_COST : 1);
+      if (score > bestScore + 1e-9) best = s > 1 ? { ...t, splitK: s } : t, bestScore = score;
+    }
   }
   if (!best) throw new GpuError(`GEMM: no tile fits this GPU's workgroup limits`);
   return best;
 }
+
+/** Default score factor of a split-K tile: its extra pass and partial sums (gpu-check measures the real cost). */
+const SPLIT_COST = 0.85;
 
 /**
  * Grid for tilesM x tilesN workgroups, folded into 2-D past the per-dimension limit (the kernel computes
  * tile = wid.x + wid.y * gx). The smaller tile count varies fastest, so neighbouring workgroups share the larger
  * operand's tile.
  */
-export function tileGrid(tilesM: number, tilesN: number, maxPerDim = gemmHooks.maxGroups || 65535) {
+export function tileGrid(tilesM: number, tilesN: number, slices = 1, maxPerDim = gemmHooks.maxGroups || 65535) {
   const tiles = tilesM * tilesN;
-  const gx = Math.min(tiles, maxPerDim);
-  const gy = Math.ceil(tiles / gx);
+  const gx = Math.min(tiles * slices, maxPerDim);
+  const gy = Math.ceil(tiles * slices / gx);
   return { groups: [gx, gy] as [number, number], gx, tiles, mfast: tilesM <= tilesN ? 1 : 0 };
 }
 
@@ -239,14 +281,17 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
 
   gemmHooks.onGemm?.({ op: "linear", key: `${M}x${N}x${K}`, M, N, K });
   // LN keeps per-row statistics in workgroup memory and needs a thread per row.
-  const tile = gemmHooks.tile ?? pickTile(dev, M, N, K, ln ? lnShared : undefined);
+  const tile = gemmHooks.tile ?? pickTile(dev, M, N, K, { extra: ln ? lnShared : undefined });
   if (ln && threads(tile) < tile.BM) {
     throw new GpuError(`${op}: tile ${JSON.stringify(tile)} has fewer threads than rows`);
   }
   // Weight and bias may be views at any offset (rows of a stacked projection).
   const wb = offsetBinding(op, w), bb = bias && offsetBinding(op, bias);
   const consts = {
-    ...tile,
+    BM: tile.BM,
+    BN: tile.BN,
+    TM: tile.TM,
+    TN: tile.TN,
     BK,
     VEC: K % 4 === 0,
     WVEC: K % 4 === 0 && wb.at % 4 === 0,
@@ -271,7 +316,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
     const tilesM = Math.ceil(rows / tile.BM), tilesN = Math.ceil(N / tile.BN);
     const g = tileGrid(tilesM, tilesN);
     const p = new Params().u(rows, N, K, tilesM, tilesN, g.tiles, g.gx, g.mfast, flags, S, wb.at, bb?.at ?? 0)
-      .f(ln?.eps ?? 0);
+      .f(ln?.eps ?? 0).u(K);
     // Absent bias/residual/LayerNorm parameters bind x (read-only) as placeholders; the kernel never reads them.
     const lnb = ln ? [ln.gamma.binding(), ln.beta.binding()] : [xb, xb];
     dev.dispatch(k, p, [xb, wb.b, bb ? bb.b : xb, rs ? rs.binding() : xb, ys.binding(), ...lnb], g.groups);

@@ -8,6 +8,7 @@
 //   tiles      optional: the candidate tiles (default: every tile in TILES)
 //   shapes     optional: measured winners by GEMM shape "MxNxK" (linear: rows x out x in; conv2d: Cout x
 //              images*Ho*Wo x Cin*kh*kw), used before any scoring
+//   splitCost  optional: score factor of a split-K conv tile (its partial sums and their extra pass; default 0.85)
 //   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
 //              output has at most `maxPixels` pixels; absent: never
 //
@@ -23,6 +24,7 @@ export interface AdapterTiles {
   blocking: Record<number, number>;
   tiles?: GemmTile[];
   shapes?: Record<string, GemmTile>;
+  splitCost?: number;
   directConv?: { maxPixels: number };
 }
 
@@ -32,9 +34,18 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // Mesa llvmpipe (2 cores here): per-invocation overhead dominates, so 8x8 blocks run ~1.6x faster than 8x4
   // (measured); a few workgroups fill it.
   // Direct conv up to 2x2 outputs: tiny UNet call 19% faster (paired A/B, 20 calls; 4x4 and up: slower).
-  llvmpipe: { match: "llvmpipe", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, directConv: { maxPixels: 4 } },
+  // Split-K in two where 2 tiles half-fill it: the whole tiny UNet call within noise (batch 2, 4 paired A/B runs: 6 %
+  // faster to 2 % slower) for a dispatch more per conv, so by score a split must more than double the fill here;
+  // gpu-check measures each shape (its 4x4-level 3x3 convs at batch 2 gain ~10 % from two slices).
+  llvmpipe: {
+    match: "llvmpipe",
+    fill: 4,
+    blocking: { 64: 1, 32: 0.62, 16: 0.5 },
+    splitCost: 0.5,
+    directConv: { maxPixels: 4 },
+  },
   // Other software/fallback adapters: like llvmpipe until measured.
-  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 } },
+  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5 },
 };
 
 /** The table entry for an adapter, with the shapes measured on it (tiles file) first. */
@@ -91,17 +102,26 @@ export function tilesFile(adapterName: string, dir = tilesDir()): string | null 
   return dir ? `${dir}/${slug}.json` : null;
 }
 
-/** Whether `t` is one of the kernels' candidate tiles (the only tiles a measured file may name). */
-export function isCandidate(t: unknown, candidates: readonly GemmTile[]): t is GemmTile {
+/** Whether `t` is one of the kernels' candidate tiles, with one of their split-K factors or none (the only tiles a
+ *  measured file may name). */
+export function isCandidate(
+  t: unknown,
+  candidates: readonly GemmTile[],
+  splits: readonly number[] = candidateSplits,
+): t is GemmTile {
   const o = t as GemmTile | null;
-  return !!o && candidates.some((c) => c.BM === o.BM && c.BN === o.BN && c.TM === o.TM && c.TN === o.TN);
+  return !!o && candidates.some((c) => c.BM === o.BM && c.BN === o.BN && c.TM === o.TM && c.TN === o.TN) &&
+    (o.splitK === undefined || splits.includes(o.splitK));
 }
 
 let candidateTiles: readonly GemmTile[] = [];
+let candidateSplits: readonly number[] = [1];
 
-/** matmul.ts registers its candidate list here (tiles.ts cannot import it: matmul.ts imports this module). */
-export function setCandidateTiles(tiles: readonly GemmTile[]): void {
+/** matmul.ts registers its candidate tiles and split-K factors here (tiles.ts cannot import them: matmul.ts imports
+ *  this module). */
+export function setCandidateTiles(tiles: readonly GemmTile[], splits: readonly number[]): void {
   candidateTiles = tiles;
+  candidateSplits = splits;
 }
 
 /** The measured shapes for an adapter from its tiles file; null when there is none (or it is unreadable). */
@@ -117,7 +137,8 @@ function measuredShapes(adapterName: string): Record<string, GemmTile> | null {
   if (parsed?.adapter !== adapterName || typeof parsed.shapes !== "object" || parsed.shapes === null) return null;
   const out: Record<string, GemmTile> = {};
   for (const [k, t] of Object.entries(parsed.shapes)) {
-    if (/^\d+x\d+x\d+$/.test(k) && isCandidate(t, candidateTiles)) out[k] = { BM: t.BM, BN: t.BN, TM: t.TM, TN: t.TN };
+    if (!/^\d+x\d+x\d+$/.test(k) || !isCandidate(t, candidateTiles)) continue;
+    out[k] = { BM: t.BM, BN: t.BN, TM: t.TM, TN: t.TN, ...(t.splitK && t.splitK > 1 ? { splitK: t.splitK } : {}) };
   }
   return out;
 }

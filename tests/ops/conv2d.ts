@@ -79,7 +79,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     `pad=${typeof s.pad === "object" ? `[${s.pad}]` : s.pad ?? 0}`,
     s.bias && "bias",
     s.res && (s.inPlace ? "res=out" : "res"),
-    s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
+    s.tile && `tile=${s.tile.BM}x${s.tile.BN}${s.tile.splitK ? ` splitK=${s.tile.splitK}` : ""}`,
     s.maxBinding && `split@${s.maxBinding}B`,
     s.maxGroups && `grid<=${s.maxGroups}`,
     s.imageBias && `imageBias=${s.imageBias}`,
@@ -124,6 +124,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
         gemmHooks.directConv = null;
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
+      if (s.tile?.splitK && dev.dispatches - before < 2) throw new Error("split-K made no partial-sums pass");
       const got = await y.read();
       for (const t of new Set([tx, tw, tb, tr, teb, y])) t?.release();
       const want = convRef(x, w, s.x, [s.Cout, s.k, s.k], stride, pad, b, r);
@@ -164,6 +165,24 @@ const shapes: ConvShape[] = [
   { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: false, maxBinding: 4096, imageBias: "per-image" },
   // One f32 image exceeds the limit: split by channel blocks (the per-image bias follows image and block).
   { x: [2, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 1024, imageBias: "per-image" },
+  // Split-K: slices of K summed by a second pass that applies the epilogue (bias, per-image bias, residual, in place),
+  // ragged last slice with K % 4 != 0, 1x1 direct loads, folded grid with idle tail workgroups, and partial sums
+  // that would exceed the binding limit (fewer slices then).
+  {
+    x: [2, 40, 5, 6],
+    Cout: 33,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: true,
+    imageBias: "per-image",
+    tile: { ...TILE64, splitK: 3 },
+  },
+  { x: [2, 19, 4, 5], Cout: 21, k: 3, pad: 1, bias: true, res: false, tile: { ...TILE64, splitK: 4 } },
+  { x: [2, 64, 4, 6], Cout: 24, k: 1, bias: true, res: true, tile: { ...TILE64, splitK: 2 } },
+  { x: [2, 12, 6, 5], Cout: 12, k: 3, pad: 1, bias: true, res: true, inPlace: true, tile: { ...TILE64, splitK: 2 } },
+  { x: [2, 8, 13, 11], Cout: 70, k: 3, pad: 1, bias: true, res: false, tile: { ...TILE64, splitK: 3 }, maxGroups: 4 },
+  { x: [3, 32, 4, 4], Cout: 16, k: 3, pad: 1, bias: true, res: true, tile: { ...TILE64, splitK: 8 }, maxBinding: 6144 },
 ];
 // The direct kernel (small outputs): padding in every direction, stride 2, 1x1, valid, odd shapes, channel-fast and
 // pixel-fast thread orders, residual in place, per-image bias, image split.
@@ -179,9 +198,11 @@ for (
     { x: [3, 8, 8, 8], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 4096, imageBias: "per-image" },
   ] as ConvShape[]
 ) shapes.push({ ...d, direct: true });
-// Every tile variant: gathered 3x3 (K % 4 != 0, strided, asymmetric padding) and direct 1x1.
+// Every tile variant (alone and with K split in two): gathered 3x3 (K % 4 != 0, strided, asymmetric padding) and direct 1x1.
 for (const tile of TILES) {
   shapes.push({ x: [3, 5, 9, 11], Cout: 37, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: true, tile });
+  const split = { ...tile, splitK: 2 };
+  shapes.push({ x: [3, 5, 9, 11], Cout: 37, k: 3, stride: 2, pad: [0, 1, 0, 1], bias: true, res: true, tile: split });
   shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
 }
 

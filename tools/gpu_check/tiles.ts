@@ -9,12 +9,14 @@ import { type Tensor, withTensorScope } from "../../pipeline/gpu/tensor.ts";
 import type { UNet } from "../../pipeline/models/unet.ts";
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import {
+  adapterTiles,
   type GemmCall,
   gemmHooks,
   type GemmTile,
   linear,
   pickTile,
   sharedBytes,
+  splitsFor,
   threads,
   TILES,
 } from "../../pipeline/ops/matmul.ts";
@@ -53,8 +55,20 @@ export interface TilesReport {
 /** A winner must beat the scored pick by this much to replace it (wall-clock noise). */
 const MARGIN = 0.03;
 
-const same = (a: GemmTile, b: GemmTile) => a.BM === b.BM && a.BN === b.BN && a.TM === b.TM && a.TN === b.TN;
-const tileText = (t: GemmTile) => `${t.BM}x${t.BN}/${t.TM}x${t.TN}`;
+const same = (a: GemmTile, b: GemmTile) =>
+  a.BM === b.BM && a.BN === b.BN && a.TM === b.TM && a.TN === b.TN && (a.splitK ?? 1) === (b.splitK ?? 1);
+const tileText = (t: GemmTile) => `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}`;
+
+/** The candidates for one shape: every tile, and for conv2d each split of K that leaves slices deep enough and
+ *  does not go past twice the workgroups the adapter needs (more only adds partial sums). */
+function candidatesFor(g: GemmCall, tiles: GemmTile[], fill: number): GemmTile[] {
+  if (g.op !== "conv2d") return tiles;
+  const [M, N, K] = g.key.split("x").map(Number);
+  return tiles.flatMap((t) => {
+    const n = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
+    return splitsFor(K).filter((s) => s === 1 || n * s <= 2 * fill).map((s) => s > 1 ? { ...t, splitK: s } : t);
+  });
+}
 
 /** The GEMMs one UNet call makes at each batch, by key, with how many times each runs. */
 export async function recordGemms(
@@ -157,12 +171,13 @@ export async function tuneTiles(
       continue;
     }
     const [M, N, K] = g.key.split("x").map(Number);
-    const scored = pickTile(dev, M, N, K);
+    const scored = pickTile(dev, M, N, K, { splitK: g.op === "conv2d" });
+    const tried = candidatesFor(g, candidates, adapterTiles(dev).fill);
     await withTensorScope(dev, async () => {
       const run = setup(dev, g, dtype);
       const times = new Map<GemmTile, number>();
-      for (const t of candidates) times.set(t, await timeTile(dev, run, t, o.perTileMs));
-      const scoredMs = times.get(candidates.find((c) => same(c, scored))!) ??
+      for (const t of tried) times.set(t, await timeTile(dev, run, t, o.perTileMs));
+      const scoredMs = times.get(tried.find((c) => same(c, scored))!) ??
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
       for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
