@@ -68,3 +68,38 @@ gpuTest("tiles: the adapter's table entry picks the GEMM tile, measured shapes f
   }
   return Promise.resolve();
 });
+
+gpuTest(
+  "tiles: a UNet call with its deep convs split in K (as on a large GPU) matches the call without",
+  async (dev) => {
+    const sd = await StableDiffusion.load(dev, TINY, { dtype: "f32" });
+    const entry = tilesFor(dev.adapterName, dev.isFallback);
+    const saved = { fill: entry.fill, splitCost: entry.splitCost };
+    try {
+      const cfg = sd.unet.cfg;
+      const sample = upload(dev, randn(2 * 4 * 8 * 8, 1), [2, cfg.in_channels, 8, 8], "f32");
+      const D = cfg.cross_attention_dim as number;
+      const ctx = upload(dev, randn(2 * 77 * D, 2), [2, 77, D], "f32");
+      const call = () => {
+        const before = dev.dispatches;
+        const e = sd.unet.forward({ sample, timesteps: [500], context: ctx });
+        return { e, dispatches: dev.dispatches - before };
+      };
+      call().e.release(); // the text K/V cache, so both calls below make the same GEMMs
+      const whole = call();
+      // A GPU that wants far more workgroups than these shapes have tiles, with splits free: every conv whose K
+      // allows slices of MIN_SLICE_K (the tiny model's K = 576 and 864 convs) splits.
+      entry.fill = 1e6, entry.splitCost = 1;
+      const split = call();
+      if (split.dispatches <= whole.dispatches) {
+        throw new Error(`no conv was split: ${split.dispatches} dispatches, ${whole.dispatches} without`);
+      }
+      const d = diff(await split.e.read(), await whole.e.read());
+      if (!(d.relL2 < 1e-5)) throw new Error(`split-K changed the UNet's output: rel_l2 ${d.relL2}`);
+      for (const t of [sample, ctx, whole.e, split.e]) t.release();
+    } finally {
+      Object.assign(entry, saved);
+      sd.dispose();
+    }
+  },
+);

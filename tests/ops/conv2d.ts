@@ -1,5 +1,5 @@
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
-import { gemmHooks, type GemmTile, TILES } from "../../pipeline/ops/matmul.ts";
+import { gemmHooks, type GemmTile, pickTile, TILES } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import { gemmTol } from "./matmul.ts";
@@ -209,12 +209,15 @@ for (const tile of TILES) {
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) for (const s of shapes) cases.push(convCase(s, dtype));
 
-function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1): PerfCase {
+/** `whole`: the pick for this shape without its split of K (beside the pick, it shows what split-K buys). */
+function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1, whole = false): PerfCase {
   const pad = k === 3 ? 1 : 0;
   const Ho = Math.floor((HW + 2 * pad - k) / stride) + 1;
   return {
     op: "conv2d",
-    shape: `x=[${B},${Cin},${HW},${HW}] Cout=${Cout} k=${k}${stride > 1 ? ` s=${stride}` : ""}`,
+    shape: `x=[${B},${Cin},${HW},${HW}] Cout=${Cout} k=${k}${stride > 1 ? ` s=${stride}` : ""}${
+      whole ? " no split-K" : ""
+    }`,
     flops: 2 * Cout * B * Ho * Ho * Cin * k * k,
     bytes: (B * Cin * HW * HW + Cout * Cin * k * k + B * Cout * Ho * Ho) * 4,
     setup(dev, dtype) {
@@ -222,17 +225,30 @@ function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, s
       const w = up(dev, randn(Cout * Cin * k * k, 2, 1 / Math.sqrt(Cin * k * k)), [Cout, Cin, k, k], dtype);
       const b = up(dev, randn(Cout, 3), [Cout], dtype);
       const y = up(dev, randn(B * Cout * Ho * Ho, 4), [B, Cout, Ho, Ho], dtype);
-      return () => conv2d(x, w, b, { stride, padding: pad, out: y });
+      const run = () => conv2d(x, w, b, { stride, padding: pad, out: y });
+      if (!whole) return run;
+      const { BM, BN, TM, TN } = pickTile(dev, Cout, B * Ho * Ho, Cin * k * k, { splitK: true });
+      return () => {
+        gemmHooks.tile = { BM, BN, TM, TN };
+        try {
+          run();
+        } finally {
+          gemmHooks.tile = null;
+        }
+      };
     },
   };
 }
 
-// SD 1.5 UNet (64x64 latent, batch 2) and VAE decoder (1 image) convolutions.
+// SD 1.5 UNet (64x64 latent, batch 2) and VAE decoder (1 image) convolutions; the 16x16 and 8x8 levels also without
+// split-K (a large GPU splits them at batch 2).
 export const perf: PerfCase[] = [
   convPerf(2, 320, 320, 64, 3),
   convPerf(2, 640, 640, 32, 3),
   convPerf(2, 1280, 1280, 16, 3),
+  convPerf(2, 1280, 1280, 16, 3, 1, true),
   convPerf(2, 1280, 1280, 8, 3),
+  convPerf(2, 1280, 1280, 8, 3, 1, true),
   convPerf(2, 320, 320, 64, 3, 2),
   convPerf(2, 640, 320, 64, 1),
   convPerf(1, 512, 512, 128, 3),
