@@ -2,7 +2,7 @@
 // Each query row is owned by TPR threads: each holds a 1/TPR slice of the row's q and output accumulator in registers
 // (vec4 columns u, u+TPR, ...) and the row's running max and sum (f32). Tiles of BK keys of K and V stream through
 // workgroup memory, where every row reads the same key (broadcast loads). With TPR > 1 the partial q.k dots are
-// summed through workgroup memory. Head dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
+// summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread), TPR, WG, BK.
 // Grid: x = query block, y = head, z = query batch.
 // q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
@@ -20,7 +20,6 @@ const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never 
 
 var<workgroup> kt: array<vec4f, BK * DVT>;
 var<workgroup> vt: array<vec4f, BK * DVT>;
-var<workgroup> part: array<f32, select(1u, BK * WG, TPR > 1u)>;
 
 // Four head elements of row `row` starting at column `col`, zero past D.
 fn ld_q(row: u32, col: u32) -> vec4f {
@@ -109,15 +108,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
       for (var g = 0u; g < DV; g++) { d += dot(qv[g], kt[j * DVT + u + g * TPR]); }
       s[j] = d;
     }
-    if (TPR > 1u) {
-      for (var j = 0u; j < BK; j++) { part[j * WG + t] = s[j]; }
-      workgroupBarrier();
-      for (var j = 0u; j < BK; j++) {
-        var d = 0.0;
-        for (var w = 0u; w < TPR; w++) { d += part[j * WG + r * TPR + w]; }
-        s[j] = d;
-      }
-    }
+    if (TPR > 1u) { row_sums(&s, t, r); }
     var mx = m;
     for (var j = 0u; j < BK; j++) {
       let key = k0 + j;

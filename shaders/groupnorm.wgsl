@@ -3,7 +3,7 @@
 // GroupNorm is one dispatch. GIVEN: `part` holds each (n, group)'s statistics of the whole map, (count, mean, M2)
 // unshifted, computed elsewhere (the banded VAE decode normalises a band of rows with the map's statistics).
 // Otherwise pass 2: merge the chunk statistics of groupnorm_stats.wgsl.
-// merge/reduce/range_stats come from groupnorm_reduce.wgsl.
+// merge/range_stats come from groupnorm_reduce.wgsl, reduce from groupnorm_merge.wgsl or its subgroup variant.
 // Needs (from pipeline/ops/vec.ts) V, VF, W, hsum, lane0; W = 4 only when a channel's spatial size is a multiple of 4.
 struct Params { units: u32, chunk: u32, chunks: u32, cunits: u32, groups: u32, cg: u32, eps: f32, g0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

@@ -1,33 +1,12 @@
 // Shared by groupnorm_stats.wgsl and groupnorm.wgsl (appended by pipeline/ops/norm.ts): Welford statistics
 // (count, mean, M2) of a range of x, shifted by the group's first element so a large common offset costs no
-// precision, merged across lanes and threads with Chan's formula. Needs x: array<V>, WG, W, VF, hsum.
-var<workgroup> sn: array<f32, WG>;
-var<workgroup> sm: array<f32, WG>;
-var<workgroup> sq: array<f32, WG>;
-
+// precision, merged across lanes and threads with Chan's formula. Needs x: array<V>, WG, W, VF, hsum, and reduce()
+// from groupnorm_merge.wgsl (workgroup memory) or groupnorm_merge_sg.wgsl (subgroups; pipeline/gpu/subgroups.ts).
 fn merge(a: vec3f, b: vec3f) -> vec3f {
   let nt = a.x + b.x;
   if (nt == 0.0) { return a; }
   let d = b.y - a.y;
   return vec3f(nt, a.y + d * (b.x / nt), a.z + b.z + d * d * (a.x * b.x / nt));
-}
-
-// Merge one (count, mean, M2) per thread across the workgroup; every thread gets the total.
-fn reduce(v: vec3f, t: u32) -> vec3f {
-  sn[t] = v.x;
-  sm[t] = v.y;
-  sq[t] = v.z;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) {
-      let r = merge(vec3f(sn[t], sm[t], sq[t]), vec3f(sn[t + s], sm[t + s], sq[t + s]));
-      sn[t] = r.x;
-      sm[t] = r.y;
-      sq[t] = r.z;
-    }
-    workgroupBarrier();
-  }
-  return vec3f(sn[0], sm[0], sq[0]);
 }
 
 // Statistics of units [lo, hi) after `base`, relative to `shift`, reduced over the workgroup.

@@ -1,7 +1,8 @@
 // LayerNorm: one workgroup per row of C = units * W elements. The row stays in registers (when CACHE) for an exact
 // two-pass mean/variance; the second pass also sums the residuals, which corrects the rounding of the mean
 // (corrected two-pass algorithm), so a large common offset costs no precision.
-// Needs (from pipeline/ops/vec.ts) V, VF, W, hsum; consts WG (threads), R (= ceil(units / WG)), CACHE, RC.
+// Needs (from pipeline/ops/vec.ts) V, VF, W, hsum; consts WG (threads), R (= ceil(units / WG)), CACHE, RC; wsum()
+// from layernorm_sum.wgsl (workgroup memory) or layernorm_sum_sg.wgsl (subgroups; pipeline/gpu/subgroups.ts).
 struct Params { rows: u32, units: u32, gx: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<V>;
@@ -10,20 +11,6 @@ struct Params { rows: u32, units: u32, gx: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> y: array<V>;
 
 var<private> cache: array<VF, RC>;
-var<workgroup> sh: array<vec2f, WG>;
-
-fn wsum(v: vec2f, t: u32) -> vec2f {
-  sh[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { sh[t] += sh[t + s]; }
-    workgroupBarrier();
-  }
-  let r = sh[0];
-  workgroupBarrier();
-  return r;
-}
-
 fn value(k: u32, i: u32) -> VF {
   if (CACHE) { return cache[k]; }
   return VF(x[i]);

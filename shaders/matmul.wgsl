@@ -5,7 +5,8 @@
 // GEGLU (diffusers' GEGLU fused: GEMM column 2j is hidden unit j (weight row j), column 2j+1 its gate (weight row
 // N/2 + j), so one thread holds both and writes y[row, j] = hidden * gelu(gate); y has N/2 columns), LN (x's rows
 // go through LayerNorm(gamma, beta, p.eps) as they are loaded: each workgroup first computes the statistics of its
-// BM rows (exact two-pass with the mean's correction, like shaders/layernorm.wgsl), WG / BM threads per row).
+// BM rows (exact two-pass with the mean's correction, like shaders/layernorm.wgsl), WG / BM threads per row, summed
+// by ln_reduce() from matmul_ln_sum.wgsl (workgroup memory) or matmul_ln_sum_sg.wgsl (subgroups)).
 // p.flags: 1 = add bias, 2 = add res, 4 = add y's old value (in-place residual; absent ones get placeholders),
 // 16 = SiLU of the sum (diffusers' act(linear(x))).
 // wOff, bOff: element offsets of w and bias in their bindings (views into stacked weights). kSplit = K: no split-K.
@@ -27,7 +28,6 @@ struct Params {
 alias ERF_T = f32;
 
 const LNP = max(WG / BM, 1u); // LN: threads per row
-var<workgroup> ln_red: array<vec2<f32>, select(1u, WG, LN)>;
 var<workgroup> ln_m: array<vec3<f32>, select(1u, BM, LN)>; // (first-pass mean, correction, rstd) per row
 
 // Four consecutive K values of row `r` of a [rows, K] matrix, zero outside.
@@ -165,17 +165,6 @@ fn ln_sum(r: u32, u: u32, c: f32) -> vec2<f32> {
     let d = f32(x[e >> 2u][e & 3u]) - c;
     s += vec2<f32>(d, d * d);
   }
-  return s;
-}
-
-// Sum of v over the LNP threads of each row (every thread of the row gets it).
-fn ln_reduce(lid: u32, v: vec2<f32>) -> vec2<f32> {
-  workgroupBarrier();
-  ln_red[lid] = v;
-  workgroupBarrier();
-  let r0 = (lid / LNP) * LNP;
-  var s = vec2<f32>(0.0);
-  for (var j = 0u; j < LNP; j++) { s += ln_red[r0 + j]; }
   return s;
 }
 

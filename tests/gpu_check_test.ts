@@ -80,6 +80,11 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
       assertEquals(typeof a.features[f], "boolean");
     }
     finitePositive(a.limits.maxStorageBufferBindingSize, "maxStorageBufferBindingSize");
+    // Whether the reductions use subgroups, with the reason (llvmpipe does not list them, so: not in use).
+    assert(
+      a.features.subgroups ? /^in use|^not used/.test(a.subgroupsUsed ?? "") : !!a.subgroupsUsed,
+      `subgroups: ${a.subgroupsUsed}`,
+    );
     finitePositive(rep.machine!.cpus, "cpus");
 
     // Correctness: every case of the op table and the golden set accounted for, none failed.

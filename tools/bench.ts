@@ -145,6 +145,7 @@ const adapter = {
   fallback: probe.isFallback,
   f16: probe.f16,
   timestamps: probe.timestamps,
+  subgroups: probe.subgroupNote,
   maxStorageBufferBindingSize: probe.maxBinding,
 };
 probe.destroy();
@@ -157,7 +158,7 @@ if (a.precision) {
 print(
   `zerovid bench on ${adapter.name}${adapter.fallback ? " (software/fallback adapter)" : ""}; ` +
     `shader-f16 ${adapter.f16 ? "yes" : "no"}, timestamp-query ${adapter.timestamps ? "yes" : "no"}, ` +
-    `max binding ${mib(adapter.maxStorageBufferBindingSize)} MiB`,
+    `max binding ${mib(adapter.maxStorageBufferBindingSize)} MiB; subgroups ${adapter.subgroups}`,
 );
 print(
   a.quick

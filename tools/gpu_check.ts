@@ -159,6 +159,7 @@ const loop: LoopOptions = small
 await section("adapter", 0, async () => {
   report.machine = await machineReport();
   report.adapter = await adapterReport(a.adapter);
+  report.adapter.subgroupsUsed = await withDevice(false, (dev) => Promise.resolve(dev.subgroupNote));
 });
 if (!report.adapter) {
   console.error(`gpu-check: no adapter (${report.sections.adapter.error}); report in ${outDir}`);

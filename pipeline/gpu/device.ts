@@ -2,6 +2,7 @@
 // command encoder that every op records into. Nothing else in the project talks to navigator.gpu.
 import { BufferPool } from "./pool.ts";
 import { ensureRuntimeDir } from "./runtime_dir.ts";
+import { probeSubgroups, type SubgroupMode, subgroupMode } from "./subgroups.ts";
 import { type Consts, shaderSource } from "./shaders.ts";
 
 export type DType = "f32" | "f16";
@@ -12,6 +13,8 @@ export interface DeviceOptions {
   adapter?: string;
   /** Record GPU timestamps per dispatch (for the bench). */
   profile?: boolean;
+  /** Subgroup operations in reductions: pipeline/gpu/subgroups.ts (default: $ZEROVID_SUBGROUPS, else auto). */
+  subgroups?: boolean | SubgroupMode;
 }
 
 export class GpuError extends Error {
@@ -73,6 +76,10 @@ export class Device {
   readonly pool: BufferPool;
   readonly f16: boolean;
   readonly timestamps: boolean;
+  /** Kernels use their subgroup variants (the feature is on and the probe passed: pipeline/gpu/subgroups.ts). */
+  subgroups = false;
+  /** Why subgroups are used or not, for reports. */
+  subgroupNote = "";
   readonly align: number;
   /** The adapter's real limits; `maxBinding` / `maxBuffer` are what ops and the run planner see (maybe lowered). */
   readonly adapterLimits: { maxBinding: number; maxBuffer: number };
@@ -146,9 +153,12 @@ export class Device {
       );
     }
     const features: GPUFeatureName[] = [];
-    for (const f of ["shader-f16", "timestamp-query", "subgroups"] as GPUFeatureName[]) {
+    for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
       if (adapter.features.has(f)) features.push(f);
     }
+    const sgMode = subgroupMode(opts.subgroups);
+    const sgListed = adapter.features.has("subgroups" as GPUFeatureName);
+    if (sgMode === "on" || (sgMode === "auto" && sgListed)) features.push("subgroups" as GPUFeatureName);
     const L = adapter.limits;
     const gpu = await adapter.requestDevice({
       requiredFeatures: features,
@@ -164,12 +174,21 @@ export class Device {
       },
     });
     const name = adapter.info.description || adapter.info.vendor || "unknown adapter";
-    return new Device(
+    const dev = new Device(
       gpu,
       name,
       adapter.info.isFallbackAdapter,
       !!opts.profile && features.includes("timestamp-query"),
     );
+    if (!gpu.features.has("subgroups" as GPUFeatureName)) {
+      dev.subgroupNote = sgMode === "off" ? "turned off" : "the adapter has no subgroups";
+    } else {
+      const probe = await probeSubgroups(gpu);
+      dev.subgroups = "size" in probe;
+      const why = sgListed ? "" : ", forced (not listed by the adapter)";
+      dev.subgroupNote = "size" in probe ? `in use (${probe.size} lanes${why})` : `not used: ${probe.error}`;
+    }
+    return dev;
   }
 
   /** Largest storage binding an op may record (bytes): ops split their work to stay under it. */
@@ -236,6 +255,11 @@ export class Device {
     this.kernels.set(key, k);
     if (!this.dry) this.lateCompiles++;
     return k;
+  }
+
+  /** The keys ("name|dtype|consts") of the kernels compiled on this device so far (tests: which variant ran). */
+  kernelKeys(): string[] {
+    return [...this.kernels.keys()];
   }
 
   private idOf(b: GPUBuffer): number {

@@ -3,6 +3,9 @@
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
 import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
+import lnSumSrc from "../../shaders/matmul_ln_sum.wgsl" with { type: "text" };
+import lnSumSgSrc from "../../shaders/matmul_ln_sum_sg.wgsl" with { type: "text" };
+import { MIN_SUBGROUP } from "../gpu/subgroups.ts";
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
@@ -299,7 +302,14 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
     YCF: !!ycf,
     SV: S % 4 === 0,
   };
-  const k = dev.kernel("matmul", matmulSrc + gemmSrc + erfSrc, { ...consts, GEGLU: !!opts.geglu, LN: !!ln }, x.dtype);
+  // The LayerNorm prologue's row sums on subgroups when a row's threads fit in one (pipeline/gpu/subgroups.ts).
+  const lnp = Math.max(threads(tile) / tile.BM, 1), SG = !!ln && dev.subgroups && lnp <= MIN_SUBGROUP;
+  const k = dev.kernel(
+    "matmul",
+    matmulSrc + gemmSrc + erfSrc + (SG ? lnSumSgSrc : lnSumSrc),
+    { ...consts, GEGLU: !!opts.geglu, LN: !!ln, SG },
+    x.dtype,
+  );
   const inPlace = sameRange(opts.residual, y);
   const flags = (bias ? 1 : 0) | (opts.residual ? (inPlace ? 4 : 2) : 0) | (opts.silu ? 16 : 0);
   const bytes = BYTES[x.dtype];

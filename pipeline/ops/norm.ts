@@ -3,6 +3,10 @@
 import statsSrc from "../../shaders/groupnorm_stats.wgsl" with { type: "text" };
 import groupNormSrc from "../../shaders/groupnorm.wgsl" with { type: "text" };
 import reduceSrc from "../../shaders/groupnorm_reduce.wgsl" with { type: "text" };
+import mergeSrc from "../../shaders/groupnorm_merge.wgsl" with { type: "text" };
+import mergeSgSrc from "../../shaders/groupnorm_merge_sg.wgsl" with { type: "text" };
+import layerNormSumSrc from "../../shaders/layernorm_sum.wgsl" with { type: "text" };
+import layerNormSumSgSrc from "../../shaders/layernorm_sum_sg.wgsl" with { type: "text" };
 import layerNormSrc from "../../shaders/layernorm.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
@@ -60,11 +64,13 @@ export function groupNorm(
   const chunk = Math.ceil(units / chunks);
   // Threads per workgroup: enough for the chunk, no more (idle threads still pay for every barrier).
   const WG = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(chunk))));
+  // The workgroup merge on subgroups where the device has them (pipeline/gpu/subgroups.ts).
+  const SG = dev.subgroups, merge = reduceSrc + (SG ? mergeSgSrc : mergeSrc);
   const kn = (onePass: boolean, given = false) =>
     dev.kernel(
       "groupnorm",
-      vecSource(groupNormSrc + reduceSrc, w),
-      vecConsts(w, { SILU: !!opts.silu, WG, ONEPASS: onePass, GIVEN: given }),
+      vecSource(groupNormSrc + merge, w),
+      vecConsts(w, { SILU: !!opts.silu, WG, ONEPASS: onePass, GIVEN: given, SG }),
       x.dtype,
     );
   /** Normalise `count` consecutive groups starting at group g0 of the channel order (x rows of cg * S elements). */
@@ -86,7 +92,7 @@ export function groupNorm(
       dev.dispatch(kn(true), pn, bs, [1, count]);
       return;
     }
-    const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc + reduceSrc, w), vecConsts(w, { WG }), x.dtype);
+    const ks = dev.kernel("groupnorm_stats", vecSource(statsSrc + merge, w), vecConsts(w, { WG, SG }), x.dtype);
     const part = empty(dev, [count * chunks * 4], "f32");
     dev.dispatch(ks, new Params().u(units, chunk, chunks, 0), [xs.binding(), part.binding()], [chunks, count]);
     const bs = [xs.binding(), part.binding(), gamma.binding(), beta.binding(), ys.binding()];
@@ -126,10 +132,11 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, o
   const wg = units <= 1024 ? 64 : 256;
   const R = Math.ceil(units / wg);
   const cache = R <= 16;
+  const SG = dev.subgroups;
   const k = dev.kernel(
     "layernorm",
-    vecSource(layerNormSrc, w),
-    vecConsts(w, { WG: wg, R, CACHE: cache, RC: cache ? R : 1 }),
+    vecSource(layerNormSrc + (SG ? layerNormSumSgSrc : layerNormSumSrc), w),
+    vecConsts(w, { WG: wg, R, CACHE: cache, RC: cache ? R : 1, SG }),
     x.dtype,
   );
   // Rows are independent: split them past the binding limit.

@@ -9,6 +9,8 @@ export interface AdapterReport {
   driver: string;
   features: { "shader-f16": boolean; subgroups: boolean; "timestamp-query": boolean };
   subgroupSizes: [number, number] | null;
+  /** Whether zerovid's reductions use subgroups on this adapter, and why (pipeline/gpu/subgroups.ts). */
+  subgroupsUsed?: string;
   allFeatures: string[];
   limits: Record<string, number>;
 }

@@ -134,6 +134,7 @@ export function renderMarkdown(r: Report): string {
         a.features["timestamp-query"] ? "yes" : "no"
       }`,
     );
+    if (a.subgroupsUsed) L.push(`- subgroups in zerovid's reductions: ${a.subgroupsUsed}`);
     L.push(`- all features: ${a.allFeatures.join(", ")}`);
     const keys = [
       "maxBufferSize",

@@ -1,0 +1,81 @@
+// Whether kernels may use subgroup operations on this device. The reductions that use them (GroupNorm, LayerNorm,
+// the LayerNorm prologue of the GEMM, attention's per-row dot sums) assume what every driver seen does but WGSL does
+// not promise: a 1-D workgroup's invocations fill subgroups in order (lane = local index % subgroup size) and a
+// subgroup has at least 4 lanes, a power of two. A probe kernel checks both once per device; kernels then take their
+// `_sg` variants (shaders/*_sg.wgsl), else the workgroup-memory ones, with the same results up to float rounding.
+//
+// $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing); "on" requests the feature even
+// when the adapter does not list it (Mesa's llvmpipe runs subgroup operations without listing the feature: the
+// tests use this to check the `_sg` kernels); unset: used when the adapter lists `subgroups`.
+
+export type SubgroupMode = "auto" | "on" | "off";
+
+/** The mode from an option or $ZEROVID_SUBGROUPS (on/1/true, off/0/false, auto). */
+export function subgroupMode(opt?: boolean | SubgroupMode): SubgroupMode {
+  if (opt === true) return "on";
+  if (opt === false) return "off";
+  if (opt) return opt;
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("ZEROVID_SUBGROUPS")?.toLowerCase();
+  } catch {
+    env = undefined; // no --allow-env: auto
+  }
+  if (env === "on" || env === "1" || env === "true") return "on";
+  if (env === "off" || env === "0" || env === "false") return "off";
+  if (env && env !== "auto") throw new Error(`ZEROVID_SUBGROUPS=${env}: expected on, off or auto`);
+  return "auto";
+}
+
+/** Lanes the `_sg` kernels may rely on (attention sums up to 4 threads of a row within one subgroup). */
+export const MIN_SUBGROUP = 4;
+
+const PROBE_WG = 256;
+const PROBE = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(${PROBE_WG})
+fn main(@builtin(local_invocation_index) t: u32) {
+  let size = subgroupAdd(1u);
+  let lane = subgroupExclusiveAdd(1u);
+  let pow2 = (size & (size - 1u)) == 0u;
+  o[t] = select(0u, size, pow2 && size >= ${MIN_SUBGROUP}u && lane == t % size);
+}`;
+
+/** Checks the layout the `_sg` kernels assume: the subgroup size when it holds, else why not. */
+export async function probeSubgroups(gpu: GPUDevice): Promise<{ size: number } | { error: string }> {
+  gpu.pushErrorScope("validation");
+  const module = gpu.createShaderModule({ code: PROBE, label: "subgroup probe" });
+  const pipeline = gpu.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  const bytes = PROBE_WG * 4;
+  const out = gpu.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const read = gpu.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    const enc = gpu.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(
+      0,
+      gpu.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: out } }],
+      }),
+    );
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    enc.copyBufferToBuffer(out, 0, read, 0, bytes);
+    gpu.queue.submit([enc.finish()]);
+    const err = await gpu.popErrorScope();
+    if (err) return { error: `the probe kernel did not compile: ${err.message}` };
+    await read.mapAsync(GPUMapMode.READ);
+    const lanes = new Uint32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    const size = lanes[0];
+    if (!lanes.every((v) => v === size && v > 0)) {
+      return { error: "subgroups are not filled in invocation order with >= 4 lanes (a power of two)" };
+    }
+    return { size };
+  } finally {
+    out.destroy();
+    read.destroy();
+  }
+}
