@@ -54,7 +54,8 @@ gpuTest("unet: cross-attention K/V are computed once per context tensor and rele
 
 gpuTest("tiles: the adapter's table entry picks the GEMM tile, measured shapes first", (dev) => {
   if (tilesFor("llvmpipe (LLVM 15.0.6, 256 bits)", true) !== TILE_TABLE.llvmpipe) throw new Error("llvmpipe entry");
-  if (tilesFor("NVIDIA H200", false) !== TILE_TABLE.default) throw new Error("default entry");
+  if (tilesFor("NVIDIA H200", false) !== TILE_TABLE.nvidia) throw new Error("nvidia entry");
+  if (tilesFor("AMD Radeon RX 7900 XTX (RADV NAVI31)", false) !== TILE_TABLE.default) throw new Error("default entry");
   if (tilesFor("SwiftShader Device", true) !== TILE_TABLE.cpu) throw new Error("cpu entry");
   const entry = tilesFor(dev.adapterName, dev.isFallback);
   const tile = { BM: 16, BN: 128, TM: 4, TN: 4 };

@@ -158,21 +158,31 @@ export class Device {
     }
     const sgMode = subgroupMode(opts.subgroups);
     const sgListed = adapter.features.has("subgroups" as GPUFeatureName);
-    if (sgMode === "on" || (sgMode === "auto" && sgListed)) features.push("subgroups" as GPUFeatureName);
+    if (sgMode !== "off") features.push("subgroups" as GPUFeatureName);
     const L = adapter.limits;
-    const gpu = await adapter.requestDevice({
-      requiredFeatures: features,
-      requiredLimits: {
-        maxBufferSize: L.maxBufferSize,
-        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
-        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
-        maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
-        maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
-        maxComputeWorkgroupSizeY: L.maxComputeWorkgroupSizeY,
-        maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
-        maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
-      },
-    });
+    const request = (requiredFeatures: GPUFeatureName[]) =>
+      adapter.requestDevice({
+        requiredFeatures,
+        requiredLimits: {
+          maxBufferSize: L.maxBufferSize,
+          maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+          maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+          maxComputeWorkgroupSizeY: L.maxComputeWorkgroupSizeY,
+          maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+          maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+        },
+      });
+    let gpu: GPUDevice, refused = "";
+    try {
+      gpu = await request(features);
+    } catch (e) {
+      // Subgroups asked for where the adapter does not list them may be refused: run without them.
+      if (!features.includes("subgroups" as GPUFeatureName) || sgListed) throw e;
+      refused = `refused by the adapter (${e instanceof Error ? e.message : e})`;
+      gpu = await request(features.filter((f) => f !== "subgroups"));
+    }
     const name = adapter.info.description || adapter.info.vendor || "unknown adapter";
     const dev = new Device(
       gpu,
@@ -181,11 +191,11 @@ export class Device {
       !!opts.profile && features.includes("timestamp-query"),
     );
     if (!gpu.features.has("subgroups" as GPUFeatureName)) {
-      dev.subgroupNote = sgMode === "off" ? "turned off" : "the adapter has no subgroups";
+      dev.subgroupNote = sgMode === "off" ? "turned off" : refused || "the adapter has no subgroups";
     } else {
       const probe = await probeSubgroups(gpu);
       dev.subgroups = "size" in probe;
-      const why = sgListed ? "" : ", forced (not listed by the adapter)";
+      const why = sgListed ? "" : ", not listed by the adapter";
       dev.subgroupNote = "size" in probe ? `in use (${probe.size} lanes${why})` : `not used: ${probe.error}`;
     }
     return dev;

@@ -4,9 +4,12 @@
 // subgroup has at least 4 lanes, a power of two. A probe kernel checks both once per device; kernels then take their
 // `_sg` variants (shaders/*_sg.wgsl), else the workgroup-memory ones, with the same results up to float rounding.
 //
-// $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing); "on" requests the feature even
-// when the adapter does not list it (Mesa's llvmpipe runs subgroup operations without listing the feature: the
-// tests use this to check the `_sg` kernels); unset: used when the adapter lists `subgroups`.
+// Deno's WebGPU lists `subgroups` on no adapter seen (NVIDIA H200 with driver 580, Mesa llvmpipe), yet accepts the
+// feature and runs subgroup operations on both (gpu-check on the H200, 2026-12-04: op table and golden set pass with
+// them, 32 lanes). So by default they are requested everywhere, and the probe decides; an adapter that refuses the
+// feature gets a device without it.
+// $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing, a misbehaving driver); "on" and
+// "auto" (the default) request them and use them when the probe passes.
 
 export type SubgroupMode = "auto" | "on" | "off";
 

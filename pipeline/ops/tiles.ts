@@ -31,6 +31,23 @@ export interface AdapterTiles {
 export const TILE_TABLE: Record<string, AdapterTiles> = {
   // A large GPU: ~132 SMs x 2 resident 256-thread groups; blocking estimated (bigger blocks reuse shared loads).
   default: { match: "", fill: 256, blocking: { 64: 1, 32: 0.85, 16: 0.7 } },
+  // NVIDIA H200 (Vulkan, driver 580): shapes measured by gpu-check on 2026-12-04 (f16, SD 1.5 at batch 16; the
+  // device call's budget reached 8 of 98 shapes). 128x64/8x4 beat the scored 64x64/8x8 and 128x128/8x8 on every conv
+  // (15-50 %), and 4x4 blocks the 8x8 ones on the GEGLU projections (3x), so 8x4 blocks score highest here.
+  nvidia: {
+    match: "NVIDIA",
+    fill: 264,
+    blocking: { 64: 0.95, 32: 1, 16: 0.7 },
+    shapes: {
+      "1280x1024x11520": { BM: 128, BN: 64, TM: 8, TN: 4, splitK: 2 },
+      "320x65536x2880": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      "1280x4096x11520": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      "640x16384x5760": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      "16384x5120x640": { BM: 64, BN: 64, TM: 4, TN: 4 },
+      "4096x10240x1280": { BM: 64, BN: 64, TM: 4, TN: 4 },
+      "1280x4096x23040": { BM: 128, BN: 64, TM: 8, TN: 4 },
+    },
+  },
   // Mesa llvmpipe (2 cores here): per-invocation overhead dominates, so 8x8 blocks run ~1.6x faster than 8x4
   // (measured); a few workgroups fill it.
   // Direct conv up to 2x2 outputs: tiny UNet call 19% faster (paired A/B, 20 calls; 4x4 and up: slower).

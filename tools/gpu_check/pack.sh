@@ -12,7 +12,9 @@
 #
 # .gpu/deno.xz             this machine's deno binary, xz -9 (about 30 MB)
 # .gpu/node_modules.tar.xz only the npm files gpu-check loads (onnxruntime-web's WebGPU build, the tokenizer)
-# .gpu/debs/*.deb          the Vulkan loader (libvulkan1); the GPU's own Vulkan driver comes with the machine
+# .gpu/debs/*.deb          the Vulkan loader (libvulkan1) and GLVND (libglvnd0, libglx0, libegl1, libgl1: NVIDIA's Vulkan
+#                          driver, libGLX_nvidia, needs libGLdispatch; without it WebGPU finds no adapter); the
+#                          driver itself comes with the machine
 # .gpu/ref/*.tgz           diffusers 0.25.1 + huggingface_hub 0.20.3 sources (PyTorch and the ONNX export)
 # tools/gpu_check/device_run.sh unpacks these there and runs gpu-check (docs/GPU.md has the call).
 set -euo pipefail
@@ -78,12 +80,12 @@ printf '%s\n' node_modules/onnxruntime-web node_modules/@huggingface/tokenizers 
 tar cf - --files-from="$list" | xz -T0 -9 -c >.gpu/node_modules.tar.xz
 rm -f "$list"
 
-# 3. The Vulkan loader (amd64, as the GPU machines are), from this machine's apt sources.
-if ! ls .gpu/debs/libvulkan1_*.deb >/dev/null 2>&1; then
+# 3. The Vulkan loader and GLVND (amd64, as the GPU machines are), from this machine's apt sources.
+if ! ls .gpu/debs/libvulkan1_*.deb .gpu/debs/libglvnd0_*.deb >/dev/null 2>&1; then
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/zerovid-apt-amd64'
   mkdir -p /tmp/zerovid-apt-amd64/partial
   # shellcheck disable=SC2086
-  apt-get $o update >/dev/null && (cd .gpu/debs && apt-get $o download libvulkan1 >/dev/null)
+  apt-get $o update >/dev/null && (cd .gpu/debs && apt-get $o download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 >/dev/null)
 fi
 
 # 4. The upstream Python sources for the PyTorch peer and the ONNX export.
