@@ -2,7 +2,8 @@
 // Each query row is owned by TPR threads: each holds a 1/TPR slice of the row's q and output accumulator in registers
 // (vec4 columns u, u+TPR, ...) and the row's running max and sum (f32). Tiles of BK keys of K and V stream through
 // workgroup memory, where every row reads the same key (broadcast loads). With TPR > 1 the partial q.k dots are
-// summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
+// summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head dims
+// past 160 use attention_tiled.wgsl (the registers would not hold a row).
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread), TPR, WG, BK.
 // Grid: x = query block, y = head, z = query batch.
 // q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed

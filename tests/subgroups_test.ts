@@ -3,22 +3,24 @@
 // error, and the `_sg` kernels are what a subgroups device compiles. (tests/ops_test.ts checks their results.)
 import { assert, assertEquals, assertThrows } from "../fixtures/asserts.ts";
 import { Device } from "../pipeline/gpu/device.ts";
-import { subgroupMode } from "../pipeline/gpu/subgroups.ts";
+import { subgroupsWanted } from "../pipeline/gpu/subgroups.ts";
 import { groupNorm } from "../pipeline/ops/norm.ts";
 import { randn, up } from "./util.ts";
 
-Deno.test("subgroups: the mode comes from the option, else $ZEROVID_SUBGROUPS, else auto", () => {
+Deno.test("subgroups: wanted per the option, else $ZEROVID_SUBGROUPS, else by default", () => {
   const env = Deno.env.get("ZEROVID_SUBGROUPS");
   try {
     Deno.env.delete("ZEROVID_SUBGROUPS");
-    assertEquals(subgroupMode(), "auto");
+    assertEquals(subgroupsWanted(), true);
     Deno.env.set("ZEROVID_SUBGROUPS", "off");
-    assertEquals(subgroupMode(), "off");
-    assertEquals(subgroupMode(true), "on", "the option wins");
+    assertEquals(subgroupsWanted(), false);
+    assertEquals(subgroupsWanted(true), true, "the option wins");
     Deno.env.set("ZEROVID_SUBGROUPS", "1");
-    assertEquals(subgroupMode(), "on");
+    assertEquals(subgroupsWanted(), true);
+    Deno.env.set("ZEROVID_SUBGROUPS", "auto");
+    assertEquals(subgroupsWanted(), true);
     Deno.env.set("ZEROVID_SUBGROUPS", "sometimes");
-    assertThrows(() => subgroupMode(), Error, "ZEROVID_SUBGROUPS=sometimes: expected on, off or auto");
+    assertThrows(() => subgroupsWanted(), Error, "ZEROVID_SUBGROUPS=sometimes: expected on, off or auto");
   } finally {
     if (env === undefined) Deno.env.delete("ZEROVID_SUBGROUPS");
     else Deno.env.set("ZEROVID_SUBGROUPS", env);

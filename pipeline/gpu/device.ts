@@ -2,7 +2,7 @@
 // command encoder that every op records into. Nothing else in the project talks to navigator.gpu.
 import { BufferPool } from "./pool.ts";
 import { ensureRuntimeDir } from "./runtime_dir.ts";
-import { probeSubgroups, type SubgroupMode, subgroupMode } from "./subgroups.ts";
+import { probeSubgroups, subgroupsWanted } from "./subgroups.ts";
 import { type Consts, shaderSource } from "./shaders.ts";
 
 export type DType = "f32" | "f16";
@@ -13,8 +13,8 @@ export interface DeviceOptions {
   adapter?: string;
   /** Record GPU timestamps per dispatch (for the bench). */
   profile?: boolean;
-  /** Subgroup operations in reductions: pipeline/gpu/subgroups.ts (default: $ZEROVID_SUBGROUPS, else auto). */
-  subgroups?: boolean | SubgroupMode;
+  /** Subgroup operations in reductions: pipeline/gpu/subgroups.ts (default: $ZEROVID_SUBGROUPS, else requested). */
+  subgroups?: boolean;
 }
 
 export class GpuError extends Error {
@@ -156,9 +156,9 @@ export class Device {
     for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
       if (adapter.features.has(f)) features.push(f);
     }
-    const sgMode = subgroupMode(opts.subgroups);
+    const sgWanted = subgroupsWanted(opts.subgroups);
     const sgListed = adapter.features.has("subgroups" as GPUFeatureName);
-    if (sgMode !== "off") features.push("subgroups" as GPUFeatureName);
+    if (sgWanted) features.push("subgroups" as GPUFeatureName);
     const L = adapter.limits;
     const request = (requiredFeatures: GPUFeatureName[]) =>
       adapter.requestDevice({
@@ -191,7 +191,7 @@ export class Device {
       !!opts.profile && features.includes("timestamp-query"),
     );
     if (!gpu.features.has("subgroups" as GPUFeatureName)) {
-      dev.subgroupNote = sgMode === "off" ? "turned off" : refused || "the adapter has no subgroups";
+      dev.subgroupNote = !sgWanted ? "turned off" : refused || "the adapter has no subgroups";
     } else {
       const probe = await probeSubgroups(gpu);
       dev.subgroups = "size" in probe;

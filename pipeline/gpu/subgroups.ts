@@ -8,30 +8,33 @@
 // feature and runs subgroup operations on both (gpu-check on the H200, 2026-12-04: op table and golden set pass with
 // them, 32 lanes). So by default they are requested everywhere, and the probe decides; an adapter that refuses the
 // feature gets a device without it.
-// $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing, a misbehaving driver); "on" and
-// "auto" (the default) request them and use them when the probe passes.
+// $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing, a misbehaving driver); "on" or
+// "auto" (the default) requests them and uses them when the probe passes.
 
-export type SubgroupMode = "auto" | "on" | "off";
-
-/** The mode from an option or $ZEROVID_SUBGROUPS (on/1/true, off/0/false, auto). */
-export function subgroupMode(opt?: boolean | SubgroupMode): SubgroupMode {
-  if (opt === true) return "on";
-  if (opt === false) return "off";
-  if (opt) return opt;
+/** Whether to request subgroups: the option, else $ZEROVID_SUBGROUPS (on/1/true/auto: yes, off/0/false: no), else yes. */
+export function subgroupsWanted(opt?: boolean): boolean {
+  if (opt !== undefined) return opt;
   let env: string | undefined;
   try {
     env = Deno.env.get("ZEROVID_SUBGROUPS")?.toLowerCase();
   } catch {
-    env = undefined; // no --allow-env: auto
+    env = undefined; // no --allow-env: the default
   }
-  if (env === "on" || env === "1" || env === "true") return "on";
-  if (env === "off" || env === "0" || env === "false") return "off";
-  if (env && env !== "auto") throw new Error(`ZEROVID_SUBGROUPS=${env}: expected on, off or auto`);
-  return "auto";
+  if (env === "off" || env === "0" || env === "false") return false;
+  if (env && !["on", "1", "true", "auto"].includes(env)) {
+    throw new Error(`ZEROVID_SUBGROUPS=${env}: expected on, off or auto`);
+  }
+  return true;
 }
 
-/** Lanes the `_sg` kernels may rely on (attention sums up to 4 threads of a row within one subgroup). */
-export const MIN_SUBGROUP = 4;
+/** Lanes the `_sg` kernels may rely on (the probe requires at least this many). */
+const MIN_SUBGROUP = 4;
+
+/** Whether groups of `n` consecutive threads (a row of attention or of the GEMM's LayerNorm prologue) can sum on
+ *  subgroups on `dev`: each group then lies in one subgroup (n a power of two, at most MIN_SUBGROUP). */
+export function rowsOnSubgroups(dev: { subgroups: boolean }, n: number): boolean {
+  return dev.subgroups && n <= MIN_SUBGROUP && (n & (n - 1)) === 0;
+}
 
 const PROBE_WG = 256;
 const PROBE = /* wgsl */ `

@@ -5,7 +5,7 @@ import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
 import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import rowsSgSrc from "../../shaders/attention_rows_sg.wgsl" with { type: "text" };
-import { MIN_SUBGROUP } from "../gpu/subgroups.ts";
+import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
@@ -231,8 +231,8 @@ export function attentionWith(
   if (Bq === 0 || Nq === 0) return out;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const { kind, ...consts } = c;
-  // A row's TPR threads sum their dots on subgroups when they fit in one (a power of two <= MIN_SUBGROUP).
-  const SG = c.kind === "rows" && dev.subgroups && c.TPR <= MIN_SUBGROUP && (c.TPR & (c.TPR - 1)) === 0;
+  // A row's TPR threads sum their dots on subgroups when they fit in one.
+  const SG = c.kind === "rows" && rowsOnSubgroups(dev, c.TPR);
   const kernel = kind === "rows"
     ? dev.kernel(op, attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG }, q.dtype)
     : dev.kernel("attention_tiled", attentionTiledSrc, { D, ...consts }, q.dtype);

@@ -5,7 +5,7 @@ import matmulSrc from "../../shaders/matmul.wgsl" with { type: "text" };
 import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import lnSumSrc from "../../shaders/matmul_ln_sum.wgsl" with { type: "text" };
 import lnSumSgSrc from "../../shaders/matmul_ln_sum_sg.wgsl" with { type: "text" };
-import { MIN_SUBGROUP } from "../gpu/subgroups.ts";
+import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
@@ -74,7 +74,10 @@ export interface PickOpts {
 
 /** The split-K factors worth trying on a reduction of K: 1, and those leaving every slice MIN_SLICE_K or more. */
 export function splitsFor(K: number): number[] {
-  return SPLITS.filter((s) => s === 1 || kSlices(K, s).kSplit >= MIN_SLICE_K && kSlices(K, s).slices === s);
+  return SPLITS.filter((s) => {
+    const k = kSlices(K, s);
+    return s === 1 || k.kSplit >= MIN_SLICE_K && k.slices === s;
+  });
 }
 
 /** The GEMM tile for an M x N output with reduction K: the adapter's measured pick for this shape if it has one, else
@@ -303,7 +306,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
     SV: S % 4 === 0,
   };
   // The LayerNorm prologue's row sums on subgroups when a row's threads fit in one (pipeline/gpu/subgroups.ts).
-  const lnp = Math.max(threads(tile) / tile.BM, 1), SG = !!ln && dev.subgroups && lnp <= MIN_SUBGROUP;
+  const SG = !!ln && rowsOnSubgroups(dev, Math.max(threads(tile) / tile.BM, 1));
   const k = dev.kernel(
     "matmul",
     matmulSrc + gemmSrc + erfSrc + (SG ? lnSumSgSrc : lnSumSrc),

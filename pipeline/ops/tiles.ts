@@ -119,6 +119,11 @@ export function tilesFile(adapterName: string, dir = tilesDir()): string | null 
   return dir ? `${dir}/${slug}.json` : null;
 }
 
+/** Whether two tiles have the same block sizes (BM, BN, TM, TN), whatever their split of K. */
+export function sameBlocks(a: GemmTile, b: GemmTile): boolean {
+  return a.BM === b.BM && a.BN === b.BN && a.TM === b.TM && a.TN === b.TN;
+}
+
 /** Whether `t` is one of the kernels' candidate tiles, with one of their split-K factors or none (the only tiles a
  *  measured file may name). */
 export function isCandidate(
@@ -127,7 +132,7 @@ export function isCandidate(
   splits: readonly number[] = candidateSplits,
 ): t is GemmTile {
   const o = t as GemmTile | null;
-  return !!o && candidates.some((c) => c.BM === o.BM && c.BN === o.BN && c.TM === o.TM && c.TN === o.TN) &&
+  return !!o && candidates.some((c) => sameBlocks(c, o)) &&
     (o.splitK === undefined || splits.includes(o.splitK));
 }
 

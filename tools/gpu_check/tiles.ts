@@ -20,7 +20,7 @@ import {
   threads,
   TILES,
 } from "../../pipeline/ops/matmul.ts";
-import { type MeasuredTiles, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
+import { type MeasuredTiles, sameBlocks, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
 import { attnFor, randomTensor } from "../bench/unet.ts";
 
 export interface TileRow {
@@ -55,8 +55,7 @@ export interface TilesReport {
 /** A winner must beat the scored pick by this much to replace it (wall-clock noise). */
 const MARGIN = 0.03;
 
-const same = (a: GemmTile, b: GemmTile) =>
-  a.BM === b.BM && a.BN === b.BN && a.TM === b.TM && a.TN === b.TN && (a.splitK ?? 1) === (b.splitK ?? 1);
+const same = (a: GemmTile, b: GemmTile) => sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1);
 const tileText = (t: GemmTile) => `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}`;
 
 /** The candidates for one shape: every tile, and for conv2d each split of K that leaves slices deep enough and
