@@ -1,12 +1,13 @@
-// Data movement: nearest upsampling (shaders/upsample.wgsl), concat and row gathers (shaders/copy.wgsl), batched
-// transpose (shaders/transpose.wgsl).
+// Data movement: nearest upsampling (shaders/upsample.wgsl, shaders/upsample2x.wgsl), concat and row gathers
+// (shaders/copy.wgsl), batched transpose (shaders/transpose.wgsl).
 import upsampleSrc from "../../shaders/upsample.wgsl" with { type: "text" };
+import upsample2xSrc from "../../shaders/upsample2x.wgsl" with { type: "text" };
 import copySrc from "../../shaders/copy.wgsl" with { type: "text" };
 import transposeSrc from "../../shaders/transpose.wgsl" with { type: "text" };
 import { type Binding, BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, grid1d, splitItems } from "./launch.ts";
-import { vecConsts, vecSource, type Width, widthFor } from "./vec.ts";
+import { vecConsts, vecSource, widthFor } from "./vec.ts";
 
 const MAX_GROUPS = 65535;
 
@@ -21,8 +22,13 @@ export function upsampleNearest(x: Tensor, Ho: number, Wo: number): Tensor {
   const dev = x.dev;
   const y = empty(dev, [N, C, Ho, Wo], x.dtype);
   if (y.numel === 0) return y;
+  // Exactly 2x with rows of whole vec4s (the models' upsamplers): a vec4 read and four vec4 writes per invocation
+  // (shaders/upsample2x.wgsl). Otherwise vec4 stores when Wo allows, scalar reads (shaders/upsample.wgsl).
+  const twice = Ho === 2 * H && Wo === 2 * W && W % 4 === 0;
   const w = widthFor(Wo);
-  const k = dev.kernel("upsample", vecSource(upsampleSrc, w), vecConsts(w), x.dtype);
+  const k = twice
+    ? dev.kernel("upsample2x", upsample2xSrc, {}, x.dtype)
+    : dev.kernel("upsample", vecSource(upsampleSrc, w), vecConsts(w), x.dtype);
   // Channel planes are independent: split them past the binding limit.
   const planes = N * C, eb = BYTES[x.dtype];
   const per = splitItems("upsampleNearest", dev, "channel planes", planes, [H * W * eb, Ho * Wo * eb]);
@@ -30,9 +36,10 @@ export function upsampleNearest(x: Tensor, Ho: number, Wo: number): Tensor {
     const m = Math.min(per, planes - c0);
     const xs = m === planes ? x : x.view([m, H, W], c0 * (H * W));
     const ys = m === planes ? y : y.view([m, Ho, Wo], c0 * (Ho * Wo));
-    const n = m * Ho * Wo / w;
+    const n = twice ? m * H * W / 4 : m * Ho * Wo / w;
     const { groups, row } = grid1d(n, 256);
-    dev.dispatch(k, new Params().u(n, H, W, Ho, Wo, row, 0, 0), [xs.binding(), ys.binding()], groups);
+    const p = twice ? new Params().u(n, W / 4, row, 0) : new Params().u(n, H, W, Ho, Wo, row, 0, 0);
+    dev.dispatch(k, p, [xs.binding(), ys.binding()], groups);
   }
   return y;
 }
@@ -71,8 +78,8 @@ export function blockCopy(
         blockCopy(src, dst, { ...c, n: m * c.blk, so: c.so + b0 * c.ss, do: c.do + b0 * c.ds });
       }
     } else {
-      // One block is too large: copy it in contiguous pieces.
-      const piece = Math.floor((dev.maxBinding - dev.align) / BYTES[src.dtype] / 4) * 4;
+      // One block is too large: copy it in contiguous pieces of whole 16-byte words (the widest copy unit).
+      const piece = Math.floor((dev.maxBinding - dev.align) / 16) * (16 / BYTES[src.dtype]);
       for (let b = 0; b < blocks; b++) {
         for (let j0 = 0; j0 < c.blk; j0 += piece) {
           const len = Math.min(piece, c.blk - j0);
@@ -92,11 +99,22 @@ export function blockCopy(
   const s = rangeBinding(src, c.so, (blocks - 1) * c.ss + c.blk),
     d = rangeBinding(dst, c.do, (blocks - 1) * c.ds + c.blk);
   const so = s.at, doff = d.at;
-  const w: Width = widthFor(c.n, c.blk, c.ss, c.ds, so, doff);
-  const k = dev.kernel("copy", vecSource(copySrc, w), vecConsts(w), src.dtype);
+  const { type, w } = copyUnit(BYTES[src.dtype], [c.n, c.blk, c.ss, c.ds, so, doff]);
+  const k = dev.kernel("copy", copySrc, { V: { type } }, src.dtype);
   const { groups, row } = grid1d(c.n / w, 256);
   const p = new Params().u(c.n / w, c.blk / w, c.ss / w, c.ds / w, so / w, doff / w, row, 0);
   dev.dispatch(k, p, [s.b, d.b], groups);
+}
+
+/** The copy kernel's unit: the widest word (16, 8 or 4 bytes) that every count (in elements of `eb` bytes) fills
+ *  whole, else one element; `w` elements a unit. A copy moves bits, so f16 data moves as vec4<u32>: 16 bytes an
+ *  invocation, as f32 does (a scalar f16 is a 2-byte access, which GPUs stream far below their bandwidth). */
+export function copyUnit(eb: number, counts: number[]): { type: string; w: number } {
+  for (const [bytes, type] of [[16, "vec4u"], [8, "vec2u"], [4, "u32"]] as const) {
+    const w = bytes / eb;
+    if (Number.isInteger(w) && counts.every((n) => n % w === 0)) return { type, w };
+  }
+  return { type: "T", w: 1 };
 }
 
 /** `t` when its offset can be bound, else a pooled copy (`copyIn`: with its data; for an output the caller copies
@@ -142,7 +160,9 @@ export function transposeLast2(x: Tensor): Tensor { // [B, A, C] -> [B, C, A] ge
   const dev = x.dev;
   const y = empty(dev, [...lead, C, A], x.dtype);
   if (x.numel === 0) return y;
-  const k = dev.kernel("transpose", transposeSrc, {}, x.dtype);
+  // vec4 units along both rows and columns when A and C allow (matrices start at multiples of A * C).
+  const w = widthFor(A, C);
+  const k = dev.kernel("transpose", vecSource(transposeSrc, w), vecConsts(w), x.dtype);
   const gx = Math.ceil(C / 32), gy = Math.ceil(A / 32);
   // Matrices are independent: split them past the binding limit (one matrix must fit).
   const per = Math.min(MAX_GROUPS, splitItems("transposeLast2", dev, "matrices", B, [A * C * BYTES[x.dtype]]));

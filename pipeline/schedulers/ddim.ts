@@ -5,6 +5,7 @@ import ddimSrc from "../../shaders/ddim_step.wgsl" with { type: "text" };
 import { GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertShape, grid1d } from "../ops/launch.ts";
+import { vecConsts, vecSource, widthFor } from "../ops/vec.ts";
 import {
   noiseTables,
   npLinspace,
@@ -151,9 +152,11 @@ export class DDIM {
     }
     const dev = x.dev;
     const prev = empty(dev, x.shape, x.dtype), x0 = empty(dev, x.shape, x.dtype);
-    const k = dev.kernel("ddim_step", ddimSrc, { CLIP: c.clip > 0, NOISE: noisy }, x.dtype);
-    const { groups, row } = grid1d(x.numel, 256);
-    const p = new Params().u(x.numel, row).f(c.x0X, c.x0E, c.epsX, c.epsE, c.aPrev, c.dir, c.std, c.clip);
+    // vec4 units when the element count allows (pipeline/ops/vec.ts).
+    const w = widthFor(x.numel);
+    const k = dev.kernel("ddim_step", vecSource(ddimSrc, w), vecConsts(w, { CLIP: c.clip > 0, NOISE: noisy }), x.dtype);
+    const { groups, row } = grid1d(x.numel / w, 256);
+    const p = new Params().u(x.numel / w, row).f(c.x0X, c.x0E, c.epsX, c.epsE, c.aPrev, c.dir, c.std, c.clip);
     // Without noise the kernel never reads binding 3; bind the sample there (two read-only uses are allowed).
     const noise = noisy ? opts.noise! : x;
     dev.dispatch(k, p, [eps.binding(), x.binding(), noise.binding(), prev.binding(), x0.binding()], groups);

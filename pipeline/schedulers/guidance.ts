@@ -4,6 +4,7 @@ import scaleAddSrc from "../../shaders/scale_add.wgsl" with { type: "text" };
 import { GpuError, Params } from "../gpu/device.ts";
 import { empty, numel, type Tensor } from "../gpu/tensor.ts";
 import { assertShape, grid1d } from "../ops/launch.ts";
+import { vecConsts, vecSource, widthFor } from "../ops/vec.ts";
 
 export interface Term {
   x: Tensor;
@@ -34,10 +35,14 @@ export function scaleAdd(shape: readonly number[], terms: Term[], opts: { out?: 
       throw new GpuError(`${op}: out must not share a buffer with an input`);
     }
   }
-  const k = dev.kernel("scale_add", scaleAddSrc, { TERMS: terms.length }, dtype);
-  const { groups, row } = grid1d(n, 256);
+  if (n === 0) return y;
   const t = [0, 1, 2].map((i) => terms[i] ?? { x: terms[0].x, w: 0, at: 0 });
-  const p = new Params().u(n, row, t[0].at ?? 0, t[1].at ?? 0, t[2].at ?? 0).f(t[0].w, t[1].w, t[2].w);
+  const at = t.map((u) => u.at ?? 0);
+  // vec4 units when the count and every offset allow (a term's tensor then holds whole vec4s up to its range's end).
+  const w = widthFor(n, ...at);
+  const k = dev.kernel("scale_add", vecSource(scaleAddSrc, w), vecConsts(w, { TERMS: terms.length }), dtype);
+  const { groups, row } = grid1d(n / w, 256);
+  const p = new Params().u(n / w, row, at[0] / w, at[1] / w, at[2] / w).f(t[0].w, t[1].w, t[2].w);
   dev.dispatch(k, p, [t[0].x.binding(), t[1].x.binding(), t[2].x.binding(), y.binding()], groups);
   return y;
 }

@@ -21,7 +21,20 @@ async function readAll(y: Tensor, shape: number[], ...inputs: Tensor[]): Promise
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) {
   // [N, C, H, W, Ho, Wo]: x2 (vec4 and scalar stores), odd sizes, non-integer ratios, downsampling, 1x1 -> 3x5.
-  const UP = [[2, 3, 5, 7, 10, 14], [3, 2, 4, 4, 8, 8], [1, 4, 3, 5, 7, 12], [2, 1, 6, 6, 4, 5], [1, 2, 1, 1, 3, 5]];
+  // Exactly 2x with W a multiple of 4 runs upsample2x.wgsl ([3,2,4,4], [2,3,5,8], [1,3,3,12]); 2x with W = 6 and
+  // W = 7 the general kernel (vec4 stores for Wo = 12, scalars for 14), as do 2x in one dimension only.
+  const UP = [
+    [2, 3, 5, 7, 10, 14],
+    [3, 2, 4, 4, 8, 8],
+    [1, 4, 3, 5, 7, 12],
+    [2, 1, 6, 6, 4, 5],
+    [1, 2, 1, 1, 3, 5],
+    [2, 3, 5, 8, 10, 16],
+    [1, 3, 3, 12, 6, 24],
+    [2, 2, 3, 6, 6, 12],
+    [1, 2, 3, 8, 3, 16],
+    [1, 2, 3, 8, 6, 8],
+  ];
   for (const [N, C, H, W, Ho, Wo] of UP) {
     cases.push({
       op: "upsampleNearest",
@@ -46,9 +59,12 @@ for (const dtype of DTYPES) {
     });
   }
 
-  // Lists of input shapes: UNet skip (vec4), odd channel/spatial counts (scalar), mixed widths, 2-D, 3-D, three inputs.
+  // Lists of input shapes: UNet skip (16-byte units), odd channel/spatial counts (single f16s; f32 as u32 words),
+  // mixed widths, 2-D, 3-D, three inputs, and f16 in 8-byte (vec2u) and 4-byte (u32) units (the last two).
   const CAT = [
     [[2, 8, 4, 4], [2, 4, 4, 4]],
+    [[2, 3, 2, 2], [2, 1, 2, 2]],
+    [[2, 3, 2], [2, 2, 2]],
     [[3, 3, 5, 7], [3, 2, 5, 7]],
     [[2, 4, 3, 3], [2, 3, 3, 3], [2, 1, 3, 3]],
     [[3, 5], [3, 8]],
@@ -77,7 +93,21 @@ for (const dtype of DTYPES) {
   }
 
   // [..., A, C]: NCHW -> tokens and back, sizes off the 32-tile grid, 2-D, 4-D leading dims, single row/column.
-  const TR = [[2, 45, 70], [3, 64, 32], [33, 1], [1, 77], [2, 3, 37, 9], [40, 33]];
+  // vec4 units when A and C are multiples of 4 ([3,64,32] and the last four: partial tiles, A = 4, 4-D), scalars
+  // otherwise (also when only one of them is).
+  const TR = [
+    [2, 45, 70],
+    [3, 64, 32],
+    [33, 1],
+    [1, 77],
+    [2, 3, 37, 9],
+    [40, 33],
+    [2, 36, 45],
+    [2, 36, 44],
+    [3, 4, 100],
+    [68, 8],
+    [2, 2, 40, 12],
+  ];
   for (const shape of TR) {
     cases.push({
       op: "transposeLast2",
@@ -135,6 +165,21 @@ for (const dtype of DTYPES) {
       const tx = up(dev, x, [5, 3], dtype);
       const got = await readAll(gather0(tx.slice0(1, 4), [2, 0]), [2, 3], tx);
       return { got, want: [...x.subarray(9, 12), ...x.subarray(3, 6)] };
+    },
+  });
+  // Views whose offsets are whole 16-byte words (f16 and f32): the widest unit, starting inside the binding.
+  cases.push({
+    op: "concat",
+    shape: "views [2,8] at 8 + [2,16] at 40 of one buffer",
+    dtype,
+    tol: EXACT,
+    async run(dev) {
+      const x = quantize(randn(80, 8, 1), dtype);
+      const tx = up(dev, x, [80], dtype);
+      const a = tx.view([2, 8], 8), b = tx.view([2, 16], 40);
+      const got = await readAll(concat([a, b]), [2, 24], tx);
+      const want = [...x.subarray(8, 16), ...x.subarray(40, 56), ...x.subarray(16, 24), ...x.subarray(56, 72)];
+      return { got, want };
     },
   });
   cases.push({

@@ -36,26 +36,39 @@ function input(dev: Device, shape: number[], seed: number, dtype: DType, scale =
 export const cases: OpCase[] = [];
 
 for (const dtype of DTYPES) {
-  // scaleAdd: 1-3 terms, element offsets into a larger tensor, sizes that are not multiples of the workgroup.
-  for (const [n, weights] of [[5, [1.7]], [1000, [0.3, -2.1]], [70001, [1.25, -0.5, 3]]] as const) {
+  // scaleAdd: 1-3 terms, element offsets into a larger tensor (term k at first + step*k, in a tensor that ends at
+  // its range or k elements later), sizes that are not multiples of the workgroup. vec4 units only when the count
+  // and every offset are multiples of 4 (the last three); scalars otherwise (an odd count, or odd offsets).
+  const SA = [
+    [5, [1.7], 1, 3],
+    [1000, [0.3, -2.1], 1, 3],
+    [70001, [1.25, -0.5, 3], 1, 3],
+    [1000, [0.3, -2.1, 0.7], 2, 4],
+    [1000, [0.3, -2.1, 0.7], 4, 4],
+    [70004, [1.25, -0.5, 3], 0, 8],
+    [12, [-0.75], 0, 0],
+  ] as const;
+  for (const [n, weights, first, step] of SA) {
+    const at = (k: number) => first + step * k;
     cases.push({
       op: "scaleAdd",
-      shape: `n=${n} terms=${weights.length} offsets`,
+      shape: `n=${n} terms=${weights.length} offsets=${weights.map((_, k) => at(k))}`,
       dtype,
       tol: tolFor(dtype, 20),
       run(dev) {
-        const src = weights.map((_, k) => input(dev, [n + 3 * k + 1], 100 + k + n, dtype));
-        const y = scaleAdd([n], weights.map((w, k) => ({ x: src[k].t, w, at: 3 * k + 1 })));
+        const src = weights.map((_, k) => input(dev, [at(k) + n + k], 100 + k + n, dtype));
+        const y = scaleAdd([n], weights.map((w, k) => ({ x: src[k].t, w, at: at(k) })));
         const want = Float64Array.from(
           { length: n },
-          (_, i) => weights.reduce((s, w, k) => s + w * src[k].data[3 * k + 1 + i], 0),
+          (_, i) => weights.reduce((s, w, k) => s + w * src[k].data[at(k) + i], 0),
         );
         return finish([y], src.map((s) => s.t), want, dtype);
       },
     });
   }
 
-  // Classifier-free guidance on [2F, ...] and InstructPix2Pix guidance on [3F, ...].
+  // Classifier-free guidance on [2F, ...] and InstructPix2Pix guidance on [3F, ...]: vec4 units (512 and 420 elements
+  // a frame group), scalars (918).
   for (const shape of [[2, 4, 8, 8], [3, 4, 5, 7], [2, 3, 17, 9]]) {
     const g = 7.5, gImg = 1.5;
     cases.push({
@@ -93,13 +106,16 @@ for (const dtype of DTYPES) {
     });
   }
 
-  // DDIM steps: prediction types, clipping, eta > 0 with noise, the final step (prev timestep < 0).
+  // DDIM steps: prediction types, clipping, eta > 0 with noise, the final step (prev timestep < 0). Counts that are
+  // multiples of 4 run on vec4 units, the last two (105 and 18 elements) on scalars.
   const ddimVariants = [
     { pred: "epsilon", clip: false, eta: 0, steps: 50, t: 981, shape: [2, 4, 5, 7] },
     { pred: "epsilon", clip: false, eta: 0, steps: 50, t: 1, shape: [3, 4, 8, 9] },
     { pred: "epsilon", clip: true, eta: 0.7, steps: 20, t: 501, shape: [2, 4, 16, 9] },
     { pred: "v_prediction", clip: false, eta: 0, steps: 25, t: 441, shape: [2, 4, 5, 7] },
     { pred: "sample", clip: true, eta: 1, steps: 10, t: 901, shape: [1, 4, 6, 6] },
+    { pred: "epsilon", clip: true, eta: 0.7, steps: 20, t: 501, shape: [1, 3, 5, 7] },
+    { pred: "v_prediction", clip: false, eta: 0, steps: 25, t: 441, shape: [2, 1, 3, 3] },
   ] as const;
   for (const v of ddimVariants) {
     cases.push({

@@ -80,6 +80,11 @@ for (const dtype of DTYPES) {
     const x = rand(dev, [3000], 1, dt);
     return { call: () => unary("silu", x), inputs: [x] };
   });
+  // An odd count: scalar units, chunks split at aligned offsets all the same.
+  add("unary gelu", "x=[3001]", 2048, (dev, dt) => {
+    const x = rand(dev, [3001], 45, dt);
+    return { call: () => unary("gelu", x), inputs: [x] };
+  });
   add("binary add", "a=b=[5000]", 4096, (dev, dt) => {
     const a = rand(dev, [5000], 2, dt), b = rand(dev, [5000], 3, dt);
     return { call: () => binary("add", a, b), inputs: [a, b] };
@@ -127,8 +132,16 @@ for (const dtype of DTYPES) {
     const x = rand(dev, [2, 6, 8, 8], 21, dt);
     return { call: () => upsampleNearest(x, 16, 16), inputs: [x] };
   });
+  add("upsampleNearest", "x=[2,6,8,6] -> 16x12 (general kernel)", 4096, (dev, dt) => {
+    const x = rand(dev, [2, 6, 8, 6], 46, dt);
+    return { call: () => upsampleNearest(x, 16, 12), inputs: [x] };
+  });
   add("transposeLast2", "x=[6,20,16]", 2048, (dev, dt) => {
     const x = rand(dev, [6, 20, 16], 22, dt);
+    return { call: () => transposeLast2(x), inputs: [x] };
+  });
+  add("transposeLast2", "x=[6,64,6] (scalar)", 2048, (dev, dt) => {
+    const x = rand(dev, [6, 64, 6], 47, dt);
     return { call: () => transposeLast2(x), inputs: [x] };
   });
   // Blocks of several batches, then (one output row exceeding the limit) pieces of one block.
