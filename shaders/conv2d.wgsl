@@ -64,27 +64,46 @@ fn load_direct(k: u32, pix: u32) -> vec4<f32> {
   return vec4<f32>(x[e >> 2u]);
 }
 
-fn load_tile(lid: u32, buf: u32, k0: u32) {
-  for (var idx = lid; idx < BM * KV; idx += WG) {
-    let m = idx / KV;
-    let k = (idx % KV) * 4u;
-    let v = load_w(m0 + m, k0 + k);
-    let a = buf * A_LEN + k * (BM / 4u) + m / 4u;
-    As[a][m % 4u] = v.x;
-    As[a + BM / 4u][m % 4u] = v.y;
-    As[a + BM / 2u][m % 4u] = v.z;
-    As[a + 3u * BM / 4u][m % 4u] = v.w;
-  }
+// Staging (shaders/gemm.wgsl): A slot idx is w's (row idx / KV, K run idx % KV); B slot idx with DIRECT is x's
+// (channel idx / (BN / 4), 4-pixel run idx % (BN / 4)), already k-major; B slot s otherwise gathers patch rows
+// lid / BN + (4s + j) * KSTEP (j = 0..3) of this thread's pixel column lid % BN.
+fn fetch_a(s: u32, lid: u32, k0: u32) -> vec4<S> {
+  let idx = lid + s * WG;
+  if (idx >= A_LEN) { return vec4<S>(0.0); }
+  return vec4<S>(load_w(m0 + idx / KV, k0 + (idx % KV) * 4u));
+}
+
+fn put_a(s: u32, lid: u32, buf: u32, v: vec4<S>) {
+  let idx = lid + s * WG;
+  if (idx < A_LEN) { put_rows_a(buf, idx, v); }
+}
+
+fn fetch_b(s: u32, lid: u32, k0: u32) -> vec4<S> {
   if (DIRECT) {
-    for (var idx = lid; idx < B_LEN; idx += WG) {
-      Bs[buf * B_LEN + idx] = load_direct(k0 + idx / (BN / 4u), n0 + (idx % (BN / 4u)) * 4u);
-    }
-  } else {
-    let c = lid % BN;
-    for (var k = lid / BN; k < BK; k += KSTEP) {
-      Bs[buf * B_LEN + k * (BN / 4u) + c / 4u][c % 4u] = load_patch(k0 + k);
-    }
+    let idx = lid + s * WG;
+    if (idx >= B_LEN) { return vec4<S>(0.0); }
+    return vec4<S>(load_direct(k0 + idx / (BN / 4u), n0 + (idx % (BN / 4u)) * 4u));
   }
+  let k = k0 + lid / BN + 4u * s * KSTEP;
+  return vec4<S>(
+    vec4<f32>(load_patch(k), load_patch(k + KSTEP), load_patch(k + 2u * KSTEP), load_patch(k + 3u * KSTEP)),
+  );
+}
+
+fn put_b(s: u32, lid: u32, buf: u32, v: vec4<S>) {
+  if (DIRECT) {
+    let idx = lid + s * WG;
+    if (idx < B_LEN) { Bs[buf * B_LEN + idx] = v; }
+    return;
+  }
+  let c = lid % BN;
+  let k = lid / BN + 4u * s * KSTEP;
+  if (k >= BK) { return; }
+  let b = buf * B_LEN + k * (BN / 4u) + c / 4u;
+  Bs[b][c % 4u] = v.x;
+  Bs[b + KSTEP * (BN / 4u)][c % 4u] = v.y;
+  Bs[b + 2u * KSTEP * (BN / 4u)][c % 4u] = v.z;
+  Bs[b + 3u * KSTEP * (BN / 4u)][c % 4u] = v.w;
 }
 
 // Output channels (ty + (r / 4) * MT) * 4 + r % 4 and pixels (tx + c * NT) * 4 + 0..3 of the tile.

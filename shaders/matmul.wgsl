@@ -1,4 +1,5 @@
-// GEMM operands for linear layers: y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ res[M, N]), f32 accumulation,
+// GEMM operands for linear layers: y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ res[M, N]), f32 accumulation
+// (F16MATH: per K-tile in f16),
 // on the shared core in shaders/gemm.wgsl (appended by pipeline/ops/matmul.ts).
 // Consts: BM, BN, BK, TM, TN, VEC / WVEC (x / w rows start 4-aligned: vec4 loads along K), XCF (x is channels-first [B, K, S]: row
 // b*S + s is x[b, :, s]; SV: S % 4 == 0, vec4 loads along rows), YCF (y and res are channels-first [B, N, S]),
@@ -85,36 +86,38 @@ fn load_x_cf(row: u32, k: u32) -> vec4<f32> {
   return vec4<f32>(x_cf(row, k), x_cf(row + 1u, k), x_cf(row + 2u, k), x_cf(row + 3u, k));
 }
 
-// K-tile at k0 into shared buffer `buf`, transposing the K-runs into the k-major layout.
-fn load_tile(lid: u32, buf: u32, k0: u32) {
+// Staging (shaders/gemm.wgsl): A slot idx is x's (row idx / KV, K run idx % KV), or with XCF its (k idx / (BM / 4),
+// 4-row run idx % (BM / 4)), already k-major; B slot idx is w's (row idx / KV, K run idx % KV).
+fn fetch_a(s: u32, lid: u32, k0: u32) -> vec4<S> {
+  let idx = lid + s * WG;
+  if (idx >= A_LEN) { return vec4<S>(0.0); }
+  if (XCF) { return vec4<S>(load_x_cf(m0 + (idx % (BM / 4u)) * 4u, k0 + idx / (BM / 4u))); }
+  let m = idx / KV;
+  let k = k0 + (idx % KV) * 4u;
+  var v = load_x(m0 + m, k);
+  if (LN) { v = ln_apply(m, k, v); }
+  return vec4<S>(v);
+}
+
+fn put_a(s: u32, lid: u32, buf: u32, v: vec4<S>) {
+  let idx = lid + s * WG;
+  if (idx >= A_LEN) { return; }
   if (XCF) {
-    for (var idx = lid; idx < BK * BM / 4u; idx += WG) {
-      let k = idx / (BM / 4u);
-      let m4 = idx % (BM / 4u);
-      As[buf * A_LEN + idx] = load_x_cf(m0 + m4 * 4u, k0 + k);
-    }
+    As[buf * A_LEN + idx] = v;
+  } else {
+    put_rows_a(buf, idx, v);
   }
-  for (var idx = lid; idx < BM * KV && !XCF; idx += WG) {
-    let m = idx / KV;
-    let k = (idx % KV) * 4u;
-    var v = load_x(m0 + m, k0 + k);
-    if (LN) { v = ln_apply(m, k0 + k, v); }
-    let a = buf * A_LEN + k * (BM / 4u) + m / 4u;
-    As[a][m % 4u] = v.x;
-    As[a + BM / 4u][m % 4u] = v.y;
-    As[a + BM / 2u][m % 4u] = v.z;
-    As[a + 3u * BM / 4u][m % 4u] = v.w;
-  }
-  for (var idx = lid; idx < BN * KV; idx += WG) {
-    let n = idx / KV;
-    let k = (idx % KV) * 4u;
-    let v = load_w(n0 + n, k0 + k);
-    let b = buf * B_LEN + k * (BN / 4u) + n / 4u;
-    Bs[b][n % 4u] = v.x;
-    Bs[b + BN / 4u][n % 4u] = v.y;
-    Bs[b + BN / 2u][n % 4u] = v.z;
-    Bs[b + 3u * BN / 4u][n % 4u] = v.w;
-  }
+}
+
+fn fetch_b(s: u32, lid: u32, k0: u32) -> vec4<S> {
+  let idx = lid + s * WG;
+  if (idx >= B_LEN) { return vec4<S>(0.0); }
+  return vec4<S>(load_w(n0 + idx / KV, k0 + (idx % KV) * 4u));
+}
+
+fn put_b(s: u32, lid: u32, buf: u32, v: vec4<S>) {
+  let idx = lid + s * WG;
+  if (idx < B_LEN) { put_rows_b(buf, idx, v); }
 }
 
 // Output rows (ty + (r / 4) * MT) * 4 + r % 4 and columns (tx + c * NT) * 4 + 0..3 of the tile: strided vec4

@@ -1,6 +1,7 @@
 // tools/bench.ts in a subprocess: one cheap kernel and the tiny UNet with --quick, checked for the tables' columns
 // and numeric values; --json; argument errors.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
+import { partialRows, type PeerRow, runChild } from "../tools/bench/peers.ts";
 
 function assertMatch(s: string, re: RegExp): void {
   assert(re.test(s), `${JSON.stringify(s)} does not match ${re}`);
@@ -140,4 +141,38 @@ Deno.test("bench: bad arguments exit 2 with a message", async () => {
     assertEquals(r.code, 2, r.stderr);
     assert(r.stderr.includes(msg), `stderr lacks "${msg}": ${r.stderr}`);
   }
+});
+
+Deno.test("bench peers: a child killed at its deadline keeps what it printed; finished batches survive", async () => {
+  const t0 = performance.now();
+  const c = await runChild("bash", ["-c", `echo '{"progress":"setup done"}'; echo err >&2; exec sleep 30`], {
+    timeoutS: 1,
+  });
+  assert(performance.now() - t0 < 10_000, "the deadline did not kill the child");
+  assert(c.timedOut, "not reported as timed out");
+  assertEquals(c.stdout.trim(), `{"progress":"setup done"}`);
+  assertEquals(c.stderr.trim(), "err");
+
+  const row = (batch: number): PeerRow => ({
+    peer: "onnxruntime-web webgpu",
+    device: "-",
+    dtype: "f16",
+    batch,
+    latent: 64,
+    iters: 0,
+    ms: null,
+    setupS: null,
+  });
+  const finished = { ...row(2), iters: 3, ms: 812.5, setupS: 41 };
+  const out = [
+    JSON.stringify({ progress: "session created in 41.0 s" }),
+    JSON.stringify({ progress: "batch 2 done", row: finished }),
+    "a line that is no JSON",
+    JSON.stringify({ progress: "session created in 41.0 s; batch 16: first call" }),
+  ].join("\n");
+  const rows = partialRows([row(2), row(16)], out, "timed out after 60 s");
+  assertEquals(rows[0], finished);
+  assertEquals(rows[1].ms, null);
+  assertEquals(rows[1].error, "timed out after 60 s (session created in 41.0 s; batch 16: first call)");
+  assertEquals(partialRows([row(2)], "", "failed")[0].error, "failed");
 });

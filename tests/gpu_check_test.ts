@@ -1,16 +1,25 @@
 // tools/gpu_check.ts --small in a subprocess on this machine's adapter: the report is complete and well formed
-// (every section ran, numbers finite, correctness counts add up, each missing peer has a reason). Never a timing.
+// (every section ran, numbers finite, correctness counts add up, each missing peer has a reason, the UNet calls'
+// per-kernel GPU time adds up to their GPU time, their FLOP count is the one written here from the model's config).
+// Never a timing.
 import { join } from "node:path";
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { loadOpTable } from "./ops/table.ts";
 import { listCases } from "../tools/golden/runner.ts";
-import { GOLDEN_DIR } from "../fixtures/paths.ts";
+import { GOLDEN_DIR, GOLDEN_MODELS } from "../fixtures/paths.ts";
+import type { DType } from "../pipeline/gpu/device.ts";
 import type { Report } from "../tools/gpu_check/report.ts";
 import { SECTIONS } from "../tools/gpu_check/report.ts";
 import { SMALL_SPEC } from "../tools/gpu_check/models.ts";
 import type { PeerRow } from "../tools/bench/peers.ts";
-import { SPLITS, TILES } from "../pipeline/ops/matmul.ts";
+import { gemmHooks, SPLITS, TILES } from "../pipeline/ops/matmul.ts";
 import { isCandidate, resetMeasuredTiles, tilesFile, tilesFor } from "../pipeline/ops/tiles.ts";
+import { attentionHooks } from "../pipeline/ops/attention.ts";
+import { UNet, type UNetConfig } from "../pipeline/models/unet.ts";
+import { loadComponent } from "../pipeline/weights/diffusers.ts";
+import { countFlops } from "../tools/bench/flops.ts";
+import { attnFor, randomTensor } from "../tools/bench/unet.ts";
+import { gpuTest } from "./util.ts";
 
 const TOOL = new URL("../tools/gpu_check.ts", import.meta.url).pathname;
 /** The run takes about 2 minutes on 2 idle cores; a busy machine gets a generous deadline, never a hang. */
@@ -36,6 +45,99 @@ async function gpuCheck(...args: string[]): Promise<{ code: number; stdout: stri
 function finitePositive(x: unknown, what: string): void {
   assert(typeof x === "number" && Number.isFinite(x) && x > 0, `${what} is not a finite positive number: ${x}`);
 }
+
+function near(got: number | null | undefined, want: number, what: string, rel = 1e-9): void {
+  assert(typeof got === "number" && Math.abs(got - want) <= rel * Math.abs(want), `${what}: ${got}, expected ${want}`);
+}
+
+const TINY_SD = join(GOLDEN_MODELS, "tiny-sd");
+
+/**
+ * A UNet call's GEMM-shaped FLOPs (2*M*N*K of linear layers and of conv2d's implicit GEMM, attention's QK^T and PV)
+ * written from its config, diffusers' UNet2DConditionModel layer by layer, as zerovid runs it: the calls share one
+ * timestep (one time-embedding row, every resnet's time_emb_proj one GEMM), the text context is [2, 77, cross];
+ * batch 2 stacks Q/K/V, larger batches are 2 groups of frames in cross-frame attention (K/V of the 2 anchor frames);
+ * the text K/V count only when not cached (`textKV`). gpu-check counts the same work from the ops' hooks instead.
+ */
+function unetFlops(cfg: UNetConfig, latent: number, B: number, textKV: boolean): number {
+  const ch = cfg.block_out_channels, cross = cfg.cross_attention_dim as number, temb = 4 * ch[0];
+  const layers = cfg.layers_per_block as number;
+  let f = 0, projections = 0;
+  const gemm = (m: number, n: number, k: number) => f += 2 * m * n * k;
+  const conv = (cin: number, cout: number, s: number, k = 3) => gemm(cout, B * s * s, cin * k * k);
+  const resnet = (cin: number, cout: number, s: number) => {
+    conv(cin, cout, s), conv(cout, cout, s);
+    if (cin !== cout) conv(cin, cout, s, 1); // conv_shortcut
+    projections += cout; // its time_emb_proj's columns
+  };
+  const transformer = (C: number, s: number) => {
+    const N = s * s, M = B * N;
+    gemm(M, C, C); // proj_in
+    if (B > 2) gemm(M, C, C), gemm(2 * N, 2 * C, C); // to_q; to_k, to_v of the anchors
+    else gemm(M, 3 * C, C); // to_q, to_k, to_v
+    f += 2 * (2 * B * N * N * C); // self-attention: QK^T, PV
+    gemm(M, C, C), gemm(M, C, C); // attn1.to_out, attn2.to_q
+    if (textKV) gemm(2 * 77, 2 * C, cross);
+    f += 2 * (2 * B * N * 77 * C); // cross-attention: QK^T, PV
+    gemm(M, C, C); // attn2.to_out
+    gemm(M, 8 * C, C), gemm(M, C, 4 * C); // GEGLU feed-forward
+    gemm(M, C, C); // proj_out
+  };
+  let s = latent, h = ch[0];
+  conv(cfg.in_channels, h, s);
+  const skips = [h];
+  cfg.down_block_types.forEach((type, i) => {
+    for (let j = 0; j < layers; j++) {
+      resnet(h, ch[i], s), h = ch[i];
+      if (type.startsWith("CrossAttn")) transformer(h, s);
+      skips.push(h);
+    }
+    if (i < ch.length - 1) s = Math.ceil(s / 2), conv(h, h, s), skips.push(h); // stride 2
+  });
+  resnet(h, h, s), transformer(h, s), resnet(h, h, s);
+  const up = [...ch].reverse();
+  cfg.up_block_types.forEach((type, i) => {
+    for (let j = 0; j <= layers; j++) {
+      resnet(h + skips.pop()!, up[i], s), h = up[i];
+      if (type.startsWith("CrossAttn")) transformer(h, s);
+    }
+    if (i < ch.length - 1) s *= 2, conv(h, h, s);
+  });
+  conv(h, cfg.out_channels, s);
+  gemm(1, temb, ch[0]), gemm(1, temb, temb), gemm(1, projections, temb); // time embedding, time_emb_proj
+  return f;
+}
+
+gpuTest("flops: a tiny UNet call's count from the ops' hooks (a dry run) is the config's", async (dev) => {
+  const c = await loadComponent(TINY_SD, "unet");
+  const cfg = c.config as unknown as UNetConfig;
+  const unet = await UNet.load(dev, c.weights, cfg, "f32").finally(() => c.weights.close());
+  try {
+    const L = SMALL_SPEC.latent;
+    const context = randomTensor(dev, [2, 77, cfg.cross_attention_dim as number], 7, "f32");
+    for (const B of SMALL_SPEC.batches) {
+      const sample = randomTensor(dev, [B, cfg.in_channels, L, L], 11, "f32");
+      const call = () => unet.forward({ sample, timesteps: [500], context, attn: attnFor(B).ctx });
+      // First batch: a fresh context, so its K/V are computed (a dry run never caches them); then cached.
+      const fresh = B === SMALL_SPEC.batches[0];
+      const before = countFlops(dev, call);
+      assertEquals(before.total, unetFlops(cfg, L, B, fresh), `batch ${B}, before a real call`);
+      call().release();
+      await dev.sync();
+      const after = countFlops(dev, call);
+      assertEquals(after.total, unetFlops(cfg, L, B, false), `batch ${B}, text K/V cached`);
+      assertEquals(after.linear + after.conv2d + after.attention, after.total);
+      assert(after.linear > 0 && after.conv2d > 0 && after.attention > 0, JSON.stringify(after));
+      sample.release();
+    }
+    context.release();
+    // The hooks are as they were: later calls run the table's kernels and count nothing.
+    assertEquals([gemmHooks.onGemm, gemmHooks.directConv, attentionHooks.onAttention], [null, null, null]);
+  } finally {
+    unet.dispose();
+    dev.pool.trim();
+  }
+});
 
 Deno.test("gpu-check: argument errors name the option", async () => {
   const noOut = await gpuCheck("--small");
@@ -120,9 +222,13 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
     if (f16) finitePositive(ce.fmaF16.rate, "FMA f16");
     else assert(ce.fmaF16.error, "FMA f16 without shader-f16 needs a reason");
 
-    // Kernels: every perf case at every dtype, run or skipped with a reason; each unit measured at least once.
-    const dtypes = f16 ? 2 : 1;
-    assertEquals(rep.kernels.length, perf.length * dtypes);
+    // Kernels: every perf case at each of its dtypes, run or skipped with a reason; each unit measured at least once.
+    const dtypes: DType[] = f16 ? ["f32", "f16"] : ["f32"];
+    assertEquals(
+      rep.kernels.length,
+      dtypes.reduce((n, d) => n + perf.filter((p) => !p.dtypes || p.dtypes.includes(d)).length, 0),
+    );
+    assert(!f16 || rep.kernels.some((k) => k.shape.endsWith("f16math")), "no f16math GEMM row");
     for (const k of rep.kernels) {
       assert(k.status === "ok" || k.status === "skipped", `${k.op} ${k.shape} ${k.dtype}: ${k.status} ${k.note}`);
       if (k.status === "ok") {
@@ -165,12 +271,55 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
 
     // UNet calls at the spec's batches
     assertEquals(rep.unet.map((u) => u.batch), SMALL_SPEC.batches);
+    const unetCfg = JSON.parse(await Deno.readTextFile(join(TINY_SD, "unet", "config.json"))) as UNetConfig;
+    const timestamps = a.features["timestamp-query"];
     for (const u of rep.unet) {
+      const at = `UNet batch ${u.batch}`;
       assertEquals(u.error, undefined);
-      finitePositive(u.wallMs, `UNet batch ${u.batch} wall`);
-      finitePositive(u.dispatches, `UNet batch ${u.batch} dispatches`);
-      if (a.features["timestamp-query"]) finitePositive(u.gpuMs, `UNet batch ${u.batch} gpu`);
+      finitePositive(u.wallMs, `${at} wall`);
+      finitePositive(u.dispatches, `${at} dispatches`);
+      if (timestamps) finitePositive(u.gpuMs, `${at} gpu`);
+
+      // GPU time by kernel: every timed dispatch, largest first, adding up to the call's GPU time.
+      if (timestamps) {
+        const k = u.kernels;
+        assert(k.length >= 4, `${at}: ${k.length} kernels`);
+        for (const n of ["conv2d", "matmul", "attention", "groupnorm"]) {
+          assert(k.some((x) => x.name === n), `${at}: no ${n} among ${k.map((x) => x.name)}`);
+        }
+        for (let i = 1; i < k.length; i++) assert(k[i - 1].ms >= k[i].ms, `${at}: kernels not sorted by time`);
+        const sum = (f: (x: typeof k[number]) => number) => k.reduce((s, x) => s + f(x), 0);
+        near(sum((x) => x.ms), u.gpuMs!, `${at}: kernel ms summed vs gpu ms`, 0.03);
+        near(sum((x) => x.share), 1, `${at}: shares summed`, 0.01);
+        near(sum((x) => x.calls), u.timed!, `${at}: kernel dispatches summed vs timed`, 1e-6);
+        for (const x of k) finitePositive(x.calls, `${at} ${x.name} dispatches`);
+        const label = `${u.dtype} B=${u.batch}`;
+        assert(md.includes("### GPU time by kernel"), "report.md: no kernel breakdown");
+        for (const x of k) {
+          assert(new RegExp(`^${label}\\s+${x.name}\\s`, "m").test(md), `report.md: ${label} ${x.name}`);
+        }
+      } else {
+        assertEquals(u.kernels, []);
+        assert(md.includes("No per-kernel breakdown: this adapter has no timestamp-query"), "report.md: no reason");
+      }
+
+      // FLOPs: the ops' count of the call is the one written here from the model's config, and what the report
+      // derives from it follows from the count, the GPU time and the measured ceiling.
+      const fl = u.flops!;
+      assertEquals(fl.total, unetFlops(unetCfg, SMALL_SPEC.latent, u.batch, false), `${at} FLOPs`);
+      assertEquals(fl.linear + fl.conv2d + fl.attention, fl.total, `${at} FLOPs by op`);
+      const x = u.arithmetic!;
+      near(x.gflop, fl.total / 1e9, `${at} GFLOP`);
+      near(x.wallTflops, fl.total / u.wallMs! / 1e9, `${at} wall TFLOP/s`);
+      const ceil = (u.dtype === "f16" ? ce.fmaF16 : ce.fmaF32).rate!;
+      near(x.ceilingTflops, ceil / 1000, `${at} FMA ceiling`);
+      near(x.floorMs, fl.total / (ceil * 1e6), `${at} floor ms`);
+      if (timestamps) {
+        near(x.tflops, fl.total / u.gpuMs! / 1e9, `${at} TFLOP/s`);
+        near(x.ofCeiling, x.floorMs! / u.gpuMs!, `${at} floor/gpu`);
+      } else assertEquals(x.tflops, null);
     }
+    assert(md.includes("### Arithmetic: GEMM-shaped work only"), "report.md: no arithmetic table");
 
     // Text to video end to end
     const t = rep.text2video!;
@@ -194,6 +343,11 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
           finitePositive(row.ms, `${peer} batch ${b}`);
           const q = p.ratios.find((x) => x.peer === peer && x.batch === b);
           finitePositive(q?.speedup, `${peer} batch ${b} ratio`);
+          // The implied rate: zerovid's FLOP count of the same call over the peer's time.
+          const flops = rep.unet.find((u) => u.batch === b)!.flops!.total;
+          near(q!.tflops, flops / row.ms! / 1e9, `${peer} batch ${b} TFLOP/s`);
+          if (row.device.startsWith("cpu")) assertEquals(q!.ofCeiling, null);
+          else finitePositive(q!.ofCeiling, `${peer} batch ${b} share of the FMA ceiling`);
         }
       }
     }

@@ -48,6 +48,9 @@ gpuTest(
             // conv2d x=[2,32,4,4] Cout 24 k3 (K = 288) split in two; the same key with a split no kernel has.
             "24x32x288": { ...TILES[1], splitK: 2 },
             "24x32x289": { ...TILES[1], splitK: 3 },
+            // conv2d x=[1,32,4,4] Cout 24 k3 measured faster with packed f16 math; a math flag that is no boolean.
+            "24x16x288": { ...TILES[1], f16: true },
+            "24x16x289": { ...TILES[1], f16: "yes" },
           },
         }),
       );
@@ -57,6 +60,17 @@ gpuTest(
       assertEquals(pickTile(dev, 24, 32, 288, { splitK: true }), { ...TILES[1], splitK: 2 }, "a measured split");
       assertEquals(pickTile(dev, 24, 32, 288).splitK, undefined, "a linear layer with that key: no split");
       assert(TILES.includes(pickTile(dev, 24, 32, 289, { splitK: true })), "a split factor no kernel has");
+      assertEquals(pickTile(dev, 24, 16, 288, { splitK: true }), { ...TILES[1], f16: true }, "a measured f16 math");
+      assertEquals(pickTile(dev, 24, 16, 289, { splitK: true }), TILES[1], "a math flag that is no boolean");
+      if (dev.f16) {
+        // An f16 conv of that shape multiplies in f16 (F16MATH); the same shape in f32 cannot.
+        const xh = up(dev, randn(32 * 16, 3), [1, 32, 4, 4], "f16");
+        const wh = up(dev, randn(24 * 288, 4, 0.06), [24, 32, 3, 3], "f16");
+        conv2d(xh, wh, undefined, { padding: 1 }).release();
+        const f16Conv = (k: string) => k.startsWith("conv2d|f16|") && k.includes(`"F16MATH":true`);
+        assert(dev.kernelKeys().some(f16Conv), `no F16MATH conv2d among ${dev.kernelKeys().join(", ")}`);
+        xh.release(), wh.release();
+      }
       // conv2d runs the measured split (two passes) and gets the unsplit result up to rounding.
       const x = up(dev, randn(2 * 32 * 16, 1), [2, 32, 4, 4], "f32");
       const w = up(dev, randn(24 * 288, 2, 0.06), [24, 32, 3, 3], "f32");

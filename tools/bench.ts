@@ -7,9 +7,9 @@ import { parseArgs } from "node:util";
 import { stat } from "node:fs/promises";
 import { Device, type DType } from "../pipeline/gpu/device.ts";
 import { loadOpTable } from "../tests/ops/table.ts";
-import { type Cell, mib, ms, rate, table } from "./bench/format.ts";
+import { kernelTable, mib, ms, rate, table } from "./bench/format.ts";
 import { benchKernels, type KernelRow } from "./bench/kernels.ts";
-import { errorMessage, type KernelTime, type LoopOptions } from "./bench/measure.ts";
+import { errorMessage, type LoopOptions } from "./bench/measure.ts";
 import { benchFullStep, benchTinyUNet, type FullResult, type UNetRow } from "./bench/unet.ts";
 import {
   defaultRef,
@@ -235,16 +235,8 @@ if (parts.has("kernels")) {
 // ---------------------------------------------------------------------------------------------------------------
 // 2. Tiny UNet
 
-function topTable(rows: { label: string; gpuMs: number | null; top: KernelTime[] }[]): string {
-  const cells: Cell[][] = [];
-  for (const r of rows) {
-    for (const k of r.top) {
-      const share = r.gpuMs ? `${(100 * k.ms / r.gpuMs).toFixed(1)}%` : "-";
-      cells.push([r.label, k.name, +k.calls.toFixed(1), ms(k.ms), share]);
-    }
-  }
-  return table(["call", "kernel", "dispatches", "gpu ms", "share"], cells, ["dispatches", "gpu ms", "share"]);
-}
+/** Kernels per call in the "top kernels" tables (gpu-check's report lists them all). */
+const TOP = 8;
 
 const ratio = (gpu: number | null, wall: number | null) =>
   gpu !== null && wall ? `${(100 * gpu / wall).toFixed(0)}%` : "-";
@@ -276,7 +268,8 @@ if (parts.has("tiny")) {
         timed: null,
         wallUnprofiled: false,
         profiledWallMs: null,
-        top: [],
+        kernels: [],
+        flops: null,
         error: errorMessage(e),
       });
     } finally {
@@ -321,10 +314,10 @@ if (parts.has("tiny")) {
     ]),
     ["batch", "iters", "wall ms", "record ms", "gpu ms", "gpu/wall", "wall+ts ms", "dispatches"],
   ));
-  if (u.some((r) => r.top.length)) {
+  if (u.some((r) => r.kernels.length)) {
     print();
     print("Tiny UNet: top kernels by GPU time per call");
-    print(topTable(u.map((r) => ({ label: `${r.dtype} B=${r.batch}`, gpuMs: r.gpuMs, top: r.top }))));
+    print(kernelTable(u.map((r) => ({ label: `${r.dtype} B=${r.batch}`, kernels: r.kernels })), TOP));
   }
 }
 
@@ -435,10 +428,10 @@ if (parts.has("full")) {
     ],
   ));
   for (const r of out.full) if (r.error) print(`error: ${r.error}`);
-  if (out.full.some((r) => r.top.length)) {
+  if (out.full.some((r) => r.kernels.length)) {
     print();
     print("SD 1.5 step: top kernels by GPU time per step");
-    print(topTable(out.full.map((r) => ({ label: r.dtype, gpuMs: r.gpuMs, top: r.top }))));
+    print(kernelTable(out.full.map((r) => ({ label: r.dtype, kernels: r.kernels })), TOP));
   }
 }
 

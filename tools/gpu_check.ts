@@ -1,8 +1,9 @@
 // deno task gpu-check [--small] --out DIR: everything a day on a GPU needs, in one command, on whatever WebGPU
 // adapter it finds. Writes DIR/report.json and DIR/report.md (rewritten after every section): the adapter,
 // correctness (op table, golden set f32/f16), the adapter's ceilings (probe kernels), kernels at SD 1.5 shapes,
-// one UNet call at batch 2 and 16, text-to-video end to end, and the peers (PyTorch + diffusers, onnxruntime-web
-// WebGPU) on the same UNet in the same run. --small runs the same sections on the tiny models and small shapes.
+// one UNet call at batch 2 and 16 (GPU time by kernel, GEMM-shaped FLOPs against the FMA ceiling), text-to-video end
+// to end, and the peers (PyTorch + diffusers, onnxruntime-web WebGPU) on the same UNet in the same run. --small
+// runs the same sections on the tiny models and small shapes.
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { Device, type DType } from "../pipeline/gpu/device.ts";
@@ -29,12 +30,14 @@ import { runGolden, runOpTable } from "./gpu_check/correctness.ts";
 import { measureCeilings } from "./gpu_check/probes.ts";
 import { tuneTiles } from "./gpu_check/tiles.ts";
 import {
+  fmaCeiling,
   loadSd15,
   type ModelSpec,
   runText2Video,
   SD15_SPEC,
   SMALL_SPEC,
   t2vCalls,
+  tflopsOf,
   unetCalls,
 } from "./gpu_check/models.ts";
 import {
@@ -49,9 +52,10 @@ import {
 const HELP = `deno task gpu-check [--small] --out DIR [options]
 
 Writes DIR/report.json and DIR/report.md: adapter, correctness (op table, golden f32/f16), ceilings (FMA f32/f16,
-copy bandwidth), kernels at SD 1.5 shapes, one UNet call at batch 2 and 16, text-to-video end to end, and the peers
-(PyTorch + diffusers, onnxruntime-web WebGPU) on the same UNet. Exit status 1 when a correctness case fails or a
-section errs.
+copy bandwidth), kernels at SD 1.5 shapes, one UNet call at batch 2 and 16 (GPU time by kernel; GEMM-shaped FLOPs,
+TFLOP/s and the floor at the FMA ceiling), text-to-video end to end, and the peers (PyTorch + diffusers,
+onnxruntime-web WebGPU) on the same UNet, with the TFLOP/s their times imply. Exit status 1 when a correctness
+case fails or a section errs.
 
   --out DIR          report folder (required)
   --small            tiny models and small shapes (what CI runs on a software adapter)
@@ -247,7 +251,7 @@ if (sd) {
     log(`tiles: ${report.tiles.rows.length} shapes, ${report.tiles.file ?? "not written"}`);
   });
   await section("unet", 10, async () => {
-    report.unet = await unetCalls(model, spec, loop);
+    report.unet = await unetCalls(model, spec, loop, report.ceilings);
     const err = report.unet.find((u) => u.error);
     if (err) throw new Error(`batch ${err.batch}: ${err.error}`);
   });
@@ -294,6 +298,8 @@ await section("peers", 20, async () => {
   const peerLoop = small
     ? { warmup: 1, timeS: 0, iters: 1, minIters: 1 }
     : { warmup: 2, timeS: 1, iters: 10, minIters: 3 };
+  // onnxruntime-web's calls of the SD 1.5 UNet take seconds (its session setup tens of them): fewer, to fit the budget.
+  const ortLoop = small ? peerLoop : { warmup: 1, timeS: 4, iters: 5, minIters: 2 };
 
   log("peers: looking for python3 with torch and diffusers");
   const torch = await findTorch(defaultRef(a.ref));
@@ -327,17 +333,22 @@ await section("peers", 20, async () => {
         batches,
         latent: spec.latent,
         cross: spec.cross,
-        loop: peerLoop,
+        loop: ortLoop,
       }, timeout()),
   );
   for (const r of p.rows) {
     const z = report.unet.find((u) => u.batch === r.batch && u.latent === r.latent);
+    // The peer's implied rate for zerovid's FLOP count of the same call; against the FMA ceiling only on a GPU.
+    const tflops = tflopsOf(z?.flops?.total, r.ms);
+    const ceil = r.device.startsWith("cpu") ? null : fmaCeiling(report.ceilings, r.dtype);
     p.ratios.push({
       peer: r.peer,
       batch: r.batch,
       zerovidMs: z?.wallMs ?? null,
       peerMs: r.ms,
       speedup: speedup(z?.wallMs ?? null, r.ms),
+      tflops,
+      ofCeiling: tflops !== null && ceil ? tflops / (ceil.rate! / 1000) : null,
     });
   }
   // One line per peer and reason (a peer can miss one batch only: out of memory at batch 16, say).
@@ -367,10 +378,17 @@ if (ce) {
   console.log(`ceilings: FMA f32 ${r(ce.fmaF32)}, FMA f16 ${r(ce.fmaF16)}, copy ${r(ce.copy)}`);
 }
 for (const u of report.unet) {
+  const x = u.arithmetic;
+  const flops = x
+    ? `; ${x.gflop.toPrecision(4)} GFLOP, ${x.tflops?.toPrecision(3) ?? "-"} TFLOP/s, floor at the FMA ceiling ` +
+      `${x.floorMs?.toPrecision(3) ?? "-"} ms`
+    : "";
   console.log(
     `UNet ${u.dtype} batch ${u.batch}: wall ${u.wallMs?.toFixed(1) ?? "-"} ms, gpu ${u.gpuMs?.toFixed(1) ?? "-"} ms, ` +
-      `${u.dispatches === null ? "-" : Math.round(u.dispatches)} dispatches`,
+      `${u.dispatches === null ? "-" : Math.round(u.dispatches)} dispatches${flops}`,
   );
+  const top = u.kernels.slice(0, 3).map((k) => `${k.name} ${(100 * k.share).toFixed(0)}%`);
+  if (top.length) console.log(`  top kernels: ${top.join(", ")}`);
 }
 const t = report.text2video;
 if (t) {
@@ -384,7 +402,7 @@ for (const q of report.peers.ratios) {
   console.log(
     `${q.peer} batch ${q.batch}: ${q.peerMs?.toFixed(1) ?? "-"} ms (${
       row?.error ? `missing: ${row.error.slice(0, 120)}` : ratioText(q.speedup)
-    })`,
+    }${q.tflops === null ? "" : `; ${q.tflops.toPrecision(3)} TFLOP/s implied`})`,
   );
 }
 for (const s of SECTIONS) {

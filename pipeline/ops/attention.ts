@@ -177,6 +177,21 @@ export function attention(
   return attentionWith(q, k, v, heads, opts);
 }
 
+/** One attention call's shape as the kernel runs it: Bq query batches of Nq rows against Nk keys, `heads` heads of
+ *  head dim D. */
+export interface AttentionCall {
+  Bq: number;
+  Nq: number;
+  Nk: number;
+  heads: number;
+  D: number;
+  causal: boolean;
+}
+
+/** Told of every attention call (once per call, however it is split to fit the binding limit), like matmul.ts's
+ *  `gemmHooks.onGemm` for the GEMMs: gpu-check and bench count a UNet call's FLOPs with both (tools/bench/flops.ts). */
+export const attentionHooks: { onAttention: ((a: AttentionCall) => void) | null } = { onAttention: null };
+
 /** Overrides for tests: an explicit tiling, or a smaller binding limit to exercise the batch split. */
 export interface AttentionInternal {
   cfg?: AttentionConfig;
@@ -229,6 +244,7 @@ export function attentionWith(
   checkConfig(c, D);
   const out = opts.out ?? empty(dev, [Bq, Nq, C], q.dtype);
   if (Bq === 0 || Nq === 0) return out;
+  attentionHooks.onAttention?.({ Bq, Nq, Nk, heads, D, causal: !!opts.causal });
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const { kind, ...consts } = c;
   // A row's TPR threads sum their dots on subgroups when they fit in one.

@@ -11,8 +11,8 @@ import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } fro
 import { blockCopy } from "./layout.ts";
 import {
   adapterTiles,
-  BK,
   chunkItems,
+  gemmConsts,
   gemmHooks,
   kSlices,
   pickTile,
@@ -147,8 +147,8 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
   const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K, { splitK: true });
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;
-  const { BM, BN, TM, TN } = tile;
-  const consts = { BM, BN, TM, TN, BK, KH, KW, VEC: K % 4 === 0, DIRECT: direct };
+  const { BM, BN } = tile;
+  const consts = { ...gemmConsts(dev, tile, x.dtype), KH, KW, VEC: K % 4 === 0, DIRECT: direct };
   // Split-K writes f32 partial sums instead of y.
   const kernel = (split: boolean) =>
     dev.kernel(

@@ -6,7 +6,7 @@ import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import lnSumSrc from "../../shaders/matmul_ln_sum.wgsl" with { type: "text" };
 import lnSumSgSrc from "../../shaders/matmul_ln_sum_sg.wgsl" with { type: "text" };
 import { rowsOnSubgroups } from "../gpu/subgroups.ts";
-import { type Binding, BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
+import { type Binding, BYTES, type Device, type DType, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
 import { type AdapterTiles, setCandidateTiles, tilesFor } from "./tiles.ts";
@@ -19,6 +19,8 @@ export interface GemmTile {
   TM: number;
   TN: number;
   splitK?: number;
+  /** In f16 runs: multiply in f16 (true) or f32 (false) instead of the adapter's default (see f16Math). */
+  f16?: boolean;
 }
 export const BK = 16;
 
@@ -52,7 +54,46 @@ export function threads(t: GemmTile): number {
   return (t.BM / t.TM) * (t.BN / t.TN);
 }
 
-/** Shared memory of one workgroup: two K-tiles of A and B in f32. */
+/** Whether the GEMMs of an f16 run multiply in f16 (shaders/gemm.wgsl's F16MATH: packed f16 FMAs, each K-tile's
+ *  products summed in f16, then in f32): the test hook, else $ZEROVID_GEMM_F16 (on/off: A/B timing, or a model whose
+ *  activations overflow f16 partial sums), else the tile's measured choice (a tiles file), else the adapter table
+ *  entry's `f16Math`, else not. f32 runs never do. */
+export function f16Math(dev: Device, tile: GemmTile, dtype: DType): boolean {
+  if (dtype !== "f16") return false;
+  return gemmHooks.f16Math ?? f16MathEnv() ?? tile.f16 ?? adapterTiles(dev).f16Math ?? false;
+}
+
+let envF16: boolean | null | undefined;
+function f16MathEnv(): boolean | null {
+  if (envF16 !== undefined) return envF16;
+  let v: string | undefined;
+  try {
+    v = Deno.env.get("ZEROVID_GEMM_F16")?.toLowerCase();
+  } catch {
+    v = undefined; // no --allow-env: the defaults
+  }
+  if (!v || v === "auto") return envF16 = null;
+  if (["on", "1", "true"].includes(v)) return envF16 = true;
+  if (["off", "0", "false"].includes(v)) return envF16 = false;
+  throw new GpuError(`ZEROVID_GEMM_F16=${v}: expected on, off or auto`);
+}
+
+/** The GEMM core's constants for a tile (shaders/gemm.wgsl): sizes, and the math type S (f16 with F16MATH). Each
+ *  thread stages 1, 2 or 4 vec4s of each operand per K-tile (or less than one: idle slots), which the candidate
+ *  tiles all satisfy; another tile is refused here rather than mis-staged. */
+export function gemmConsts(dev: Device, tile: GemmTile, dtype: DType) {
+  const { BM, BN, TM, TN } = tile, wg = threads(tile);
+  for (const len of [BK * BM / 4, BK * BN / 4]) {
+    if (len >= wg ? len % wg !== 0 || len / wg > 4 : wg % len !== 0) {
+      throw new GpuError(`GEMM: tile ${JSON.stringify(tile)} cannot stage ${len} vec4s on ${wg} threads`);
+    }
+  }
+  const f16 = f16Math(dev, tile, dtype);
+  const prefetch = gemmHooks.prefetch ?? adapterTiles(dev).prefetch ?? true;
+  return { BM, BN, TM, TN, BK, S: { type: f16 ? "f16" : "f32" }, F16MATH: f16, PREFETCH: prefetch };
+}
+
+/** Shared memory of one workgroup: two K-tiles of A and B in f32 (F16MATH needs half). */
 export function sharedBytes(t: GemmTile): number {
   return 2 * (t.BM + t.BN) * BK * 4;
 }
@@ -181,12 +222,18 @@ export const gemmHooks: {
   directConv: number | null;
   /** Told of every tiled GEMM before its tile is picked (gpu-check records a UNet call's shapes to tune them). */
   onGemm: ((g: GemmCall) => void) | null;
+  /** Overrides f16Math (null: not). */
+  f16Math: boolean | null;
+  /** Overrides the table entry's `prefetch` (null: not). */
+  prefetch: boolean | null;
 } = {
   maxBinding: 0,
   maxGroups: 0,
   tile: null,
   directConv: null,
   onGemm: null,
+  f16Math: null,
+  prefetch: null,
 };
 
 /** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */
@@ -294,11 +341,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor, opts: LinearOpts = {
   // Weight and bias may be views at any offset (rows of a stacked projection).
   const wb = offsetBinding(op, w), bb = bias && offsetBinding(op, bias);
   const consts = {
-    BM: tile.BM,
-    BN: tile.BN,
-    TM: tile.TM,
-    TN: tile.TN,
-    BK,
+    ...gemmConsts(dev, tile, x.dtype),
     VEC: K % 4 === 0,
     WVEC: K % 4 === 0 && wb.at % 4 === 0,
     XCF: xcf,

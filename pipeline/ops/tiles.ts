@@ -9,6 +9,9 @@
 //   shapes     optional: measured winners by GEMM shape "MxNxK" (linear: rows x out x in; conv2d: Cout x
 //              images*Ho*Wo x Cin*kh*kw), used before any scoring
 //   splitCost  optional: score factor of a split-K conv tile (its partial sums and their extra pass; default 0.85)
+//   f16Math    optional: GEMMs of f16 runs multiply in f16 (packed f16 FMAs; see matmul.ts f16Math); default f32
+//   prefetch   optional: the GEMM core loads the next K-tile into registers before computing this one (default
+//              true); false stores it first (shaders/gemm.wgsl PREFETCH)
 //   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
 //              output has at most `maxPixels` pixels; absent: never
 //
@@ -25,6 +28,8 @@ export interface AdapterTiles {
   tiles?: GemmTile[];
   shapes?: Record<string, GemmTile>;
   splitCost?: number;
+  f16Math?: boolean;
+  prefetch?: boolean;
   directConv?: { maxPixels: number };
 }
 
@@ -54,15 +59,18 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // Split-K in two where 2 tiles half-fill it: the whole tiny UNet call within noise (batch 2, 4 paired A/B runs: 6 %
   // faster to 2 % slower) for a dispatch more per conv, so by score a split must more than double the fill here;
   // gpu-check measures each shape (its 4x4-level 3x3 convs at batch 2 gain ~10 % from two slices).
+  // Register prefetch of the next K-tile: SD 1.5-shaped GEMM rows summed, prefetch vs not, 3 paired runs: 1.008,
+  // 1.136, 1.036x the time (CPU "registers" are memory here; nothing to hide), so it stores first.
   llvmpipe: {
     match: "llvmpipe",
     fill: 4,
     blocking: { 64: 1, 32: 0.62, 16: 0.5 },
     splitCost: 0.5,
+    prefetch: false,
     directConv: { maxPixels: 4 },
   },
   // Other software/fallback adapters: like llvmpipe until measured.
-  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5 },
+  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5, prefetch: false },
 };
 
 /** The table entry for an adapter, with the shapes measured on it (tiles file) first. */
@@ -160,7 +168,14 @@ function measuredShapes(adapterName: string): Record<string, GemmTile> | null {
   const out: Record<string, GemmTile> = {};
   for (const [k, t] of Object.entries(parsed.shapes)) {
     if (!/^\d+x\d+x\d+$/.test(k) || !isCandidate(t, candidateTiles)) continue;
-    out[k] = { BM: t.BM, BN: t.BN, TM: t.TM, TN: t.TN, ...(t.splitK && t.splitK > 1 ? { splitK: t.splitK } : {}) };
+    out[k] = {
+      BM: t.BM,
+      BN: t.BN,
+      TM: t.TM,
+      TN: t.TN,
+      ...(t.splitK && t.splitK > 1 ? { splitK: t.splitK } : {}),
+      ...(typeof t.f16 === "boolean" ? { f16: t.f16 } : {}),
+    };
   }
   return out;
 }

@@ -2,7 +2,7 @@ import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import { gemmHooks, type GemmTile, pickTile, TILES } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
-import { gemmTol } from "./matmul.ts";
+import { gemmTol, gemmVariant, withF16Math } from "./matmul.ts";
 import type { OpCase, PerfCase } from "./types.ts";
 
 type Pad = [number, number, number, number];
@@ -206,8 +206,7 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
 }
 
-export const cases: OpCase[] = [];
-for (const dtype of DTYPES) for (const s of shapes) cases.push(convCase(s, dtype));
+export const cases: OpCase[] = withF16Math(DTYPES.flatMap((dtype) => shapes.map((s) => convCase(s, dtype))));
 
 /** `whole`: the pick for this shape without its split of K (beside the pick, it shows what split-K buys). */
 function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1, whole = false): PerfCase {
@@ -242,16 +241,23 @@ function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, s
 
 // SD 1.5 UNet (64x64 latent, batch 2) and VAE decoder (1 image) convolutions; the 16x16 and 8x8 levels also without
 // split-K (a large GPU splits them at batch 2).
+const c64 = convPerf(2, 320, 320, 64, 3), c32 = convPerf(2, 640, 640, 32, 3), c16 = convPerf(2, 1280, 1280, 16, 3);
+const vae128 = convPerf(1, 512, 512, 128, 3);
 export const perf: PerfCase[] = [
-  convPerf(2, 320, 320, 64, 3),
-  convPerf(2, 640, 640, 32, 3),
-  convPerf(2, 1280, 1280, 16, 3),
+  c64,
+  gemmVariant(c64, "f16math"),
+  gemmVariant(c64, "no prefetch"),
+  c32,
+  gemmVariant(c32, "f16math"),
+  c16,
+  gemmVariant(c16, "f16math"),
   convPerf(2, 1280, 1280, 16, 3, 1, true),
   convPerf(2, 1280, 1280, 8, 3),
   convPerf(2, 1280, 1280, 8, 3, 1, true),
   convPerf(2, 320, 320, 64, 3, 2),
   convPerf(2, 640, 320, 64, 1),
-  convPerf(1, 512, 512, 128, 3),
+  vae128,
+  gemmVariant(vae128, "f16math"),
   convPerf(1, 256, 256, 256, 3),
   convPerf(1, 128, 128, 512, 3),
 ];

@@ -1,4 +1,4 @@
-import { gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
+import { adapterTiles, gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
@@ -187,6 +187,36 @@ for (const [i, tile] of TILES.entries()) {
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) for (const s of shapes) cases.push(linearCase(s, dtype));
 
+/**
+ * The GEMM core's two f16 maths (shaders/gemm.wgsl): each f16 case pinned to f32 math at its own tolerance, and a
+ * twin with F16MATH. There each K-tile's BK = 16 products sum in f16 before the f32 accumulation; for random data
+ * that adds about 1.7 u (u = 2^-11) relative error to the ~0.6 u of f32 accumulation and f16 output rounding, so
+ * the twin gets three times the case's tolerance. The f32-math f16 cases also run the K-tile staging the other way
+ * round from the adapter's default (PREFETCH), so both orders are checked on every adapter.
+ */
+export function withF16Math(list: OpCase[]): OpCase[] {
+  const pinned = (c: OpCase, on: boolean): OpCase => ({
+    ...c,
+    shape: on ? `${c.shape} f16math` : c.shape,
+    tol: on ? Object.fromEntries(Object.entries(c.tol).map(([k, v]) => [k, 3 * v])) : c.tol,
+    async run(dev) {
+      gemmHooks.f16Math = on;
+      if (!on) gemmHooks.prefetch = !(adapterTiles(dev).prefetch ?? true);
+      try {
+        const r = await c.run(dev);
+        if (on && !dev.kernelKeys().some((k) => k.includes(`"F16MATH":true`))) {
+          throw new Error("no GEMM kernel with F16MATH was compiled");
+        }
+        return r;
+      } finally {
+        gemmHooks.f16Math = null;
+        gemmHooks.prefetch = null;
+      }
+    },
+  });
+  return list.flatMap((c) => c.dtype === "f16" ? [pinned(c, false), pinned(c, true)] : [c]);
+}
+
 function linearPerf(M: number, N: number, K: number): PerfCase {
   return {
     op: "linear",
@@ -203,11 +233,40 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
   };
 }
 
+/**
+ * A GEMM perf case again with one of the GEMM core's switches forced (shaders/gemm.wgsl): `f16math` (F16MATH, f16
+ * only) or `no prefetch` (PREFETCH off), so that one bench or gpu-check run times each beside the default.
+ */
+export function gemmVariant(c: PerfCase, v: "f16math" | "no prefetch"): PerfCase {
+  return {
+    ...c,
+    shape: `${c.shape} ${v}`,
+    dtypes: v === "f16math" ? ["f16"] : c.dtypes,
+    setup(dev, dtype) {
+      const run = c.setup(dev, dtype);
+      return () => {
+        if (v === "f16math") gemmHooks.f16Math = true;
+        else gemmHooks.prefetch = false;
+        try {
+          run();
+        } finally {
+          gemmHooks.f16Math = null;
+          gemmHooks.prefetch = null;
+        }
+      };
+    },
+  };
+}
+
 // SD 1.5 at 512x512 (64x64 latent), batch 2 (CFG): attention projections, GEGLU/FF, cross-attn K/V from CLIP.
+const ffUp = linearPerf(2 * 4096, 2560, 320), ffDown = linearPerf(2 * 4096, 320, 1280);
 export const perf: PerfCase[] = [
   linearPerf(2 * 4096, 320, 320),
-  linearPerf(2 * 4096, 2560, 320),
-  linearPerf(2 * 4096, 320, 1280),
+  ffUp,
+  gemmVariant(ffUp, "f16math"),
+  gemmVariant(ffUp, "no prefetch"),
+  ffDown,
+  gemmVariant(ffDown, "f16math"),
   linearPerf(2 * 1024, 640, 640),
   linearPerf(2 * 77, 320, 768),
   linearPerf(2 * 77, 1280, 768),
@@ -285,3 +344,4 @@ const layouts: LayoutShape[] = [
   { B: 3, spatial: [8, 8], N: 16, K: 16, xcf: true, ycf: true, res: true, maxBinding: 4096 }, // split by image
 ];
 for (const dtype of DTYPES) for (const s of layouts) cases.push(layoutCase(s, dtype));
+cases.splice(0, cases.length, ...withF16Math(cases));

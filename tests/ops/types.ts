@@ -25,6 +25,8 @@ export interface PerfCase {
   flops: number;
   /** Bytes moved per call (for GB/s). */
   bytes: number;
+  /** Only at these dtypes (default: every one benched). */
+  dtypes?: DType[];
   /** Set up inputs on `dev` and return a function that records one call (no readback). */
   setup(dev: Device, dtype: DType): () => void;
 }

@@ -1,5 +1,6 @@
 // Plain aligned text tables for tools/bench.ts. Cells never contain two spaces in a row and empty values are "-",
 // so a row splits back into its cells on /\s{2,}/ (tests/bench_test.ts relies on that).
+import type { KernelTime } from "./measure.ts";
 
 export type Cell = string | number | null | undefined;
 
@@ -39,4 +40,20 @@ export function table(headers: string[], rows: Cell[][], right: Iterable<string>
   const line = (cells: string[]) =>
     cells.map((c, i) => r.has(headers[i]) ? c.padStart(widths[i]) : c.padEnd(widths[i])).join("  ").trimEnd();
   return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...text.map(line)].join("\n");
+}
+
+/** A share (0..1) as a percentage with one decimal. */
+export function percent(v: number | null | undefined): string {
+  return v === null || v === undefined || !Number.isFinite(v) ? "-" : `${(100 * v).toFixed(1)}%`;
+}
+
+/**
+ * GPU time by kernel (Timing.kernels: dispatches, ms and share per call), one row per call and kernel, largest first:
+ * bench prints each call's first `limit` kernels, gpu-check all of them.
+ */
+export function kernelTable(calls: { label: string; kernels: KernelTime[] }[], limit = Infinity): string {
+  const cells: Cell[][] = calls.flatMap((c) =>
+    c.kernels.slice(0, limit).map((k) => [c.label, k.name, +k.calls.toFixed(1), ms(k.ms), percent(k.share)])
+  );
+  return table(["call", "kernel", "dispatches", "gpu ms", "share"], cells, ["dispatches", "gpu ms", "share"]);
 }

@@ -43,6 +43,7 @@ export async function benchKernels(
   dtype: DType,
   o: KernelOptions,
 ): Promise<KernelRow[]> {
+  cases = cases.filter((c) => !c.dtypes || c.dtypes.includes(dtype));
   const rows: KernelRow[] = new Array(cases.length);
   const work = (c: PerfCase) => c.flops > 0 ? c.flops : c.bytes * BYTES[dtype] / 4;
   const order = cases.map((_, i) => i).sort((a, b) => {

@@ -19,6 +19,8 @@ export interface KernelTime {
   calls: number;
   /** GPU milliseconds per call. */
   ms: number;
+  /** Its share of the call's timed GPU time (all kernels' shares add up to 1). */
+  share: number;
 }
 
 export interface Timing {
@@ -33,7 +35,7 @@ export interface Timing {
   dispatches: number;
   /** Dispatches per call that have a timestamp (the device's query set holds 2048 per submission). */
   timed: number;
-  /** Per-kernel GPU time per call, largest first. */
+  /** Per-kernel GPU time per call, every kernel, largest first. */
   kernels: KernelTime[];
   /** Whether the wall-time loop ran without per-dispatch timestamps. */
   wallUnprofiled: boolean;
@@ -79,11 +81,12 @@ class ProfileSum {
       this.byName.set(e.name, k);
     }
   }
+  /** Every kernel, largest GPU time first. */
   kernels(): KernelTime[] {
     const n = Math.max(1, this.calls);
-    return [...this.byName].map(([name, k]) => ({ name, calls: k.calls / n, ms: k.ms / n })).sort((a, b) =>
-      b.ms - a.ms
-    );
+    return [...this.byName]
+      .map(([name, k]) => ({ name, calls: k.calls / n, ms: k.ms / n, share: this.total ? k.ms / this.total : 0 }))
+      .sort((a, b) => b.ms - a.ms);
   }
 }
 

@@ -46,32 +46,37 @@ const REPO = here("../../");
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes with deadlines
 
-interface Child {
+export interface Child {
   code: number;
   stdout: string;
   stderr: string;
   timedOut: boolean;
 }
 
-async function runChild(cmd: string, args: string[], o: { timeoutS: number; env?: Record<string, string> }) {
-  const ac = new AbortController();
+/** Runs a child to its end or its deadline (then killed); what it printed up to then is kept either way, so a peer
+ *  that reports as it goes (the onnxruntime-web child: one line per finished batch) still says how far it got. */
+export async function runChild(cmd: string, args: string[], o: { timeoutS: number; env?: Record<string, string> }) {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(cmd, { args, env: o.env, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
+  } catch (e) {
+    return { code: -1, stdout: "", stderr: errorMessage(e), timedOut: false } as Child;
+  }
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    ac.abort();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
   }, o.timeoutS * 1000);
+  const text = async (r: ReadableStream<Uint8Array>) => {
+    let t = "";
+    for await (const chunk of r.pipeThrough(new TextDecoderStream())) t += chunk;
+    return t;
+  };
   try {
-    const out = await new Deno.Command(cmd, {
-      args,
-      env: o.env,
-      stdout: "piped",
-      stderr: "piped",
-      signal: ac.signal,
-    }).output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr), timedOut } as Child;
-  } catch (e) {
-    return { code: -1, stdout: "", stderr: errorMessage(e), timedOut } as Child;
+    const [stdout, stderr, status] = await Promise.all([text(child.stdout), text(child.stderr), child.status]);
+    return { code: status.code, stdout, stderr, timedOut } as Child;
   } finally {
     clearTimeout(timer);
   }
@@ -160,6 +165,9 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
     externalData,
   });
   const setupS = (performance.now() - t0) / 1000;
+  // Progress on stdout, one JSON line each, for a parent that kills this child at its deadline (peerOrt).
+  const progress = (m: { progress: string; row?: PeerRow }) => console.log(JSON.stringify(m));
+  progress({ progress: `session created in ${setupS.toFixed(1)} s` });
   const rows: PeerRow[] = [];
   for (const B of job.batches) {
     const L = job.latent;
@@ -192,7 +200,12 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
       return performance.now() - t;
     };
     try {
-      for (let i = 0; i < Math.max(1, job.loop.warmup); i++) await call();
+      progress({ progress: `session created in ${setupS.toFixed(1)} s; batch ${B}: first call` });
+      const first = await call();
+      progress({
+        progress: `session created in ${setupS.toFixed(1)} s; batch ${B}: first call ${first.toFixed(0)} ms`,
+      });
+      for (let i = 1; i < Math.max(1, job.loop.warmup); i++) await call();
       const times: number[] = [];
       let total = 0;
       do {
@@ -205,6 +218,7 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
     } catch (e) {
       row.error = errorMessage(e);
     }
+    progress({ progress: `batch ${B} done`, row });
   }
   await session.release();
   return rows;
@@ -238,7 +252,22 @@ export async function peerOrt(job: OrtJob, timeoutS: number): Promise<PeerRow[]>
     { timeoutS },
   );
   const r = childResult<PeerRow[]>(c, `onnxruntime-web ${job.backend}`, timeoutS);
-  return typeof r === "string" ? rows.map((row) => ({ ...row, error: r })) : r;
+  return typeof r === "string" ? partialRows(rows, c.stdout, r) : r;
+}
+
+/** A killed or failed onnxruntime-web child's rows: the batches it finished (its progress lines' rows), the rest
+ *  with `why` and the last stage it reported. */
+export function partialRows(rows: PeerRow[], stdout: string, why: string): PeerRow[] {
+  const done = new Map<number, PeerRow>();
+  let stage = "";
+  for (const line of stdout.split("\n")) {
+    try {
+      const m = JSON.parse(line) as { progress?: string; row?: PeerRow };
+      if (m.row) done.set(m.row.batch, m.row);
+      if (m.progress) stage = m.progress;
+    } catch { /* not a progress line */ }
+  }
+  return rows.map((row) => done.get(row.batch) ?? { ...row, error: stage ? `${why} (${stage})` : why });
 }
 
 /** A row per batch saying why `peer` did not run. */

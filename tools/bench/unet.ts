@@ -13,6 +13,7 @@ import { loadComponent } from "../../pipeline/weights/diffusers.ts";
 import { randomSource } from "../../pipeline/weights/random.ts";
 import { DEMO_UNET } from "../../pipeline/models/demo.ts";
 import { randn } from "../../tests/util.ts";
+import { countFlops, type FlopCount } from "./flops.ts";
 import { errorMessage, type KernelTime, type LoopOptions, since, timeCalls, type Timing } from "./measure.ts";
 
 /** The tiny test model's UNet config (tiny-sd in the golden folder), for random weights when the folder is absent. */
@@ -36,7 +37,10 @@ export interface UNetRow {
   wallUnprofiled: boolean;
   /** Wall time per call of the profiled calls (for judging gpu ms against wall ms). */
   profiledWallMs: number | null;
-  top: KernelTime[];
+  /** GPU time per call by kernel, every kernel, largest first (empty without timestamps). */
+  kernels: KernelTime[];
+  /** The call's GEMM-shaped FLOPs (linear, conv2d, attention; flops.ts), as the timed calls ran it. */
+  flops: FlopCount | null;
   error?: string;
 }
 
@@ -58,11 +62,10 @@ export interface FullResult {
   profiledWallMs: number | null;
   /** dev.pool.peakInUse over the timed steps: activations, not weights. */
   peakPoolBytes: number | null;
-  top: KernelTime[];
+  /** GPU time per step by kernel, every kernel, largest first (empty without timestamps). */
+  kernels: KernelTime[];
   error?: string;
 }
-
-const TOP = 8;
 
 export function randomTensor(dev: Device, shape: number[], seed: number, dtype: DType): Tensor {
   return upload(dev, randn(shape.reduce((p, d) => p * d, 1), seed), shape, dtype);
@@ -73,7 +76,7 @@ export function attnFor(batch: number): { ctx: AttnContext; label: string } {
   return { ctx: {}, label: "self" };
 }
 
-function fromTiming(t: Timing): Omit<UNetRow, "model" | "dtype" | "latent" | "batch" | "attention"> {
+function fromTiming(t: Timing): Omit<UNetRow, "model" | "dtype" | "latent" | "batch" | "attention" | "flops"> {
   return {
     iters: t.iters,
     wallMs: t.wallMs,
@@ -83,7 +86,7 @@ function fromTiming(t: Timing): Omit<UNetRow, "model" | "dtype" | "latent" | "ba
     timed: t.gpuMs === null ? null : t.timed,
     wallUnprofiled: t.wallUnprofiled,
     profiledWallMs: t.profiledWallMs,
-    top: t.kernels.slice(0, TOP),
+    kernels: t.kernels,
   };
 }
 
@@ -149,18 +152,16 @@ export async function benchUNetCalls(
         timed: null,
         wallUnprofiled: false,
         profiledWallMs: null,
-        top: [],
+        kernels: [],
+        flops: null,
       };
       rows.push(row);
       const sample = randomTensor(dev, [batch, cfg.in_channels, o.latent, o.latent], 11, dtype);
+      const call = () => unet.forward({ sample, timesteps: [500], context, attn: ctx });
       try {
-        const t = await timeCalls(
-          dev,
-          () => [unet.forward({ sample, timesteps: [500], context, attn: ctx })],
-          o.loop,
-          true,
-        );
-        Object.assign(row, fromTiming(t));
+        Object.assign(row, fromTiming(await timeCalls(dev, () => [call()], o.loop, true)));
+        // After the timed calls, so the text K/V they took from the cache are not counted either.
+        row.flops = countFlops(dev, call);
       } catch (e) {
         row.error = errorMessage(e);
         await dev.sync().catch(() => {});
@@ -204,7 +205,7 @@ export async function benchFullStep(
     wallUnprofiled: false,
     profiledWallMs: null,
     peakPoolBytes: null,
-    top: [],
+    kernels: [],
   };
   let unet: UNet | null = null;
   const held: Tensor[] = [];

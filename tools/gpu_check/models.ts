@@ -1,6 +1,6 @@
 // gpu-check, sections 5 and 6: a Stable Diffusion model with random weights (SD 1.5's configs, or the tiny demo
-// model with --small), one UNet call at two batches, and text-to-video end to end with stage times and the buffer
-// pool's high-water mark.
+// model with --small), one UNet call at two batches (GPU time by kernel, its GEMM-shaped FLOPs against the adapter's
+// FMA ceiling), and text-to-video end to end with stage times and the buffer pool's high-water mark.
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { StableDiffusion } from "../../pipeline/models/sd.ts";
 import type { ClipTextConfig } from "../../pipeline/models/clip.ts";
@@ -14,6 +14,7 @@ import { randomSource } from "../../pipeline/weights/random.ts";
 import { demoTokenizer } from "../../pipeline/models/demo.ts";
 import { benchUNetCalls, type UNetRow } from "../bench/unet.ts";
 import { errorMessage, type LoopOptions } from "../bench/measure.ts";
+import type { Ceiling, Ceilings } from "./probes.ts";
 
 export interface ModelSpec {
   label: string;
@@ -60,8 +61,72 @@ export async function loadSd15(dev: Device, dtype: DType): Promise<StableDiffusi
     }, dtype));
 }
 
-export async function unetCalls(sd: StableDiffusion, spec: ModelSpec, loop: LoopOptions): Promise<UNetRow[]> {
-  return await benchUNetCalls(sd.dev, sd.unet, { model: spec.label, latent: spec.latent, batches: spec.batches, loop });
+/** What a UNet call's FLOP count (flops.ts: GEMM-shaped work only) means on this adapter. */
+export interface UNetArithmetic {
+  /** All counted work, then by op, GFLOP. */
+  gflop: number;
+  linearGflop: number;
+  conv2dGflop: number;
+  attentionGflop: number;
+  /** FLOPs / the summed GPU time of the call's dispatches (null without timestamps). */
+  tflops: number | null;
+  /** FLOPs / wall time per call (what the peers' implied rates compare with). */
+  wallTflops: number | null;
+  /** The FMA ceiling at the call's dtype (ceilings section), or null when it was not measured. */
+  ceilingTflops: number | null;
+  /** The FLOPs at that ceiling: the fastest any FMA-based (non-tensor-core) kernel set could run the call here. */
+  floorMs: number | null;
+  /** floorMs / GPU time (= tflops / ceilingTflops): how near the kernels come to that floor. */
+  ofCeiling: number | null;
+}
+
+/** A UNet call in the report: bench's row (kernels by GPU time, FLOP count) and its arithmetic on this adapter. */
+export interface UNetReportRow extends UNetRow {
+  arithmetic: UNetArithmetic | null;
+}
+
+/** TFLOP/s of `flops` done in `ms` milliseconds. */
+export function tflopsOf(flops: number | null | undefined, ms: number | null | undefined): number | null {
+  return flops && ms ? flops / ms / 1e9 : null;
+}
+
+/** The measured FMA ceiling at `dtype`, or null when it was not measured. */
+export function fmaCeiling(c: Ceilings | null, dtype: DType): Ceiling | null {
+  const x = dtype === "f16" ? c?.fmaF16 : c?.fmaF32;
+  return x?.rate ? x : null;
+}
+
+export function unetArithmetic(u: UNetRow, ceilings: Ceilings | null): UNetArithmetic | null {
+  const f = u.flops;
+  if (!f) return null;
+  const ceil = fmaCeiling(ceilings, u.dtype);
+  const floorMs = ceil ? f.total / (ceil.rate! * 1e6) : null;
+  return {
+    gflop: f.total / 1e9,
+    linearGflop: f.linear / 1e9,
+    conv2dGflop: f.conv2d / 1e9,
+    attentionGflop: f.attention / 1e9,
+    tflops: tflopsOf(f.total, u.gpuMs),
+    wallTflops: tflopsOf(f.total, u.wallMs),
+    ceilingTflops: ceil ? ceil.rate! / 1000 : null,
+    floorMs,
+    ofCeiling: floorMs !== null && u.gpuMs ? floorMs / u.gpuMs : null,
+  };
+}
+
+export async function unetCalls(
+  sd: StableDiffusion,
+  spec: ModelSpec,
+  loop: LoopOptions,
+  ceilings: Ceilings | null,
+): Promise<UNetReportRow[]> {
+  const rows = await benchUNetCalls(sd.dev, sd.unet, {
+    model: spec.label,
+    latent: spec.latent,
+    batches: spec.batches,
+    loop,
+  });
+  return rows.map((u) => ({ ...u, arithmetic: unetArithmetic(u, ceilings) }));
 }
 
 export interface Text2VideoReport {

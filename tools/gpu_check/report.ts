@@ -2,13 +2,12 @@
 // after every section, so a run cut short still leaves what it measured.
 import { join } from "node:path";
 import type { KernelRow } from "../bench/kernels.ts";
-import type { UNetRow } from "../bench/unet.ts";
-import { mib, ms, rate, table } from "../bench/format.ts";
+import { kernelTable, mib, ms, percent as pct, rate, table } from "../bench/format.ts";
 import { type PeerRow, ratioText } from "../bench/peers.ts";
 import type { AdapterReport, MachineReport } from "./adapter.ts";
 import type { Counts } from "./correctness.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
-import type { Text2VideoReport } from "./models.ts";
+import type { Text2VideoReport, UNetReportRow } from "./models.ts";
 import { type TilesReport, tileText } from "./tiles.ts";
 
 export const SECTIONS = [
@@ -41,6 +40,11 @@ export interface PeerRatio {
   peerMs: number | null;
   /** peer time / zerovid time: > 1 means zerovid is faster. */
   speedup: number | null;
+  /** The peer's implied rate: zerovid's FLOP count of the same call (GEMM-shaped work) / the peer's time. */
+  tflops: number | null;
+  /** tflops / this adapter's FMA ceiling at the peer's dtype (null for a peer on the CPU): past 1, the peer's
+   *  GEMMs run on more than FMA units (tensor cores). */
+  ofCeiling: number | null;
 }
 
 export interface Report {
@@ -58,7 +62,8 @@ export interface Report {
   kernels: KernelReportRow[];
   /** GEMM tiles measured on this adapter (the UNet and text-to-video sections run with the winners). */
   tiles: TilesReport | null;
-  unet: UNetRow[];
+  /** One call at each batch: times, GPU time by kernel, FLOPs against the FMA ceiling. */
+  unet: UNetReportRow[];
   text2video: Text2VideoReport | null;
   peers: {
     /** The UNet the peers and zerovid ran. */
@@ -98,7 +103,9 @@ export function emptyReport(small: boolean, budgetS: number): Report {
   };
 }
 
-const pct = (x: number | null) => x === null || !Number.isFinite(x) ? "-" : `${(100 * x).toFixed(1)}%`;
+/** Three significant digits (TFLOP/s of a tiny model on a CPU adapter are thousandths). */
+const sig = (x: number | null | undefined) =>
+  x === null || x === undefined || !Number.isFinite(x) ? "-" : Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(3);
 const sec = (x: number | null | undefined) => x === null || x === undefined ? "-" : x.toFixed(2);
 
 function countsLine(label: string, c: Counts | null): string {
@@ -110,6 +117,88 @@ function countsLine(label: string, c: Counts | null): string {
 
 function ceilingCell(c: Ceiling): string {
   return c.rate === null ? `- (${c.error ?? "not measured"})` : `${rate(c.rate)} ${c.unit}`;
+}
+
+const ARITHMETIC_COLUMNS = [
+  "dtype",
+  "batch",
+  "GFLOP",
+  "linear",
+  "conv2d",
+  "attention",
+  "gpu ms",
+  "TFLOP/s",
+  "wall TFLOP/s",
+  "FMA ceiling",
+  "floor ms",
+  "floor/gpu",
+];
+
+/** The UNet calls' FLOPs against the adapter's FMA ceiling. */
+function unetArithmeticLines(rows: UNetReportRow[]): string[] {
+  const counted = rows.filter((u) => u.arithmetic);
+  if (!counted.length) return [];
+  return [
+    "",
+    "### Arithmetic: GEMM-shaped work only",
+    "",
+    "FLOPs counted as the ops record them: 2*M*N*K of every linear layer and of conv2d's implicit GEMM " +
+    "(K = Cin*KH*KW), and attention's QK^T and PV. GroupNorm, elementwise ops, softmax and copies are not counted. " +
+    "TFLOP/s = FLOPs / the call's summed GPU time (wall: / its wall time). Floor = those FLOPs at this adapter's " +
+    "measured FMA ceiling at the call's dtype (ceilings section): the fastest any FMA-based (non-tensor-core) " +
+    "kernel set could run the call here; floor/gpu = how near the kernels come to it.",
+    "",
+    "```",
+    table(
+      ARITHMETIC_COLUMNS,
+      counted.map((u) => {
+        const x = u.arithmetic!;
+        return [
+          u.dtype,
+          u.batch,
+          sig(x.gflop),
+          sig(x.linearGflop),
+          sig(x.conv2dGflop),
+          sig(x.attentionGflop),
+          ms(u.gpuMs),
+          sig(x.tflops),
+          sig(x.wallTflops),
+          sig(x.ceilingTflops),
+          ms(x.floorMs),
+          pct(x.ofCeiling),
+        ];
+      }),
+      ARITHMETIC_COLUMNS.slice(1),
+    ),
+    "```",
+    "",
+    "GFLOP per call (linear, conv2d, attention: its parts); FMA ceiling in TFLOP/s.",
+  ];
+}
+
+/** Each UNet call's GPU time by kernel, or why there is none. */
+function unetKernelLines(r: Report): string[] {
+  const L = ["", "### GPU time by kernel", ""];
+  const rows = r.unet.filter((u) => u.kernels.length);
+  if (!rows.length) {
+    const why = r.adapter && !r.adapter.features["timestamp-query"]
+      ? "this adapter has no timestamp-query, so per-dispatch GPU times cannot be measured"
+      : "no call was timed with timestamps";
+    return [...L, `No per-kernel breakdown: ${why}.`];
+  }
+  const partly = rows.filter((u) => u.timed !== null && u.dispatches !== null && u.timed < u.dispatches);
+  L.push(
+    "Every kernel of one call, largest GPU time first: dispatches per call, GPU ms per call, share of the call's " +
+      "timed GPU time." +
+      partly.map((u) =>
+        ` Batch ${u.batch}: only ${Math.round(u.timed!)} of ${Math.round(u.dispatches!)} dispatches have timestamps.`
+      ).join(""),
+    "",
+    "```",
+    kernelTable(rows.map((u) => ({ label: `${u.dtype} B=${u.batch}`, kernels: u.kernels }))),
+    "```",
+  );
+  return L;
 }
 
 export function renderMarkdown(r: Report): string {
@@ -248,6 +337,7 @@ export function renderMarkdown(r: Report): string {
       ["latent", "batch", "iters", "wall ms", "gpu ms", "dispatches"],
     ));
     L.push("```", "", "wall = record + submit + wait (no timestamps); gpu = sum of the dispatches' GPU timestamps.");
+    L.push(...unetArithmeticLines(r.unet), ...unetKernelLines(r));
   }
 
   L.push("", "## Text to video, end to end", "");
@@ -277,7 +367,20 @@ export function renderMarkdown(r: Report): string {
   if (p.rows.length) {
     L.push("```");
     L.push(table(
-      ["peer", "device", "dtype", "batch", "latent", "iters", "ms/call", "setup s", "vs zerovid", "note"],
+      [
+        "peer",
+        "device",
+        "dtype",
+        "batch",
+        "latent",
+        "iters",
+        "ms/call",
+        "setup s",
+        "vs zerovid",
+        "TFLOP/s",
+        "of FMA ceiling",
+        "note",
+      ],
       p.rows.map((x) => {
         const ratio = p.ratios.find((q) => q.peer === x.peer && q.batch === x.batch);
         return [
@@ -290,13 +393,27 @@ export function renderMarkdown(r: Report): string {
           ms(x.ms),
           x.setupS === null ? "-" : x.setupS.toFixed(1),
           ratioText(ratio?.speedup ?? null),
+          sig(ratio?.tflops),
+          pct(ratio?.ofCeiling ?? null),
           x.error ? `missing: ${x.error}` : x.note,
         ];
       }),
-      ["batch", "latent", "iters", "ms/call", "setup s"],
+      ["batch", "latent", "iters", "ms/call", "setup s", "TFLOP/s", "of FMA ceiling"],
     ));
     L.push("```", "");
     L.push("Ratio = peer's median ms per call / zerovid's wall ms per call at the same batch (unet section).");
+    const zv = r.unet.flatMap((u) => {
+      const x = u.arithmetic;
+      if (!x?.wallTflops) return [];
+      const of = x.ceilingTflops ? ` (${pct(x.wallTflops / x.ceilingTflops)} of the FMA ceiling)` : "";
+      return [`batch ${u.batch} ${sig(x.wallTflops)} TFLOP/s${of}`];
+    });
+    L.push(
+      "TFLOP/s = zerovid's count of the same call's GEMM-shaped FLOPs (unet section) / the peer's ms per call; of " +
+        "FMA ceiling = against this adapter's measured FMA ceiling at the peer's dtype (not for a peer on the CPU). " +
+        "Past 100 %, a peer's GEMMs run on more than FMA units (tensor cores): faster than any FMA-based kernel set " +
+        "could be here." + (zv.length ? ` zerovid, by wall time: ${zv.join(", ")}.` : ""),
+    );
   }
   if (p.missing.length) {
     L.push("", "Missing peers:", "");

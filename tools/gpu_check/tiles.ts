@@ -3,13 +3,15 @@
 // collect the GEMM shapes a real run makes; each distinct shape is then run with every candidate tile and the
 // fastest is kept when it beats the scored pick by more than the noise. The winners go to tilesDir()/<adapter>.json,
 // which every later run on this adapter reads (pipeline/ops/tiles.ts), and are put in force for the rest of the
-// check, so the UNet and text-to-video sections after it measure the tuned kernels.
+// check, so the UNet and text-to-video sections after it measure the tuned kernels. In f16 each shape's winner is also
+// timed with the GEMM core's other math (F16MATH on or off), and a faster one is kept (the tile's `f16`).
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { type Tensor, withTensorScope } from "../../pipeline/gpu/tensor.ts";
 import type { UNet } from "../../pipeline/models/unet.ts";
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import {
   adapterTiles,
+  f16Math,
   type GemmCall,
   gemmHooks,
   type GemmTile,
@@ -55,8 +57,11 @@ export interface TilesReport {
 /** A winner must beat the scored pick by this much to replace it (wall-clock noise). */
 const MARGIN = 0.03;
 
-const same = (a: GemmTile, b: GemmTile) => sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1);
-const tileText = (t: GemmTile) => `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}`;
+const same = (a: GemmTile, b: GemmTile) => sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1) && a.f16 === b.f16;
+const tileText = (t: GemmTile) =>
+  `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}${
+    t.f16 === undefined ? "" : t.f16 ? " f16math" : " f32math"
+  }`;
 
 /** The candidates for one shape: every tile, and for conv2d each split of K that leaves slices deep enough and
  *  does not go past twice the workgroups the adapter needs (more only adds partial sums). */
@@ -180,6 +185,13 @@ export async function tuneTiles(
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
       for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
+      if (dtype === "f16") {
+        // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl).
+        const other = { ...best, f16: !f16Math(dev, best, dtype) };
+        const ms = await timeTile(dev, run, other, o.perTileMs);
+        times.set(other, ms);
+        if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
+      }
       rows.push({
         key: g.key,
         op: g.op,
