@@ -11,20 +11,11 @@
 // $ZEROVID_SUBGROUPS (or DeviceOptions.subgroups): "off" never uses them (A/B timing, a misbehaving driver); "on" or
 // "auto" (the default) requests them and uses them when the probe passes.
 
+import { envSwitch } from "./switch.ts";
+
 /** Whether to request subgroups: the option, else $ZEROVID_SUBGROUPS (on/1/true/auto: yes, off/0/false: no), else yes. */
 export function subgroupsWanted(opt?: boolean): boolean {
-  if (opt !== undefined) return opt;
-  let env: string | undefined;
-  try {
-    env = Deno.env.get("ZEROVID_SUBGROUPS")?.toLowerCase();
-  } catch {
-    env = undefined; // no --allow-env: the default
-  }
-  if (env === "off" || env === "0" || env === "false") return false;
-  if (env && !["on", "1", "true", "auto"].includes(env)) {
-    throw new Error(`ZEROVID_SUBGROUPS=${env}: expected on, off or auto`);
-  }
-  return true;
+  return opt ?? envSwitch("ZEROVID_SUBGROUPS") ?? true;
 }
 
 /** Lanes the `_sg` kernels may rely on (the probe requires at least this many). */

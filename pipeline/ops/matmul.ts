@@ -6,6 +6,7 @@ import erfSrc from "../../shaders/erf.wgsl" with { type: "text" };
 import lnSumSrc from "../../shaders/matmul_ln_sum.wgsl" with { type: "text" };
 import lnSumSgSrc from "../../shaders/matmul_ln_sum_sg.wgsl" with { type: "text" };
 import { rowsOnSubgroups } from "../gpu/subgroups.ts";
+import { envSwitch } from "../gpu/switch.ts";
 import { type Binding, BYTES, type Device, type DType, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, splitItems } from "./launch.ts";
@@ -64,19 +65,7 @@ export function f16Math(dev: Device, tile: GemmTile, dtype: DType): boolean {
 }
 
 let envF16: boolean | null | undefined;
-function f16MathEnv(): boolean | null {
-  if (envF16 !== undefined) return envF16;
-  let v: string | undefined;
-  try {
-    v = Deno.env.get("ZEROVID_GEMM_F16")?.toLowerCase();
-  } catch {
-    v = undefined; // no --allow-env: the defaults
-  }
-  if (!v || v === "auto") return envF16 = null;
-  if (["on", "1", "true"].includes(v)) return envF16 = true;
-  if (["off", "0", "false"].includes(v)) return envF16 = false;
-  throw new GpuError(`ZEROVID_GEMM_F16=${v}: expected on, off or auto`);
-}
+const f16MathEnv = () => envF16 === undefined ? envF16 = envSwitch("ZEROVID_GEMM_F16") : envF16;
 
 /** The GEMM core's constants for a tile (shaders/gemm.wgsl): sizes, and the math type S (f16 with F16MATH). Each
  *  thread stages 1, 2 or 4 vec4s of each operand per K-tile (or less than one: idle slots), which the candidate
