@@ -269,8 +269,20 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
       resetMeasuredTiles();
     }
 
-    // UNet calls at the spec's batches
+    // UNet calls at the spec's batches; in f16 the same calls again on the GEMM core's other math, which compiled
+    // F16MATH kernels (llvmpipe's entry leaves it off) and computed the same FLOPs.
     assertEquals(rep.unet.map((u) => u.batch), SMALL_SPEC.batches);
+    if (rep.unet[0].dtype === "f16") {
+      const v = rep.unetMath!;
+      assertEquals(v.variant, "every GEMM on f16 math");
+      assertEquals(v.rows.map((u) => u.batch), SMALL_SPEC.batches);
+      for (const u of v.rows) {
+        assertEquals(u.error, undefined);
+        finitePositive(u.wallMs, `f16-math UNet batch ${u.batch} wall`);
+        assertEquals(u.flops, rep.unet.find((d) => d.batch === u.batch)!.flops);
+      }
+      assert(md.includes("### The same calls with every GEMM on f16 math"), "no f16-math UNet table in report.md");
+    } else assertEquals(rep.unetMath, null);
     const unetCfg = JSON.parse(await Deno.readTextFile(join(TINY_SD, "unet", "config.json"))) as UNetConfig;
     const timestamps = a.features["timestamp-query"];
     for (const u of rep.unet) {

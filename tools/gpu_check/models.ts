@@ -13,6 +13,7 @@ import { resolveT0T1, text2video } from "../../pipeline/modes/text2video.ts";
 import { randomSource } from "../../pipeline/weights/random.ts";
 import { demoTokenizer } from "../../pipeline/models/demo.ts";
 import { benchUNetCalls, type UNetRow } from "../bench/unet.ts";
+import { adapterTiles, gemmHooks } from "../../pipeline/ops/matmul.ts";
 import { errorMessage, type LoopOptions } from "../bench/measure.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
 
@@ -127,6 +128,27 @@ export async function unetCalls(
     loop,
   });
   return rows.map((u) => ({ ...u, arithmetic: unetArithmetic(u, ceilings) }));
+}
+
+/** The same calls with every GEMM on the core's other f16 math (shaders/gemm.wgsl F16MATH: on where the adapter's
+ *  entry leaves it off, off where it turns it on): what switching the whole model would buy. f16 models only. */
+export async function unetMathVariant(
+  sd: StableDiffusion,
+  spec: ModelSpec,
+  loop: LoopOptions,
+  ceilings: Ceilings | null,
+): Promise<{ variant: string; rows: UNetReportRow[] } | null> {
+  if (sd.dtype !== "f16") return null;
+  const on = !(adapterTiles(sd.dev).f16Math ?? false);
+  gemmHooks.f16Math = on;
+  try {
+    return {
+      variant: on ? "every GEMM on f16 math" : "every GEMM on f32 math",
+      rows: await unetCalls(sd, spec, loop, ceilings),
+    };
+  } finally {
+    gemmHooks.f16Math = null;
+  }
 }
 
 export interface Text2VideoReport {

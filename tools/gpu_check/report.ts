@@ -64,6 +64,8 @@ export interface Report {
   tiles: TilesReport | null;
   /** One call at each batch: times, GPU time by kernel, FLOPs against the FMA ceiling. */
   unet: UNetReportRow[];
+  /** The same calls with every GEMM on the GEMM core's other f16 math (f16 only; null: not run). */
+  unetMath: { variant: string; rows: UNetReportRow[] } | null;
   text2video: Text2VideoReport | null;
   peers: {
     /** The UNet the peers and zerovid ran. */
@@ -98,6 +100,7 @@ export function emptyReport(small: boolean, budgetS: number): Report {
     kernels: [],
     tiles: null,
     unet: [],
+    unetMath: null,
     text2video: null,
     peers: { model: "", rows: [], ratios: [], missing: [], torch: null },
   };
@@ -173,6 +176,32 @@ function unetArithmeticLines(rows: UNetReportRow[]): string[] {
     "```",
     "",
     "GFLOP per call (linear, conv2d, attention: its parts); FMA ceiling in TFLOP/s.",
+  ];
+}
+
+/** The UNet calls again with the GEMM core's other f16 math, beside the default ones. */
+function unetMathLines(r: Report): string[] {
+  const v = r.unetMath;
+  if (!v) return [];
+  const cols = ["batch", "default wall ms", "default gpu ms", "variant wall ms", "variant gpu ms", "variant/default"];
+  return [
+    "",
+    `### The same calls with ${v.variant}`,
+    "",
+    "```",
+    table(
+      cols,
+      v.rows.map((x) => {
+        const d = r.unet.find((u) => u.batch === x.batch);
+        const ratio = x.gpuMs !== null && d?.gpuMs ? (x.gpuMs / d.gpuMs).toFixed(3) : "-";
+        return [x.batch, ms(d?.wallMs ?? null), ms(d?.gpuMs ?? null), ms(x.wallMs), ms(x.gpuMs), x.error ?? ratio];
+      }),
+      cols,
+    ),
+    "```",
+    "",
+    "variant/default: GPU time. Each shape's own choice goes to the tiles file (tiles section); this is the whole " +
+    "model switched at once ($ZEROVID_GEMM_F16).",
   ];
 }
 
@@ -337,7 +366,7 @@ export function renderMarkdown(r: Report): string {
       ["latent", "batch", "iters", "wall ms", "gpu ms", "dispatches"],
     ));
     L.push("```", "", "wall = record + submit + wait (no timestamps); gpu = sum of the dispatches' GPU timestamps.");
-    L.push(...unetArithmeticLines(r.unet), ...unetKernelLines(r));
+    L.push(...unetArithmeticLines(r.unet), ...unetKernelLines(r), ...unetMathLines(r));
   }
 
   L.push("", "## Text to video, end to end", "");
