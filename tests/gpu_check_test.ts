@@ -279,7 +279,9 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
       for (const u of v.rows) {
         assertEquals(u.error, undefined);
         finitePositive(u.wallMs, `f16-math UNet batch ${u.batch} wall`);
-        assertEquals(u.flops, rep.unet.find((d) => d.batch === u.batch)!.flops);
+        const d = rep.unet.find((d) => d.batch === u.batch)!;
+        assertEquals(u.flops, d.flops);
+        if (a.features["timestamp-query"]) assertEquals(u.vsDefault, u.gpuMs! / d.gpuMs!);
       }
       assert(md.includes("### The same calls with every GEMM on f16 math"), "no f16-math UNet table in report.md");
     } else assertEquals(rep.unetMath, null);

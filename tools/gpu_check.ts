@@ -255,7 +255,7 @@ if (sd) {
     report.unet = await unetCalls(model, spec, loop, report.ceilings);
     const err = report.unet.find((u) => u.error);
     if (err) throw new Error(`batch ${err.batch}: ${err.error}`);
-    report.unetMath = await unetMathVariant(model, spec, loop, report.ceilings);
+    report.unetMath = await unetMathVariant(model, spec, loop, report.ceilings, report.unet);
   });
   await section("text2video", 10, async () => {
     model.dev.setProfiling(false);
@@ -393,8 +393,7 @@ for (const u of report.unet) {
   if (top.length) console.log(`  top kernels: ${top.join(", ")}`);
 }
 for (const u of report.unetMath?.rows ?? []) {
-  const d = report.unet.find((x) => x.batch === u.batch);
-  const ratio = u.gpuMs !== null && d?.gpuMs ? ` (${(u.gpuMs / d.gpuMs).toFixed(2)}x the default's)` : "";
+  const ratio = u.vsDefault === null ? "" : ` (${u.vsDefault.toFixed(2)}x the default's)`;
   console.log(`UNet batch ${u.batch}, ${report.unetMath!.variant}: gpu ${u.gpuMs?.toFixed(1) ?? "-"} ms${ratio}`);
 }
 const t = report.text2video;

@@ -61,7 +61,12 @@ export function threads(t: GemmTile): number {
  *  entry's `f16Math`, else not. f32 runs never do. */
 export function f16Math(dev: Device, tile: GemmTile, dtype: DType): boolean {
   if (dtype !== "f16") return false;
-  return gemmHooks.f16Math ?? f16MathEnv() ?? tile.f16 ?? adapterTiles(dev).f16Math ?? false;
+  return f16MathForced() ?? tile.f16 ?? adapterTiles(dev).f16Math ?? false;
+}
+
+/** The f16 math every GEMM gets whatever its tile says (the test hook, else $ZEROVID_GEMM_F16), or null. */
+export function f16MathForced(): boolean | null {
+  return gemmHooks.f16Math ?? f16MathEnv();
 }
 
 let envF16: boolean | null | undefined;

@@ -130,6 +130,11 @@ export async function unetCalls(
   return rows.map((u) => ({ ...u, arithmetic: unetArithmetic(u, ceilings) }));
 }
 
+/** A UNet call again on the GEMM core's other math, and its GPU time over the default call's at that batch. */
+export interface UNetVariantRow extends UNetReportRow {
+  vsDefault: number | null;
+}
+
 /** The same calls with every GEMM on the core's other f16 math (shaders/gemm.wgsl F16MATH: on where the adapter's
  *  entry leaves it off, off where it turns it on): what switching the whole model would buy. f16 models only. */
 export async function unetMathVariant(
@@ -137,14 +142,19 @@ export async function unetMathVariant(
   spec: ModelSpec,
   loop: LoopOptions,
   ceilings: Ceilings | null,
-): Promise<{ variant: string; rows: UNetReportRow[] } | null> {
+  defaults: UNetRow[],
+): Promise<{ variant: string; rows: UNetVariantRow[] } | null> {
   if (sd.dtype !== "f16") return null;
   const on = !(adapterTiles(sd.dev).f16Math ?? false);
   gemmHooks.f16Math = on;
   try {
+    const rows = await unetCalls(sd, spec, loop, ceilings);
     return {
       variant: on ? "every GEMM on f16 math" : "every GEMM on f32 math",
-      rows: await unetCalls(sd, spec, loop, ceilings),
+      rows: rows.map((u) => {
+        const d = defaults.find((x) => x.batch === u.batch)?.gpuMs;
+        return { ...u, vsDefault: u.gpuMs !== null && d ? u.gpuMs / d : null };
+      }),
     };
   } finally {
     gemmHooks.f16Math = null;

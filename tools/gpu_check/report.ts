@@ -7,7 +7,7 @@ import { type PeerRow, ratioText } from "../bench/peers.ts";
 import type { AdapterReport, MachineReport } from "./adapter.ts";
 import type { Counts } from "./correctness.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
-import type { Text2VideoReport, UNetReportRow } from "./models.ts";
+import type { Text2VideoReport, UNetReportRow, UNetVariantRow } from "./models.ts";
 import { type TilesReport, tileText } from "./tiles.ts";
 
 export const SECTIONS = [
@@ -65,7 +65,7 @@ export interface Report {
   /** One call at each batch: times, GPU time by kernel, FLOPs against the FMA ceiling. */
   unet: UNetReportRow[];
   /** The same calls with every GEMM on the GEMM core's other f16 math (f16 only; null: not run). */
-  unetMath: { variant: string; rows: UNetReportRow[] } | null;
+  unetMath: { variant: string; rows: UNetVariantRow[] } | null;
   text2video: Text2VideoReport | null;
   peers: {
     /** The UNet the peers and zerovid ran. */
@@ -193,7 +193,7 @@ function unetMathLines(r: Report): string[] {
       cols,
       v.rows.map((x) => {
         const d = r.unet.find((u) => u.batch === x.batch);
-        const ratio = x.gpuMs !== null && d?.gpuMs ? (x.gpuMs / d.gpuMs).toFixed(3) : "-";
+        const ratio = x.vsDefault === null ? "-" : x.vsDefault.toFixed(3);
         return [x.batch, ms(d?.wallMs ?? null), ms(d?.gpuMs ?? null), ms(x.wallMs), ms(x.gpuMs), x.error ?? ratio];
       }),
       cols,

@@ -12,6 +12,7 @@ import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import {
   adapterTiles,
   f16Math,
+  f16MathForced,
   type GemmCall,
   gemmHooks,
   type GemmTile,
@@ -185,8 +186,9 @@ export async function tuneTiles(
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
       for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
-      if (dtype === "f16") {
-        // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl).
+      if (dtype === "f16" && f16MathForced() === null) {
+        // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl);
+        // not when $ZEROVID_GEMM_F16 forces one math on every tile (both timings would run the same kernel).
         const other = { ...best, f16: !f16Math(dev, best, dtype) };
         const ms = await timeTile(dev, run, other, o.perTileMs);
         times.set(other, ms);
