@@ -1,20 +1,16 @@
 // Memory-efficient multi-head attention (flash-attention style online softmax; the Nq x Nk scores never exist).
 // Each query row is owned by TPR threads: each holds a 1/TPR slice of the row's q and output accumulator in registers
-// (vec4 columns u, u+TPR, ...) and the row's running max and sum (f32). Tiles of BK keys of K and V stream through
-// workgroup memory, where every row reads the same key (broadcast loads). With TPR > 1 the partial q.k dots are
-// summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head dims
-// past 160 use attention_tiled.wgsl (the registers would not hold a row).
-// Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread), TPR, WG, BK.
+// (vec4 columns u, u+TPR, ..., DV of them) and the row's running max and sum (f32). Tiles of BK keys of K and V stream
+// through workgroup memory, where every row reads the same key (broadcast loads). With TPR > 1 the partial q.k dots
+// are summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head
+// dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
+// Unrolled by hand, like the GEMM core (shaders/gemm.wgsl): private arrays indexed in loops stay in memory on some
+// drivers (llvmpipe) because wgpu's loop bounding can block unrolling. So the q slice (q0..q9), the accumulator
+// (o0..o9) and the tile's scores (s0..s3: 4 keys each) are named registers, and the constant guards below fold away.
+// Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread, <= 10), TPR, WG, BK (4, 8 or
+// 16 keys per tile).
 // Grid: x = query block, y = head, z = query batch.
-// q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
-// projection [B, N, 3C] are read in place. o is [B, Nq, c].
-struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32, qs: u32, ks: u32, vs: u32, qo: u32, ko: u32, vo: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-@group(0) @binding(4) var<storage, read_write> o: array<T>;
-
+// Parameters, bindings and the row loads: shaders/attention_io.wgsl.
 const BQ = WG / TPR; // query rows per workgroup
 const DVT = DV * TPR; // vec4 columns of a key row
 const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
@@ -22,68 +18,145 @@ const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never 
 var<workgroup> kt: array<vec4f, BK * DVT>;
 var<workgroup> vt: array<vec4f, BK * DVT>;
 
-// Four head elements of row `row` starting at column `col`, zero past D.
-fn ld_q(row: u32, col: u32) -> vec4f {
-  var x = vec4f(0.0);
-  if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(q[row + col]), f32(q[row + col + 1u]), f32(q[row + col + 2u]), f32(q[row + col + 3u])); }
-  } else {
-    if (col < D) { x.x = f32(q[row + col]); }
-    if (col + 1u < D) { x.y = f32(q[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(q[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(q[row + col + 3u]); }
-  }
-  return x;
+// This thread's slice of its query row (pre-scaled by scale*log2(e): scores come out in log2 units for exp2), of its
+// output accumulator, and its scores of the current key tile (s0: keys 0-3, s1: 4-7, s2/s3: 8-15).
+var<private> q0: vec4f;
+var<private> q1: vec4f;
+var<private> q2: vec4f;
+var<private> q3: vec4f;
+var<private> q4: vec4f;
+var<private> q5: vec4f;
+var<private> q6: vec4f;
+var<private> q7: vec4f;
+var<private> q8: vec4f;
+var<private> q9: vec4f;
+var<private> o0: vec4f;
+var<private> o1: vec4f;
+var<private> o2: vec4f;
+var<private> o3: vec4f;
+var<private> o4: vec4f;
+var<private> o5: vec4f;
+var<private> o6: vec4f;
+var<private> o7: vec4f;
+var<private> o8: vec4f;
+var<private> o9: vec4f;
+var<private> s0: vec4f;
+var<private> s1: vec4f;
+var<private> s2: vec4f;
+var<private> s3: vec4f;
+
+// This thread's slice of query row `row` (absent rows: zeros).
+fn load_q(row: u32, u: u32, valid: bool) {
+  if (!valid) { return; }
+  q0 = ld_q(row, u * 4u) * p.cl2;
+  if (DV > 1u) { q1 = ld_q(row, (u + TPR) * 4u) * p.cl2; }
+  if (DV > 2u) { q2 = ld_q(row, (u + 2u * TPR) * 4u) * p.cl2; }
+  if (DV > 3u) { q3 = ld_q(row, (u + 3u * TPR) * 4u) * p.cl2; }
+  if (DV > 4u) { q4 = ld_q(row, (u + 4u * TPR) * 4u) * p.cl2; }
+  if (DV > 5u) { q5 = ld_q(row, (u + 5u * TPR) * 4u) * p.cl2; }
+  if (DV > 6u) { q6 = ld_q(row, (u + 6u * TPR) * 4u) * p.cl2; }
+  if (DV > 7u) { q7 = ld_q(row, (u + 7u * TPR) * 4u) * p.cl2; }
+  if (DV > 8u) { q8 = ld_q(row, (u + 8u * TPR) * 4u) * p.cl2; }
+  if (DV > 9u) { q9 = ld_q(row, (u + 9u * TPR) * 4u) * p.cl2; }
 }
 
-fn ld_k(row: u32, col: u32) -> vec4f {
-  var x = vec4f(0.0);
-  if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(k[row + col]), f32(k[row + col + 1u]), f32(k[row + col + 2u]), f32(k[row + col + 3u])); }
-  } else {
-    if (col < D) { x.x = f32(k[row + col]); }
-    if (col + 1u < D) { x.y = f32(k[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(k[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(k[row + col + 3u]); }
-  }
-  return x;
+// The partial q.k dot of tile key j: a = j * DVT + u indexes this thread's first vec4 of the key's row.
+fn qk(a: u32) -> f32 {
+  var d = dot(q0, kt[a]);
+  if (DV > 1u) { d += dot(q1, kt[a + TPR]); }
+  if (DV > 2u) { d += dot(q2, kt[a + 2u * TPR]); }
+  if (DV > 3u) { d += dot(q3, kt[a + 3u * TPR]); }
+  if (DV > 4u) { d += dot(q4, kt[a + 4u * TPR]); }
+  if (DV > 5u) { d += dot(q5, kt[a + 5u * TPR]); }
+  if (DV > 6u) { d += dot(q6, kt[a + 6u * TPR]); }
+  if (DV > 7u) { d += dot(q7, kt[a + 7u * TPR]); }
+  if (DV > 8u) { d += dot(q8, kt[a + 8u * TPR]); }
+  if (DV > 9u) { d += dot(q9, kt[a + 9u * TPR]); }
+  return d;
 }
 
-fn ld_v(row: u32, col: u32) -> vec4f {
-  var x = vec4f(0.0);
-  if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(v[row + col]), f32(v[row + col + 1u]), f32(v[row + col + 2u]), f32(v[row + col + 3u])); }
-  } else {
-    if (col < D) { x.x = f32(v[row + col]); }
-    if (col + 1u < D) { x.y = f32(v[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(v[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(v[row + col + 3u]); }
-  }
-  return x;
+// Partial dots of the four keys j0..j0+3.
+fn qk4(j0: u32, u: u32) -> vec4f {
+  let a = j0 * DVT + u;
+  return vec4f(qk(a), qk(a + DVT), qk(a + 2u * DVT), qk(a + 3u * DVT));
+}
+
+// o += pj * (this thread's slice of tile key j's value row, starting at a).
+fn pv(a: u32, pj: f32) {
+  let w = vec4f(pj);
+  o0 = fma(w, vt[a], o0);
+  if (DV > 1u) { o1 = fma(w, vt[a + TPR], o1); }
+  if (DV > 2u) { o2 = fma(w, vt[a + 2u * TPR], o2); }
+  if (DV > 3u) { o3 = fma(w, vt[a + 3u * TPR], o3); }
+  if (DV > 4u) { o4 = fma(w, vt[a + 4u * TPR], o4); }
+  if (DV > 5u) { o5 = fma(w, vt[a + 5u * TPR], o5); }
+  if (DV > 6u) { o6 = fma(w, vt[a + 6u * TPR], o6); }
+  if (DV > 7u) { o7 = fma(w, vt[a + 7u * TPR], o7); }
+  if (DV > 8u) { o8 = fma(w, vt[a + 8u * TPR], o8); }
+  if (DV > 9u) { o9 = fma(w, vt[a + 9u * TPR], o9); }
+}
+
+// The four keys j0..j0+3 with probabilities w.
+fn pv4(j0: u32, u: u32, w: vec4f) {
+  let a = j0 * DVT + u;
+  pv(a, w.x);
+  pv(a + DVT, w.y);
+  pv(a + 2u * DVT, w.z);
+  pv(a + 3u * DVT, w.w);
+}
+
+fn rescale(a: f32) {
+  o0 *= a;
+  if (DV > 1u) { o1 *= a; }
+  if (DV > 2u) { o2 *= a; }
+  if (DV > 3u) { o3 *= a; }
+  if (DV > 4u) { o4 *= a; }
+  if (DV > 5u) { o5 *= a; }
+  if (DV > 6u) { o6 *= a; }
+  if (DV > 7u) { o7 *= a; }
+  if (DV > 8u) { o8 *= a; }
+  if (DV > 9u) { o9 *= a; }
+}
+
+// Scores of keys j0..j0+3 (tile at k0) past Nk, or after query qi when causal, become NEG.
+fn mask(s: vec4f, key: u32, qi: u32) -> vec4f {
+  let keys = vec4u(key) + vec4u(0u, 1u, 2u, 3u);
+  let ok = keys < vec4u(p.nk) & (vec4u(p.causal) == vec4u(0u) | keys <= vec4u(qi));
+  return select(vec4f(NEG), s, ok);
+}
+
+fn max4(s: vec4f) -> f32 {
+  return max(max(s.x, s.y), max(s.z, s.w));
+}
+
+fn sum4(s: vec4f) -> f32 {
+  return (s.x + s.y) + (s.z + s.w);
+}
+
+// Four elements (from column col) of the output row starting at `at`, scaled by inv; nothing past D.
+fn store(at: u32, col: u32, x: vec4f, inv: f32) {
+  if (col >= D) { return; }
+  let y = x * inv;
+  o[at + col] = T(y.x);
+  if (D % 4u == 0u || col + 1u < D) { o[at + col + 1u] = T(y.y); }
+  if (D % 4u == 0u || col + 2u < D) { o[at + col + 2u] = T(y.z); }
+  if (D % 4u == 0u || col + 3u < D) { o[at + col + 3u] = T(y.w); }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
-  let q0 = wid.x * BQ;
+  let row0 = wid.x * BQ;
   let h = wid.y;
   let b = wid.z;
   let r = t / TPR;
   let u = t % TPR;
-  let qi = q0 + r;
+  let qi = row0 + r;
   let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
   let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
   // Causal: keys past the block's last query are masked for every row, so skip their tiles.
-  let kend = select(p.nk, min(p.nk, q0 + BQ), p.causal != 0u);
+  let kend = select(p.nk, min(p.nk, row0 + BQ), p.causal != 0u);
 
-  // q pre-scaled by scale*log2(e): scores come out in log2 units for exp2.
-  var qv: array<vec4f, DV>;
-  let qrow = (b * p.nq + qi) * p.qs + p.qo + h * D;
-  for (var g = 0u; g < DV; g++) {
-    qv[g] = vec4f(0.0);
-    if (qi < p.nq) { qv[g] = ld_q(qrow, (u + g * TPR) * 4u) * p.cl2; }
-  }
-  var acc: array<vec4f, DV>;
-  for (var g = 0u; g < DV; g++) { acc[g] = vec4f(0.0); }
+  load_q((b * p.nq + qi) * p.qs + p.qo + h * D, u, qi < p.nq);
   var m = NEG;
   var l = 0.0;
 
@@ -103,44 +176,58 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     }
     workgroupBarrier();
 
-    var s: array<f32, BK>;
-    for (var j = 0u; j < BK; j++) {
-      var d = 0.0;
-      for (var g = 0u; g < DV; g++) { d += dot(qv[g], kt[j * DVT + u + g * TPR]); }
-      s[j] = d;
+    s0 = qk4(0u, u);
+    if (BK > 4u) { s1 = qk4(4u, u); }
+    if (BK > 8u) {
+      s2 = qk4(8u, u);
+      s3 = qk4(12u, u);
     }
-    if (TPR > 1u) { row_sums(&s, t, r); }
-    var mx = m;
-    for (var j = 0u; j < BK; j++) {
-      let key = k0 + j;
-      if (key >= p.nk || (p.causal != 0u && key > qi)) { s[j] = NEG; }
-      mx = max(mx, s[j]);
+    if (TPR > 1u) { row_sums(t, r); }
+    s0 = mask(s0, k0, qi);
+    var mx = max(m, max4(s0));
+    if (BK > 4u) {
+      s1 = mask(s1, k0 + 4u, qi);
+      mx = max(mx, max4(s1));
+    }
+    if (BK > 8u) {
+      s2 = mask(s2, k0 + 8u, qi);
+      s3 = mask(s3, k0 + 12u, qi);
+      mx = max(mx, max(max4(s2), max4(s3)));
     }
     let a = exp2(m - mx);
     m = mx;
     l *= a;
-    for (var g = 0u; g < DV; g++) { acc[g] *= a; }
+    rescale(a);
 
-    for (var j = 0u; j < BK; j++) {
-      let pj = exp2(s[j] - m);
-      l += pj;
-      for (var g = 0u; g < DV; g++) {
-        acc[g] = fma(vec4f(pj), vt[j * DVT + u + g * TPR], acc[g]);
-      }
+    let w0 = exp2(s0 - vec4f(m));
+    l += sum4(w0);
+    pv4(0u, u, w0);
+    if (BK > 4u) {
+      let w1 = exp2(s1 - vec4f(m));
+      l += sum4(w1);
+      pv4(4u, u, w1);
+    }
+    if (BK > 8u) {
+      let w2 = exp2(s2 - vec4f(m));
+      let w3 = exp2(s3 - vec4f(m));
+      l += sum4(w2) + sum4(w3);
+      pv4(8u, u, w2);
+      pv4(12u, u, w3);
     }
     workgroupBarrier();
   }
 
   if (qi >= p.nq) { return; }
   let inv = 1.0 / l;
-  for (var g = 0u; g < DV; g++) {
-    let col = (u + g * TPR) * 4u;
-    if (col >= D) { continue; }
-    let y = acc[g] * inv;
-    let at = (b * p.nq + qi) * p.c + h * D + col;
-    o[at] = T(y.x);
-    if (D % 4u == 0u || col + 1u < D) { o[at + 1u] = T(y.y); }
-    if (D % 4u == 0u || col + 2u < D) { o[at + 2u] = T(y.z); }
-    if (D % 4u == 0u || col + 3u < D) { o[at + 3u] = T(y.w); }
-  }
+  let at = (b * p.nq + qi) * p.c + h * D;
+  store(at, u * 4u, o0, inv);
+  if (DV > 1u) { store(at, (u + TPR) * 4u, o1, inv); }
+  if (DV > 2u) { store(at, (u + 2u * TPR) * 4u, o2, inv); }
+  if (DV > 3u) { store(at, (u + 3u * TPR) * 4u, o3, inv); }
+  if (DV > 4u) { store(at, (u + 4u * TPR) * 4u, o4, inv); }
+  if (DV > 5u) { store(at, (u + 5u * TPR) * 4u, o5, inv); }
+  if (DV > 6u) { store(at, (u + 6u * TPR) * 4u, o6, inv); }
+  if (DV > 7u) { store(at, (u + 7u * TPR) * 4u, o7, inv); }
+  if (DV > 8u) { store(at, (u + 8u * TPR) * 4u, o8, inv); }
+  if (DV > 9u) { store(at, (u + 9u * TPR) * 4u, o9, inv); }
 }

@@ -1,14 +1,26 @@
 // row_sums() for attention.wgsl without subgroups: the TPR threads of a query row add their partial q.k dots of the
-// BK keys of this tile through workgroup memory (one barrier; the tile loop's barriers keep `part` from being
-// overwritten while read).
-var<workgroup> part: array<f32, select(1u, BK * WG, TPR > 1u)>;
+// BK keys of this tile (s0..s3) through workgroup memory (one barrier; the tile loop's barriers keep `part` from
+// being overwritten while read).
+var<workgroup> part: array<vec4f, select(1u, (BK / 4u) * WG, TPR > 1u)>;
 
-fn row_sums(s: ptr<function, array<f32, BK>>, t: u32, r: u32) {
-  for (var j = 0u; j < BK; j++) { part[j * WG + t] = (*s)[j]; }
+fn row_sum(i: u32, r: u32) -> vec4f {
+  var d = vec4f(0.0);
+  for (var w = 0u; w < TPR; w++) { d += part[i * WG + r * TPR + w]; }
+  return d;
+}
+
+fn row_sums(t: u32, r: u32) {
+  part[t] = s0;
+  if (BK > 4u) { part[WG + t] = s1; }
+  if (BK > 8u) {
+    part[2u * WG + t] = s2;
+    part[3u * WG + t] = s3;
+  }
   workgroupBarrier();
-  for (var j = 0u; j < BK; j++) {
-    var d = 0.0;
-    for (var w = 0u; w < TPR; w++) { d += part[j * WG + r * TPR + w]; }
-    (*s)[j] = d;
+  s0 = row_sum(0u, r);
+  if (BK > 4u) { s1 = row_sum(1u, r); }
+  if (BK > 8u) {
+    s2 = row_sum(2u, r);
+    s3 = row_sum(3u, r);
   }
 }

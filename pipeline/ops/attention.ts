@@ -3,6 +3,8 @@
 // tokens costs only its output.
 import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
+import flashSrc from "../../shaders/attention_flash.wgsl" with { type: "text" };
+import ioSrc from "../../shaders/attention_io.wgsl" with { type: "text" };
 import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import rowsSgSrc from "../../shaders/attention_rows_sg.wgsl" with { type: "text" };
 import { rowsOnSubgroups } from "../gpu/subgroups.ts";
@@ -28,9 +30,9 @@ export interface RowsConfig {
   kind: "rows";
   /** Threads per query row (1, 2, 4). */
   TPR: number;
-  /** vec4 columns of the head dim per thread (DV * TPR * 4 >= D). */
+  /** vec4 columns of the head dim per thread (DV * TPR * 4 >= D; at most ROWS_MAX_DV, the kernel's named registers). */
   DV: number;
-  /** Keys per tile. */
+  /** Keys per tile: 4, 8 or 16 (the kernel's s0..s3 score registers). */
   BK: number;
   /** Threads per workgroup (WG / TPR query rows). */
   WG: number;
@@ -55,11 +57,22 @@ export interface TiledConfig {
   TCO: number;
 }
 
-export type AttentionConfig = RowsConfig | TiledConfig;
+/** Flash kernel (shaders/attention_flash.wgsl), small head dims: 4 x 4 register blocks of Q K^T and P V. Threads:
+ *  BQ / 4 * D4; keys per tile: 4 * D4. */
+export interface FlashConfig {
+  kind: "flash";
+  /** Queries per workgroup (a multiple of 4). */
+  BQ: number;
+  /** vec4 columns of the head dim (ceil(D / 4)). */
+  D4: number;
+}
+
+export type AttentionConfig = RowsConfig | TiledConfig | FlashConfig;
 
 /** Workgroup memory of a config, in bytes (mirrors the shaders' `var<workgroup>` declarations). */
 export function attentionSharedBytes(c: AttentionConfig): number {
-  if (c.kind === "rows") return 2 * 16 * c.BK * c.DV * c.TPR + (c.TPR > 1 ? 4 * c.BK * c.WG : 4);
+  if (c.kind === "rows") return 2 * 16 * c.BK * c.DV * c.TPR + 16 * (c.TPR > 1 ? (c.BK / 4) * c.WG : 1);
+  if (c.kind === "flash") return 16 * c.D4 * c.BQ * 2 + 64 * c.D4 * c.D4 + 4 * c.D4 * c.BQ + 12 * c.BQ;
   const ks = c.DV | 1;
   return 16 * (c.BQ * c.DV + c.BK * ks) + 4 * (c.BQ * (c.BK + 1) + 3 * c.BQ);
 }
@@ -68,26 +81,46 @@ export function attentionSharedBytes(c: AttentionConfig): number {
 // runs in production is the one the tests run on lavapipe (32 KiB).
 const SHARED_CAP = 32768;
 const WG = 128;
+/** Most threads of a flash workgroup (WebGPU's default limit). */
+const FLASH_MAX_WG = 256;
+/** vec4 columns of a query row one thread of the rows kernel holds (q0..q9, o0..o9 in shaders/attention.wgsl). */
+const ROWS_MAX_DV = 10;
 /** Largest head dim of the rows kernel: 4 threads x 10 vec4 columns. */
 const ROWS_MAX_D = 160;
+/** Key tiles of the rows kernel (s0..s3: 4 keys each), largest first. */
+const ROWS_BK = [16, 8, 4];
 
-/** The tiling used for head dim D within `budget` bytes of workgroup memory. */
+/** The tiling used for head dim D within `budget` bytes of workgroup memory: the flash kernel where it fits (SD's
+ *  D = 40 and 64: 1.6-1.9x the rows kernel on llvmpipe), except below D = 13, where its workgroup would have fewer
+ *  threads than rows (no gain measured at D = 8); else the rows kernel up to D = 160, else the tiled one. */
 export function attentionConfig(D: number, budget = SHARED_CAP): AttentionConfig {
-  return D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget);
+  const flash = Math.ceil(D / 4) >= 4 ? flashConfig(D, budget) : null;
+  return flash ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget));
+}
+
+/** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; null when none
+ *  does (large head dims: the K/V tile alone grows as D^2). */
+export function flashConfig(D: number, budget = SHARED_CAP): FlashConfig | null {
+  const D4 = Math.ceil(D / 4);
+  for (const BQ of [64, 32, 16]) {
+    const c: FlashConfig = { kind: "flash", BQ, D4 };
+    if ((BQ / 4) * D4 <= FLASH_MAX_WG && attentionSharedBytes(c) <= budget) return c;
+  }
+  return null;
 }
 
 /**
  * Rows kernel: the fewest threads per row that keep a thread's q and output slices at <= 10 vec4 each (80 registers),
- * then the largest key tile that keeps q + output + scores at <= 96 floats and fits `budget`.
+ * then the largest key tile that fits `budget`.
  */
 export function rowsConfig(D: number, budget = SHARED_CAP): RowsConfig {
   const dv4 = Math.ceil(D / 4);
   let TPR = 1;
-  while (Math.ceil(dv4 / TPR) > 10 && TPR < WG) TPR *= 2;
+  while (Math.ceil(dv4 / TPR) > ROWS_MAX_DV && TPR < WG) TPR *= 2;
   const DV = Math.ceil(dv4 / TPR);
-  for (const BK of [32, 16, 8, 4]) {
+  for (const BK of ROWS_BK) {
     const c: RowsConfig = { kind: "rows", TPR, DV, BK, WG };
-    if (8 * DV + BK <= 96 && attentionSharedBytes(c) <= budget) return c;
+    if (attentionSharedBytes(c) <= budget) return c;
   }
   throw new GpuError(`attention: no tiling for head dim ${D} fits ${budget} bytes of workgroup memory`);
 }
@@ -130,9 +163,12 @@ function lexLess(a: number[], b: number[]): boolean {
 function checkConfig(c: AttentionConfig, D: number): void {
   const pos = (...xs: number[]) => xs.every((x) => Number.isInteger(x) && x > 0);
   let ok: boolean;
-  if (c.kind === "rows") {
+  if (c.kind === "flash") {
+    const { BQ, D4 } = c;
+    ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (BQ / 4) * D4 <= FLASH_MAX_WG;
+  } else if (c.kind === "rows") {
     const { TPR, DV, BK, WG } = c;
-    ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV * TPR * 4 >= D;
+    ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) && DV * TPR * 4 >= D;
   } else {
     const { BQ, BK, WG, CS, DV, NCH, TCO } = c;
     ok = pos(BQ, BK, WG, CS, DV, NCH, TCO) && BK % CS === 0 && WG % (BK / CS) === 0 &&
@@ -250,7 +286,9 @@ export function attentionWith(
   // A row's TPR threads sum their dots on subgroups when they fit in one.
   const SG = c.kind === "rows" && rowsOnSubgroups(dev, c.TPR);
   const kernel = kind === "rows"
-    ? dev.kernel(op, attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG }, q.dtype)
+    ? dev.kernel(op, ioSrc + attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG }, q.dtype)
+    : kind === "flash"
+    ? dev.kernel("attention_flash", ioSrc + flashSrc, { D, ...consts }, q.dtype)
     : dev.kernel("attention_tiled", attentionTiledSrc, { D, ...consts }, q.dtype);
 
   // Past the binding limit (lavapipe: 128 MiB) or the grid's z limit, split: whole kvBatchDiv groups per dispatch

@@ -67,8 +67,8 @@ interface Shape {
 }
 
 // Every Nq/Nk below (but the 1-token and batch-split cases) is a non-multiple of the query blocks (16/32/64/128) and key tiles
-// (8/16/32) of the tilings used. Without `internal` a case runs the production tiling: rows kernel up to D = 160,
-// tiled kernel above.
+// (4-16 in the rows kernel, 4 * ceil(D / 4) in the flash one) of the tilings used. Without `internal` a case runs the
+// production tiling: flash kernel where it fits from D = 13 (here 20, 40, 42, 64), else rows up to D = 160, else tiled.
 const shapes: Shape[] = [
   { Bq: 3, Nq: 37, Nk: 77, heads: 2, D: 4, opts: {} },
   { Bq: 3, Nq: 100, Nk: 100, heads: 8, D: 8, opts: {} },
@@ -90,9 +90,21 @@ const shapes: Shape[] = [
   { Bq: 5, Nq: 140, Nk: 140, heads: 2, D: 8, opts: { kvBatchDiv: 2 } },
   { Bq: 6, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { kvBatchDiv: 3 } },
   { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 } },
-  // Rows kernel at the tilings of GPUs with 16 KiB of workgroup memory (key tiles of 8).
-  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { causal: true }, internal: { cfg: rowsConfig(80, 16384) } },
+  // Rows kernel at its smaller key tiles (8 and 4 keys: s0..s1, s0 only) and other workgroup sizes; the 16 KiB
+  // tiling of D = 160 is the 8-key one.
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { causal: true }, internal: { cfg: rowsCfg(4, 5, 4, 128) } },
   { Bq: 3, Nq: 40, Nk: 50, heads: 2, D: 160, opts: { kvBatchDiv: 2 }, internal: { cfg: rowsConfig(160, 16384) } },
+  { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: { scale: 0.4 }, internal: { cfg: rowsCfg(1, 10, 8, 64) } },
+  // Head dims that are not a multiple of 4 (partial last vec4), one and two threads per row.
+  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {} },
+  { Bq: 2, Nq: 33, Nk: 50, heads: 2, D: 42, opts: { causal: true } },
+  // Flash kernel (production where it fits from D = 13: D = 40, 42, 64 above) at its other query blocks, below
+  // D = 13 (fewer threads than rows), causal, cross-frame, and the rows kernel at a head dim it takes in production.
+  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { causal: true }, internal: { cfg: flashCfg(32, 40) } },
+  { Bq: 5, Nq: 70, Nk: 77, heads: 2, D: 64, opts: { kvBatchDiv: 2 }, internal: { cfg: flashCfg(16, 64) } },
+  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: { scale: 0.7 }, internal: { cfg: flashCfg(64, 6) } },
+  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: flashCfg(16, 8) } },
+  { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: rowsConfig(40) } },
   // Tiled kernel (production: D > 160) at small head dims and 16 KiB tilings (head dim split into chunks).
   { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: tiledConfig(40) } },
   { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {}, internal: { cfg: tiledConfig(6) } },
@@ -113,14 +125,24 @@ const shapes: Shape[] = [
   { Bq: 2, Nq: 37, Nk: 37, heads: 2, D: 8, opts: {}, packed: "qkv" },
   { Bq: 3, Nq: 30, Nk: 30, heads: 3, D: 6, opts: {}, packed: "qkv", internal: { cfg: tiledConfig(6) } },
   { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 }, packed: "kv" },
+  { Bq: 2, Nq: 37, Nk: 37, heads: 2, D: 20, opts: {}, packed: "qkv" },
   { Bq: 5, Nq: 16, Nk: 16, heads: 2, D: 8, opts: {}, packed: "qkv", internal: { maxBinding: 2 * 16 * 60 * 4 } },
   // Batch split at a small binding limit: 2 q batches per dispatch (within one kvBatchDiv group), then whole groups.
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 3 }, internal: { maxBinding: 2 * 16 * 16 * 4 } },
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
 ];
 
+function flashCfg(BQ: number, D: number): AttentionConfig {
+  return { kind: "flash", BQ, D4: Math.ceil(D / 4) };
+}
+
+function rowsCfg(TPR: number, DV: number, BK: number, WG: number): AttentionConfig {
+  return { kind: "rows", TPR, DV, BK, WG };
+}
+
 function cfgText(c: AttentionConfig): string {
-  return c.kind === "rows" ? `rows TPR=${c.TPR} BK=${c.BK}` : `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
+  if (c.kind === "flash") return `flash BQ=${c.BQ}`;
+  return c.kind === "rows" ? `rows TPR=${c.TPR} BK=${c.BK} WG=${c.WG}` : `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
 }
 
 function describe(s: Shape): string {
@@ -205,31 +227,38 @@ function perfSetup(
   dtype: DType,
   [Bq, Nq, Nk, heads, D]: number[],
   opts: AttentionOpts = {},
+  cfg?: AttentionConfig,
 ): () => void {
   const C = heads * D, Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
   const q = up(dev, randn(Bq * Nq * C, 1), [Bq, Nq, C], dtype);
   const k = up(dev, randn(Bk * Nk * C, 2), [Bk, Nk, C], dtype);
   const v = up(dev, randn(Bk * Nk * C, 3), [Bk, Nk, C], dtype);
   const out = up(dev, randn(Bq * Nq * C, 4), [Bq, Nq, C], dtype);
-  return () => attention(q, k, v, heads, { ...opts, out });
+  return () => attentionWith(q, k, v, heads, { ...opts, out }, { cfg });
 }
 
-function perfCase(op: string, dims: number[], opts: AttentionOpts = {}): PerfCase {
+/** `cfg`: another kernel than production's, named in the shape (gpu-check's kernels section times both). */
+function perfCase(op: string, dims: number[], opts: AttentionOpts = {}, cfg?: AttentionConfig): PerfCase {
   const [Bq, Nq, Nk, heads, D] = dims;
   const Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
   return {
     op,
-    shape: `B=${Bq} Nq=${Nq} Nk=${Nk} heads=${heads} D=${D}${opts.kvBatchDiv ? ` kvBatchDiv=${opts.kvBatchDiv}` : ""}`,
+    shape: `B=${Bq} Nq=${Nq} Nk=${Nk} heads=${heads} D=${D}${opts.kvBatchDiv ? ` kvBatchDiv=${opts.kvBatchDiv}` : ""}${
+      cfg ? ` ${cfg.kind} kernel` : ""
+    }`,
     flops: 4 * Bq * heads * Nq * Nk * D,
     // f32 bytes of the minimum traffic (q, k, v read once, o written once).
     bytes: 4 * heads * D * (2 * Bq * Nq + 2 * Bk * Nk),
-    setup: (dev, dtype) => perfSetup(dev, dtype, dims, opts),
+    setup: (dev, dtype) => perfSetup(dev, dtype, dims, opts, cfg),
   };
 }
 
 export const perf: PerfCase[] = [
   // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention, text cross-attention, VAE mid-block.
   perfCase("attention.self", [2, 4096, 4096, 8, 40]),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsConfig(40)),
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
+  // The 32x32 level (D = 80: the rows kernel; the flash tile would not fit).
+  perfCase("attention.self", [2, 1024, 1024, 8, 80]),
   perfCase("attention.vae", [1, 4096, 4096, 1, 512]),
 ];

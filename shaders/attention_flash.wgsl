@@ -1,0 +1,189 @@
+// Multi-head attention for small head dims as two register-blocked products per key tile (flash-attention style
+// online softmax; the Nq x Nk scores never exist). attention.wgsl gives each thread one query row, so every vec4 it
+// reads from workgroup memory feeds 4 FMAs; here a thread owns a 4 x 4 block of each product, so a vec4 read feeds 16
+// (a GEMM's register blocking), and its registers stay few (16 scores, 16 outputs).
+// One workgroup: BQ queries of one (batch, head), WG = BQ / 4 * D4 threads, key tiles of BK = 4 * D4 keys (D4: vec4
+// columns of the padded head dim), so the same thread grid fits both products:
+//   1. S = Q K^T: thread (tq, tk) scores queries 4tq..+3 against keys 4tk..+3 over the head dim (s0..s3: one query
+//      each, its 4 keys), from Q (resident, d-major) and the K tile (d-major);
+//   2. online softmax: each row's max over the tile from the D4 threads' partial maxima (one thread per row merges),
+//      P = exp2(S - max) into workgroup memory (key-major), the row sums likewise;
+//   3. O = O * rescale + P V: thread (tq, tc) owns queries 4tq..+3 x vec4 column tc (o0..o3), from P and the V tile
+//      (key-major; it reuses K's buffer).
+// All f32 in workgroup memory and registers, whatever T.
+// Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4).
+// Grid: x = query block, y = head, z = query batch.
+// Parameters, bindings and the row loads: shaders/attention_io.wgsl.
+const QG = BQ / 4u; // query groups of 4
+const WG = QG * D4;
+const BK = 4u * D4; // keys per tile
+const KG = BK / 4u; // key groups of 4 (= D4)
+const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
+
+var<workgroup> qs: array<vec4f, 4u * D4 * QG>; // [d][query group]: 4 queries' element d, pre-scaled
+var<workgroup> kv: array<vec4f, 4u * D4 * KG>; // K: [d][key group]; V: [key][vec4 column]
+var<workgroup> ps: array<vec4f, BK * QG>; // P: [key][query group]
+var<workgroup> part: array<f32, D4 * BQ>; // per (key group, row): partial max, later partial sum
+var<workgroup> rmax: array<f32, BQ>;
+var<workgroup> rsum: array<f32, BQ>;
+var<workgroup> rscale: array<f32, BQ>;
+
+fn max4(s: vec4f) -> f32 {
+  return max(max(s.x, s.y), max(s.z, s.w));
+}
+
+fn sum4(s: vec4f) -> f32 {
+  return (s.x + s.y) + (s.z + s.w);
+}
+
+// Scores of keys key..key+3 past Nk, or after query qi when causal, become NEG.
+fn mask(s: vec4f, key: u32, qi: u32) -> vec4f {
+  let keys = vec4u(key) + vec4u(0u, 1u, 2u, 3u);
+  let ok = keys < vec4u(p.nk) & (vec4u(p.causal) == vec4u(0u) | keys <= vec4u(qi));
+  return select(vec4f(NEG), s, ok);
+}
+
+// Four head elements (from column col) of an output row starting at `at`, divided by the row's sum; nothing past D.
+fn store(at: u32, col: u32, x: vec4f, l: f32) {
+  if (col >= D) { return; }
+  let y = x / l;
+  o[at + col] = T(y.x);
+  if (D % 4u == 0u || col + 1u < D) { o[at + col + 1u] = T(y.y); }
+  if (D % 4u == 0u || col + 2u < D) { o[at + col + 2u] = T(y.z); }
+  if (D % 4u == 0u || col + 3u < D) { o[at + col + 3u] = T(y.w); }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let row0 = wid.x * BQ;
+  let h = wid.y;
+  let b = wid.z;
+  let tq = t / D4;
+  let tk = t % D4; // phase 1: key group; phase 3: vec4 column
+  let qi = row0 + 4u * tq; // this thread's first query
+  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
+  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
+  // Causal: keys past the block's last query are masked for every row, so skip their tiles.
+  let kend = select(p.nk, min(p.nk, row0 + BQ), p.causal != 0u);
+
+  // Q tile, transposed to [d][query group] (zeros past Nq and D).
+  for (var e = t; e < BQ * D4; e += WG) {
+    let r = e / D4;
+    let c = e % D4;
+    var x = vec4f(0.0);
+    if (row0 + r < p.nq) { x = ld_q((b * p.nq + row0 + r) * p.qs + p.qo + h * D, 4u * c) * p.cl2; }
+    let a = 4u * c * QG + r / 4u;
+    qs[a][r % 4u] = x.x;
+    qs[a + QG][r % 4u] = x.y;
+    qs[a + 2u * QG][r % 4u] = x.z;
+    qs[a + 3u * QG][r % 4u] = x.w;
+  }
+  for (var r = t; r < BQ; r += WG) {
+    rmax[r] = NEG;
+    rsum[r] = 0.0;
+  }
+  var o0 = vec4f(0.0);
+  var o1 = vec4f(0.0);
+  var o2 = vec4f(0.0);
+  var o3 = vec4f(0.0);
+
+  for (var k0 = 0u; k0 < kend; k0 += BK) {
+    // K tile, transposed to [d][key group] (zeros past Nk).
+    for (var e = t; e < BK * D4; e += WG) {
+      let j = e / D4;
+      let c = e % D4;
+      var x = vec4f(0.0);
+      if (k0 + j < p.nk) { x = ld_k(kbase + (k0 + j) * p.ks, 4u * c); }
+      let a = 4u * c * KG + j / 4u;
+      kv[a][j % 4u] = x.x;
+      kv[a + KG][j % 4u] = x.y;
+      kv[a + 2u * KG][j % 4u] = x.z;
+      kv[a + 3u * KG][j % 4u] = x.w;
+    }
+    workgroupBarrier();
+
+    // 1. Scores: s_i = queries qi + i against keys k0 + 4tk .. +3.
+    var s0 = vec4f(0.0);
+    var s1 = vec4f(0.0);
+    var s2 = vec4f(0.0);
+    var s3 = vec4f(0.0);
+    for (var d = 0u; d < D; d++) {
+      let a = qs[d * QG + tq];
+      let kk = kv[d * KG + tk];
+      s0 = fma(vec4f(a.x), kk, s0);
+      s1 = fma(vec4f(a.y), kk, s1);
+      s2 = fma(vec4f(a.z), kk, s2);
+      s3 = fma(vec4f(a.w), kk, s3);
+    }
+    let key = k0 + 4u * tk;
+    s0 = mask(s0, key, qi);
+    s1 = mask(s1, key, qi + 1u);
+    s2 = mask(s2, key, qi + 2u);
+    s3 = mask(s3, key, qi + 3u);
+    let pr = tk * BQ + 4u * tq;
+    part[pr] = max4(s0);
+    part[pr + 1u] = max4(s1);
+    part[pr + 2u] = max4(s2);
+    part[pr + 3u] = max4(s3);
+    workgroupBarrier();
+
+    // 2. Each row's new max and rescale factor (a thread per row); K is consumed, so V's tile goes in meanwhile.
+    for (var r = t; r < BQ; r += WG) {
+      let mold = rmax[r];
+      var m = mold;
+      for (var g = 0u; g < D4; g++) { m = max(m, part[g * BQ + r]); }
+      rscale[r] = exp2(mold - m);
+      rmax[r] = m;
+    }
+    for (var e = t; e < BK * D4; e += WG) {
+      let j = e / D4;
+      var x = vec4f(0.0);
+      if (k0 + j < p.nk) { x = ld_v(vbase + (k0 + j) * p.vs, 4u * (e % D4)); }
+      kv[e] = x;
+    }
+    workgroupBarrier();
+    let w0 = exp2(s0 - vec4f(rmax[qi - row0]));
+    let w1 = exp2(s1 - vec4f(rmax[qi - row0 + 1u]));
+    let w2 = exp2(s2 - vec4f(rmax[qi - row0 + 2u]));
+    let w3 = exp2(s3 - vec4f(rmax[qi - row0 + 3u]));
+    let pa = 4u * tk * QG + tq;
+    ps[pa] = vec4f(w0.x, w1.x, w2.x, w3.x);
+    ps[pa + QG] = vec4f(w0.y, w1.y, w2.y, w3.y);
+    ps[pa + 2u * QG] = vec4f(w0.z, w1.z, w2.z, w3.z);
+    ps[pa + 3u * QG] = vec4f(w0.w, w1.w, w2.w, w3.w);
+    part[pr] = sum4(w0);
+    part[pr + 1u] = sum4(w1);
+    part[pr + 2u] = sum4(w2);
+    part[pr + 3u] = sum4(w3);
+    workgroupBarrier();
+    for (var r = t; r < BQ; r += WG) {
+      var l = 0.0;
+      for (var g = 0u; g < D4; g++) { l += part[g * BQ + r]; }
+      rsum[r] = rsum[r] * rscale[r] + l;
+    }
+
+    // 3. O = O * rescale + P V for queries qi..+3, vec4 column tk.
+    let r = qi - row0;
+    o0 *= rscale[r];
+    o1 *= rscale[r + 1u];
+    o2 *= rscale[r + 2u];
+    o3 *= rscale[r + 3u];
+    for (var j = 0u; j < BK; j++) {
+      let w = ps[j * QG + tq];
+      let vv = kv[j * D4 + tk];
+      o0 = fma(vec4f(w.x), vv, o0);
+      o1 = fma(vec4f(w.y), vv, o1);
+      o2 = fma(vec4f(w.z), vv, o2);
+      o3 = fma(vec4f(w.w), vv, o3);
+    }
+    workgroupBarrier();
+  }
+
+  let r = qi - row0;
+  let col = 4u * tk;
+  let at = (b * p.nq + qi) * p.c + h * D;
+  if (qi < p.nq) { store(at, col, o0, rsum[r]); }
+  if (qi + 1u < p.nq) { store(at + p.c, col, o1, rsum[r + 1u]); }
+  if (qi + 2u < p.nq) { store(at + 2u * p.c, col, o2, rsum[r + 2u]); }
+  if (qi + 3u < p.nq) { store(at + 3u * p.c, col, o3, rsum[r + 3u]); }
+}

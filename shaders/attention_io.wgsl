@@ -1,0 +1,51 @@
+// The I/O shared by the attention kernels (prepended to shaders/attention.wgsl and shaders/attention_flash.wgsl):
+// parameters, bindings and the loads of four head elements of a q, k or v row as f32.
+// q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
+// projection [B, N, 3C] are read in place. o is [B, Nq, c]. div: query batch b reads k/v batch b / div. cl2: the
+// softmax scale times log2(e) (scores in log2 units for exp2).
+struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32, qs: u32, ks: u32, vs: u32, qo: u32, ko: u32, vo: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
+@group(0) @binding(4) var<storage, read_write> o: array<T>;
+
+// Four head elements of row `row` starting at column `col`, zero past D.
+fn ld_q(row: u32, col: u32) -> vec4f {
+  var x = vec4f(0.0);
+  if (D % 4u == 0u) {
+    if (col < D) { x = vec4f(f32(q[row + col]), f32(q[row + col + 1u]), f32(q[row + col + 2u]), f32(q[row + col + 3u])); }
+  } else {
+    if (col < D) { x.x = f32(q[row + col]); }
+    if (col + 1u < D) { x.y = f32(q[row + col + 1u]); }
+    if (col + 2u < D) { x.z = f32(q[row + col + 2u]); }
+    if (col + 3u < D) { x.w = f32(q[row + col + 3u]); }
+  }
+  return x;
+}
+
+fn ld_k(row: u32, col: u32) -> vec4f {
+  var x = vec4f(0.0);
+  if (D % 4u == 0u) {
+    if (col < D) { x = vec4f(f32(k[row + col]), f32(k[row + col + 1u]), f32(k[row + col + 2u]), f32(k[row + col + 3u])); }
+  } else {
+    if (col < D) { x.x = f32(k[row + col]); }
+    if (col + 1u < D) { x.y = f32(k[row + col + 1u]); }
+    if (col + 2u < D) { x.z = f32(k[row + col + 2u]); }
+    if (col + 3u < D) { x.w = f32(k[row + col + 3u]); }
+  }
+  return x;
+}
+
+fn ld_v(row: u32, col: u32) -> vec4f {
+  var x = vec4f(0.0);
+  if (D % 4u == 0u) {
+    if (col < D) { x = vec4f(f32(v[row + col]), f32(v[row + col + 1u]), f32(v[row + col + 2u]), f32(v[row + col + 3u])); }
+  } else {
+    if (col < D) { x.x = f32(v[row + col]); }
+    if (col + 1u < D) { x.y = f32(v[row + col + 1u]); }
+    if (col + 2u < D) { x.z = f32(v[row + col + 2u]); }
+    if (col + 3u < D) { x.w = f32(v[row + col + 3u]); }
+  }
+  return x;
+}
