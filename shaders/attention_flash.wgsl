@@ -2,28 +2,32 @@
 // online softmax; the Nq x Nk scores never exist). attention.wgsl gives each thread one query row, so every vec4 it
 // reads from workgroup memory feeds 4 FMAs; here a thread owns a 4 x 4 block of each product, so a vec4 read feeds 16
 // (a GEMM's register blocking), and its registers stay few (16 scores, 16 outputs).
-// One workgroup: BQ queries of one (batch, head), WG = BQ / 4 * D4 threads, key tiles of BK = 4 * D4 keys (D4: vec4
-// columns of the padded head dim), so the same thread grid fits both products:
+// One workgroup: BQ queries of one (batch, head), WG = BQ / 4 * NCT threads, key tiles of BK = 4 * NCT keys, where
+// NCT = DC / CPT threads share the DC vec4 columns of the head dim (padded to CPT), CPT each; so the same thread grid
+// fits both products:
 //   1. S = Q K^T: thread (tq, tk) scores queries 4tq..+3 against keys 4tk..+3 over the head dim (s0..s3: one query
 //      each, its 4 keys), from Q (resident, d-major) and the K tile (d-major);
-//   2. online softmax: each row's max over the tile from the D4 threads' partial maxima (one thread per row merges),
+//   2. online softmax: each row's max over the tile from the NCT threads' partial maxima (a thread per row merges),
 //      P = exp2(S - max) into workgroup memory (key-major), the row sums likewise;
-//   3. O = O * rescale + P V: thread (tq, tc) owns queries 4tq..+3 x vec4 column tc (o0..o3), from P and the V tile
-//      (key-major; it reuses K's buffer).
+//   3. O = O * rescale + P V: thread (tq, tk) owns queries 4tq..+3 x vec4 columns tk (o0..o3) and, with CPT = 2,
+//      tk + NCT (o4..o7), from P and the V tile (key-major; it reuses K's buffer).
+// CPT = 2 halves the K/V tile (larger head dims fit: D = 80) and doubles the FMAs per P read.
 // All f32 in workgroup memory and registers, whatever T.
-// Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4).
+// Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4), CPT (1 or 2).
 // Grid: x = query block, y = head, z = query batch.
 // Parameters, bindings and the row loads: shaders/attention_io.wgsl.
 const QG = BQ / 4u; // query groups of 4
-const WG = QG * D4;
-const BK = 4u * D4; // keys per tile
-const KG = BK / 4u; // key groups of 4 (= D4)
+const NCT = (D4 + CPT - 1u) / CPT; // threads along the head dim's vec4 columns (phase 3) and along keys (phase 1)
+const DC = NCT * CPT; // vec4 columns of a V row in workgroup memory (zeros past D)
+const WG = QG * NCT;
+const BK = 4u * NCT; // keys per tile
+const KG = NCT; // key groups of 4
 const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
 
 var<workgroup> qs: array<vec4f, 4u * D4 * QG>; // [d][query group]: 4 queries' element d, pre-scaled
-var<workgroup> kv: array<vec4f, 4u * D4 * KG>; // K: [d][key group]; V: [key][vec4 column]
+var<workgroup> kv: array<vec4f, 4u * DC * KG>; // K: [d][key group]; V: [key][vec4 column]
 var<workgroup> ps: array<vec4f, BK * QG>; // P: [key][query group]
-var<workgroup> part: array<f32, D4 * BQ>; // per (key group, row): partial max, later partial sum
+var<workgroup> part: array<f32, KG * BQ>; // per (key group, row): partial max, later partial sum
 var<workgroup> rmax: array<f32, BQ>;
 var<workgroup> rsum: array<f32, BQ>;
 var<workgroup> rscale: array<f32, BQ>;
@@ -58,8 +62,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let row0 = wid.x * BQ;
   let h = wid.y;
   let b = wid.z;
-  let tq = t / D4;
-  let tk = t % D4; // phase 1: key group; phase 3: vec4 column
+  let tq = t / NCT;
+  let tk = t % NCT; // phase 1: key group; phase 3: first vec4 column
   let qi = row0 + 4u * tq; // this thread's first query
   let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
   let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
@@ -86,6 +90,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   var o1 = vec4f(0.0);
   var o2 = vec4f(0.0);
   var o3 = vec4f(0.0);
+  var o4 = vec4f(0.0);
+  var o5 = vec4f(0.0);
+  var o6 = vec4f(0.0);
+  var o7 = vec4f(0.0);
 
   for (var k0 = 0u; k0 < kend; k0 += BK) {
     // K tile, transposed to [d][key group] (zeros past Nk).
@@ -131,14 +139,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     for (var r = t; r < BQ; r += WG) {
       let mold = rmax[r];
       var m = mold;
-      for (var g = 0u; g < D4; g++) { m = max(m, part[g * BQ + r]); }
+      for (var g = 0u; g < KG; g++) { m = max(m, part[g * BQ + r]); }
       rscale[r] = exp2(mold - m);
       rmax[r] = m;
     }
-    for (var e = t; e < BK * D4; e += WG) {
-      let j = e / D4;
+    for (var e = t; e < BK * DC; e += WG) {
+      let j = e / DC;
       var x = vec4f(0.0);
-      if (k0 + j < p.nk) { x = ld_v(vbase + (k0 + j) * p.vs, 4u * (e % D4)); }
+      if (k0 + j < p.nk) { x = ld_v(vbase + (k0 + j) * p.vs, 4u * (e % DC)); }
       kv[e] = x;
     }
     workgroupBarrier();
@@ -158,23 +166,37 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     workgroupBarrier();
     for (var r = t; r < BQ; r += WG) {
       var l = 0.0;
-      for (var g = 0u; g < D4; g++) { l += part[g * BQ + r]; }
+      for (var g = 0u; g < KG; g++) { l += part[g * BQ + r]; }
       rsum[r] = rsum[r] * rscale[r] + l;
     }
 
-    // 3. O = O * rescale + P V for queries qi..+3, vec4 column tk.
+    // 3. O = O * rescale + P V for queries qi..+3, vec4 columns tk (and tk + NCT).
     let r = qi - row0;
-    o0 *= rscale[r];
-    o1 *= rscale[r + 1u];
-    o2 *= rscale[r + 2u];
-    o3 *= rscale[r + 3u];
+    let a = vec4f(rscale[r], rscale[r + 1u], rscale[r + 2u], rscale[r + 3u]);
+    o0 *= a.x;
+    o1 *= a.y;
+    o2 *= a.z;
+    o3 *= a.w;
+    if (CPT > 1u) {
+      o4 *= a.x;
+      o5 *= a.y;
+      o6 *= a.z;
+      o7 *= a.w;
+    }
     for (var j = 0u; j < BK; j++) {
       let w = ps[j * QG + tq];
-      let vv = kv[j * D4 + tk];
+      let vv = kv[j * DC + tk];
       o0 = fma(vec4f(w.x), vv, o0);
       o1 = fma(vec4f(w.y), vv, o1);
       o2 = fma(vec4f(w.z), vv, o2);
       o3 = fma(vec4f(w.w), vv, o3);
+      if (CPT > 1u) {
+        let v1 = kv[j * DC + tk + NCT];
+        o4 = fma(vec4f(w.x), v1, o4);
+        o5 = fma(vec4f(w.y), v1, o5);
+        o6 = fma(vec4f(w.z), v1, o6);
+        o7 = fma(vec4f(w.w), v1, o7);
+      }
     }
     workgroupBarrier();
   }
@@ -186,4 +208,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   if (qi + 1u < p.nq) { store(at + p.c, col, o1, rsum[r + 1u]); }
   if (qi + 2u < p.nq) { store(at + 2u * p.c, col, o2, rsum[r + 2u]); }
   if (qi + 3u < p.nq) { store(at + 3u * p.c, col, o3, rsum[r + 3u]); }
+  if (CPT > 1u) {
+    let col1 = col + 4u * NCT;
+    if (qi < p.nq) { store(at, col1, o4, rsum[r]); }
+    if (qi + 1u < p.nq) { store(at + p.c, col1, o5, rsum[r + 1u]); }
+    if (qi + 2u < p.nq) { store(at + 2u * p.c, col1, o6, rsum[r + 2u]); }
+    if (qi + 3u < p.nq) { store(at + 3u * p.c, col1, o7, rsum[r + 3u]); }
+  }
 }

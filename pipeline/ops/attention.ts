@@ -58,13 +58,15 @@ export interface TiledConfig {
 }
 
 /** Flash kernel (shaders/attention_flash.wgsl), small head dims: 4 x 4 register blocks of Q K^T and P V. Threads:
- *  BQ / 4 * D4; keys per tile: 4 * D4. */
+ *  BQ / 4 * NCT with NCT = ceil(D4 / CPT); keys per tile: 4 * NCT. */
 export interface FlashConfig {
   kind: "flash";
   /** Queries per workgroup (a multiple of 4). */
   BQ: number;
   /** vec4 columns of the head dim (ceil(D / 4)). */
   D4: number;
+  /** vec4 output columns per thread (1 or 2). */
+  CPT: number;
 }
 
 export type AttentionConfig = RowsConfig | TiledConfig | FlashConfig;
@@ -72,7 +74,10 @@ export type AttentionConfig = RowsConfig | TiledConfig | FlashConfig;
 /** Workgroup memory of a config, in bytes (mirrors the shaders' `var<workgroup>` declarations). */
 export function attentionSharedBytes(c: AttentionConfig): number {
   if (c.kind === "rows") return 2 * 16 * c.BK * c.DV * c.TPR + 16 * (c.TPR > 1 ? (c.BK / 4) * c.WG : 1);
-  if (c.kind === "flash") return 16 * c.D4 * c.BQ * 2 + 64 * c.D4 * c.D4 + 4 * c.D4 * c.BQ + 12 * c.BQ;
+  if (c.kind === "flash") {
+    const nct = Math.ceil(c.D4 / c.CPT);
+    return 16 * c.D4 * c.BQ + 64 * nct * c.CPT * nct + 16 * nct * c.BQ + 4 * nct * c.BQ + 12 * c.BQ;
+  }
   const ks = c.DV | 1;
   return 16 * (c.BQ * c.DV + c.BK * ks) + 4 * (c.BQ * (c.BK + 1) + 3 * c.BQ);
 }
@@ -91,20 +96,23 @@ const ROWS_MAX_D = 160;
 const ROWS_BK = [16, 8, 4];
 
 /** The tiling used for head dim D within `budget` bytes of workgroup memory: the flash kernel where it fits (SD's
- *  D = 40 and 64: 1.6-1.9x the rows kernel on llvmpipe), except below D = 13, where its workgroup would have fewer
- *  threads than rows (no gain measured at D = 8); else the rows kernel up to D = 160, else the tiled one. */
+ *  D = 40, 64 and 80: 1.6-1.8x the rows kernel on llvmpipe), except below D = 13 (D = 8: 0.8x); else the rows kernel
+ *  up to D = 160, else the tiled one. */
 export function attentionConfig(D: number, budget = SHARED_CAP): AttentionConfig {
   const flash = Math.ceil(D / 4) >= 4 ? flashConfig(D, budget) : null;
   return flash ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget));
 }
 
-/** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; null when none
- *  does (large head dims: the K/V tile alone grows as D^2). */
+/** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; two output
+ *  columns per thread (CPT) from D = 29 (llvmpipe: 1.09x at D = 40, 1.24x at D = 64, and D = 80 fits only so; at
+ *  D = 16-24 one column is as fast or faster). Null when nothing fits (the K/V tile grows as D^2 / CPT). */
 export function flashConfig(D: number, budget = SHARED_CAP): FlashConfig | null {
   const D4 = Math.ceil(D / 4);
   for (const BQ of [64, 32, 16]) {
-    const c: FlashConfig = { kind: "flash", BQ, D4 };
-    if ((BQ / 4) * D4 <= FLASH_MAX_WG && attentionSharedBytes(c) <= budget) return c;
+    for (const CPT of D4 >= 8 ? [2, 1] : [1, 2]) {
+      const c: FlashConfig = { kind: "flash", BQ, D4, CPT };
+      if ((BQ / 4) * Math.ceil(D4 / CPT) <= FLASH_MAX_WG && attentionSharedBytes(c) <= budget) return c;
+    }
   }
   return null;
 }
@@ -164,8 +172,9 @@ function checkConfig(c: AttentionConfig, D: number): void {
   const pos = (...xs: number[]) => xs.every((x) => Number.isInteger(x) && x > 0);
   let ok: boolean;
   if (c.kind === "flash") {
-    const { BQ, D4 } = c;
-    ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (BQ / 4) * D4 <= FLASH_MAX_WG;
+    const { BQ, D4, CPT } = c;
+    ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (CPT === 1 || CPT === 2) &&
+      (BQ / 4) * Math.ceil(D4 / CPT) <= FLASH_MAX_WG;
   } else if (c.kind === "rows") {
     const { TPR, DV, BK, WG } = c;
     ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) && DV * TPR * 4 >= D;

@@ -98,13 +98,16 @@ const shapes: Shape[] = [
   // Head dims that are not a multiple of 4 (partial last vec4), one and two threads per row.
   { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {} },
   { Bq: 2, Nq: 33, Nk: 50, heads: 2, D: 42, opts: { causal: true } },
-  // Flash kernel (production where it fits from D = 13: D = 40, 42, 64 above) at its other query blocks, below
-  // D = 13 (fewer threads than rows), causal, cross-frame, and the rows kernel at a head dim it takes in production.
-  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { causal: true }, internal: { cfg: flashCfg(32, 40) } },
-  { Bq: 5, Nq: 70, Nk: 77, heads: 2, D: 64, opts: { kvBatchDiv: 2 }, internal: { cfg: flashCfg(16, 64) } },
-  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: { scale: 0.7 }, internal: { cfg: flashCfg(64, 6) } },
-  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: flashCfg(16, 8) } },
+  // Flash kernel (production where it fits from D = 13: D = 20, 40, 42, 64, 80 above) at its other query blocks and
+  // column counts (CPT 1 and 2, odd column counts padded), below D = 13, causal, cross-frame, and the rows kernel at
+  // head dims flash takes in production.
+  { Bq: 3, Nq: 100, Nk: 100, heads: 2, D: 40, opts: { causal: true }, internal: { cfg: flashCfg(32, 40, 1) } },
+  { Bq: 5, Nq: 70, Nk: 77, heads: 2, D: 64, opts: { kvBatchDiv: 2 }, internal: { cfg: flashCfg(16, 64, 1) } },
+  { Bq: 3, Nq: 70, Nk: 77, heads: 2, D: 36, opts: { scale: 0.3 }, internal: { cfg: flashCfg(16, 36, 2) } },
+  { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: { scale: 0.7 }, internal: { cfg: flashCfg(64, 6, 1) } },
+  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: flashCfg(16, 8, 2) } },
   { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: rowsConfig(40) } },
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: {}, internal: { cfg: rowsConfig(80) } },
   // Tiled kernel (production: D > 160) at small head dims and 16 KiB tilings (head dim split into chunks).
   { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: tiledConfig(40) } },
   { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {}, internal: { cfg: tiledConfig(6) } },
@@ -132,8 +135,8 @@ const shapes: Shape[] = [
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
 ];
 
-function flashCfg(BQ: number, D: number): AttentionConfig {
-  return { kind: "flash", BQ, D4: Math.ceil(D / 4) };
+function flashCfg(BQ: number, D: number, CPT = 1): AttentionConfig {
+  return { kind: "flash", BQ, D4: Math.ceil(D / 4), CPT };
 }
 
 function rowsCfg(TPR: number, DV: number, BK: number, WG: number): AttentionConfig {
@@ -141,7 +144,7 @@ function rowsCfg(TPR: number, DV: number, BK: number, WG: number): AttentionConf
 }
 
 function cfgText(c: AttentionConfig): string {
-  if (c.kind === "flash") return `flash BQ=${c.BQ}`;
+  if (c.kind === "flash") return `flash BQ=${c.BQ} CPT=${c.CPT}`;
   return c.kind === "rows" ? `rows TPR=${c.TPR} BK=${c.BK} WG=${c.WG}` : `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
 }
 
@@ -237,14 +240,20 @@ function perfSetup(
   return () => attentionWith(q, k, v, heads, { ...opts, out }, { cfg });
 }
 
-/** `cfg`: another kernel than production's, named in the shape (gpu-check's kernels section times both). */
-function perfCase(op: string, dims: number[], opts: AttentionOpts = {}, cfg?: AttentionConfig): PerfCase {
+/** `cfg`: another tiling than production's, named in the shape by `label` (gpu-check's kernels section times both). */
+function perfCase(
+  op: string,
+  dims: number[],
+  opts: AttentionOpts = {},
+  cfg?: AttentionConfig,
+  label = cfg?.kind + " kernel",
+): PerfCase {
   const [Bq, Nq, Nk, heads, D] = dims;
   const Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
   return {
     op,
     shape: `B=${Bq} Nq=${Nq} Nk=${Nk} heads=${heads} D=${D}${opts.kvBatchDiv ? ` kvBatchDiv=${opts.kvBatchDiv}` : ""}${
-      cfg ? ` ${cfg.kind} kernel` : ""
+      cfg ? ` ${label}` : ""
     }`,
     flops: 4 * Bq * heads * Nq * Nk * D,
     // f32 bytes of the minimum traffic (q, k, v read once, o written once).
@@ -257,8 +266,10 @@ export const perf: PerfCase[] = [
   // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention, text cross-attention, VAE mid-block.
   perfCase("attention.self", [2, 4096, 4096, 8, 40]),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsConfig(40)),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, flashCfg(64, 40, 1), "flash CPT=1"),
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
-  // The 32x32 level (D = 80: the rows kernel; the flash tile would not fit).
+  // The 32x32 level (D = 80).
   perfCase("attention.self", [2, 1024, 1024, 8, 80]),
+  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsConfig(80)),
   perfCase("attention.vae", [1, 4096, 4096, 1, 512]),
 ];
