@@ -1,10 +1,12 @@
-// Measured GEMM tiles (pipeline/ops/tiles.ts): a run reads its adapter's tiles file once and picks a measured tile
-// for that shape before the table's scoring; a file for another adapter, a shape key that is not "MxNxK" or a tile
-// that is not one of the kernels' candidates changes nothing.
+// Per-adapter choices (pipeline/ops/tiles.ts): the lockstep width flash attention sizes its workgroups by, and measured
+// GEMM tiles: a run reads its adapter's tiles file once and picks a measured tile for that shape before the table's
+// scoring; a file for another adapter, a shape key that is not "MxNxK" or a tile that is not one of the kernels'
+// candidates changes nothing.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
 import { resetMeasuredTiles, TILE_TABLE, tilesFile } from "../pipeline/ops/tiles.ts";
+import { attentionConfig, flashConfig, flashThreads } from "../pipeline/ops/attention.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
 
 // A large GPU's workgroup limits (NVIDIA's Vulkan driver reports these).
@@ -22,6 +24,24 @@ Deno.test("tiles: split-K is scored where the tiles alone leave the GPU empty, a
   assertEquals(pickFrom(TILE_TABLE.default, BIG, 1280, 128, 300, { splitK: true }).splitK, undefined);
   // llvmpipe: doubling 2 tiles to 4 workgroups measured no gain there, so the tiny UNet's convs stay whole.
   assertEquals(pickFrom(TILE_TABLE.llvmpipe, BIG, 64, 32, 576, { splitK: true }).splitK, undefined);
+});
+
+Deno.test("tiles: flash attention's workgroups are whole multiples of the adapter's lanes where a tiling allows", () => {
+  const gpu = TILE_TABLE.nvidia.lanes ?? 32, cpu = TILE_TABLE.llvmpipe.lanes!;
+  assertEquals([gpu, cpu], [32, 8]);
+  // SD's D = 40: two columns per thread make 80 threads (2.5 warps), so a GPU takes one column (160 threads);
+  // llvmpipe's 8 lanes take the two-column tiling (1.08x there).
+  const d40 = flashConfig(40, 32768, gpu)!, d40cpu = flashConfig(40, 32768, cpu)!;
+  assertEquals([d40, flashThreads(d40)], [{ kind: "flash", BQ: 64, D4: 10, CPT: 1 }, 160]);
+  assertEquals([d40cpu, flashThreads(d40cpu)], [{ kind: "flash", BQ: 64, D4: 10, CPT: 2 }, 80]);
+  // D = 64 fits a whole number of warps with two columns; D = 80 nowhere, so it keeps the first tiling that fits.
+  assertEquals(flashConfig(64, 32768, gpu), { kind: "flash", BQ: 32, D4: 16, CPT: 2 });
+  assertEquals(flashConfig(80, 32768, gpu), { kind: "flash", BQ: 32, D4: 20, CPT: 2 });
+  // D = 160's K/V tile does not fit 32 KiB: the rows kernel; D = 8 stays on rows too.
+  assertEquals(flashConfig(160, 32768, gpu), null);
+  assertEquals(attentionConfig(160, 32768, gpu).kind, "rows");
+  assertEquals(attentionConfig(8, 32768, gpu).kind, "rows");
+  assertEquals(attentionConfig(40, 32768, gpu), d40);
 });
 
 gpuTest(

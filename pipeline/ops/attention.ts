@@ -11,6 +11,7 @@ import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
+import { tilesFor } from "./tiles.ts";
 import { bindable, blockCopy } from "./layout.ts";
 
 export interface AttentionOpts {
@@ -95,26 +96,34 @@ const ROWS_MAX_D = 160;
 /** Key tiles of the rows kernel (s0..s3: 4 keys each), largest first. */
 const ROWS_BK = [16, 8, 4];
 
-/** The tiling used for head dim D within `budget` bytes of workgroup memory: the flash kernel where it fits (SD's
- *  D = 40, 64 and 80: 1.6-1.8x the rows kernel on llvmpipe), except below D = 13 (D = 8: 0.8x); else the rows kernel
- *  up to D = 160, else the tiled one. */
-export function attentionConfig(D: number, budget = SHARED_CAP): AttentionConfig {
-  const flash = Math.ceil(D / 4) >= 4 ? flashConfig(D, budget) : null;
+/** The tiling used for head dim D within `budget` bytes of workgroup memory on an adapter of `lanes` (tiles.ts): the
+ *  flash kernel where it fits (SD's D = 40, 64 and 80: 1.6-1.8x the rows kernel on llvmpipe), except below D = 13
+ *  (D = 8: 0.8x); else the rows kernel up to D = 160, else the tiled one. */
+export function attentionConfig(D: number, budget = SHARED_CAP, lanes = 32): AttentionConfig {
+  const flash = Math.ceil(D / 4) >= 4 ? flashConfig(D, budget, lanes) : null;
   return flash ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget));
 }
 
 /** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; two output
- *  columns per thread (CPT) from D = 29 (llvmpipe: 1.09x at D = 40, 1.24x at D = 64, and D = 80 fits only so; at
- *  D = 16-24 one column is as fast or faster). Null when nothing fits (the K/V tile grows as D^2 / CPT). */
-export function flashConfig(D: number, budget = SHARED_CAP): FlashConfig | null {
+ *  columns per thread (CPT) from D = 29 (llvmpipe: 1.08x at D = 40, 1.24x at D = 64, and D = 80 fits only so; at
+ *  D = 16-24 one column is as fast or faster). Among those, the first whose thread count is a multiple of `lanes`
+ *  (the adapter's lockstep width, tiles.ts): a partial NVIDIA warp idles its other lanes in every phase, e.g. D = 40
+ *  with two columns has 80 threads (2.5 warps), with one 160. Null when nothing fits (the K/V tile grows as D^2 / CPT). */
+export function flashConfig(D: number, budget = SHARED_CAP, lanes = 32): FlashConfig | null {
   const D4 = Math.ceil(D / 4);
+  const fits: FlashConfig[] = [];
   for (const BQ of [64, 32, 16]) {
     for (const CPT of D4 >= 8 ? [2, 1] : [1, 2]) {
       const c: FlashConfig = { kind: "flash", BQ, D4, CPT };
-      if ((BQ / 4) * Math.ceil(D4 / CPT) <= FLASH_MAX_WG && attentionSharedBytes(c) <= budget) return c;
+      if (flashThreads(c) <= FLASH_MAX_WG && attentionSharedBytes(c) <= budget) fits.push(c);
     }
   }
-  return null;
+  return fits.find((c) => flashThreads(c) % lanes === 0) ?? fits[0] ?? null;
+}
+
+/** Threads of a flash workgroup. */
+export function flashThreads(c: FlashConfig): number {
+  return (c.BQ / 4) * Math.ceil(c.D4 / c.CPT);
 }
 
 /**
@@ -174,7 +183,7 @@ function checkConfig(c: AttentionConfig, D: number): void {
   if (c.kind === "flash") {
     const { BQ, D4, CPT } = c;
     ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (CPT === 1 || CPT === 2) &&
-      (BQ / 4) * Math.ceil(D4 / CPT) <= FLASH_MAX_WG;
+      flashThreads(c) <= FLASH_MAX_WG;
   } else if (c.kind === "rows") {
     const { TPR, DV, BK, WG } = c;
     ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) && DV * TPR * 4 >= D;
@@ -277,9 +286,10 @@ export function attentionWith(
   if (opts.out) assertShape(op, "out", opts.out, [Bq, Nq, C]);
   const dev = q.dev;
   const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
-  const key = `${D}|${budget}`;
+  const lanes = tilesFor(dev.adapterName, dev.isFallback).lanes ?? 32;
+  const key = `${D}|${budget}|${lanes}`;
   let c = internal.cfg ?? configs.get(key);
-  if (!c) configs.set(key, c = attentionConfig(D, budget));
+  if (!c) configs.set(key, c = attentionConfig(D, budget, lanes));
   if (c.kind === "rows" && !internal.cfg) {
     // Short sequences (tiny models, text encoders): no more threads than query rows, since idle threads still
     // pay for every barrier (at least 32 to keep a full NVIDIA warp).

@@ -14,6 +14,8 @@
 //              true); false stores it first (shaders/gemm.wgsl PREFETCH)
 //   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
 //              output has at most `maxPixels` pixels; absent: never
+//   lanes      optional: threads that run in lockstep (NVIDIA's warp: 32, the default; llvmpipe: 8 f32 lanes of AVX2);
+//              kernels whose workgroup size follows the shape (flash attention) prefer a multiple of it
 //
 // Measured tiles: `deno task gpu-check` times every candidate tile on the GEMM shapes of a real UNet call on its
 // adapter and writes the winners to tilesDir()/<adapter>.json ({ adapter, dtype, measured, shapes }); every later
@@ -31,6 +33,7 @@ export interface AdapterTiles {
   f16Math?: boolean;
   prefetch?: boolean;
   directConv?: { maxPixels: number };
+  lanes?: number;
 }
 
 export const TILE_TABLE: Record<string, AdapterTiles> = {
@@ -68,9 +71,10 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
     splitCost: 0.5,
     prefetch: false,
     directConv: { maxPixels: 4 },
+    lanes: 8,
   },
   // Other software/fallback adapters: like llvmpipe until measured.
-  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5, prefetch: false },
+  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5, prefetch: false, lanes: 8 },
 };
 
 /** The table entry for an adapter, with the shapes measured on it (tiles file) first. */

@@ -1,15 +1,19 @@
 import {
   attention,
   type AttentionConfig,
+  attentionConfig,
   type AttentionInternal,
   type AttentionOperand,
   type AttentionOpts,
+  attentionSharedBytes,
   attentionWith,
+  flashThreads,
   rowsConfig,
   tiledConfig,
 } from "../../pipeline/ops/attention.ts";
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import type { Tensor } from "../../pipeline/gpu/tensor.ts";
+import { tilesFor } from "../../pipeline/ops/tiles.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
 
@@ -230,14 +234,31 @@ function perfSetup(
   dtype: DType,
   [Bq, Nq, Nk, heads, D]: number[],
   opts: AttentionOpts = {},
-  cfg?: AttentionConfig,
+  cfg?: AttentionConfig | ((dev: Device) => AttentionConfig),
 ): () => void {
   const C = heads * D, Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
   const q = up(dev, randn(Bq * Nq * C, 1), [Bq, Nq, C], dtype);
   const k = up(dev, randn(Bk * Nk * C, 2), [Bk, Nk, C], dtype);
   const v = up(dev, randn(Bk * Nk * C, 3), [Bk, Nk, C], dtype);
   const out = up(dev, randn(Bq * Nq * C, 4), [Bq, Nq, C], dtype);
-  return () => attentionWith(q, k, v, heads, { ...opts, out }, { cfg });
+  const tiling = typeof cfg === "function" ? cfg(dev) : cfg;
+  return () => attentionWith(q, k, v, heads, { ...opts, out }, { cfg: tiling });
+}
+
+/** The flash tiling of head dim D with the other column count than the adapter's production one (same BQ when it
+ *  fits, else the largest that does). */
+function otherColumns(D: number): (dev: Device) => AttentionConfig {
+  return (dev) => {
+    const budget = Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+    const prod = attentionConfig(D, budget, tilesFor(dev.adapterName, dev.isFallback).lanes ?? 32);
+    if (prod.kind !== "flash") throw new Error(`attention perf: D=${D} does not run the flash kernel here`);
+    const CPT = 3 - prod.CPT;
+    for (const BQ of [prod.BQ, 64, 32, 16]) {
+      const c: AttentionConfig = { kind: "flash", BQ, D4: prod.D4, CPT };
+      if (attentionSharedBytes(c) <= budget && flashThreads(c) <= 256) return c;
+    }
+    throw new Error(`attention perf: no flash tiling with CPT=${CPT} fits D=${D}`);
+  };
 }
 
 /** `cfg`: another tiling than production's, named in the shape by `label` (gpu-check's kernels section times both). */
@@ -245,8 +266,8 @@ function perfCase(
   op: string,
   dims: number[],
   opts: AttentionOpts = {},
-  cfg?: AttentionConfig,
-  label = cfg?.kind + " kernel",
+  cfg?: AttentionConfig | ((dev: Device) => AttentionConfig),
+  label = typeof cfg === "object" ? cfg.kind + " kernel" : "",
 ): PerfCase {
   const [Bq, Nq, Nk, heads, D] = dims;
   const Bk = Math.ceil(Bq / (opts.kvBatchDiv ?? 1));
@@ -266,7 +287,7 @@ export const perf: PerfCase[] = [
   // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention, text cross-attention, VAE mid-block.
   perfCase("attention.self", [2, 4096, 4096, 8, 40]),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsConfig(40)),
-  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, flashCfg(64, 40, 1), "flash CPT=1"),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, otherColumns(40), "flash, other column count"),
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
   // The 32x32 level (D = 80).
   perfCase("attention.self", [2, 1024, 1024, 8, 80]),
