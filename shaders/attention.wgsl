@@ -10,10 +10,9 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread, <= 10), TPR, WG, BK (4, 8 or
 // 16 keys per tile).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings and the row loads: shaders/attention_io.wgsl.
+// Parameters, bindings, row loads, the score mask and the output store: shaders/attention_io.wgsl.
 const BQ = WG / TPR; // query rows per workgroup
 const DVT = DV * TPR; // vec4 columns of a key row
-const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
 
 var<workgroup> kt: array<vec4f, BK * DVT>;
 var<workgroup> vt: array<vec4f, BK * DVT>;
@@ -116,31 +115,6 @@ fn rescale(a: f32) {
   if (DV > 7u) { o7 *= a; }
   if (DV > 8u) { o8 *= a; }
   if (DV > 9u) { o9 *= a; }
-}
-
-// Scores of keys j0..j0+3 (tile at k0) past Nk, or after query qi when causal, become NEG.
-fn mask(s: vec4f, key: u32, qi: u32) -> vec4f {
-  let keys = vec4u(key) + vec4u(0u, 1u, 2u, 3u);
-  let ok = keys < vec4u(p.nk) & (vec4u(p.causal) == vec4u(0u) | keys <= vec4u(qi));
-  return select(vec4f(NEG), s, ok);
-}
-
-fn max4(s: vec4f) -> f32 {
-  return max(max(s.x, s.y), max(s.z, s.w));
-}
-
-fn sum4(s: vec4f) -> f32 {
-  return (s.x + s.y) + (s.z + s.w);
-}
-
-// Four elements (from column col) of the output row starting at `at`, scaled by inv; nothing past D.
-fn store(at: u32, col: u32, x: vec4f, inv: f32) {
-  if (col >= D) { return; }
-  let y = x * inv;
-  o[at + col] = T(y.x);
-  if (D % 4u == 0u || col + 1u < D) { o[at + col + 1u] = T(y.y); }
-  if (D % 4u == 0u || col + 2u < D) { o[at + col + 2u] = T(y.z); }
-  if (D % 4u == 0u || col + 3u < D) { o[at + col + 3u] = T(y.w); }
 }
 
 @compute @workgroup_size(WG)

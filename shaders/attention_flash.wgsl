@@ -15,14 +15,13 @@
 // All f32 in workgroup memory and registers, whatever T.
 // Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4), CPT (1 or 2).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings and the row loads: shaders/attention_io.wgsl.
+// Parameters, bindings, row loads, the score mask and the output store: shaders/attention_io.wgsl.
 const QG = BQ / 4u; // query groups of 4
 const NCT = (D4 + CPT - 1u) / CPT; // threads along the head dim's vec4 columns (phase 3) and along keys (phase 1)
 const DC = NCT * CPT; // vec4 columns of a V row in workgroup memory (zeros past D)
 const WG = QG * NCT;
 const BK = 4u * NCT; // keys per tile
 const KG = NCT; // key groups of 4
-const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
 
 var<workgroup> qs: array<vec4f, 4u * D4 * QG>; // [d][query group]: 4 queries' element d, pre-scaled
 var<workgroup> kv: array<vec4f, 4u * DC * KG>; // K: [d][key group]; V: [key][vec4 column]
@@ -31,31 +30,6 @@ var<workgroup> part: array<f32, KG * BQ>; // per (key group, row): partial max, 
 var<workgroup> rmax: array<f32, BQ>;
 var<workgroup> rsum: array<f32, BQ>;
 var<workgroup> rscale: array<f32, BQ>;
-
-fn max4(s: vec4f) -> f32 {
-  return max(max(s.x, s.y), max(s.z, s.w));
-}
-
-fn sum4(s: vec4f) -> f32 {
-  return (s.x + s.y) + (s.z + s.w);
-}
-
-// Scores of keys key..key+3 past Nk, or after query qi when causal, become NEG.
-fn mask(s: vec4f, key: u32, qi: u32) -> vec4f {
-  let keys = vec4u(key) + vec4u(0u, 1u, 2u, 3u);
-  let ok = keys < vec4u(p.nk) & (vec4u(p.causal) == vec4u(0u) | keys <= vec4u(qi));
-  return select(vec4f(NEG), s, ok);
-}
-
-// Four head elements (from column col) of an output row starting at `at`, divided by the row's sum; nothing past D.
-fn store(at: u32, col: u32, x: vec4f, l: f32) {
-  if (col >= D) { return; }
-  let y = x / l;
-  o[at + col] = T(y.x);
-  if (D % 4u == 0u || col + 1u < D) { o[at + col + 1u] = T(y.y); }
-  if (D % 4u == 0u || col + 2u < D) { o[at + col + 2u] = T(y.z); }
-  if (D % 4u == 0u || col + 3u < D) { o[at + col + 3u] = T(y.w); }
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -202,17 +176,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   }
 
   let r = qi - row0;
+  let inv = 1.0 / vec4f(rsum[r], rsum[r + 1u], rsum[r + 2u], rsum[r + 3u]);
   let col = 4u * tk;
   let at = (b * p.nq + qi) * p.c + h * D;
-  if (qi < p.nq) { store(at, col, o0, rsum[r]); }
-  if (qi + 1u < p.nq) { store(at + p.c, col, o1, rsum[r + 1u]); }
-  if (qi + 2u < p.nq) { store(at + 2u * p.c, col, o2, rsum[r + 2u]); }
-  if (qi + 3u < p.nq) { store(at + 3u * p.c, col, o3, rsum[r + 3u]); }
+  if (qi < p.nq) { store(at, col, o0, inv.x); }
+  if (qi + 1u < p.nq) { store(at + p.c, col, o1, inv.y); }
+  if (qi + 2u < p.nq) { store(at + 2u * p.c, col, o2, inv.z); }
+  if (qi + 3u < p.nq) { store(at + 3u * p.c, col, o3, inv.w); }
   if (CPT > 1u) {
     let col1 = col + 4u * NCT;
-    if (qi < p.nq) { store(at, col1, o4, rsum[r]); }
-    if (qi + 1u < p.nq) { store(at + p.c, col1, o5, rsum[r + 1u]); }
-    if (qi + 2u < p.nq) { store(at + 2u * p.c, col1, o6, rsum[r + 2u]); }
-    if (qi + 3u < p.nq) { store(at + 3u * p.c, col1, o7, rsum[r + 3u]); }
+    if (qi < p.nq) { store(at, col1, o4, inv.x); }
+    if (qi + 1u < p.nq) { store(at + p.c, col1, o5, inv.y); }
+    if (qi + 2u < p.nq) { store(at + 2u * p.c, col1, o6, inv.z); }
+    if (qi + 3u < p.nq) { store(at + 3u * p.c, col1, o7, inv.w); }
   }
 }

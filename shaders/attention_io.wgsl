@@ -1,5 +1,7 @@
-// The I/O shared by the attention kernels (prepended to shaders/attention.wgsl and shaders/attention_flash.wgsl):
-// parameters, bindings and the loads of four head elements of a q, k or v row as f32.
+// The I/O shared by the attention kernels (prepended to shaders/attention.wgsl, attention_flash.wgsl and
+// attention_tiled.wgsl):
+// parameters, bindings, the loads of four head elements of a q, k or v row as f32, the causal/length mask of four
+// scores and the store of four output elements.
 // q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
 // projection [B, N, 3C] are read in place. o is [B, Nq, c]. div: query batch b reads k/v batch b / div. cl2: the
 // softmax scale times log2(e) (scores in log2 units for exp2).
@@ -48,4 +50,31 @@ fn ld_v(row: u32, col: u32) -> vec4f {
     if (col + 3u < D) { x.w = f32(v[row + col + 3u]); }
   }
   return x;
+}
+
+const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
+
+// Scores of keys key..key+3 past Nk, or after query qi when causal, become NEG.
+fn mask(s: vec4f, key: u32, qi: u32) -> vec4f {
+  let keys = vec4u(key) + vec4u(0u, 1u, 2u, 3u);
+  let ok = keys < vec4u(p.nk) & (vec4u(p.causal) == vec4u(0u) | keys <= vec4u(qi));
+  return select(vec4f(NEG), s, ok);
+}
+
+fn max4(s: vec4f) -> f32 {
+  return max(max(s.x, s.y), max(s.z, s.w));
+}
+
+fn sum4(s: vec4f) -> f32 {
+  return (s.x + s.y) + (s.z + s.w);
+}
+
+// Four elements (from column col) of the output row starting at `at`, scaled by inv; nothing past D.
+fn store(at: u32, col: u32, x: vec4f, inv: f32) {
+  if (col >= D) { return; }
+  let y = x * inv;
+  o[at + col] = T(y.x);
+  if (D % 4u == 0u || col + 1u < D) { o[at + col + 1u] = T(y.y); }
+  if (D % 4u == 0u || col + 2u < D) { o[at + col + 2u] = T(y.z); }
+  if (D % 4u == 0u || col + 3u < D) { o[at + col + 3u] = T(y.w); }
 }

@@ -8,14 +8,7 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per chunk), NCH (DV*NCH*4 >= D), BQ, BK,
 // WG (threads), CS (phase-1 keys per thread), TCO (phase-3 threads along the head dim).
 // Grid: x = query block, y = head, z = query batch.
-// q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
-// projection [B, N, 3C] are read in place. o is [B, Nq, c].
-struct Params { nq: u32, nk: u32, c: u32, div: u32, causal: u32, cl2: f32, qs: u32, ks: u32, vs: u32, qo: u32, ko: u32, vo: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-@group(0) @binding(4) var<storage, read_write> o: array<T>;
+// Parameters, bindings and NEG (the masked score): shaders/attention_io.wgsl.
 
 const TCS = BK / CS; // phase-1 threads along keys
 const TRS = WG / TCS; // phase-1 threads along queries
@@ -25,7 +18,6 @@ const RO = BQ / TRO; // phase-3 query rows per thread
 const CPC = DV / TCO; // phase-3 vec4 columns per thread per chunk
 const KS = DV | 1u; // odd vec4 row stride: the 8 lanes of one 128-bit shared load phase hit distinct banks
 const SS = BK + 1u; // padded score row stride: the row-per-thread softmax pass is conflict-free
-const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN
 
 var<workgroup> qs: array<vec4f, BQ * DV>;
 var<workgroup> kvs: array<vec4f, BK * KS>;
@@ -38,19 +30,8 @@ var<workgroup> rscale: array<f32, BQ>;
 fn load_q(base: u32, q0: u32, ch: u32, t: u32) {
   for (var e = t; e < BQ * DV; e += WG) {
     let r = e / DV;
-    let col = (ch * DV + e % DV) * 4u;
     var x = vec4f(0.0);
-    if (q0 + r < p.nq && col < D) {
-      let i = base + (q0 + r) * p.qs + col;
-      if (D % 4u == 0u) {
-        x = vec4f(f32(q[i]), f32(q[i + 1u]), f32(q[i + 2u]), f32(q[i + 3u]));
-      } else {
-        x.x = f32(q[i]);
-        if (col + 1u < D) { x.y = f32(q[i + 1u]); }
-        if (col + 2u < D) { x.z = f32(q[i + 2u]); }
-        if (col + 3u < D) { x.w = f32(q[i + 3u]); }
-      }
-    }
+    if (q0 + r < p.nq) { x = ld_q(base + (q0 + r) * p.qs, (ch * DV + e % DV) * 4u); }
     qs[e] = x;
   }
 }
@@ -62,26 +43,11 @@ fn load_kv(base: u32, k0: u32, ch: u32, t: u32, isv: bool) {
     let g = e % DV;
     let col = (ch * DV + g) * 4u;
     var x = vec4f(0.0);
-    if (k0 + r < p.nk && col < D) {
-      let i = base + (k0 + r) * select(p.ks, p.vs, isv) + col;
+    if (k0 + r < p.nk) {
       if (isv) {
-        if (D % 4u == 0u) {
-          x = vec4f(f32(v[i]), f32(v[i + 1u]), f32(v[i + 2u]), f32(v[i + 3u]));
-        } else {
-          x.x = f32(v[i]);
-          if (col + 1u < D) { x.y = f32(v[i + 1u]); }
-          if (col + 2u < D) { x.z = f32(v[i + 2u]); }
-          if (col + 3u < D) { x.w = f32(v[i + 3u]); }
-        }
+        x = ld_v(base + (k0 + r) * p.vs, col);
       } else {
-        if (D % 4u == 0u) {
-          x = vec4f(f32(k[i]), f32(k[i + 1u]), f32(k[i + 2u]), f32(k[i + 3u]));
-        } else {
-          x.x = f32(k[i]);
-          if (col + 1u < D) { x.y = f32(k[i + 1u]); }
-          if (col + 2u < D) { x.z = f32(k[i + 2u]); }
-          if (col + 3u < D) { x.w = f32(k[i + 3u]); }
-        }
+        x = ld_k(base + (k0 + r) * p.ks, col);
       }
     }
     kvs[r * KS + g] = x;

@@ -1,6 +1,6 @@
-// Memory-efficient multi-head attention with online softmax (shaders/attention.wgsl; attention_tiled.wgsl for head
-// dims past 160): the Nq x Nk score matrix is never stored, so memory is O(N) and self-attention over 4096-16384
-// tokens costs only its output.
+// Memory-efficient multi-head attention with online softmax (shaders/attention_flash.wgsl where its tiles fit from
+// head dim 13, shaders/attention.wgsl below that and up to 160, attention_tiled.wgsl past 160): the Nq x Nk score
+// matrix is never stored, so memory is O(N) and self-attention over 4096-16384 tokens costs only its output.
 import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
 import flashSrc from "../../shaders/attention_flash.wgsl" with { type: "text" };
@@ -308,7 +308,7 @@ export function attentionWith(
     ? dev.kernel(op, ioSrc + attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG }, q.dtype)
     : kind === "flash"
     ? dev.kernel("attention_flash", ioSrc + flashSrc, { D, ...consts }, q.dtype)
-    : dev.kernel("attention_tiled", attentionTiledSrc, { D, ...consts }, q.dtype);
+    : dev.kernel("attention_tiled", ioSrc + attentionTiledSrc, { D, ...consts }, q.dtype);
 
   // Past the binding limit (lavapipe: 128 MiB) or the grid's z limit, split: whole kvBatchDiv groups per dispatch
   // when they fit, else the query batches of one group, else the query rows of one batch (queries are independent;
