@@ -10,7 +10,7 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread, <= 10), TPR, WG, BK (4, 8 or
 // 16 keys per tile).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings, row loads, the score mask and the output store: shaders/attention_io.wgsl.
+// Parameters, bindings, row addressing and loads, score mask, output store: shaders/attention_io.wgsl.
 const BQ = WG / TPR; // query rows per workgroup
 const DVT = DV * TPR; // vec4 columns of a key row
 
@@ -125,12 +125,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let r = t / TPR;
   let u = t % TPR;
   let qi = row0 + r;
-  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
-  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
-  // Causal: keys past the block's last query are masked for every row, so skip their tiles.
-  let kend = select(p.nk, min(p.nk, row0 + BQ), p.causal != 0u);
+  let kbase = k_base(b, h);
+  let vbase = v_base(b, h);
+  let kend = key_end(row0, BQ);
 
-  load_q((b * p.nq + qi) * p.qs + p.qo + h * D, u, qi < p.nq);
+  load_q(q_row(b, qi, h), u, qi < p.nq);
   var m = NEG;
   var l = 0.0;
 
@@ -193,7 +192,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
 
   if (qi >= p.nq) { return; }
   let inv = 1.0 / l;
-  let at = (b * p.nq + qi) * p.c + h * D;
+  let at = o_row(b, qi, h);
   store(at, u * 4u, o0, inv);
   if (DV > 1u) { store(at, (u + TPR) * 4u, o1, inv); }
   if (DV > 2u) { store(at, (u + 2u * TPR) * 4u, o2, inv); }

@@ -15,7 +15,7 @@
 // All f32 in workgroup memory and registers, whatever T.
 // Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4), CPT (1 or 2).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings, row loads, the score mask and the output store: shaders/attention_io.wgsl.
+// Parameters, bindings, row addressing and loads, score mask, output store: shaders/attention_io.wgsl.
 const QG = BQ / 4u; // query groups of 4
 const NCT = (D4 + CPT - 1u) / CPT; // threads along the head dim's vec4 columns (phase 3) and along keys (phase 1)
 const DC = NCT * CPT; // vec4 columns of a V row in workgroup memory (zeros past D)
@@ -31,6 +31,14 @@ var<workgroup> rmax: array<f32, BQ>;
 var<workgroup> rsum: array<f32, BQ>;
 var<workgroup> rscale: array<f32, BQ>;
 
+// This thread's four rows' partial maxima or sums (one per row, from its key group) at pr = key group * BQ + row.
+fn put_part(pr: u32, x: vec4f) {
+  part[pr] = x.x;
+  part[pr + 1u] = x.y;
+  part[pr + 2u] = x.z;
+  part[pr + 3u] = x.w;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let row0 = wid.x * BQ;
@@ -38,18 +46,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let b = wid.z;
   let tq = t / NCT;
   let tk = t % NCT; // phase 1: key group; phase 3: first vec4 column
-  let qi = row0 + 4u * tq; // this thread's first query
-  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
-  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
-  // Causal: keys past the block's last query are masked for every row, so skip their tiles.
-  let kend = select(p.nk, min(p.nk, row0 + BQ), p.causal != 0u);
+  let qr = 4u * tq; // this thread's first query in the block
+  let qi = row0 + qr;
+  let kbase = k_base(b, h);
+  let vbase = v_base(b, h);
+  let kend = key_end(row0, BQ);
 
   // Q tile, transposed to [d][query group] (zeros past Nq and D).
   for (var e = t; e < BQ * D4; e += WG) {
     let r = e / D4;
     let c = e % D4;
     var x = vec4f(0.0);
-    if (row0 + r < p.nq) { x = ld_q((b * p.nq + row0 + r) * p.qs + p.qo + h * D, 4u * c) * p.cl2; }
+    if (row0 + r < p.nq) { x = ld_q(q_row(b, row0 + r, h), 4u * c) * p.cl2; }
     let a = 4u * c * QG + r / 4u;
     qs[a][r % 4u] = x.x;
     qs[a + QG][r % 4u] = x.y;
@@ -102,11 +110,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     s1 = mask(s1, key, qi + 1u);
     s2 = mask(s2, key, qi + 2u);
     s3 = mask(s3, key, qi + 3u);
-    let pr = tk * BQ + 4u * tq;
-    part[pr] = max4(s0);
-    part[pr + 1u] = max4(s1);
-    part[pr + 2u] = max4(s2);
-    part[pr + 3u] = max4(s3);
+    let pr = tk * BQ + qr;
+    put_part(pr, vec4f(max4(s0), max4(s1), max4(s2), max4(s3)));
     workgroupBarrier();
 
     // 2. Each row's new max and rescale factor (a thread per row); K is consumed, so V's tile goes in meanwhile.
@@ -124,19 +129,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
       kv[e] = x;
     }
     workgroupBarrier();
-    let w0 = exp2(s0 - vec4f(rmax[qi - row0]));
-    let w1 = exp2(s1 - vec4f(rmax[qi - row0 + 1u]));
-    let w2 = exp2(s2 - vec4f(rmax[qi - row0 + 2u]));
-    let w3 = exp2(s3 - vec4f(rmax[qi - row0 + 3u]));
+    let w0 = exp2(s0 - vec4f(rmax[qr]));
+    let w1 = exp2(s1 - vec4f(rmax[qr + 1u]));
+    let w2 = exp2(s2 - vec4f(rmax[qr + 2u]));
+    let w3 = exp2(s3 - vec4f(rmax[qr + 3u]));
     let pa = 4u * tk * QG + tq;
     ps[pa] = vec4f(w0.x, w1.x, w2.x, w3.x);
     ps[pa + QG] = vec4f(w0.y, w1.y, w2.y, w3.y);
     ps[pa + 2u * QG] = vec4f(w0.z, w1.z, w2.z, w3.z);
     ps[pa + 3u * QG] = vec4f(w0.w, w1.w, w2.w, w3.w);
-    part[pr] = sum4(w0);
-    part[pr + 1u] = sum4(w1);
-    part[pr + 2u] = sum4(w2);
-    part[pr + 3u] = sum4(w3);
+    put_part(pr, vec4f(sum4(w0), sum4(w1), sum4(w2), sum4(w3)));
     workgroupBarrier();
     for (var r = t; r < BQ; r += WG) {
       var l = 0.0;
@@ -145,8 +147,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     }
 
     // 3. O = O * rescale + P V for queries qi..+3, vec4 columns tk (and tk + NCT).
-    let r = qi - row0;
-    let a = vec4f(rscale[r], rscale[r + 1u], rscale[r + 2u], rscale[r + 3u]);
+    let a = vec4f(rscale[qr], rscale[qr + 1u], rscale[qr + 2u], rscale[qr + 3u]);
     o0 *= a.x;
     o1 *= a.y;
     o2 *= a.z;
@@ -175,10 +176,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     workgroupBarrier();
   }
 
-  let r = qi - row0;
-  let inv = 1.0 / vec4f(rsum[r], rsum[r + 1u], rsum[r + 2u], rsum[r + 3u]);
+  let inv = 1.0 / vec4f(rsum[qr], rsum[qr + 1u], rsum[qr + 2u], rsum[qr + 3u]);
   let col = 4u * tk;
-  let at = (b * p.nq + qi) * p.c + h * D;
+  let at = o_row(b, qi, h);
   if (qi < p.nq) { store(at, col, o0, inv.x); }
   if (qi + 1u < p.nq) { store(at + p.c, col, o1, inv.y); }
   if (qi + 2u < p.nq) { store(at + 2u * p.c, col, o2, inv.z); }

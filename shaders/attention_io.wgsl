@@ -1,7 +1,7 @@
 // The I/O shared by the attention kernels (prepended to shaders/attention.wgsl, attention_flash.wgsl and
 // attention_tiled.wgsl):
-// parameters, bindings, the loads of four head elements of a q, k or v row as f32, the causal/length mask of four
-// scores and the store of four output elements.
+// parameters, bindings, where a head's q/k/v/o rows start and which keys a query block needs, the loads of four head
+// elements of a q, k or v row as f32, the causal/length mask of four scores and the store of four output elements.
 // q/k/v rows may be strided (qs, ks, vs) and start at a column offset (qo, ko, vo): Q, K and V of one packed
 // projection [B, N, 3C] are read in place. o is [B, Nq, c]. div: query batch b reads k/v batch b / div. cl2: the
 // softmax scale times log2(e) (scores in log2 units for exp2).
@@ -50,6 +50,30 @@ fn ld_v(row: u32, col: u32) -> vec4f {
     if (col + 3u < D) { x.w = f32(v[row + col + 3u]); }
   }
   return x;
+}
+
+// Where row i of query batch b starts in q (head h's columns) and in o.
+fn q_row(b: u32, i: u32, h: u32) -> u32 {
+  return (b * p.nq + i) * p.qs + p.qo + h * D;
+}
+
+fn o_row(b: u32, i: u32, h: u32) -> u32 {
+  return (b * p.nq + i) * p.c + h * D;
+}
+
+// Where head h's columns of query batch b's keys and values start (k/v batch b / div), key 0.
+fn k_base(b: u32, h: u32) -> u32 {
+  return (b / p.div) * p.nk * p.ks + p.ko + h * D;
+}
+
+fn v_base(b: u32, h: u32) -> u32 {
+  return (b / p.div) * p.nk * p.vs + p.vo + h * D;
+}
+
+// The keys a block of n queries from row0 needs: all, or with the causal mask those up to its last query (later
+// tiles would be masked for every row, so they are skipped).
+fn key_end(row0: u32, n: u32) -> u32 {
+  return select(p.nk, min(p.nk, row0 + n), p.causal != 0u);
 }
 
 const NEG = -1e30; // masked score; finite so that exp2(NEG - m) is 0 and never NaN

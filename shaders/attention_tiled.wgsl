@@ -8,7 +8,7 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per chunk), NCH (DV*NCH*4 >= D), BQ, BK,
 // WG (threads), CS (phase-1 keys per thread), TCO (phase-3 threads along the head dim).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings and NEG (the masked score): shaders/attention_io.wgsl.
+// Parameters, bindings, row addressing and NEG (the masked score): shaders/attention_io.wgsl.
 
 const TCS = BK / CS; // phase-1 threads along keys
 const TRS = WG / TCS; // phase-1 threads along queries
@@ -59,11 +59,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let q0 = wid.x * BQ;
   let h = wid.y;
   let b = wid.z;
-  let qbase = b * p.nq * p.qs + p.qo + h * D;
-  let kbase = (b / p.div) * p.nk * p.ks + p.ko + h * D;
-  let vbase = (b / p.div) * p.nk * p.vs + p.vo + h * D;
-  // Causal: keys past the block's last query are masked for every row, so skip their tiles.
-  let kend = select(p.nk, min(p.nk, q0 + BQ), p.causal != 0u);
+  let qbase = q_row(b, 0u, h);
+  let kbase = k_base(b, h);
+  let vbase = v_base(b, h);
+  let kend = key_end(q0, BQ);
 
   let tcs = t % TCS;
   let trs = t / TCS;
@@ -157,7 +156,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     let r = tro + i * TRO;
     if (q0 + r >= p.nq) { continue; }
     let inv = 1.0 / rsum[r];
-    let base = (b * p.nq + q0 + r) * p.c + h * D;
+    let base = o_row(b, q0 + r, h);
     for (var ch = 0u; ch < NCH; ch++) {
       for (var j = 0u; j < CPC; j++) {
         let col = (ch * DV + tco + j * TCO) * 4u;
