@@ -1,21 +1,22 @@
 // Memory-efficient multi-head attention (flash-attention style online softmax; the Nq x Nk scores never exist).
 // Each query row is owned by TPR threads: each holds a 1/TPR slice of the row's q and output accumulator in registers
-// (vec4 columns u, u+TPR, ..., DV of them) and the row's running max and sum (f32). Tiles of BK keys of K and V stream
-// through workgroup memory, where every row reads the same key (broadcast loads). With TPR > 1 the partial q.k dots
+// (vec4 columns u, u+TPR, ..., DV of them) and the row's running max and sum (f32). Tiles of BT keys of K and V stream
+// through workgroup memory, where every row reads the same key (broadcast loads), and are scored BK keys at a time
+// (BT > BK: fewer barriers and load phases per key, each load's latency spread over more math). With TPR > 1 the partial q.k dots
 // are summed by row_sums() from attention_rows.wgsl (workgroup memory) or attention_rows_sg.wgsl (subgroups). Head
 // dims past 160 use attention_tiled.wgsl (the registers would not hold a row).
 // Unrolled by hand, like the GEMM core (shaders/gemm.wgsl): private arrays indexed in loops stay in memory on some
 // drivers (llvmpipe) because wgpu's loop bounding can block unrolling. So the q slice (q0..q9), the accumulator
 // (o0..o9) and the tile's scores (s0..s3: 4 keys each) are named registers, and the constant guards below fold away.
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread, <= 10), TPR, WG, BK (4, 8 or
-// 16 keys per tile).
+// 16 keys scored at once), BT (keys per workgroup-memory tile, a multiple of BK).
 // Grid: x = query block, y = head, z = query batch.
 // Parameters, bindings, row addressing and loads, score mask, output store: shaders/attention_io.wgsl.
 const BQ = WG / TPR; // query rows per workgroup
 const DVT = DV * TPR; // vec4 columns of a key row
 
-var<workgroup> kt: array<vec4f, BK * DVT>;
-var<workgroup> vt: array<vec4f, BK * DVT>;
+var<workgroup> kt: array<vec4f, BT * DVT>;
+var<workgroup> vt: array<vec4f, BT * DVT>;
 
 // This thread's slice of its query row (pre-scaled by scale*log2(e): scores come out in log2 units for exp2), of its
 // output accumulator, and its scores of the current key tile (s0: keys 0-3, s1: 4-7, s2/s3: 8-15).
@@ -133,59 +134,63 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   var m = NEG;
   var l = 0.0;
 
-  for (var k0 = 0u; k0 < kend; k0 += BK) {
+  for (var t0 = 0u; t0 < kend; t0 += BT) {
     // Zeros past Nk keep P * V finite (P is 0 there).
-    for (var e = t; e < BK * DVT; e += WG) {
+    for (var e = t; e < BT * DVT; e += WG) {
       let j = e / DVT;
       let col = (e % DVT) * 4u;
       var kx = vec4f(0.0);
       var vx = vec4f(0.0);
-      if (k0 + j < p.nk) {
-        kx = ld_k(kbase + (k0 + j) * p.ks, col);
-        vx = ld_v(vbase + (k0 + j) * p.vs, col);
+      if (t0 + j < p.nk) {
+        kx = ld_k(kbase + (t0 + j) * p.ks, col);
+        vx = ld_v(vbase + (t0 + j) * p.vs, col);
       }
       kt[e] = kx;
       vt[e] = vx;
     }
     workgroupBarrier();
 
-    s0 = qk4(0u, u);
-    if (BK > 4u) { s1 = qk4(4u, u); }
-    if (BK > 8u) {
-      s2 = qk4(8u, u);
-      s3 = qk4(12u, u);
-    }
-    if (TPR > 1u) { row_sums(t, r); }
-    s0 = mask(s0, k0, qi);
-    var mx = max(m, max4(s0));
-    if (BK > 4u) {
-      s1 = mask(s1, k0 + 4u, qi);
-      mx = max(mx, max4(s1));
-    }
-    if (BK > 8u) {
-      s2 = mask(s2, k0 + 8u, qi);
-      s3 = mask(s3, k0 + 12u, qi);
-      mx = max(mx, max(max4(s2), max4(s3)));
-    }
-    let a = exp2(m - mx);
-    m = mx;
-    l *= a;
-    rescale(a);
+    // BK keys at a time; a sub-tile wholly past the last key is skipped (uniform: every thread sees the same t0 + c).
+    for (var c = 0u; c < BT && t0 + c < kend; c += BK) {
+      let k0 = t0 + c;
+      s0 = qk4(c, u);
+      if (BK > 4u) { s1 = qk4(c + 4u, u); }
+      if (BK > 8u) {
+        s2 = qk4(c + 8u, u);
+        s3 = qk4(c + 12u, u);
+      }
+      if (TPR > 1u) { row_sums(t, r); }
+      s0 = mask(s0, k0, qi);
+      var mx = max(m, max4(s0));
+      if (BK > 4u) {
+        s1 = mask(s1, k0 + 4u, qi);
+        mx = max(mx, max4(s1));
+      }
+      if (BK > 8u) {
+        s2 = mask(s2, k0 + 8u, qi);
+        s3 = mask(s3, k0 + 12u, qi);
+        mx = max(mx, max(max4(s2), max4(s3)));
+      }
+      let a = exp2(m - mx);
+      m = mx;
+      l *= a;
+      rescale(a);
 
-    let w0 = exp2(s0 - vec4f(m));
-    l += sum4(w0);
-    pv4(0u, u, w0);
-    if (BK > 4u) {
-      let w1 = exp2(s1 - vec4f(m));
-      l += sum4(w1);
-      pv4(4u, u, w1);
-    }
-    if (BK > 8u) {
-      let w2 = exp2(s2 - vec4f(m));
-      let w3 = exp2(s3 - vec4f(m));
-      l += sum4(w2) + sum4(w3);
-      pv4(8u, u, w2);
-      pv4(12u, u, w3);
+      let w0 = exp2(s0 - vec4f(m));
+      l += sum4(w0);
+      pv4(c, u, w0);
+      if (BK > 4u) {
+        let w1 = exp2(s1 - vec4f(m));
+        l += sum4(w1);
+        pv4(c + 4u, u, w1);
+      }
+      if (BK > 8u) {
+        let w2 = exp2(s2 - vec4f(m));
+        let w3 = exp2(s3 - vec4f(m));
+        l += sum4(w2) + sum4(w3);
+        pv4(c + 8u, u, w2);
+        pv4(c + 12u, u, w3);
+      }
     }
     workgroupBarrier();
   }

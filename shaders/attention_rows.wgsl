@@ -1,6 +1,6 @@
 // row_sums() for attention.wgsl without subgroups: the TPR threads of a query row add their partial q.k dots of the
 // BK keys of this tile (s0..s3) through workgroup memory (one barrier; the tile loop's barriers keep `part` from
-// being overwritten while read).
+// being overwritten while read, and with BT > BK a second one here before the next BK keys write it).
 var<workgroup> part: array<vec4f, select(1u, (BK / 4u) * WG, TPR > 1u)>;
 
 fn row_sum(i: u32, r: u32) -> vec4f {
@@ -23,4 +23,5 @@ fn row_sums(t: u32, r: u32) {
     s2 = row_sum(2u, r);
     s3 = row_sum(3u, r);
   }
+  if (BT > BK) { workgroupBarrier(); }
 }

@@ -6,7 +6,7 @@ import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
 import { resetMeasuredTiles, TILE_TABLE, tilesFile } from "../pipeline/ops/tiles.ts";
-import { attentionConfig, flashConfig, flashThreads } from "../pipeline/ops/attention.ts";
+import { attentionConfig, attentionPrefs, flashConfig, flashThreads, rowsConfig } from "../pipeline/ops/attention.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
 
 // A large GPU's workgroup limits (NVIDIA's Vulkan driver reports these).
@@ -37,11 +37,34 @@ Deno.test("tiles: flash attention's workgroups are whole multiples of the adapte
   // D = 64 fits a whole number of warps with two columns; D = 80 nowhere, so it keeps the first tiling that fits.
   assertEquals(flashConfig(64, 32768, gpu), { kind: "flash", BQ: 32, D4: 16, CPT: 2 });
   assertEquals(flashConfig(80, 32768, gpu), { kind: "flash", BQ: 32, D4: 20, CPT: 2 });
-  // D = 160's K/V tile does not fit 32 KiB: the rows kernel; D = 8 stays on rows too.
+  // D = 160's K/V tile does not fit 32 KiB.
   assertEquals(flashConfig(160, 32768, gpu), null);
-  assertEquals(attentionConfig(160, 32768, gpu).kind, "rows");
-  assertEquals(attentionConfig(8, 32768, gpu).kind, "rows");
-  assertEquals(attentionConfig(40, 32768, gpu), d40);
+});
+
+Deno.test("tiles: each adapter's attention kernel comes from its table entry", () => {
+  const [nv, lp, dflt] = [TILE_TABLE.nvidia, TILE_TABLE.llvmpipe, TILE_TABLE.default].map(attentionPrefs);
+  // llvmpipe: flash at SD's head dims (1.8x the rows kernel there); D = 8 (0.8x) and D = 160 (no fit) on rows.
+  assertEquals(attentionConfig(40, 32768, lp), flashConfig(40, 32768, 8));
+  assertEquals(attentionConfig(80, 32768, lp).kind, "flash");
+  assertEquals(attentionConfig(8, 32768, lp).kind, "rows");
+  assertEquals(attentionConfig(160, 32768, lp).kind, "rows");
+  // NVIDIA (flash 2-4x slower than rows on the H200) and GPUs not in the table: the rows kernel, 16-key tiles.
+  for (const p of [nv, dflt]) {
+    assertEquals(attentionConfig(40, 32768, p), { kind: "rows", TPR: 1, DV: 10, BK: 16, BT: 16, WG: 128 });
+    assertEquals(attentionConfig(80, 32768, p), { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 16, WG: 128 });
+  }
+  // Past 160 the tiled kernel everywhere.
+  assertEquals(attentionConfig(512, 32768, nv).kind, "tiled");
+  // rowsTileKeys: the largest tile of at most that many keys that fits (D = 160, 16 KiB: 8 keys scored at once).
+  assertEquals(attentionConfig(40, 32768, { ...nv, rowsTileKeys: 64 }), {
+    kind: "rows",
+    TPR: 1,
+    DV: 10,
+    BK: 16,
+    BT: 64,
+    WG: 128,
+  });
+  assertEquals(rowsConfig(160, 16384, 64), { kind: "rows", TPR: 4, DV: 10, BK: 8, BT: 8, WG: 128 });
 });
 
 gpuTest(

@@ -62,6 +62,7 @@ case fails or a section errs.
   --small            tiny models and small shapes (what CI runs on a software adapter)
   --budget S         total seconds (default 540 full, 600 --small); late sections shrink or are skipped to fit
   --skip LIST        comma list of sections to leave out (${SECTIONS.filter((s) => s !== "adapter").join(", ")})
+  --kernels REGEX    the kernels section times only the cases whose "op shape" matches (e.g. '^attention')
   --ref DIR          upstream sources for the PyTorch peer (diffusers-*_src.tgz); default ../shared/ref if present
   --cache DIR        where exported ONNX models go (default ~/.cache/zerovid/gpu-check)
   --peer-timeout S   deadline per peer process (default 240)
@@ -83,6 +84,7 @@ const { values: a } = parseArgs({
     small: { type: "boolean", default: false },
     budget: { type: "string" },
     skip: { type: "string", default: "" },
+    kernels: { type: "string" },
     ref: { type: "string" },
     cache: { type: "string" },
     "peer-timeout": { type: "string", default: "240" },
@@ -96,6 +98,13 @@ if (a.help) {
   Deno.exit(0);
 }
 if (!a.out) fail("--out DIR is required (where report.json and report.md go)");
+function regex(name: string, v: string): RegExp {
+  try {
+    return new RegExp(v);
+  } catch (e) {
+    fail(`--${name}: not a regular expression: ${errorMessage(e)}`);
+  }
+}
 const positive = (name: string, v: string) => {
   const x = Number(v);
   if (!Number.isFinite(x) || x <= 0) fail(`--${name} must be a positive number of seconds, got "${v}"`);
@@ -110,6 +119,7 @@ for (const s of skip) {
     fail(`--skip: unknown section "${s}" (have ${SECTIONS.filter((x) => x !== "adapter").join(", ")})`);
   }
 }
+const kernelFilter = a.kernels ? regex("kernels", a.kernels) : null;
 const outDir = resolve(a.out);
 const cache = resolve(
   a.cache ??
@@ -175,6 +185,21 @@ const dtypes: DType[] = f16 ? ["f32", "f16"] : ["f32"];
 /** The precision of the model sections: f16 where the adapter has it (what a user's run picks). */
 const modelDType: DType = f16 ? "f16" : "f32";
 
+// The peers' Python side starts now: finding torch, then exporting SD 1.5's UNet to ONNX (f16; a minute or more of
+// tracing), beside the correctness section, which times nothing; so onnxruntime-web's own run keeps its share of the
+// budget at the end. --small uses the committed tiny ONNX UNet instead.
+const peerPrep = skip.has("peers") ? null : (() => {
+  const torch = findTorch(defaultRef(a.ref)).catch((e) => `looking for torch failed: ${errorMessage(e)}`);
+  const onnx = small ? Promise.resolve(tinyOnnx()) : torch.then(async (t) => {
+    const s0 = elapsed();
+    const r = await exportSd15Onnx(t, cache, Math.min(peerTimeoutS, budgetS / 2))
+      .catch((e) => `ONNX export failed: ${errorMessage(e)}`);
+    log(`peers: ONNX export ${typeof r === "string" ? `missing (${r})` : "done"} in ${(elapsed() - s0).toFixed(0)} s`);
+    return r;
+  });
+  return { torch, onnx };
+})();
+
 // 2. Correctness ---------------------------------------------------------------------------------------------------
 await section("correctness", 10, () =>
   withDevice(false, async (dev) => {
@@ -198,7 +223,9 @@ await section("ceilings", 5, () =>
 // 4. Kernels at SD 1.5 shapes ----------------------------------------------------------------------------------------
 await section("kernels", 10, () =>
   withDevice(true, async (dev) => {
-    const { perf } = await loadOpTable();
+    const { perf: all } = await loadOpTable();
+    const perf = kernelFilter ? all.filter((c) => kernelFilter.test(`${c.op} ${c.shape}`)) : all;
+    if (!perf.length) throw new Error(`--kernels ${a.kernels}: no case matches`);
     for (const dtype of dtypes) {
       // --small: each case that would take more than 0.3 s a call is listed as skipped (SD shapes on a CPU adapter).
       const rows = await benchKernels(dev, perf, dtype, { loop, maxCallS: small ? 0.3 : 2 });
@@ -303,8 +330,7 @@ await section("peers", 20, async () => {
   // onnxruntime-web's calls of the SD 1.5 UNet take seconds (its session setup tens of them): fewer, to fit the budget.
   const ortLoop = small ? peerLoop : { warmup: 1, timeS: 4, iters: 5, minIters: 2 };
 
-  log("peers: looking for python3 with torch and diffusers");
-  const torch = await findTorch(defaultRef(a.ref));
+  const torch = await peerPrep!.torch;
   p.torch = typeof torch === "string" ? null : `${torch.python}: ${torch.versions}`;
   log(`peers: PyTorch ${typeof torch === "string" ? "missing" : torch.versions}`);
   p.rows.push(
@@ -319,12 +345,7 @@ await section("peers", 20, async () => {
     }, timeout()),
   );
 
-  let onnx: OrtModel | string;
-  if (small) onnx = tinyOnnx();
-  else {
-    log("peers: exporting the SD 1.5 UNet to ONNX (f16)");
-    onnx = await exportSd15Onnx(torch, cache, timeout());
-  }
+  const onnx: OrtModel | string = await peerPrep!.onnx;
   log("peers: onnxruntime-web webgpu");
   p.rows.push(
     ...typeof onnx === "string"

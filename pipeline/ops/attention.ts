@@ -11,7 +11,7 @@ import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
-import { tilesFor } from "./tiles.ts";
+import { type AdapterTiles, tilesFor } from "./tiles.ts";
 import { bindable, blockCopy } from "./layout.ts";
 
 export interface AttentionOpts {
@@ -33,8 +33,10 @@ export interface RowsConfig {
   TPR: number;
   /** vec4 columns of the head dim per thread (DV * TPR * 4 >= D; at most ROWS_MAX_DV, the kernel's named registers). */
   DV: number;
-  /** Keys per tile: 4, 8 or 16 (the kernel's s0..s3 score registers). */
+  /** Keys scored at once: 4, 8 or 16 (the kernel's s0..s3 score registers). */
   BK: number;
+  /** Keys per workgroup-memory tile: a multiple of BK (> BK: fewer barriers and load phases per key). */
+  BT: number;
   /** Threads per workgroup (WG / TPR query rows). */
   WG: number;
 }
@@ -74,7 +76,7 @@ export type AttentionConfig = RowsConfig | TiledConfig | FlashConfig;
 
 /** Workgroup memory of a config, in bytes (mirrors the shaders' `var<workgroup>` declarations). */
 export function attentionSharedBytes(c: AttentionConfig): number {
-  if (c.kind === "rows") return 2 * 16 * c.BK * c.DV * c.TPR + 16 * (c.TPR > 1 ? (c.BK / 4) * c.WG : 1);
+  if (c.kind === "rows") return 2 * 16 * c.BT * c.DV * c.TPR + 16 * (c.TPR > 1 ? (c.BK / 4) * c.WG : 1);
   if (c.kind === "flash") {
     const nct = Math.ceil(c.D4 / c.CPT);
     return 16 * c.D4 * c.BQ + 64 * nct * c.CPT * nct + 16 * nct * c.BQ + 4 * nct * c.BQ + 12 * c.BQ;
@@ -93,15 +95,26 @@ const FLASH_MAX_WG = 256;
 const ROWS_MAX_DV = 10;
 /** Largest head dim of the rows kernel: 4 threads x 10 vec4 columns. */
 const ROWS_MAX_D = 160;
-/** Key tiles of the rows kernel (s0..s3: 4 keys each), largest first. */
+/** Keys the rows kernel scores at once (s0..s3: 4 keys each), largest first. */
 const ROWS_BK = [16, 8, 4];
+/** Most keys per workgroup-memory tile of the rows kernel. */
+const ROWS_MAX_BT = 128;
 
-/** The tiling used for head dim D within `budget` bytes of workgroup memory on an adapter of `lanes` (tiles.ts): the
- *  flash kernel where it fits (SD's D = 40, 64 and 80: 1.6-1.8x the rows kernel on llvmpipe), except below D = 13
- *  (D = 8: 0.8x); else the rows kernel up to D = 160, else the tiled one. */
-export function attentionConfig(D: number, budget = SHARED_CAP, lanes = 32): AttentionConfig {
-  const flash = Math.ceil(D / 4) >= 4 ? flashConfig(D, budget, lanes) : null;
-  return flash ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget) : tiledConfig(D, budget));
+/** How an adapter runs attention (its tile-table entry, tiles.ts): `flash`, the flash kernel where it fits, else the
+ *  rows kernel; `lanes`, its lockstep width (flash workgroups); `rowsTileKeys`, the rows kernel's keys per tile. */
+export interface AttentionPrefs {
+  flash: boolean;
+  lanes: number;
+  rowsTileKeys: number;
+}
+
+/** The tiling used for head dim D within `budget` bytes of workgroup memory on an adapter with `prefs`: the flash
+ *  kernel where it fits and the adapter takes it (SD's D = 40, 64 and 80: 1.6-1.8x the rows kernel on llvmpipe, but
+ *  0.25-0.5x on an NVIDIA H200), except below D = 13 (D = 8: 0.8x on llvmpipe); else the rows kernel up to D = 160,
+ *  else the tiled one. */
+export function attentionConfig(D: number, budget: number, prefs: AttentionPrefs): AttentionConfig {
+  const f = prefs.flash && Math.ceil(D / 4) >= 4 ? flashConfig(D, budget, prefs.lanes) : null;
+  return f ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget, prefs.rowsTileKeys) : tiledConfig(D, budget));
 }
 
 /** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; two output
@@ -128,16 +141,18 @@ export function flashThreads(c: FlashConfig): number {
 
 /**
  * Rows kernel: the fewest threads per row that keep a thread's q and output slices at <= 10 vec4 each (80 registers),
- * then the largest key tile that fits `budget`.
+ * then the most keys scored at once, then the largest tile of at most `tileKeys` keys, that fit `budget`.
  */
-export function rowsConfig(D: number, budget = SHARED_CAP): RowsConfig {
+export function rowsConfig(D: number, budget = SHARED_CAP, tileKeys = 16): RowsConfig {
   const dv4 = Math.ceil(D / 4);
   let TPR = 1;
   while (Math.ceil(dv4 / TPR) > ROWS_MAX_DV && TPR < WG) TPR *= 2;
   const DV = Math.ceil(dv4 / TPR);
   for (const BK of ROWS_BK) {
-    const c: RowsConfig = { kind: "rows", TPR, DV, BK, WG };
-    if (attentionSharedBytes(c) <= budget) return c;
+    for (let BT = Math.max(BK, Math.min(tileKeys, ROWS_MAX_BT)); BT >= BK; BT /= 2) {
+      const c: RowsConfig = { kind: "rows", TPR, DV, BK, BT: BT - (BT % BK), WG };
+      if (attentionSharedBytes(c) <= budget) return c;
+    }
   }
   throw new GpuError(`attention: no tiling for head dim ${D} fits ${budget} bytes of workgroup memory`);
 }
@@ -185,8 +200,9 @@ function checkConfig(c: AttentionConfig, D: number): void {
     ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (CPT === 1 || CPT === 2) &&
       flashThreads(c) <= FLASH_MAX_WG;
   } else if (c.kind === "rows") {
-    const { TPR, DV, BK, WG } = c;
-    ok = pos(TPR, DV, BK, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) && DV * TPR * 4 >= D;
+    const { TPR, DV, BK, BT, WG } = c;
+    ok = pos(TPR, DV, BK, BT, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) &&
+      BT % BK === 0 && BT <= ROWS_MAX_BT && DV * TPR * 4 >= D;
   } else {
     const { BQ, BK, WG, CS, DV, NCH, TCO } = c;
     ok = pos(BQ, BK, WG, CS, DV, NCH, TCO) && BK % CS === 0 && WG % (BK / CS) === 0 &&
@@ -195,7 +211,12 @@ function checkConfig(c: AttentionConfig, D: number): void {
   if (!ok) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
 }
 
-/** Production tilings by head dim and workgroup-memory budget. */
+/** An adapter's attention preferences, from its tile-table entry (tiles.ts tilesFor). */
+export function attentionPrefs(e: AdapterTiles): AttentionPrefs {
+  return { flash: (e.attention ?? "rows") === "flash", lanes: e.lanes ?? 32, rowsTileKeys: e.rowsTileKeys ?? 16 };
+}
+
+/** Production tilings by head dim, workgroup-memory budget and adapter preferences. */
 const configs = new Map<string, AttentionConfig>();
 
 /** Columns [col, col + width) of the token rows of `t` [B, N, W]: Q, K or V read in place from one packed
@@ -286,10 +307,10 @@ export function attentionWith(
   if (opts.out) assertShape(op, "out", opts.out, [Bq, Nq, C]);
   const dev = q.dev;
   const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
-  const lanes = tilesFor(dev.adapterName, dev.isFallback).lanes ?? 32;
-  const key = `${D}|${budget}|${lanes}`;
+  const prefs = attentionPrefs(tilesFor(dev.adapterName, dev.isFallback));
+  const key = `${D}|${budget}|${prefs.flash}|${prefs.lanes}|${prefs.rowsTileKeys}`;
   let c = internal.cfg ?? configs.get(key);
-  if (!c) configs.set(key, c = attentionConfig(D, budget, lanes));
+  if (!c) configs.set(key, c = attentionConfig(D, budget, prefs));
   if (c.kind === "rows" && !internal.cfg) {
     // Short sequences (tiny models, text encoders): no more threads than query rows, since idle threads still
     // pay for every barrier (at least 32 to keep a full NVIDIA warp).

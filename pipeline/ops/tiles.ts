@@ -16,6 +16,9 @@
 //              output has at most `maxPixels` pixels; absent: never
 //   lanes      optional: threads that run in lockstep (NVIDIA's warp: 32, the default; llvmpipe: 8 f32 lanes of AVX2);
 //              kernels whose workgroup size follows the shape (flash attention) prefer a multiple of it
+//   attention  optional: "flash" runs head dims 13-80 (SD's 40, 64, 80) on shaders/attention_flash.wgsl where it fits;
+//              "rows" (the default) on shaders/attention.wgsl (pipeline/ops/attention.ts attentionConfig)
+//   rowsTileKeys optional: keys per workgroup-memory tile of the rows kernel (default 16; it scores 16 at a time)
 //
 // Measured tiles: `deno task gpu-check` times every candidate tile on the GEMM shapes of a real UNet call on its
 // adapter and writes the winners to tilesDir()/<adapter>.json ({ adapter, dtype, measured, shapes }); every later
@@ -34,23 +37,36 @@ export interface AdapterTiles {
   prefetch?: boolean;
   directConv?: { maxPixels: number };
   lanes?: number;
+  attention?: "flash" | "rows";
+  rowsTileKeys?: number;
 }
 
 export const TILE_TABLE: Record<string, AdapterTiles> = {
-  // A large GPU: ~132 SMs x 2 resident 256-thread groups; blocking estimated (bigger blocks reuse shared loads).
-  default: { match: "", fill: 256, blocking: { 64: 1, 32: 0.85, 16: 0.7 } },
-  // NVIDIA H200 (Vulkan, driver 580): shapes measured by gpu-check on 2026-12-04 (f16, SD 1.5 at batch 16; the
-  // device call's budget reached 8 of 98 shapes). 128x64/8x4 beat the scored 64x64/8x8 and 128x128/8x8 on every conv
-  // (15-50 %), and 4x4 blocks the 8x8 ones on the GEGLU projections (3x), so 8x4 blocks score highest here.
+  // A large GPU: ~132 SMs x 2 resident 256-thread groups; blocking estimated (bigger blocks reuse shared loads). The
+  // rows attention kernel, as on the one GPU measured (NVIDIA, below).
+  default: { match: "", fill: 256, blocking: { 64: 1, 32: 0.85, 16: 0.7 }, attention: "rows" },
+  // NVIDIA H200 (Vulkan, driver 580), measured by gpu-check on 2026-12-04 (SD 1.5 shapes, batches 2 and 16).
+  // - 128x64/8x4 beat the scored 64x64/8x8 and 128x128/8x8 on every conv (15-50 %), and 4x4 blocks the 8x8 ones on
+  //   the GEGLU projections (3x), so 8x4 blocks score highest here.
+  // - f16 math: the whole f16 UNet call 0.78x the GPU time at batch 2, 0.83x at batch 16, and every shape the second
+  //   run tuned picked it, except the VAE's 512-channel 128x128 conv (16.3 ms in f32 math, 19.8 in f16: kept f32).
+  // - Attention on the rows kernel: flash took 2.2x its time at D = 40 (f32 7.1 vs 3.3 ms, 4096 tokens, batch 2;
+  //   f16 6.7 vs 5.5) and 4.1x at D = 80 (7.0 vs 1.7 ms); flash with two columns (80 threads) 18.4 ms.
   nvidia: {
     match: "NVIDIA",
     fill: 264,
     blocking: { 64: 0.95, 32: 1, 16: 0.7 },
+    f16Math: true,
+    attention: "rows",
     shapes: {
-      "1280x1024x11520": { BM: 128, BN: 64, TM: 8, TN: 4, splitK: 2 },
-      "320x65536x2880": { BM: 128, BN: 64, TM: 8, TN: 4 },
-      "1280x4096x11520": { BM: 128, BN: 64, TM: 8, TN: 4 },
-      "640x16384x5760": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      // second run (f16 math on or off per shape)
+      "1280x1024x11520": { BM: 64, BN: 64, TM: 4, TN: 4, f16: true },
+      "320x65536x2880": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
+      "1280x4096x11520": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
+      "640x16384x5760": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
+      "65536x2560x320": { BM: 64, BN: 64, TM: 4, TN: 4, f16: true },
+      "512x16384x4608": { BM: 128, BN: 64, TM: 8, TN: 4, f16: false },
+      // first run (f32 math)
       "16384x5120x640": { BM: 64, BN: 64, TM: 4, TN: 4 },
       "4096x10240x1280": { BM: 64, BN: 64, TM: 4, TN: 4 },
       "1280x4096x23040": { BM: 128, BN: 64, TM: 8, TN: 4 },
@@ -64,6 +80,7 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // gpu-check measures each shape (its 4x4-level 3x3 convs at batch 2 gain ~10 % from two slices).
   // Register prefetch of the next K-tile: SD 1.5-shaped GEMM rows summed, prefetch vs not, 3 paired runs: 1.008,
   // 1.136, 1.036x the time (CPU "registers" are memory here; nothing to hide), so it stores first.
+  // Flash attention: 1.8x the rows kernel at SD's D = 40 and D = 80 (4096 and 1024 tokens, f32 and f16).
   llvmpipe: {
     match: "llvmpipe",
     fill: 4,
@@ -72,9 +89,18 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
     prefetch: false,
     directConv: { maxPixels: 4 },
     lanes: 8,
+    attention: "flash",
   },
   // Other software/fallback adapters: like llvmpipe until measured.
-  cpu: { match: "", fill: 4, blocking: { 64: 1, 32: 0.62, 16: 0.5 }, splitCost: 0.5, prefetch: false, lanes: 8 },
+  cpu: {
+    match: "",
+    fill: 4,
+    blocking: { 64: 1, 32: 0.62, 16: 0.5 },
+    splitCost: 0.5,
+    prefetch: false,
+    lanes: 8,
+    attention: "flash",
+  },
 };
 
 /** The table entry for an adapter, with the shapes measured on it (tiles file) first. */

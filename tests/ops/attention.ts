@@ -1,19 +1,19 @@
 import {
   attention,
   type AttentionConfig,
-  attentionConfig,
   type AttentionInternal,
   type AttentionOperand,
   type AttentionOpts,
-  attentionSharedBytes,
+  type AttentionPrefs,
+  attentionPrefs,
   attentionWith,
-  flashThreads,
+  flashConfig,
   rowsConfig,
   tiledConfig,
 } from "../../pipeline/ops/attention.ts";
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
+import { adapterTiles } from "../../pipeline/ops/matmul.ts";
 import type { Tensor } from "../../pipeline/gpu/tensor.ts";
-import { tilesFor } from "../../pipeline/ops/tiles.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
 
@@ -71,8 +71,9 @@ interface Shape {
 }
 
 // Every Nq/Nk below (but the 1-token and batch-split cases) is a non-multiple of the query blocks (16/32/64/128) and key tiles
-// (4-16 in the rows kernel, 4 * ceil(D / 4) in the flash one) of the tilings used. Without `internal` a case runs the
-// production tiling: flash kernel where it fits from D = 13 (here 20, 40, 42, 64), else rows up to D = 160, else tiled.
+// (4-128 in the rows kernel, 4 * ceil(D / 4) in the flash one) of the tilings used. Without `internal` a case runs the
+// adapter's production tiling (attentionPrefs): on llvmpipe the flash kernel where it fits from D = 13 (here 20, 40,
+// 42, 64), else rows up to D = 160, else tiled; on GPUs rows up to D = 160.
 const shapes: Shape[] = [
   { Bq: 3, Nq: 37, Nk: 77, heads: 2, D: 4, opts: {} },
   { Bq: 3, Nq: 100, Nk: 100, heads: 8, D: 8, opts: {} },
@@ -112,6 +113,17 @@ const shapes: Shape[] = [
   { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: flashCfg(16, 8, 2) } },
   { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: rowsConfig(40) } },
   { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: {}, internal: { cfg: rowsConfig(80) } },
+  // ... and flash at the tilings GPUs would take (D = 40: BQ 64, one column; D = 80: BQ 32, two).
+  { Bq: 2, Nq: 150, Nk: 150, heads: 2, D: 40, opts: {}, internal: { cfg: flashCfg(64, 40, 1) } },
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { kvBatchDiv: 2 }, internal: { cfg: flashCfg(32, 80, 2) } },
+  // Rows kernel with workgroup-memory tiles of more keys than it scores at once (BT > BK): the last tile partly and
+  // its last sub-tiles wholly past Nk, causal (sub-tiles past a block's last query skipped), two threads per row
+  // (row sums between sub-tiles), BK < 16.
+  { Bq: 2, Nq: 70, Nk: 150, heads: 2, D: 40, opts: {}, internal: { cfg: rowsConfig(40, 32768, 64) } },
+  { Bq: 2, Nq: 150, Nk: 150, heads: 2, D: 40, opts: { causal: true }, internal: { cfg: rowsCfg(1, 10, 16, 64, 64) } },
+  { Bq: 4, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { kvBatchDiv: 2 }, internal: { cfg: rowsConfig(80, 32768, 32) } },
+  { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: rowsCfg(1, 2, 8, 128, 32) } },
+  { Bq: 2, Nq: 37, Nk: 150, heads: 2, D: 20, opts: {}, internal: { cfg: rowsCfg(2, 3, 4, 64, 128) } },
   // Tiled kernel (production: D > 160) at small head dims and 16 KiB tilings (head dim split into chunks).
   { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: tiledConfig(40) } },
   { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {}, internal: { cfg: tiledConfig(6) } },
@@ -143,13 +155,14 @@ function flashCfg(BQ: number, D: number, CPT = 1): AttentionConfig {
   return { kind: "flash", BQ, D4: Math.ceil(D / 4), CPT };
 }
 
-function rowsCfg(TPR: number, DV: number, BK: number, WG: number): AttentionConfig {
-  return { kind: "rows", TPR, DV, BK, WG };
+function rowsCfg(TPR: number, DV: number, BK: number, WG: number, BT = BK): AttentionConfig {
+  return { kind: "rows", TPR, DV, BK, BT, WG };
 }
 
 function cfgText(c: AttentionConfig): string {
   if (c.kind === "flash") return `flash BQ=${c.BQ} CPT=${c.CPT}`;
-  return c.kind === "rows" ? `rows TPR=${c.TPR} BK=${c.BK} WG=${c.WG}` : `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
+  if (c.kind === "rows") return `rows TPR=${c.TPR} BK=${c.BK}${c.BT > c.BK ? ` BT=${c.BT}` : ""} WG=${c.WG}`;
+  return `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
 }
 
 function describe(s: Shape): string {
@@ -245,21 +258,16 @@ function perfSetup(
   return () => attentionWith(q, k, v, heads, { ...opts, out }, { cfg: tiling });
 }
 
-/** The flash tiling of head dim D with the other column count than the adapter's production one (same BQ when it
- *  fits, else the largest that does). */
-function otherColumns(D: number): (dev: Device) => AttentionConfig {
-  return (dev) => {
-    const budget = Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize);
-    const prod = attentionConfig(D, budget, tilesFor(dev.adapterName, dev.isFallback).lanes ?? 32);
-    if (prod.kind !== "flash") throw new Error(`attention perf: D=${D} does not run the flash kernel here`);
-    const CPT = 3 - prod.CPT;
-    for (const BQ of [prod.BQ, 64, 32, 16]) {
-      const c: AttentionConfig = { kind: "flash", BQ, D4: prod.D4, CPT };
-      if (attentionSharedBytes(c) <= budget && flashThreads(c) <= 256) return c;
-    }
-    throw new Error(`attention perf: no flash tiling with CPT=${CPT} fits D=${D}`);
-  };
+/** A tiling chosen on the adapter that runs the perf case (its workgroup-memory budget and tile-table preferences). */
+function onAdapter(pick: (budget: number, prefs: AttentionPrefs) => AttentionConfig): (dev: Device) => AttentionConfig {
+  return (dev) =>
+    pick(Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize), attentionPrefs(adapterTiles(dev)));
 }
+
+/** The flash kernel as this adapter would tile it (null-safe: SD's head dims all fit). */
+const flashOn = (D: number) => onAdapter((budget, prefs) => flashConfig(D, budget, prefs.lanes)!);
+/** The rows kernel with workgroup-memory tiles of `keys` keys. */
+const rowsOn = (D: number, keys: number) => onAdapter((budget) => rowsConfig(D, budget, keys));
 
 /** `cfg`: another tiling than production's, named in the shape by `label` (gpu-check's kernels section times both). */
 function perfCase(
@@ -284,13 +292,19 @@ function perfCase(
 }
 
 export const perf: PerfCase[] = [
-  // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention, text cross-attention, VAE mid-block.
+  // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention (production, then each kernel by name: which one an
+  // adapter should take, tile-table `attention` / `rowsTileKeys`), text cross-attention, VAE mid-block.
   perfCase("attention.self", [2, 4096, 4096, 8, 40]),
-  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsConfig(40)),
-  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, otherColumns(40), "flash, other column count"),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, flashOn(40), "flash kernel"),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 16), "rows kernel"),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 64), "rows kernel, tiles of up to 64 keys"),
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
+  // Text-to-video at 8 frames: each frame's queries against its anchor frame's keys (cross-frame attention).
+  perfCase("attention.self", [16, 4096, 4096, 8, 40], { kvBatchDiv: 8 }),
   // The 32x32 level (D = 80).
   perfCase("attention.self", [2, 1024, 1024, 8, 80]),
-  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsConfig(80)),
+  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, flashOn(80), "flash kernel"),
+  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 16), "rows kernel"),
+  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 64), "rows kernel, tiles of up to 64 keys"),
   perfCase("attention.vae", [1, 4096, 4096, 1, 512]),
 ];
