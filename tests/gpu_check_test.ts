@@ -14,7 +14,7 @@ import { SMALL_SPEC } from "../tools/gpu_check/models.ts";
 import type { PeerRow } from "../tools/bench/peers.ts";
 import { gemmHooks, SPLITS, TILES } from "../pipeline/ops/matmul.ts";
 import { isCandidate, resetMeasuredTiles, tilesFile, tilesFor } from "../pipeline/ops/tiles.ts";
-import { attentionHooks } from "../pipeline/ops/attention.ts";
+import { attentionHooks, validTiling } from "../pipeline/ops/attention.ts";
 import { UNet, type UNetConfig } from "../pipeline/models/unet.ts";
 import { loadComponent } from "../pipeline/weights/diffusers.ts";
 import { countFlops } from "../tools/bench/flops.ts";
@@ -257,12 +257,27 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
     const changed = tl.rows.filter((x) => JSON.stringify(x.best) !== JSON.stringify(x.scored));
     assertEquals(saved.adapter, a.name);
     assertEquals(Object.keys(saved.shapes).sort(), changed.map((x) => x.key).sort());
+    // Attention: each head dim of the tiny UNet (4 and 8) timed with the rows kernel at every tile of keys (its head
+    // dims are below flash's 13), the winners that differ from production in the file's `attention`.
+    assertEquals(tl.attention.map((x) => x.D), [4, 8]);
+    for (const x of tl.attention) {
+      assert(
+        x.tried >= 4 && x.bestMs <= x.productionMs,
+        `D=${x.D}: tried ${x.tried}, ${x.bestMs} vs ${x.productionMs}`,
+      );
+      assert(x.calls >= x.shapeCalls && x.shapeCalls > 0, `D=${x.D}: ${x.shapeCalls} of ${x.calls} calls`);
+      assert(validTiling(x.best, x.D), `D=${x.D}: ${JSON.stringify(x.best)}`);
+    }
+    const attnChanged = tl.attention.filter((x) => JSON.stringify(x.best) !== JSON.stringify(x.production));
+    assertEquals(Object.keys(saved.attention).map(Number).sort(), attnChanged.map((x) => x.D).sort());
     const env = Deno.env.get("ZEROVID_TILES_DIR");
     Deno.env.set("ZEROVID_TILES_DIR", tilesDir);
     resetMeasuredTiles();
     try {
       const shapes = tilesFor(a.name, a.fallback).shapes ?? {};
       for (const x of changed) assertEquals(shapes[x.key], x.best, `${x.key}: a later run picks the measured tile`);
+      const byD = tilesFor(a.name, a.fallback).attentionByD ?? {};
+      for (const x of attnChanged) assertEquals(byD[x.D], x.best, `D=${x.D}: a later run picks the measured tiling`);
     } finally {
       if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
       else Deno.env.set("ZEROVID_TILES_DIR", env);

@@ -6,7 +6,15 @@ import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
 import { resetMeasuredTiles, TILE_TABLE, tilesFile } from "../pipeline/ops/tiles.ts";
-import { attentionConfig, attentionPrefs, flashConfig, flashThreads, rowsConfig } from "../pipeline/ops/attention.ts";
+import {
+  attention,
+  attentionConfig,
+  attentionPrefs,
+  attentionTiling,
+  flashConfig,
+  flashThreads,
+  rowsConfig,
+} from "../pipeline/ops/attention.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
 
 // A large GPU's workgroup limits (NVIDIA's Vulkan driver reports these).
@@ -143,6 +151,75 @@ gpuTest(
       );
       resetMeasuredTiles();
       assertEquals(pickTile(dev, 320, 8192, 2880), scored);
+    } finally {
+      if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
+      else Deno.env.set("ZEROVID_TILES_DIR", env);
+      resetMeasuredTiles();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+gpuTest(
+  "tiles: a run takes its adapter's measured attention tilings by head dim; invalid or oversized ones are ignored",
+  async (dev) => {
+    const dir = await Deno.makeTempDir({ prefix: "zerovid-tiles-" });
+    const env = Deno.env.get("ZEROVID_TILES_DIR");
+    try {
+      Deno.env.set("ZEROVID_TILES_DIR", dir);
+      resetMeasuredTiles();
+      const table = attentionTiling(dev, 40);
+      // Another valid tiling than the table's at D = 40, one at D = 8; then a rows tiling whose tile is not a multiple
+      // of its BK, one too big for 32 KiB (D = 80 with 128-key tiles), an unknown kind and a key that is no number.
+      const measured40 = table.kind === "flash"
+        ? rowsConfig(40, 32768, 32)
+        : { kind: "flash", BQ: 32, D4: 10, CPT: 1 } as const;
+      const measured8 = { kind: "rows", TPR: 1, DV: 2, BK: 8, BT: 32, WG: 128 } as const;
+      await Deno.writeTextFile(
+        tilesFile(dev.adapterName)!,
+        JSON.stringify({
+          adapter: dev.adapterName,
+          dtype: "f32",
+          measured: new Date().toISOString(),
+          shapes: {},
+          attention: {
+            40: measured40,
+            8: measured8,
+            64: { kind: "rows", TPR: 2, DV: 8, BK: 16, BT: 24, WG: 128 },
+            80: { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 128, WG: 128 },
+            20: { kind: "cubes", BQ: 16 },
+            "x": measured8,
+          },
+        }),
+      );
+      resetMeasuredTiles();
+      assertEquals(attentionTiling(dev, 40), measured40, "the measured D = 40 tiling");
+      assertEquals(attentionTiling(dev, 8), measured8, "the measured D = 8 tiling");
+      resetMeasuredTiles();
+      Deno.env.delete("ZEROVID_TILES_DIR");
+      const plain = [64, 80, 20].map((D) => attentionTiling(dev, D));
+      Deno.env.set("ZEROVID_TILES_DIR", dir);
+      resetMeasuredTiles();
+      assertEquals([64, 80, 20].map((D) => attentionTiling(dev, D)), plain, "invalid entries leave the table's");
+
+      // Attention runs the measured tiling and matches the table's result.
+      const [B, N, heads, D] = [2, 70, 2, 40];
+      const q = up(dev, randn(B * N * heads * D, 1), [B, N, heads * D], "f32");
+      const k = up(dev, randn(B * N * heads * D, 2), [B, N, heads * D], "f32");
+      const v = up(dev, randn(B * N * heads * D, 3), [B, N, heads * D], "f32");
+      const got = await attention(q, k, v, heads).read();
+      const ran = (key: string) =>
+        key.includes(`"D":40,`) &&
+        (measured40.kind === "flash"
+          ? key.startsWith("attention_flash|f32|") && key.includes(`"BQ":32,`)
+          : key.startsWith("attention|f32|") && key.includes(`"BT":32,`));
+      assert(dev.kernelKeys().some(ran), `the measured kernel among ${dev.kernelKeys().join(", ")}`);
+      resetMeasuredTiles();
+      Deno.env.delete("ZEROVID_TILES_DIR");
+      const want = await attention(q, k, v, heads).read();
+      const d = diff(got, want);
+      assert(d.maxAbs < 1e-5, `measured vs table tiling: max abs ${d.maxAbs}`);
+      for (const t of [q, k, v]) t.release();
     } finally {
       if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
       else Deno.env.set("ZEROVID_TILES_DIR", env);

@@ -8,7 +8,7 @@ import ioSrc from "../../shaders/attention_io.wgsl" with { type: "text" };
 import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import rowsSgSrc from "../../shaders/attention_rows_sg.wgsl" with { type: "text" };
 import { rowsOnSubgroups } from "../gpu/subgroups.ts";
-import { BYTES, GpuError, Params } from "../gpu/device.ts";
+import { BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
 import { type AdapterTiles, tilesFor } from "./tiles.ts";
@@ -193,22 +193,28 @@ function lexLess(a: number[], b: number[]): boolean {
 
 /** The shaders' divisibility assumptions; a violation would silently drop rows or columns. */
 function checkConfig(c: AttentionConfig, D: number): void {
-  const pos = (...xs: number[]) => xs.every((x) => Number.isInteger(x) && x > 0);
+  if (!validTiling(c, D)) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
+}
+
+/** Whether `c` is a tiling the kernels can run at head dim D (any value: a tiles file is read with it). */
+export function validTiling(c: unknown, D: number): c is AttentionConfig {
+  const pos = (...xs: unknown[]) => xs.every((x) => Number.isInteger(x) && (x as number) > 0);
+  if (typeof c !== "object" || c === null) return false;
   let ok: boolean;
-  if (c.kind === "flash") {
-    const { BQ, D4, CPT } = c;
+  if ("kind" in c && c.kind === "flash") {
+    const { BQ, D4, CPT } = c as FlashConfig;
     ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (CPT === 1 || CPT === 2) &&
-      flashThreads(c) <= FLASH_MAX_WG;
-  } else if (c.kind === "rows") {
-    const { TPR, DV, BK, BT, WG } = c;
+      flashThreads(c as FlashConfig) <= FLASH_MAX_WG;
+  } else if ("kind" in c && c.kind === "rows") {
+    const { TPR, DV, BK, BT, WG } = c as RowsConfig;
     ok = pos(TPR, DV, BK, BT, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) &&
       BT % BK === 0 && BT <= ROWS_MAX_BT && DV * TPR * 4 >= D;
-  } else {
-    const { BQ, BK, WG, CS, DV, NCH, TCO } = c;
+  } else if ("kind" in c && c.kind === "tiled") {
+    const { BQ, BK, WG, CS, DV, NCH, TCO } = c as TiledConfig;
     ok = pos(BQ, BK, WG, CS, DV, NCH, TCO) && BK % CS === 0 && WG % (BK / CS) === 0 &&
       BQ % (WG / (BK / CS)) === 0 && WG % TCO === 0 && BQ % (WG / TCO) === 0 && DV % TCO === 0 && DV * NCH * 4 >= D;
-  }
-  if (!ok) throw new GpuError(`attention: invalid tiling ${JSON.stringify(c)} for head dim ${D}`);
+  } else ok = false;
+  return ok;
 }
 
 /** An adapter's attention preferences, from its tile-table entry (tiles.ts tilesFor). */
@@ -218,6 +224,20 @@ export function attentionPrefs(e: AdapterTiles): AttentionPrefs {
 
 /** Production tilings by head dim, workgroup-memory budget and adapter preferences. */
 const configs = new Map<string, AttentionConfig>();
+
+/** The tiling production runs at head dim D on `dev`'s adapter: the one gpu-check measured fastest there (tiles file:
+ *  `attention` by head dim) when it is valid and fits, else attentionConfig from the table entry's preferences. */
+export function attentionTiling(dev: Device, D: number): AttentionConfig {
+  const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const e = tilesFor(dev.adapterName, dev.isFallback);
+  const measured = e.attentionByD?.[D];
+  if (validTiling(measured, D) && attentionSharedBytes(measured) <= budget) return measured;
+  const prefs = attentionPrefs(e);
+  const key = `${D}|${budget}|${prefs.flash}|${prefs.lanes}|${prefs.rowsTileKeys}`;
+  let c = configs.get(key);
+  if (!c) configs.set(key, c = attentionConfig(D, budget, prefs));
+  return c;
+}
 
 /** Columns [col, col + width) of the token rows of `t` [B, N, W]: Q, K or V read in place from one packed
  *  projection (e.g. to_q/to_k/to_v computed as one GEMM into [B, N, 3C]). */
@@ -261,11 +281,17 @@ export interface AttentionCall {
   heads: number;
   D: number;
   causal: boolean;
+  /** Query batches per k/v batch (cross-frame attention: the frames of a group). */
+  kvBatchDiv: number;
 }
 
 /** Told of every attention call (once per call, however it is split to fit the binding limit), like matmul.ts's
  *  `gemmHooks.onGemm` for the GEMMs: gpu-check and bench count a UNet call's FLOPs with both (tools/bench/flops.ts). */
-export const attentionHooks: { onAttention: ((a: AttentionCall) => void) | null } = { onAttention: null };
+export const attentionHooks: {
+  onAttention: ((a: AttentionCall) => void) | null;
+  /** Overrides the production tiling of every call (gpu-check's tiles section times candidates with it). */
+  tiling: AttentionConfig | null;
+} = { onAttention: null, tiling: null };
 
 /** Overrides for tests: an explicit tiling, or a smaller binding limit to exercise the batch split. */
 export interface AttentionInternal {
@@ -306,11 +332,7 @@ export function attentionWith(
   if (Nk < 1) throw new GpuError(`${op}: k has no tokens ([${k.shape}])`);
   if (opts.out) assertShape(op, "out", opts.out, [Bq, Nq, C]);
   const dev = q.dev;
-  const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
-  const prefs = attentionPrefs(tilesFor(dev.adapterName, dev.isFallback));
-  const key = `${D}|${budget}|${prefs.flash}|${prefs.lanes}|${prefs.rowsTileKeys}`;
-  let c = internal.cfg ?? configs.get(key);
-  if (!c) configs.set(key, c = attentionConfig(D, budget, prefs));
+  let c = internal.cfg ?? attentionHooks.tiling ?? attentionTiling(dev, D);
   if (c.kind === "rows" && !internal.cfg) {
     // Short sequences (tiny models, text encoders): no more threads than query rows, since idle threads still
     // pay for every barrier (at least 32 to keep a full NVIDIA warp).
@@ -320,7 +342,7 @@ export function attentionWith(
   checkConfig(c, D);
   const out = opts.out ?? empty(dev, [Bq, Nq, C], q.dtype);
   if (Bq === 0 || Nq === 0) return out;
-  attentionHooks.onAttention?.({ Bq, Nq, Nk, heads, D, causal: !!opts.causal });
+  attentionHooks.onAttention?.({ Bq, Nq, Nk, heads, D, causal: !!opts.causal, kvBatchDiv: div });
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const { kind, ...consts } = c;
   // A row's TPR threads sum their dots on subgroups when they fit in one.

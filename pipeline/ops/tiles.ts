@@ -19,11 +19,14 @@
 //   attention  optional: "flash" runs head dims 13-80 (SD's 40, 64, 80) on shaders/attention_flash.wgsl where it fits;
 //              "rows" (the default) on shaders/attention.wgsl (pipeline/ops/attention.ts attentionConfig)
 //   rowsTileKeys optional: keys per workgroup-memory tile of the rows kernel (default 16; it scores 16 at a time)
+//   attentionByD optional: measured attention tilings by head dim, used before `attention` / `rowsTileKeys`
 //
 // Measured tiles: `deno task gpu-check` times every candidate tile on the GEMM shapes of a real UNet call on its
-// adapter and writes the winners to tilesDir()/<adapter>.json ({ adapter, dtype, measured, shapes }); every later
-// run on that adapter reads the file once and puts its shapes before the table's (a tile that is not one of the
-// kernels' candidates is ignored, so a hand-edited file cannot make a kernel nobody tested).
+// adapter, and each attention kernel and tiling at the call's head dims, and writes the winners to
+// tilesDir()/<adapter>.json ({ adapter, dtype, measured, shapes, attention }); every later run on that adapter reads
+// the file once and puts its entries before the table's (a tile that is not one of the kernels' candidates, or an
+// attention tiling the kernels cannot run, is ignored, so a hand-edited file cannot make a kernel nobody tested).
+import type { AttentionConfig } from "./attention.ts";
 import type { GemmTile } from "./matmul.ts";
 
 export interface AdapterTiles {
@@ -39,6 +42,7 @@ export interface AdapterTiles {
   lanes?: number;
   attention?: "flash" | "rows";
   rowsTileKeys?: number;
+  attentionByD?: Record<number, AttentionConfig>;
 }
 
 export const TILE_TABLE: Record<string, AdapterTiles> = {
@@ -112,8 +116,8 @@ export function tilesFor(adapterName: string, isFallback: boolean): AdapterTiles
   let e = entries.get(adapterName);
   if (!e) {
     const base = staticEntry(adapterName, isFallback);
-    const measured = measuredShapes(adapterName);
-    e = measured ? { ...base, shapes: { ...base.shapes, ...measured } } : base;
+    const m = measuredEntries(adapterName);
+    e = m ? withMeasured(base, m.shapes, m.attention) : base;
     entries.set(adapterName, e);
   }
   return e;
@@ -137,6 +141,20 @@ export interface MeasuredTiles {
   /** ISO time of the measurement. */
   measured: string;
   shapes: Record<string, GemmTile>;
+  /** Attention tilings by head dim (pipeline/ops/attention.ts attentionTiling checks each before use). */
+  attention?: Record<string, AttentionConfig>;
+}
+
+function withMeasured(
+  base: AdapterTiles,
+  shapes: Record<string, GemmTile>,
+  attention: Record<number, AttentionConfig>,
+): AdapterTiles {
+  return {
+    ...base,
+    shapes: { ...base.shapes, ...shapes },
+    attentionByD: { ...base.attentionByD, ...attention },
+  };
 }
 
 function env(name: string): string | undefined {
@@ -188,8 +206,10 @@ export function setCandidateTiles(tiles: readonly GemmTile[], splits: readonly n
   candidateSplits = splits;
 }
 
-/** The measured shapes for an adapter from its tiles file; null when there is none (or it is unreadable). */
-function measuredShapes(adapterName: string): Record<string, GemmTile> | null {
+/** The measured entries for an adapter from its tiles file; null when there is none (or it is unreadable). */
+function measuredEntries(
+  adapterName: string,
+): { shapes: Record<string, GemmTile>; attention: Record<number, AttentionConfig> } | null {
   const path = tilesFile(adapterName);
   if (!path) return null;
   let parsed: MeasuredTiles;
@@ -211,13 +231,26 @@ function measuredShapes(adapterName: string): Record<string, GemmTile> | null {
       ...(typeof t.f16 === "boolean" ? { f16: t.f16 } : {}),
     };
   }
-  return out;
+  const attention: Record<number, AttentionConfig> = {};
+  const byD = parsed.attention;
+  if (typeof byD === "object" && byD !== null) {
+    for (const [d, c] of Object.entries(byD)) {
+      // Validity against the head dim is checked where it is used (attentionTiling); here only the key.
+      if (/^\d+$/.test(d) && typeof c === "object" && c !== null) attention[Number(d)] = c;
+    }
+  }
+  return { shapes: out, attention };
 }
 
-/** Puts measured shapes in force for an adapter in this process (gpu-check, after tuning). */
-export function useMeasuredTiles(adapterName: string, isFallback: boolean, shapes: Record<string, GemmTile>): void {
-  const base = staticEntry(adapterName, isFallback);
-  entries.set(adapterName, { ...base, shapes: { ...base.shapes, ...shapes } });
+/** Puts measured shapes (and attention tilings by head dim) in force for an adapter in this process (gpu-check,
+ *  after tuning). */
+export function useMeasuredTiles(
+  adapterName: string,
+  isFallback: boolean,
+  shapes: Record<string, GemmTile>,
+  attention: Record<number, AttentionConfig> = {},
+): void {
+  entries.set(adapterName, withMeasured(staticEntry(adapterName, isFallback), shapes, attention));
 }
 
 /** Forgets what was read or put in force (a test that writes a tiles file, then reads it as a new run would). */

@@ -8,7 +8,7 @@ import type { AdapterReport, MachineReport } from "./adapter.ts";
 import type { Counts } from "./correctness.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
 import type { Text2VideoReport, UNetReportRow, UNetVariantRow } from "./models.ts";
-import { type TilesReport, tileText } from "./tiles.ts";
+import { attnText, type TilesReport, tileText } from "./tiles.ts";
 
 export const SECTIONS = [
   "adapter",
@@ -320,6 +320,30 @@ export function renderMarkdown(r: Report): string {
   L.push("", "## Tiles measured on this adapter", "");
   if (r.tiles) {
     const t = r.tiles;
+    const attnChanged = t.attention.filter((x) => x.best !== x.production).length;
+    L.push(
+      `Attention: ${t.attention.length} head dims of one UNet call, each timed on its heaviest call shape with every ` +
+        `candidate kernel and tiling; ${attnChanged} picks changed.`,
+      "",
+      "```",
+      table(
+        ["D", "shape", "calls", "of them", "production", "ms", "measured", "ms", "tried"],
+        t.attention.map((x) => [
+          x.D,
+          x.shape,
+          x.calls,
+          x.shapeCalls,
+          attnText(x.production),
+          ms(x.productionMs),
+          attnText(x.best),
+          ms(x.bestMs),
+          x.tried,
+        ]),
+        ["D", "calls", "of them", "ms", "tried"],
+      ),
+      "```",
+      "",
+    );
     const changed = t.rows.filter((x) => tileText(x.best) !== tileText(x.scored)).length;
     L.push(
       `${t.rows.length} GEMM shapes of one UNet call (batches ${t.batches.join(", ")}, ${t.dtype}) timed with every ` +

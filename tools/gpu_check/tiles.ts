@@ -5,9 +5,22 @@
 // which every later run on this adapter reads (pipeline/ops/tiles.ts), and are put in force for the rest of the
 // check, so the UNet and text-to-video sections after it measure the tuned kernels. In f16 each shape's winner is also
 // timed with the GEMM core's other math (F16MATH on or off), and a faster one is kept (the tile's `f16`).
+// Attention first (a few candidates per head dim, and the kernel choice flips between adapters: flash is 1.8x the rows
+// kernel on llvmpipe and 0.25-0.45x on an H200): at each head dim of the call, its heaviest call shape is timed with
+// the flash kernel (where it fits) and the rows kernel at each tile of keys; a winner goes to the file's `attention`.
 import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { type Tensor, withTensorScope } from "../../pipeline/gpu/tensor.ts";
 import type { UNet } from "../../pipeline/models/unet.ts";
+import {
+  attention,
+  type AttentionCall,
+  type AttentionConfig,
+  attentionHooks,
+  attentionPrefs,
+  attentionTiling,
+  flashConfig,
+  rowsConfig,
+} from "../../pipeline/ops/attention.ts";
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import {
   adapterTiles,
@@ -42,9 +55,26 @@ export interface TileRow {
   tried: number;
 }
 
+/** One head dim's attention, timed with each candidate tiling on its heaviest call shape. */
+export interface AttentionTileRow {
+  D: number;
+  /** The timed call's shape. */
+  shape: string;
+  /** Calls of one UNet call (every recorded batch) at this head dim, and those of the timed shape. */
+  calls: number;
+  shapeCalls: number;
+  production: AttentionConfig;
+  productionMs: number;
+  best: AttentionConfig;
+  bestMs: number;
+  tried: number;
+}
+
 export interface TilesReport {
   dtype: DType;
   batches: number[];
+  /** Attention tilings by head dim (timed before the GEMMs). */
+  attention: AttentionTileRow[];
   rows: TileRow[];
   /** Shapes recorded but not timed (out of the section's time). */
   untimed: number;
@@ -75,14 +105,18 @@ function candidatesFor(g: GemmCall, tiles: GemmTile[], fill: number): GemmTile[]
   });
 }
 
-/** The GEMMs one UNet call makes at each batch, by key, with how many times each runs. */
-export async function recordGemms(
+/** The GEMMs and attention calls one UNet call makes at each batch, by key, with how many times each runs. */
+export async function recordCalls(
   dev: Device,
   unet: UNet,
   latent: number,
   batches: number[],
-): Promise<Map<string, { call: GemmCall; calls: number }>> {
+): Promise<{
+  gemms: Map<string, { call: GemmCall; calls: number }>;
+  attention: Map<string, { call: AttentionCall; calls: number }>;
+}> {
   const seen = new Map<string, { call: GemmCall; calls: number }>();
+  const attn = new Map<string, { call: AttentionCall; calls: number }>();
   const cfg = unet.cfg, dtype = unet.params.dtype;
   const cross = Array.isArray(cfg.cross_attention_dim) ? cfg.cross_attention_dim[0] : cfg.cross_attention_dim;
   await withTensorScope(dev, async () => {
@@ -92,6 +126,12 @@ export async function recordGemms(
       if (s) s.calls++;
       else seen.set(g.key, { call: g, calls: 1 });
     };
+    attentionHooks.onAttention = (a) => {
+      const key = JSON.stringify(a);
+      const s = attn.get(key);
+      if (s) s.calls++;
+      else attn.set(key, { call: a, calls: 1 });
+    };
     try {
       for (const batch of batches) {
         const sample = randomTensor(dev, [batch, cfg.in_channels, latent, latent], 8, dtype);
@@ -100,9 +140,10 @@ export async function recordGemms(
       await dev.sync();
     } finally {
       gemmHooks.onGemm = null;
+      attentionHooks.onAttention = null;
     }
   });
-  return seen;
+  return { gemms: seen, attention: attn };
 }
 
 /** Inputs for one GEMM like `g` and the call that runs it (into a fixed output, so nothing is allocated per call). */
@@ -127,24 +168,110 @@ function setup(dev: Device, g: GemmCall, dtype: DType): () => Tensor {
 async function timeTile(dev: Device, run: () => Tensor, tile: GemmTile, budgetMs: number): Promise<number> {
   gemmHooks.tile = tile;
   try {
-    run();
-    await dev.sync(); // compile + warm up
-    let t0 = performance.now();
-    run();
-    await dev.sync();
-    const one = Math.max(performance.now() - t0, 1e-3);
-    const reps = Math.max(3, Math.min(50, Math.floor(budgetMs / one)));
-    let best = Infinity;
-    for (let round = 0; round < 2; round++) {
-      t0 = performance.now();
-      for (let i = 0; i < reps; i++) run();
-      await dev.sync();
-      best = Math.min(best, (performance.now() - t0) / reps);
-    }
-    return best;
+    return await timeCalls(dev, run, budgetMs);
   } finally {
     gemmHooks.tile = null;
   }
+}
+
+/** Milliseconds per call of `run` with the attention tiling `c` in force. */
+async function timeAttention(dev: Device, run: () => Tensor, c: AttentionConfig, budgetMs: number): Promise<number> {
+  attentionHooks.tiling = c;
+  try {
+    return await timeCalls(dev, run, budgetMs);
+  } finally {
+    attentionHooks.tiling = null;
+  }
+}
+
+async function timeCalls(dev: Device, run: () => Tensor, budgetMs: number): Promise<number> {
+  run();
+  await dev.sync(); // compile + warm up
+  let t0 = performance.now();
+  run();
+  await dev.sync();
+  const one = Math.max(performance.now() - t0, 1e-3);
+  const reps = Math.max(3, Math.min(50, Math.floor(budgetMs / one)));
+  let best = Infinity;
+  for (let round = 0; round < 2; round++) {
+    t0 = performance.now();
+    for (let i = 0; i < reps; i++) run();
+    await dev.sync();
+    best = Math.min(best, (performance.now() - t0) / reps);
+  }
+  return best;
+}
+
+/** Inputs for one attention call like `a` and the call that runs it (into a fixed output). */
+function attentionSetup(dev: Device, a: AttentionCall, dtype: DType): () => Tensor {
+  const C = a.heads * a.D, Bk = Math.ceil(a.Bq / a.kvBatchDiv);
+  const q = randomTensor(dev, [a.Bq, a.Nq, C], 1, dtype);
+  const k = randomTensor(dev, [Bk, a.Nk, C], 2, dtype);
+  const v = randomTensor(dev, [Bk, a.Nk, C], 3, dtype);
+  const out = randomTensor(dev, [a.Bq, a.Nq, C], 4, dtype);
+  return () => attention(q, k, v, a.heads, { kvBatchDiv: a.kvBatchDiv, causal: a.causal, out });
+}
+
+/** The tilings tried at head dim D: the production one, the flash kernel where it fits, the rows kernel at each tile
+ *  of keys (distinct ones only). */
+function attentionCandidates(dev: Device, D: number, production: AttentionConfig): AttentionConfig[] {
+  const budget = Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const out: AttentionConfig[] = [production];
+  const add = (c: AttentionConfig | null) => {
+    if (c && !out.some((x) => JSON.stringify(x) === JSON.stringify(c))) out.push(c);
+  };
+  if (production.kind === "tiled") return out; // past the rows kernel's 160: one kernel
+  if (Math.ceil(D / 4) >= 4) add(flashConfig(D, budget, attentionPrefs(adapterTiles(dev)).lanes));
+  for (const keys of [16, 32, 64, 128]) add(rowsConfig(D, budget, keys));
+  return out;
+}
+
+const attnText = (c: AttentionConfig) =>
+  c.kind === "flash"
+    ? `flash BQ ${c.BQ} CPT ${c.CPT}`
+    : c.kind === "rows"
+    ? `rows BK ${c.BK} BT ${c.BT}`
+    : `tiled BQ ${c.BQ} BK ${c.BK}`;
+
+/** Times each head dim's candidate tilings on its heaviest call shape; returns a row per head dim. */
+async function tuneAttention(
+  dev: Device,
+  calls: { call: AttentionCall; calls: number }[],
+  dtype: DType,
+  perTileMs: number,
+): Promise<AttentionTileRow[]> {
+  const work = (a: AttentionCall) => a.Bq * a.heads * a.Nq * a.Nk * a.D;
+  const byD = new Map<number, { call: AttentionCall; calls: number }[]>();
+  for (const c of calls) byD.set(c.call.D, [...byD.get(c.call.D) ?? [], c]);
+  const rows: AttentionTileRow[] = [];
+  for (const [D, list] of byD) {
+    const heaviest = list.reduce((a, b) => b.calls * work(b.call) > a.calls * work(a.call) ? b : a);
+    const production = attentionTiling(dev, D);
+    const tried = attentionCandidates(dev, D, production);
+    await withTensorScope(dev, async () => {
+      const run = attentionSetup(dev, heaviest.call, dtype);
+      const times: number[] = [];
+      for (const c of tried) times.push(await timeAttention(dev, run, c, perTileMs));
+      let best = 0;
+      for (let i = 1; i < tried.length; i++) if (times[i] < times[best] * (1 - MARGIN)) best = i;
+      const a = heaviest.call;
+      rows.push({
+        D,
+        shape:
+          `B=${a.Bq} Nq=${a.Nq} Nk=${a.Nk} heads=${a.heads}${a.kvBatchDiv > 1 ? ` kvBatchDiv=${a.kvBatchDiv}` : ""}` +
+          (a.causal ? " causal" : ""),
+        calls: list.reduce((s, c) => s + c.calls, 0),
+        shapeCalls: heaviest.calls,
+        production,
+        productionMs: times[0],
+        best: tried[best],
+        bestMs: times[best],
+        tried: tried.length,
+      });
+    });
+    dev.pool.trim();
+  }
+  return rows.sort((x, y) => x.D - y.D);
 }
 
 /**
@@ -160,7 +287,9 @@ export async function tuneTiles(
   const dtype = unet.params.dtype;
   // Against the table's own scoring: what an earlier measurement put in force is measured again, not kept blindly.
   useMeasuredTiles(dev.adapterName, dev.isFallback, {});
-  const shapes = [...(await recordGemms(dev, unet, o.latent, o.batches)).values()];
+  const recorded = await recordCalls(dev, unet, o.latent, o.batches);
+  const attentionRows = await tuneAttention(dev, [...recorded.attention.values()], dtype, o.perTileMs);
+  const shapes = [...recorded.gemms.values()];
   const work = (g: GemmCall) => g.op === "linear" ? g.M * g.N * g.K : g.Cout * g.B * g.Cin * g.KH * g.KW * g.H * g.W;
   shapes.sort((a, b) => b.calls * work(b.call) - a.calls * work(a.call));
   const L = dev.gpu.limits;
@@ -212,7 +341,9 @@ export async function tuneTiles(
   }
   const winners: Record<string, GemmTile> = {};
   for (const r of rows) if (!same(r.best, r.scored)) winners[r.key] = r.best;
-  useMeasuredTiles(dev.adapterName, dev.isFallback, winners);
+  const attentionWinners: Record<number, AttentionConfig> = {};
+  for (const r of attentionRows) if (r.best !== r.production) attentionWinners[r.D] = r.best;
+  useMeasuredTiles(dev.adapterName, dev.isFallback, winners, attentionWinners);
   const file = o.dir === null ? null : tilesFile(dev.adapterName, o.dir);
   if (file) {
     const body: MeasuredTiles = {
@@ -220,6 +351,7 @@ export async function tuneTiles(
       dtype,
       measured: new Date().toISOString(),
       shapes: winners,
+      attention: attentionWinners,
     };
     await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
     await Deno.writeTextFile(file, JSON.stringify(body, null, 1) + "\n");
@@ -228,6 +360,7 @@ export async function tuneTiles(
   return {
     dtype,
     batches: o.batches,
+    attention: attentionRows,
     rows,
     untimed,
     scoredMs: sum((r) => r.scoredMs),
@@ -236,5 +369,5 @@ export async function tuneTiles(
   };
 }
 
-/** A tile as the report prints it. */
-export { tileText };
+/** A tile and an attention tiling as the report prints them. */
+export { attnText, tileText };
