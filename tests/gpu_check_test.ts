@@ -146,6 +146,33 @@ Deno.test("gpu-check: argument errors name the option", async () => {
   const badSkip = await gpuCheck("--out", "/nonexistent", "--skip", "kernels,bogus");
   assertEquals(badSkip.code, 2);
   assert(badSkip.stderr.includes(`--skip: unknown section "bogus"`), badSkip.stderr);
+  const badKernels = await gpuCheck("--out", "/nonexistent", "--kernels", "attention[");
+  assertEquals(badKernels.code, 2);
+  assert(badKernels.stderr.includes("--kernels: not a regular expression"), badKernels.stderr);
+});
+
+Deno.test("gpu-check --kernels: the kernels section times only the matching cases", async () => {
+  const out = await Deno.makeTempDir({ prefix: "zerovid-gpu-check-" });
+  try {
+    const only = ["--small", "--out", out, "--skip", "correctness,tiles,unet,text2video,peers"];
+    const r = await gpuCheck(...only, "--kernels", "^attention\\.self");
+    assertEquals(r.code, 0, `exit ${r.code}\n${r.stderr.slice(-2000)}`);
+    const rep = JSON.parse(await Deno.readTextFile(join(out, "report.json"))) as Report;
+    const ops = new Set(rep.kernels.map((k) => k.op));
+    assertEquals([...ops], ["attention.self"]);
+    // Every matching case, in each dtype the adapter has.
+    const { perf } = await loadOpTable();
+    const want = perf.filter((c) => c.op === "attention.self").length;
+    assertEquals(rep.kernels.length % want, 0, `${rep.kernels.length} rows for ${want} cases`);
+    // A pattern that matches nothing fails the section and says why.
+    const none = await gpuCheck(...only, "--kernels", "^no such op");
+    assertEquals(none.code, 1);
+    const rep2 = JSON.parse(await Deno.readTextFile(join(out, "report.json"))) as Report;
+    assertEquals(rep2.sections.kernels.status, "error");
+    assert(rep2.sections.kernels.error?.includes("no case matches"), JSON.stringify(rep2.sections.kernels));
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
 });
 
 Deno.test("gpu-check --small: every section, finite numbers, correctness counts, peers or their reasons", async () => {
