@@ -75,14 +75,26 @@ Deno.test("tiles: each adapter's attention kernel comes from its table entry", (
   assertEquals(rowsConfig(160, 16384, 64), { kind: "rows", TPR: 4, DV: 10, BK: 8, BT: 8, WG: 128 });
 });
 
+/** Runs `fn` with $ZEROVID_TILES_DIR set to a fresh folder, measured tiles forgotten before and after. */
+async function withTilesDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "zerovid-tiles-" });
+  const env = Deno.env.get("ZEROVID_TILES_DIR");
+  try {
+    Deno.env.set("ZEROVID_TILES_DIR", dir);
+    resetMeasuredTiles();
+    await fn(dir);
+  } finally {
+    if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
+    else Deno.env.set("ZEROVID_TILES_DIR", env);
+    resetMeasuredTiles();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 gpuTest(
   "tiles: a run picks its adapter's measured tiles; bad entries and other adapters' files are ignored",
-  async (dev) => {
-    const dir = await Deno.makeTempDir({ prefix: "zerovid-tiles-" });
-    const env = Deno.env.get("ZEROVID_TILES_DIR");
-    try {
-      Deno.env.set("ZEROVID_TILES_DIR", dir);
-      resetMeasuredTiles();
+  (dev) =>
+    withTilesDir(async (dir) => {
       const scored = pickTile(dev, 320, 8192, 2880);
       const other = TILES.find((t) => JSON.stringify(t) !== JSON.stringify(scored))!;
       const bogus = { BM: 48, BN: 48, TM: 3, TN: 3 };
@@ -151,23 +163,13 @@ gpuTest(
       );
       resetMeasuredTiles();
       assertEquals(pickTile(dev, 320, 8192, 2880), scored);
-    } finally {
-      if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
-      else Deno.env.set("ZEROVID_TILES_DIR", env);
-      resetMeasuredTiles();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 gpuTest(
   "tiles: a run takes its adapter's measured attention tilings by head dim; invalid or oversized ones are ignored",
-  async (dev) => {
-    const dir = await Deno.makeTempDir({ prefix: "zerovid-tiles-" });
-    const env = Deno.env.get("ZEROVID_TILES_DIR");
-    try {
-      Deno.env.set("ZEROVID_TILES_DIR", dir);
-      resetMeasuredTiles();
+  (dev) =>
+    withTilesDir(async (dir) => {
       const table = attentionTiling(dev, 40);
       // Another valid tiling than the table's at D = 40, one at D = 8; then a rows tiling whose tile is not a multiple
       // of its BK, one too big for 32 KiB (D = 80 with 128-key tiles), an unknown kind and a key that is no number.
@@ -220,11 +222,5 @@ gpuTest(
       const d = diff(got, want);
       assert(d.maxAbs < 1e-5, `measured vs table tiling: max abs ${d.maxAbs}`);
       for (const t of [q, k, v]) t.release();
-    } finally {
-      if (env === undefined) Deno.env.delete("ZEROVID_TILES_DIR");
-      else Deno.env.set("ZEROVID_TILES_DIR", env);
-      resetMeasuredTiles();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );

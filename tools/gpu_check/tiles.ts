@@ -163,8 +163,7 @@ function setup(dev: Device, g: GemmCall, dtype: DType): () => Tensor {
   return () => conv2d(x, w, undefined, { stride: g.stride, padding: g.padding, out: y });
 }
 
-/** Milliseconds per call of `run` with `tile`: compiled and warmed first, then the better of two batches of calls
- *  (about `budgetMs` each, at least 3 calls: one submit's overhead is spread over them). */
+/** Milliseconds per call of `run` with the GEMM tile `tile` in force. */
 async function timeTile(dev: Device, run: () => Tensor, tile: GemmTile, budgetMs: number): Promise<number> {
   gemmHooks.tile = tile;
   try {
@@ -184,6 +183,8 @@ async function timeAttention(dev: Device, run: () => Tensor, c: AttentionConfig,
   }
 }
 
+/** Milliseconds per call of `run`: compiled and warmed first, then the better of two batches of calls (about
+ *  `budgetMs` each, at least 3 calls: one submit's overhead is spread over them). */
 async function timeCalls(dev: Device, run: () => Tensor, budgetMs: number): Promise<number> {
   run();
   await dev.sync(); // compile + warm up
