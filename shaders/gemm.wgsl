@@ -11,6 +11,10 @@
 // default). F16MATH (S = f16, f16 runs only): operands stay f16 in shared memory and the FMAs run on packed f16
 // (twice the f32 rate on GPUs with paired f16 ALUs, half the shared-memory traffic); each K-tile's BK products sum in
 // f16 and are then added to f32 accumulators, so rounding error grows with BK, not with K.
+// PROBE (a diagnostic, 0 in every real run): 1 skips the K loop's global loads and shared-memory stores, so each
+// step multiplies the first K-tile again (y = steps x that tile's product); 2 also drops the loop's barriers. Timed
+// beside the real kernel (gpu-check's kernels rows "inner loop only", "... no barriers"), they split a GEMM's time into
+// its inner product, its barriers and its loads on a GPU where nothing else can profile it.
 // Split-K: workgroup g computes tile g % tiles over K slice ks = g / tiles, i.e. K in [ks * kSplit, + kSplit)
 // (kSplit a multiple of BK, so a slice's K-tiles never reach into the next one; kSplit >= K: one slice). With
 // several slices emit() writes this slice's partial sums and a second kernel adds them (shaders/splitk_sum.wgsl):
@@ -159,8 +163,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   put(lid, 0u);
   workgroupBarrier();
   for (var t = 0u; t < nk; t++) {
-    let cur = t % 2u;
-    let more = t + 1u < nk;
+    let cur = select(t % 2u, 0u, PROBE != 0u);
+    let more = t + 1u < nk && PROBE == 0u;
     if (more) {
       fetch(lid, kb + (t + 1u) * BK);
       if (!PREFETCH) { put(lid, 1u - cur); }
@@ -221,7 +225,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       }
     }
     if (PREFETCH && more) { put(lid, 1u - cur); }
-    workgroupBarrier();
+    if (PROBE < 2u) { workgroupBarrier(); }
   }
 
   // c + h: the f32 sums (F16MATH; h is zero by now) or the accumulators (S = f32; c is zero).

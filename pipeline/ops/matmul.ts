@@ -84,7 +84,8 @@ export function gemmConsts(dev: Device, tile: GemmTile, dtype: DType) {
   }
   const f16 = f16Math(dev, tile, dtype);
   const prefetch = gemmHooks.prefetch ?? adapterTiles(dev).prefetch ?? true;
-  return { BM, BN, TM, TN, BK, S: { type: f16 ? "f16" : "f32" }, F16MATH: f16, PREFETCH: prefetch };
+  const probe = gemmHooks.probe ?? 0;
+  return { BM, BN, TM, TN, BK, S: { type: f16 ? "f16" : "f32" }, F16MATH: f16, PREFETCH: prefetch, PROBE: probe };
 }
 
 /** Shared memory of one workgroup: two K-tiles of A and B in f32 (F16MATH needs half). */
@@ -220,6 +221,9 @@ export const gemmHooks: {
   f16Math: boolean | null;
   /** Overrides the table entry's `prefetch` (null: not). */
   prefetch: boolean | null;
+  /** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl: 1 no loads, 2 no loads nor barriers; wrong results by
+   *  design, for timing only); null: 0. */
+  probe: 1 | 2 | null;
 } = {
   maxBinding: 0,
   maxGroups: 0,
@@ -228,6 +232,7 @@ export const gemmHooks: {
   onGemm: null,
   f16Math: null,
   prefetch: null,
+  probe: null,
 };
 
 /** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */

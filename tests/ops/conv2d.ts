@@ -247,6 +247,8 @@ export const perf: PerfCase[] = [
   c64,
   gemmVariant(c64, "f16math"),
   gemmVariant(c64, "no prefetch"),
+  gemmVariant(c64, "inner loop only"),
+  gemmVariant(c64, "inner loop, no barriers"),
   c32,
   gemmVariant(c32, "f16math"),
   c16,

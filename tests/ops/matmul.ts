@@ -1,4 +1,4 @@
-import { adapterTiles, gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
+import { adapterTiles, BK, gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
@@ -184,8 +184,43 @@ for (const [i, tile] of TILES.entries()) {
   );
 }
 
+/** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl), which the perf rows "inner loop only" / "... no barriers"
+ *  time: it multiplies the first K-tile again at every step, so y = steps x (x[:, :BK] @ w[:, :BK]^T) + bias. Checked
+ *  so that those timings are of the computation they claim (every product, every step). */
+function probeCase(probe: 1 | 2, dtype: DType): OpCase {
+  const [M, N, K, tile] = [70, 36, 44, { BM: 32, BN: 64, TM: 4, TN: 4 }];
+  return {
+    op: "linear",
+    shape: `x=[${M},${K}] w=[${N},${K}] bias tile=32x64 probe=${probe}`,
+    dtype,
+    tol: gemmTol(dtype),
+    async run(dev) {
+      const x = quantize(randn(M * K, 91), dtype), w = quantize(randn(N * K, 92, 1 / Math.sqrt(BK)), dtype);
+      const b = quantize(randn(N, 93, 0.5), dtype);
+      const [tx, tw, tb] = [up(dev, x, [M, K], dtype), up(dev, w, [N, K], dtype), up(dev, b, [N], dtype)];
+      gemmHooks.tile = tile;
+      gemmHooks.probe = probe;
+      let y;
+      try {
+        y = linear(tx, tw, tb);
+      } finally {
+        gemmHooks.tile = null;
+        gemmHooks.probe = null;
+      }
+      const got = await y.read();
+      for (const t of [tx, tw, tb, y]) t.release();
+      const first = (a: Float32Array, rows: number) =>
+        Float32Array.from({ length: rows * BK }, (_, i) => a[Math.floor(i / BK) * K + (i % BK)]);
+      const steps = Math.ceil(K / BK);
+      const want = linearRef(first(x, M), first(w, N), M, N, BK).map((v, i) => steps * v + b[i % N]);
+      return { got, want: quantize(want, dtype) };
+    },
+  };
+}
+
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) for (const s of shapes) cases.push(linearCase(s, dtype));
+for (const dtype of DTYPES) cases.push(probeCase(1, dtype), probeCase(2, dtype));
 
 /**
  * The GEMM core's two f16 maths (shaders/gemm.wgsl): each f16 case pinned to f32 math at its own tolerance, and a
@@ -233,11 +268,13 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
   };
 }
 
-/**
- * A GEMM perf case again with one of the GEMM core's switches forced (shaders/gemm.wgsl): `f16math` (F16MATH, f16
- * only) or `no prefetch` (PREFETCH off), so that one bench or gpu-check run times each beside the default.
- */
-export function gemmVariant(c: PerfCase, v: "f16math" | "no prefetch"): PerfCase {
+/** The GEMM core's switches a perf case can force (shaders/gemm.wgsl): F16MATH (f16 only), PREFETCH off, and the
+ *  diagnostic PROBE 1 / 2 (the inner product alone, with and without its barriers: wrong results, time only). */
+export type GemmVariant = "f16math" | "no prefetch" | "inner loop only" | "inner loop, no barriers";
+
+/** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
+ *  beside the default. */
+export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
   return {
     ...c,
     shape: `${c.shape} ${v}`,
@@ -246,12 +283,14 @@ export function gemmVariant(c: PerfCase, v: "f16math" | "no prefetch"): PerfCase
       const run = c.setup(dev, dtype);
       return () => {
         if (v === "f16math") gemmHooks.f16Math = true;
-        else gemmHooks.prefetch = false;
+        else if (v === "no prefetch") gemmHooks.prefetch = false;
+        else gemmHooks.probe = v === "inner loop only" ? 1 : 2;
         try {
           run();
         } finally {
           gemmHooks.f16Math = null;
           gemmHooks.prefetch = null;
+          gemmHooks.probe = null;
         }
       };
     },
@@ -265,6 +304,8 @@ export const perf: PerfCase[] = [
   ffUp,
   gemmVariant(ffUp, "f16math"),
   gemmVariant(ffUp, "no prefetch"),
+  gemmVariant(ffUp, "inner loop only"),
+  gemmVariant(ffUp, "inner loop, no barriers"),
   ffDown,
   gemmVariant(ffDown, "f16math"),
   linearPerf(2 * 1024, 640, 640),
