@@ -1,7 +1,8 @@
 // row_sums() for attention.wgsl without subgroups: the TPR threads of a query row add their partial q.k dots of the
-// BK keys of this tile (s0..s3) through workgroup memory (one barrier; the tile loop's barriers keep `part` from
-// being overwritten while read, and with BT > BK a second one here before the next BK keys write it).
-var<workgroup> part: array<vec4f, select(1u, (BK / 4u) * WG, TPR > 1u)>;
+// BK keys of this tile (the score registers in use, S1..S3) through workgroup memory (one barrier; the tile loop's
+// barriers keep `part` from being overwritten while read, and with BT > BK a second one here before the next BK keys
+// write it).
+var<workgroup> part: array<vec4f, select(1u, NS * WG, TPR > 1u)>;
 
 fn row_sum(i: u32, r: u32) -> vec4f {
   var d = vec4f(0.0);
@@ -11,17 +12,13 @@ fn row_sum(i: u32, r: u32) -> vec4f {
 
 fn row_sums(t: u32, r: u32) {
   part[t] = s0;
-  if (BK > 4u) { part[WG + t] = s1; }
-  if (BK > 8u) {
-    part[2u * WG + t] = s2;
-    part[3u * WG + t] = s3;
-  }
+  if (S1) { part[WG + t] = s1; }
+  if (S2) { part[2u * WG + t] = s2; }
+  if (S3) { part[3u * WG + t] = s3; }
   workgroupBarrier();
   s0 = row_sum(0u, r);
-  if (BK > 4u) { s1 = row_sum(1u, r); }
-  if (BK > 8u) {
-    s2 = row_sum(2u, r);
-    s3 = row_sum(3u, r);
-  }
+  if (S1) { s1 = row_sum(1u, r); }
+  if (S2) { s2 = row_sum(2u, r); }
+  if (S3) { s3 = row_sum(3u, r); }
   if (BT > BK) { workgroupBarrier(); }
 }

@@ -37,8 +37,10 @@ export interface RowsConfig {
   BK: number;
   /** Keys per workgroup-memory tile: a multiple of BK (> BK: fewer barriers and load phases per key). */
   BT: number;
-  /** Threads per workgroup (WG / TPR query rows). */
+  /** Threads per workgroup (WG / TPR * QPT query rows). */
   WG: number;
+  /** Query rows per thread: 1, or 2 (each vec4 read from workgroup memory feeds both; DV <= 5, BK <= 8). */
+  QPT: number;
 }
 
 /** Tiled kernel (shaders/attention_tiled.wgsl), large head dims: Q K^T and P V as workgroup-tiled products. */
@@ -76,7 +78,7 @@ export type AttentionConfig = RowsConfig | TiledConfig | FlashConfig;
 
 /** Workgroup memory of a config, in bytes (mirrors the shaders' `var<workgroup>` declarations). */
 export function attentionSharedBytes(c: AttentionConfig): number {
-  if (c.kind === "rows") return 2 * 16 * c.BT * c.DV * c.TPR + 16 * (c.TPR > 1 ? (c.BK / 4) * c.WG : 1);
+  if (c.kind === "rows") return 2 * 16 * c.BT * c.DV * c.TPR + 16 * (c.TPR > 1 ? rowsScoreRegs(c) * c.WG : 1);
   if (c.kind === "flash") {
     const nct = Math.ceil(c.D4 / c.CPT);
     return 16 * c.D4 * c.BQ + 64 * nct * c.CPT * nct + 16 * nct * c.BQ + 4 * nct * c.BQ + 12 * c.BQ;
@@ -95,17 +97,25 @@ const FLASH_MAX_WG = 256;
 const ROWS_MAX_DV = 10;
 /** Largest head dim of the rows kernel: 4 threads x 10 vec4 columns. */
 const ROWS_MAX_D = 160;
+/** The rows kernel's score registers s0..s(n-1) in use (shaders/attention.wgsl NS): a row's 4-16 keys, or two rows'
+ *  4-8 keys with row B's in s2/s3. */
+function rowsScoreRegs(c: RowsConfig): number {
+  return c.QPT === 2 ? (c.BK > 4 ? 4 : 3) : c.BK / 4;
+}
+
 /** Keys the rows kernel scores at once (s0..s3: 4 keys each), largest first. */
 const ROWS_BK = [16, 8, 4];
 /** Most keys per workgroup-memory tile of the rows kernel. */
 const ROWS_MAX_BT = 128;
 
 /** How an adapter runs attention (its tile-table entry, tiles.ts): `flash`, the flash kernel where it fits, else the
- *  rows kernel; `lanes`, its lockstep width (flash workgroups); `rowsTileKeys`, the rows kernel's keys per tile. */
+ *  rows kernel; `lanes`, its lockstep width (flash workgroups); `rowsTileKeys` and `rowsPerThread`, the rows kernel's
+ *  keys per tile and query rows per thread. */
 export interface AttentionPrefs {
   flash: boolean;
   lanes: number;
   rowsTileKeys: number;
+  rowsPerThread: number;
 }
 
 /** The tiling used for head dim D within `budget` bytes of workgroup memory on an adapter with `prefs`: the flash
@@ -114,7 +124,8 @@ export interface AttentionPrefs {
  *  else the tiled one. */
 export function attentionConfig(D: number, budget: number, prefs: AttentionPrefs): AttentionConfig {
   const f = prefs.flash && Math.ceil(D / 4) >= 4 ? flashConfig(D, budget, prefs.lanes) : null;
-  return f ?? (D <= ROWS_MAX_D ? rowsConfig(D, budget, prefs.rowsTileKeys) : tiledConfig(D, budget));
+  return f ??
+    (D <= ROWS_MAX_D ? rowsConfig(D, budget, prefs.rowsTileKeys, prefs.rowsPerThread) : tiledConfig(D, budget));
 }
 
 /** Flash kernel: the most queries per workgroup (64, 32, 16) whose threads and workgroup memory fit; two output
@@ -140,17 +151,18 @@ export function flashThreads(c: FlashConfig): number {
 }
 
 /**
- * Rows kernel: the fewest threads per row that keep a thread's q and output slices at <= 10 vec4 each (80 registers),
- * then the most keys scored at once, then the largest tile of at most `tileKeys` keys, that fit `budget`.
+ * Rows kernel with QPT rows per thread: the fewest threads per row that keep a thread's q and output slices at <= 10
+ * vec4 each (80 registers; 5 per row with two rows), then the most keys scored at once (16; 8 with two rows), then the
+ * largest tile of at most `tileKeys` keys, that fit `budget`.
  */
-export function rowsConfig(D: number, budget = SHARED_CAP, tileKeys = 16): RowsConfig {
-  const dv4 = Math.ceil(D / 4);
+export function rowsConfig(D: number, budget = SHARED_CAP, tileKeys = 16, QPT = 1): RowsConfig {
+  const dv4 = Math.ceil(D / 4), maxDV = ROWS_MAX_DV / QPT;
   let TPR = 1;
-  while (Math.ceil(dv4 / TPR) > ROWS_MAX_DV && TPR < WG) TPR *= 2;
+  while (Math.ceil(dv4 / TPR) > maxDV && TPR < WG) TPR *= 2;
   const DV = Math.ceil(dv4 / TPR);
-  for (const BK of ROWS_BK) {
+  for (const BK of ROWS_BK.filter((k) => QPT === 1 || k <= 8)) {
     for (let BT = Math.max(BK, Math.min(tileKeys, ROWS_MAX_BT)); BT >= BK; BT /= 2) {
-      const c: RowsConfig = { kind: "rows", TPR, DV, BK, BT: BT - (BT % BK), WG };
+      const c: RowsConfig = { kind: "rows", TPR, DV, BK, BT: BT - (BT % BK), WG, QPT };
       if (attentionSharedBytes(c) <= budget) return c;
     }
   }
@@ -206,9 +218,9 @@ export function validTiling(c: unknown, D: number): c is AttentionConfig {
     ok = pos(BQ, D4) && BQ % 4 === 0 && D4 === Math.ceil(D / 4) && (CPT === 1 || CPT === 2) &&
       flashThreads(c as FlashConfig) <= FLASH_MAX_WG;
   } else if ("kind" in c && c.kind === "rows") {
-    const { TPR, DV, BK, BT, WG } = c as RowsConfig;
-    ok = pos(TPR, DV, BK, BT, WG) && WG % TPR === 0 && DV <= ROWS_MAX_DV && ROWS_BK.includes(BK) &&
-      BT % BK === 0 && BT <= ROWS_MAX_BT && DV * TPR * 4 >= D;
+    const { TPR, DV, BK, BT, WG, QPT } = c as RowsConfig;
+    ok = pos(TPR, DV, BK, BT, WG) && WG % TPR === 0 && ROWS_BK.includes(BK) && BT % BK === 0 && BT <= ROWS_MAX_BT &&
+      DV * TPR * 4 >= D && (QPT === 1 ? DV <= ROWS_MAX_DV : QPT === 2 && DV <= ROWS_MAX_DV / 2 && BK <= 8);
   } else if ("kind" in c && c.kind === "tiled") {
     const { BQ, BK, WG, CS, DV, NCH, TCO } = c as TiledConfig;
     ok = pos(BQ, BK, WG, CS, DV, NCH, TCO) && BK % CS === 0 && WG % (BK / CS) === 0 &&
@@ -219,7 +231,12 @@ export function validTiling(c: unknown, D: number): c is AttentionConfig {
 
 /** An adapter's attention preferences, from its tile-table entry (tiles.ts tilesFor). */
 export function attentionPrefs(e: AdapterTiles): AttentionPrefs {
-  return { flash: (e.attention ?? "rows") === "flash", lanes: e.lanes ?? 32, rowsTileKeys: e.rowsTileKeys ?? 16 };
+  return {
+    flash: (e.attention ?? "rows") === "flash",
+    lanes: e.lanes ?? 32,
+    rowsTileKeys: e.rowsTileKeys ?? 16,
+    rowsPerThread: e.rowsPerThread === 2 ? 2 : 1,
+  };
 }
 
 /** Production tilings by head dim, workgroup-memory budget and adapter preferences. */
@@ -233,7 +250,7 @@ export function attentionTiling(dev: Device, D: number): AttentionConfig {
   const measured = e.attentionByD?.[D];
   if (validTiling(measured, D) && attentionSharedBytes(measured) <= budget) return measured;
   const prefs = attentionPrefs(e);
-  const key = `${D}|${budget}|${prefs.flash}|${prefs.lanes}|${prefs.rowsTileKeys}`;
+  const key = `${D}|${budget}|${Object.values(prefs).join("|")}`;
   let c = configs.get(key);
   if (!c) configs.set(key, c = attentionConfig(D, budget, prefs));
   return c;
@@ -336,7 +353,7 @@ export function attentionWith(
   if (c.kind === "rows" && !internal.cfg) {
     // Short sequences (tiny models, text encoders): no more threads than query rows, since idle threads still
     // pay for every barrier (at least 32 to keep a full NVIDIA warp).
-    const need = 2 ** Math.ceil(Math.log2(Math.max(1, Nq) * c.TPR));
+    const need = 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil(Nq / c.QPT)) * c.TPR));
     if (need < c.WG) c = { ...c, WG: Math.max(32, need, c.TPR) };
   }
   checkConfig(c, D);
@@ -364,7 +381,7 @@ export function attentionWith(
     new Params().u(nq, Nk, C, div, opts.causal ? 1 : 0).f(scale * Math.LOG2E)
       .u(Wq, k.shape[2], v.shape[2], qc.col, kc.col, vc.col);
   const run = (qs: Tensor, ks: Tensor, vs: Tensor, os: Tensor) => {
-    const [nb, nq] = qs.shape, qb = Math.ceil(nq / (c.kind === "rows" ? c.WG / c.TPR : c.BQ));
+    const [nb, nq] = qs.shape, qb = Math.ceil(nq / (c.kind === "rows" ? c.WG / c.TPR * c.QPT : c.BQ));
     const [qa, ka, va] = [qs, ks, vs].map((t) => bindable(t)), oa = bindable(os, false);
     dev.dispatch(kernel, params(nq), [qa.binding(), ka.binding(), va.binding(), oa.binding()], [qb, heads, nb]);
     for (const [t, a] of [[qs, qa], [ks, ka], [vs, va]]) if (a !== t) a.release();

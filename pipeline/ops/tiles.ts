@@ -19,6 +19,7 @@
 //   attention  optional: "flash" runs head dims 13-80 (SD's 40, 64, 80) on shaders/attention_flash.wgsl where it fits;
 //              "rows" (the default) on shaders/attention.wgsl (pipeline/ops/attention.ts attentionConfig)
 //   rowsTileKeys optional: keys per workgroup-memory tile of the rows kernel (default 16; it scores 16 at a time)
+//   rowsPerThread optional: query rows per thread of the rows kernel, 1 (default) or 2
 //   attentionByD optional: measured attention tilings by head dim, used before `attention` / `rowsTileKeys`
 //
 // Measured tiles: `deno task gpu-check` times every candidate tile on the GEMM shapes of a real UNet call on its
@@ -42,6 +43,7 @@ export interface AdapterTiles {
   lanes?: number;
   attention?: "flash" | "rows";
   rowsTileKeys?: number;
+  rowsPerThread?: number;
   attentionByD?: Record<number, AttentionConfig>;
 }
 
@@ -86,7 +88,8 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // 1.136, 1.036x the time (CPU "registers" are memory here; nothing to hide), so it stores first.
   // Flash attention: 1.8x the rows kernel at SD's D = 40 and D = 80 (4096 and 1024 tokens, f32 and f16). The rows
   // kernel (head dims below 13: the tiny models) with 128-key tiles: 0.74-0.85x the time of 16-key ones (fewer
-  // barriers; D = 4, 64 tokens, and D = 8, 1024 tokens; paired in one process).
+  // barriers; D = 4, 64 tokens, and D = 8, 1024 tokens; paired in one process), and with two rows per thread 0.50-0.61x
+  // the time of one (D = 4, 64 tokens; D = 8, 1024 tokens; at D = 40 0.58x, still slower than flash).
   llvmpipe: {
     match: "llvmpipe",
     fill: 4,
@@ -97,6 +100,7 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
     lanes: 8,
     attention: "flash",
     rowsTileKeys: 128,
+    rowsPerThread: 2,
   },
   // Other software/fallback adapters: like llvmpipe until measured.
   cpu: {
@@ -108,6 +112,7 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
     lanes: 8,
     attention: "flash",
     rowsTileKeys: 128,
+    rowsPerThread: 2,
   },
 };
 

@@ -124,6 +124,16 @@ const shapes: Shape[] = [
   { Bq: 4, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { kvBatchDiv: 2 }, internal: { cfg: rowsConfig(80, 32768, 32) } },
   { Bq: 2, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: rowsCfg(1, 2, 8, 128, 32) } },
   { Bq: 2, Nq: 37, Nk: 150, heads: 2, D: 20, opts: {}, internal: { cfg: rowsCfg(2, 3, 4, 64, 128) } },
+  // Two rows per thread (QPT = 2): row B of the last block partly past Nq, causal (row B sees more keys than row A
+  // in the same tile), one to four threads per row (row sums of s0..s3 and of s0/s2), 4 and 8 keys at once, larger
+  // tiles, cross-frame, odd head dims.
+  { Bq: 2, Nq: 150, Nk: 150, heads: 2, D: 40, opts: {}, internal: { cfg: rowsConfig(40, 32768, 16, 2) } },
+  { Bq: 2, Nq: 150, Nk: 150, heads: 2, D: 40, opts: { causal: true }, internal: { cfg: rowsConfig(40, 32768, 64, 2) } },
+  { Bq: 4, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { kvBatchDiv: 2 }, internal: { cfg: rowsConfig(80, 32768, 32, 2) } },
+  { Bq: 3, Nq: 77, Nk: 77, heads: 2, D: 8, opts: { causal: true }, internal: { cfg: rowsCfg(1, 2, 4, 32, 4, 2) } },
+  { Bq: 2, Nq: 70, Nk: 41, heads: 3, D: 20, opts: { scale: 0.3 }, internal: { cfg: rowsCfg(1, 5, 8, 64, 32, 2) } },
+  { Bq: 2, Nq: 33, Nk: 50, heads: 2, D: 42, opts: {}, internal: { cfg: rowsCfg(4, 3, 4, 128, 16, 2) } },
+  { Bq: 2, Nq: 1, Nk: 9, heads: 2, D: 6, opts: {}, internal: { cfg: rowsCfg(1, 2, 8, 32, 8, 2) } },
   // Tiled kernel (production: D > 160) at small head dims and 16 KiB tilings (head dim split into chunks).
   { Bq: 3, Nq: 100, Nk: 77, heads: 2, D: 40, opts: {}, internal: { cfg: tiledConfig(40) } },
   { Bq: 3, Nq: 37, Nk: 41, heads: 3, D: 6, opts: {}, internal: { cfg: tiledConfig(6) } },
@@ -155,13 +165,17 @@ function flashCfg(BQ: number, D: number, CPT = 1): AttentionConfig {
   return { kind: "flash", BQ, D4: Math.ceil(D / 4), CPT };
 }
 
-function rowsCfg(TPR: number, DV: number, BK: number, WG: number, BT = BK): AttentionConfig {
-  return { kind: "rows", TPR, DV, BK, BT, WG };
+function rowsCfg(TPR: number, DV: number, BK: number, WG: number, BT = BK, QPT = 1): AttentionConfig {
+  return { kind: "rows", TPR, DV, BK, BT, WG, QPT };
 }
 
 function cfgText(c: AttentionConfig): string {
   if (c.kind === "flash") return `flash BQ=${c.BQ} CPT=${c.CPT}`;
-  if (c.kind === "rows") return `rows TPR=${c.TPR} BK=${c.BK}${c.BT > c.BK ? ` BT=${c.BT}` : ""} WG=${c.WG}`;
+  if (c.kind === "rows") {
+    return `rows TPR=${c.TPR} BK=${c.BK}${c.BT > c.BK ? ` BT=${c.BT}` : ""} WG=${c.WG}${
+      c.QPT > 1 ? ` QPT=${c.QPT}` : ""
+    }`;
+  }
   return `tiled BQ=${c.BQ} BK=${c.BK} NCH=${c.NCH}`;
 }
 
@@ -267,7 +281,7 @@ function onAdapter(pick: (budget: number, prefs: AttentionPrefs) => AttentionCon
 /** The flash kernel as this adapter would tile it (null-safe: SD's head dims all fit). */
 const flashOn = (D: number) => onAdapter((budget, prefs) => flashConfig(D, budget, prefs.lanes)!);
 /** The rows kernel with workgroup-memory tiles of `keys` keys. */
-const rowsOn = (D: number, keys: number) => onAdapter((budget) => rowsConfig(D, budget, keys));
+const rowsOn = (D: number, keys: number, QPT = 1) => onAdapter((budget) => rowsConfig(D, budget, keys, QPT));
 
 /** `cfg`: another tiling than production's, named in the shape by `label` (gpu-check's kernels section times both). */
 function perfCase(
@@ -298,6 +312,7 @@ export const perf: PerfCase[] = [
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, flashOn(40), "flash kernel"),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 16), "rows kernel"),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 64), "rows kernel, tiles of up to 64 keys"),
+  perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 16, 2), "rows kernel, two rows per thread"),
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
   // Text-to-video at 8 frames: each frame's queries against its anchor frame's keys (cross-frame attention).
   perfCase("attention.self", [16, 4096, 4096, 8, 40], { kvBatchDiv: 8 }),
@@ -306,5 +321,6 @@ export const perf: PerfCase[] = [
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, flashOn(80), "flash kernel"),
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 16), "rows kernel"),
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 64), "rows kernel, tiles of up to 64 keys"),
+  perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 16, 2), "rows kernel, two rows per thread"),
   perfCase("attention.vae", [1, 4096, 4096, 1, 512]),
 ];

@@ -213,8 +213,8 @@ function attentionSetup(dev: Device, a: AttentionCall, dtype: DType): () => Tens
   return () => attention(q, k, v, a.heads, { kvBatchDiv: a.kvBatchDiv, causal: a.causal, out });
 }
 
-/** The tilings tried at head dim D: the production one, the flash kernel where it fits, the rows kernel at each tile
- *  of keys (distinct ones only). */
+/** The tilings tried at head dim D: the production one, the flash kernel where it fits, the rows kernel with one and
+ *  two rows per thread at each tile of keys (distinct ones only). */
 function attentionCandidates(dev: Device, D: number, production: AttentionConfig): AttentionConfig[] {
   const budget = Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize);
   const out: AttentionConfig[] = [production];
@@ -223,7 +223,7 @@ function attentionCandidates(dev: Device, D: number, production: AttentionConfig
   };
   if (production.kind === "tiled") return out; // past the rows kernel's 160: one kernel
   if (Math.ceil(D / 4) >= 4) add(flashConfig(D, budget, attentionPrefs(adapterTiles(dev)).lanes));
-  for (const keys of [16, 32, 64, 128]) add(rowsConfig(D, budget, keys));
+  for (const QPT of [1, 2]) for (const keys of [16, 32, 64, 128]) add(rowsConfig(D, budget, keys, QPT));
   return out;
 }
 
@@ -231,7 +231,7 @@ const attnText = (c: AttentionConfig) =>
   c.kind === "flash"
     ? `flash BQ ${c.BQ} CPT ${c.CPT}`
     : c.kind === "rows"
-    ? `rows BK ${c.BK} BT ${c.BT}`
+    ? `rows BK ${c.BK} BT ${c.BT}${c.QPT > 1 ? ` x${c.QPT} rows` : ""}`
     : `tiled BQ ${c.BQ} BK ${c.BK}`;
 
 /** Times each head dim's candidate tilings on its heaviest call shape; returns a row per head dim. */
