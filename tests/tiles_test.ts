@@ -54,7 +54,7 @@ Deno.test("tiles: each adapter's attention kernel comes from its table entry", (
   // llvmpipe: flash at SD's head dims (1.8x the rows kernel there); D = 8 (0.8x) and D = 160 (no fit) on rows.
   assertEquals(attentionConfig(40, 32768, lp), flashConfig(40, 32768, 8));
   assertEquals(attentionConfig(80, 32768, lp).kind, "flash");
-  // ... with two rows per thread and 128-key tiles (0.5-0.6x and 0.74-0.85x the time there).
+  // ... with two rows per thread and 128-key tiles (0.5-0.6x and 0.85-0.92x the time of 32-key tiles there).
   assertEquals(attentionConfig(8, 32768, lp), { kind: "rows", TPR: 1, DV: 2, BK: 8, BT: 128, WG: 128, QPT: 2 });
   assertEquals(attentionConfig(160, 32768, lp).kind, "rows");
   // NVIDIA (flash 2-4x slower than rows on the H200) and GPUs not in the table: the rows kernel, 16-key tiles.

@@ -87,9 +87,10 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // Register prefetch of the next K-tile: SD 1.5-shaped GEMM rows summed, prefetch vs not, 3 paired runs: 1.008,
   // 1.136, 1.036x the time (CPU "registers" are memory here; nothing to hide), so it stores first.
   // Flash attention: 1.8x the rows kernel at SD's D = 40 and D = 80 (4096 and 1024 tokens, f32 and f16). The rows
-  // kernel (head dims below 13: the tiny models) with 128-key tiles: 0.74-0.85x the time of 16-key ones (fewer
-  // barriers; D = 4, 64 tokens, and D = 8, 1024 tokens; paired in one process), and with two rows per thread 0.50-0.61x
-  // the time of one (D = 4, 64 tokens; D = 8, 1024 tokens; at D = 40 0.58x, still slower than flash).
+  // kernel (head dims below 13: the tiny models) with larger key tiles (fewer barriers): 64 keys 0.80-0.90x the time of
+  // 16, 128 keys 0.85-0.92x the time of 32 (D = 4 and 8, 16-1024 tokens, paired in one process), and with two rows
+  // per thread 0.50-0.61x the time of one (D = 4, 64 tokens; D = 8, 1024 tokens; at D = 40 0.58x, still slower than
+  // flash).
   llvmpipe: {
     match: "llvmpipe",
     fill: 4,
