@@ -135,22 +135,14 @@ fn rescale(a: f32) {
 
 // QPT = 2 ---------------------------------------------------------------------------------------------------------
 
-// Row A's slice into q0.., row B's into q5.. (absent rows: zeros).
-fn load_q2(rowA: u32, rowB: u32, u: u32, validA: bool, validB: bool) {
-  if (validA) {
-    q0 = ld_q(rowA, u * 4u) * p.cl2;
-    if (DV > 1u) { q1 = ld_q(rowA, (u + TPR) * 4u) * p.cl2; }
-    if (DV > 2u) { q2 = ld_q(rowA, (u + 2u * TPR) * 4u) * p.cl2; }
-    if (DV > 3u) { q3 = ld_q(rowA, (u + 3u * TPR) * 4u) * p.cl2; }
-    if (DV > 4u) { q4 = ld_q(rowA, (u + 4u * TPR) * 4u) * p.cl2; }
-  }
-  if (validB) {
-    q5 = ld_q(rowB, u * 4u) * p.cl2;
-    if (DV > 1u) { q6 = ld_q(rowB, (u + TPR) * 4u) * p.cl2; }
-    if (DV > 2u) { q7 = ld_q(rowB, (u + 2u * TPR) * 4u) * p.cl2; }
-    if (DV > 3u) { q8 = ld_q(rowB, (u + 3u * TPR) * 4u) * p.cl2; }
-    if (DV > 4u) { q9 = ld_q(rowB, (u + 4u * TPR) * 4u) * p.cl2; }
-  }
+// Row B's slice into q5..q9 (row A's: load_q, which stops at q4 since DV <= 5; absent rows: zeros).
+fn load_q_b(row: u32, u: u32, valid: bool) {
+  if (!valid) { return; }
+  q5 = ld_q(row, u * 4u) * p.cl2;
+  if (DV > 1u) { q6 = ld_q(row, (u + TPR) * 4u) * p.cl2; }
+  if (DV > 2u) { q7 = ld_q(row, (u + 2u * TPR) * 4u) * p.cl2; }
+  if (DV > 3u) { q8 = ld_q(row, (u + 3u * TPR) * 4u) * p.cl2; }
+  if (DV > 4u) { q9 = ld_q(row, (u + 4u * TPR) * 4u) * p.cl2; }
 }
 
 // Both rows' partial dots with tile key slice a (x: row A, y: row B), each vec4 of K read once.
@@ -281,16 +273,8 @@ fn step2(c: u32, k0: u32, t: u32, r: u32, u: u32, qa: u32, qb: u32) {
   }
 }
 
-fn store2(b: u32, h: u32, u: u32, qa: u32, qb: u32) {
-  if (qa < p.nq) {
-    let inv = 1.0 / lA;
-    let at = o_row(b, qa, h);
-    store(at, u * 4u, o0, inv);
-    if (DV > 1u) { store(at, (u + TPR) * 4u, o1, inv); }
-    if (DV > 2u) { store(at, (u + 2u * TPR) * 4u, o2, inv); }
-    if (DV > 3u) { store(at, (u + 3u * TPR) * 4u, o3, inv); }
-    if (DV > 4u) { store(at, (u + 4u * TPR) * 4u, o4, inv); }
-  }
+// Row B's output (row A's: store1, which stops at o4 since DV <= 5).
+fn store_b(b: u32, h: u32, u: u32, qb: u32) {
   if (qb < p.nq) {
     let inv = 1.0 / lB;
     let at = o_row(b, qb, h);
@@ -302,7 +286,7 @@ fn store2(b: u32, h: u32, u: u32, qa: u32, qb: u32) {
   }
 }
 
-// QPT = 1 ---------------------------------------------------------------------------------------------------------
+// QPT = 1 (and row A's output with QPT = 2) ---------------------------------------------------------------------
 
 // The online softmax of the thread's row over the BK tile keys from c (global index k0).
 fn step1(c: u32, k0: u32, t: u32, r: u32, u: u32, qi: u32) {
@@ -346,6 +330,7 @@ fn step1(c: u32, k0: u32, t: u32, r: u32, u: u32, qi: u32) {
   }
 }
 
+// The thread's (first) row's output.
 fn store1(b: u32, h: u32, u: u32, qi: u32) {
   if (qi >= p.nq) { return; }
   let inv = 1.0 / lA;
@@ -375,11 +360,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let vbase = v_base(b, h);
   let kend = key_end(row0, BQ);
 
-  if (QPT == 1u) {
-    load_q(q_row(b, qa, h), u, qa < p.nq);
-  } else {
-    load_q2(q_row(b, qa, h), q_row(b, qb, h), u, qa < p.nq, qb < p.nq);
-  }
+  load_q(q_row(b, qa, h), u, qa < p.nq);
+  if (QPT == 2u) { load_q_b(q_row(b, qb, h), u, qb < p.nq); }
   mA = NEG;
   mB = NEG;
 
@@ -410,9 +392,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     workgroupBarrier();
   }
 
-  if (QPT == 1u) {
-    store1(b, h, u, qa);
-  } else {
-    store2(b, h, u, qa, qb);
-  }
+  store1(b, h, u, qa);
+  if (QPT == 2u) { store_b(b, h, u, qb); }
 }

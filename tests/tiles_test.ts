@@ -15,6 +15,7 @@ import {
   flashThreads,
   rowsConfig,
 } from "../pipeline/ops/attention.ts";
+import type { Device } from "../pipeline/gpu/device.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
 
 // A large GPU's workgroup limits (NVIDIA's Vulkan driver reports these).
@@ -77,6 +78,14 @@ Deno.test("tiles: each adapter's attention kernel comes from its table entry", (
   assertEquals(rowsConfig(160, 16384, 64), { kind: "rows", TPR: 4, DV: 10, BK: 8, BT: 8, WG: 128, QPT: 1 });
 });
 
+/** Writes `dev`'s adapter a tiles file with these entries (measured now, f32). */
+async function writeTilesFile(dev: Device, entries: { shapes?: unknown; attention?: unknown }): Promise<void> {
+  await Deno.writeTextFile(
+    tilesFile(dev.adapterName)!,
+    JSON.stringify({ adapter: dev.adapterName, dtype: "f32", measured: new Date().toISOString(), ...entries }),
+  );
+}
+
 /** Runs `fn` with $ZEROVID_TILES_DIR set to a fresh folder, measured tiles forgotten before and after. */
 async function withTilesDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zerovid-tiles-" });
@@ -100,25 +109,19 @@ gpuTest(
       const scored = pickTile(dev, 320, 8192, 2880);
       const other = TILES.find((t) => JSON.stringify(t) !== JSON.stringify(scored))!;
       const bogus = { BM: 48, BN: 48, TM: 3, TN: 3 };
-      await Deno.writeTextFile(
-        tilesFile(dev.adapterName)!,
-        JSON.stringify({
-          adapter: dev.adapterName,
-          dtype: "f32",
-          measured: new Date().toISOString(),
-          shapes: {
-            "320x8192x2880": other,
-            "320x4096x2880": bogus,
-            "not-a-shape": other,
-            // conv2d x=[2,32,4,4] Cout 24 k3 (K = 288) split in two; the same key with a split no kernel has.
-            "24x32x288": { ...TILES[1], splitK: 2 },
-            "24x32x289": { ...TILES[1], splitK: 3 },
-            // conv2d x=[1,32,4,4] Cout 24 k3 measured faster with packed f16 math; a math flag that is no boolean.
-            "24x16x288": { ...TILES[1], f16: true },
-            "24x16x289": { ...TILES[1], f16: "yes" },
-          },
-        }),
-      );
+      await writeTilesFile(dev, {
+        shapes: {
+          "320x8192x2880": other,
+          "320x4096x2880": bogus,
+          "not-a-shape": other,
+          // conv2d x=[2,32,4,4] Cout 24 k3 (K = 288) split in two; the same key with a split no kernel has.
+          "24x32x288": { ...TILES[1], splitK: 2 },
+          "24x32x289": { ...TILES[1], splitK: 3 },
+          // conv2d x=[1,32,4,4] Cout 24 k3 measured faster with packed f16 math; a math flag that is no boolean.
+          "24x16x288": { ...TILES[1], f16: true },
+          "24x16x289": { ...TILES[1], f16: "yes" },
+        },
+      });
       resetMeasuredTiles();
       assertEquals(pickTile(dev, 320, 8192, 2880), other, "the measured tile");
       assert(TILES.includes(pickTile(dev, 320, 4096, 2880)), "a tile no kernel was tested with");
@@ -179,23 +182,17 @@ gpuTest(
         ? rowsConfig(40, 32768, 32)
         : { kind: "flash", BQ: 32, D4: 10, CPT: 1 } as const;
       const measured8 = { kind: "rows", TPR: 1, DV: 2, BK: 8, BT: 32, WG: 128, QPT: 2 } as const;
-      await Deno.writeTextFile(
-        tilesFile(dev.adapterName)!,
-        JSON.stringify({
-          adapter: dev.adapterName,
-          dtype: "f32",
-          measured: new Date().toISOString(),
-          shapes: {},
-          attention: {
-            40: measured40,
-            8: measured8,
-            64: { kind: "rows", TPR: 2, DV: 8, BK: 16, BT: 24, WG: 128 },
-            80: { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 128, WG: 128 },
-            20: { kind: "cubes", BQ: 16 },
-            "x": measured8,
-          },
-        }),
-      );
+      await writeTilesFile(dev, {
+        shapes: {},
+        attention: {
+          40: measured40,
+          8: measured8,
+          64: { kind: "rows", TPR: 2, DV: 8, BK: 16, BT: 24, WG: 128 },
+          80: { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 128, WG: 128 },
+          20: { kind: "cubes", BQ: 16 },
+          "x": measured8,
+        },
+      });
       resetMeasuredTiles();
       assertEquals(attentionTiling(dev, 40), measured40, "the measured D = 40 tiling");
       assertEquals(attentionTiling(dev, 8), measured8, "the measured D = 8 tiling");
