@@ -177,7 +177,8 @@ gpuTest(
     withTilesDir(async (dir) => {
       const table = attentionTiling(dev, 40);
       // Another valid tiling than the table's at D = 40, one at D = 8; then a rows tiling whose tile is not a multiple
-      // of its BK, one too big for 32 KiB (D = 80 with 128-key tiles), an unknown kind and a key that is no number.
+      // of its BK, one too big for 32 KiB (D = 80 with 128-key tiles), one with a workgroup size no kernel runs (2048
+      // threads) and one with a 48-key tile (not a power of two), an unknown kind and a key that is no number.
       const measured40 = table.kind === "flash"
         ? rowsConfig(40, 32768, 32)
         : { kind: "flash", BQ: 32, D4: 10, CPT: 1 } as const;
@@ -187,8 +188,10 @@ gpuTest(
         attention: {
           40: measured40,
           8: measured8,
-          64: { kind: "rows", TPR: 2, DV: 8, BK: 16, BT: 24, WG: 128 },
-          80: { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 128, WG: 128 },
+          64: { kind: "rows", TPR: 2, DV: 8, BK: 16, BT: 24, WG: 128, QPT: 1 },
+          80: { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 128, WG: 128, QPT: 1 },
+          36: { kind: "rows", TPR: 1, DV: 9, BK: 16, BT: 16, WG: 2048, QPT: 1 },
+          32: { kind: "rows", TPR: 1, DV: 8, BK: 16, BT: 48, WG: 128, QPT: 1 },
           20: { kind: "cubes", BQ: 16 },
           "x": measured8,
         },
@@ -198,10 +201,14 @@ gpuTest(
       assertEquals(attentionTiling(dev, 8), measured8, "the measured D = 8 tiling");
       resetMeasuredTiles();
       Deno.env.delete("ZEROVID_TILES_DIR");
-      const plain = [64, 80, 20].map((D) => attentionTiling(dev, D));
+      const plain = [64, 80, 36, 32, 20].map((D) => attentionTiling(dev, D));
       Deno.env.set("ZEROVID_TILES_DIR", dir);
       resetMeasuredTiles();
-      assertEquals([64, 80, 20].map((D) => attentionTiling(dev, D)), plain, "invalid entries leave the table's");
+      assertEquals(
+        [64, 80, 36, 32, 20].map((D) => attentionTiling(dev, D)),
+        plain,
+        "invalid entries leave the table's",
+      );
 
       // Attention runs the measured tiling and matches the table's result.
       const [B, N, heads, D] = [2, 70, 2, 40];

@@ -243,12 +243,16 @@ export function attentionPrefs(e: AdapterTiles): AttentionPrefs {
 const configs = new Map<string, AttentionConfig>();
 
 /** The tiling production runs at head dim D on `dev`'s adapter: the one gpu-check measured fastest there (tiles file:
- *  `attention` by head dim) when it is valid and fits, else attentionConfig from the table entry's preferences. */
+ *  `attention` by head dim) when it is one the tuner could have picked (valid, fitting, the kernels' own workgroup
+ *  size and key tiles: a hand-edited file cannot make a kernel nobody tested), else attentionConfig from the table
+ *  entry's preferences. */
 export function attentionTiling(dev: Device, D: number): AttentionConfig {
   const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
   const e = tilesFor(dev.adapterName, dev.isFallback);
   const measured = e.attentionByD?.[D];
-  if (validTiling(measured, D) && attentionSharedBytes(measured) <= budget) return measured;
+  const tunable = (c: AttentionConfig) =>
+    c.kind === "flash" || c.WG === WG && (c.kind !== "rows" || (c.BT & (c.BT - 1)) === 0);
+  if (validTiling(measured, D) && attentionSharedBytes(measured) <= budget && tunable(measured)) return measured;
   const prefs = attentionPrefs(e);
   const key = `${D}|${budget}|${Object.values(prefs).join("|")}`;
   let c = configs.get(key);
