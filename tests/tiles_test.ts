@@ -10,10 +10,12 @@ import {
   attention,
   attentionConfig,
   attentionPrefs,
+  attentionSharedBytes,
   attentionTiling,
   flashConfig,
   flashThreads,
   rowsConfig,
+  validTiling,
 } from "../pipeline/ops/attention.ts";
 import type { Device } from "../pipeline/gpu/device.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
@@ -63,6 +65,15 @@ Deno.test("tiles: each adapter's attention kernel comes from its table entry", (
     assertEquals(attentionConfig(40, 32768, p), { kind: "rows", TPR: 1, DV: 10, BK: 16, BT: 16, WG: 128, QPT: 1 });
     assertEquals(attentionConfig(80, 32768, p), { kind: "rows", TPR: 2, DV: 10, BK: 16, BT: 16, WG: 128, QPT: 1 });
   }
+  // Tilings measured into the table by head dim (NVIDIA: two rows per thread) are ones the kernels can run and the
+  // tuner could pick (else attentionTiling would silently fall back to the preferences).
+  for (const e of Object.values(TILE_TABLE)) {
+    for (const [d, c] of Object.entries(e.attentionByD ?? {})) {
+      assert(validTiling(c, Number(d)) && attentionSharedBytes(c) <= 32768, `${e.match} D=${d}: ${JSON.stringify(c)}`);
+      assert(c.kind !== "rows" || (c.WG === 128 && (c.BT & (c.BT - 1)) === 0), `${e.match} D=${d}: not tunable`);
+    }
+  }
+  assert(Object.keys(TILE_TABLE.nvidia.attentionByD ?? {}).length > 0);
   // Past 160 the tiled kernel everywhere.
   assertEquals(attentionConfig(512, 32768, nv).kind, "tiled");
   // rowsTileKeys: the largest tile of at most that many keys that fits (D = 160, 16 KiB: 8 keys scored at once).

@@ -54,27 +54,34 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // NVIDIA H200 (Vulkan, driver 580), measured by gpu-check on 2026-12-04 (SD 1.5 shapes, batches 2 and 16).
   // - 128x64/8x4 beat the scored 64x64/8x8 and 128x128/8x8 on every conv (15-50 %), and 4x4 blocks the 8x8 ones on
   //   the GEGLU projections (3x), so 8x4 blocks score highest here.
-  // - f16 math: the whole f16 UNet call 0.78x the GPU time at batch 2, 0.83x at batch 16, and every shape the second
-  //   run tuned picked it, except the VAE's 512-channel 128x128 conv (16.3 ms in f32 math, 19.8 in f16: kept f32).
+  // - f16 math: the whole f16 UNet call 0.78x the GPU time at batch 2, 0.83x at batch 16 (run 3); with it on by
+  //   default, f32 math took 1.36x / 1.46x (run 4). The VAE's 512-channel 128x128 conv is the exception (16.3 ms in
+  //   f32 math, 19.8 in f16: kept f32).
   // - Attention on the rows kernel: flash took 2.2x its time at D = 40 (f32 7.1 vs 3.3 ms, 4096 tokens, batch 2;
-  //   f16 6.7 vs 5.5) and 4.1x at D = 80 (7.0 vs 1.7 ms); flash with two columns (80 threads) 18.4 ms.
+  //   f16 6.7 vs 5.5) and 4.1x at D = 80 (7.0 vs 1.7 ms); flash with two columns (80 threads) 18.4 ms. At batch 16
+  //   (cross-frame), two rows per thread: D = 40 16.4 vs 25.2 ms with one, D = 80 6.2 vs 6.6 ms (run 4's tiles).
   nvidia: {
     match: "NVIDIA",
     fill: 264,
     blocking: { 64: 0.95, 32: 1, 16: 0.7 },
     f16Math: true,
     attention: "rows",
+    attentionByD: {
+      40: { kind: "rows", TPR: 2, DV: 5, BK: 8, BT: 32, WG: 128, QPT: 2 },
+      80: { kind: "rows", TPR: 4, DV: 5, BK: 8, BT: 16, WG: 128, QPT: 2 },
+    },
     shapes: {
-      // second run (f16 math on or off per shape)
-      "1280x1024x11520": { BM: 64, BN: 64, TM: 4, TN: 4, f16: true },
-      "320x65536x2880": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
+      // run 4 (f16 math by default)
+      "1280x1024x11520": { BM: 128, BN: 64, TM: 8, TN: 4, splitK: 2 },
+      "320x65536x2880": { BM: 64, BN: 128, TM: 4, TN: 8 },
+      "65536x2560x320": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      "16384x5120x640": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      "4096x10240x1280": { BM: 128, BN: 64, TM: 8, TN: 4 },
+      // run 3 (f16 math on or off per shape)
       "1280x4096x11520": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
       "640x16384x5760": { BM: 128, BN: 64, TM: 8, TN: 4, f16: true },
-      "65536x2560x320": { BM: 64, BN: 64, TM: 4, TN: 4, f16: true },
       "512x16384x4608": { BM: 128, BN: 64, TM: 8, TN: 4, f16: false },
       // first run (f32 math)
-      "16384x5120x640": { BM: 64, BN: 64, TM: 4, TN: 4 },
-      "4096x10240x1280": { BM: 64, BN: 64, TM: 4, TN: 4 },
       "1280x4096x23040": { BM: 128, BN: 64, TM: 8, TN: 4 },
     },
   },
