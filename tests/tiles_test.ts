@@ -10,12 +10,11 @@ import {
   attention,
   attentionConfig,
   attentionPrefs,
-  attentionSharedBytes,
   attentionTiling,
   flashConfig,
   flashThreads,
   rowsConfig,
-  validTiling,
+  tunedTiling,
 } from "../pipeline/ops/attention.ts";
 import type { Device } from "../pipeline/gpu/device.ts";
 import { diff, gpuTest, randn, up } from "./util.ts";
@@ -69,8 +68,7 @@ Deno.test("tiles: each adapter's attention kernel comes from its table entry", (
   // tuner could pick (else attentionTiling would silently fall back to the preferences).
   for (const e of Object.values(TILE_TABLE)) {
     for (const [d, c] of Object.entries(e.attentionByD ?? {})) {
-      assert(validTiling(c, Number(d)) && attentionSharedBytes(c) <= 32768, `${e.match} D=${d}: ${JSON.stringify(c)}`);
-      assert(c.kind !== "rows" || (c.WG === 128 && (c.BT & (c.BT - 1)) === 0), `${e.match} D=${d}: not tunable`);
+      assert(tunedTiling(c, Number(d), 32768), `${e.match} D=${d}: ${JSON.stringify(c)}`);
     }
   }
   assert(Object.keys(TILE_TABLE.nvidia.attentionByD ?? {}).length > 0);

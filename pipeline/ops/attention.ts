@@ -239,6 +239,18 @@ export function attentionPrefs(e: AdapterTiles): AttentionPrefs {
   };
 }
 
+/** The workgroup memory an attention tiling may use on `dev` (capped at what lavapipe has, see SHARED_CAP). */
+export function attentionBudget(dev: Device): number {
+  return Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+}
+
+/** Whether `c` (a measured tiling, from the table or a tiles file) is one the tuner could have picked at head dim D
+ *  within `budget`: valid, fitting, the kernels' own workgroup size and power-of-two key tiles. */
+export function tunedTiling(c: unknown, D: number, budget: number): c is AttentionConfig {
+  if (!validTiling(c, D) || attentionSharedBytes(c) > budget) return false;
+  return c.kind === "flash" || c.WG === WG && (c.kind !== "rows" || (c.BT & (c.BT - 1)) === 0);
+}
+
 /** Production tilings by head dim, workgroup-memory budget and adapter preferences. */
 const configs = new Map<string, AttentionConfig>();
 
@@ -247,12 +259,10 @@ const configs = new Map<string, AttentionConfig>();
  *  size and key tiles: a hand-edited file cannot make a kernel nobody tested), else attentionConfig from the table
  *  entry's preferences. */
 export function attentionTiling(dev: Device, D: number): AttentionConfig {
-  const budget = Math.min(SHARED_CAP, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const budget = attentionBudget(dev);
   const e = tilesFor(dev.adapterName, dev.isFallback);
   const measured = e.attentionByD?.[D];
-  const tunable = (c: AttentionConfig) =>
-    c.kind === "flash" || c.WG === WG && (c.kind !== "rows" || (c.BT & (c.BT - 1)) === 0);
-  if (validTiling(measured, D) && attentionSharedBytes(measured) <= budget && tunable(measured)) return measured;
+  if (tunedTiling(measured, D, budget)) return measured;
   const prefs = attentionPrefs(e);
   const key = `${D}|${budget}|${Object.values(prefs).join("|")}`;
   let c = configs.get(key);

@@ -47,6 +47,18 @@ export interface AdapterTiles {
   attentionByD?: Record<number, AttentionConfig>;
 }
 
+/** What llvmpipe measured, shared by the software entries below (`match` aside). */
+const SOFTWARE: Omit<AdapterTiles, "match"> = {
+  fill: 4,
+  blocking: { 64: 1, 32: 0.62, 16: 0.5 },
+  splitCost: 0.5,
+  prefetch: false,
+  lanes: 8,
+  attention: "flash",
+  rowsTileKeys: 128,
+  rowsPerThread: 2,
+};
+
 export const TILE_TABLE: Record<string, AdapterTiles> = {
   // A large GPU: ~132 SMs x 2 resident 256-thread groups; blocking estimated (bigger blocks reuse shared loads). The
   // rows attention kernel, as on the one GPU measured (NVIDIA, below).
@@ -98,30 +110,9 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // 16, 128 keys 0.85-0.92x the time of 32 (D = 4 and 8, 16-1024 tokens, paired in one process), and with two rows
   // per thread 0.50-0.61x the time of one (D = 4, 64 tokens; D = 8, 1024 tokens; at D = 40 0.58x, still slower than
   // flash).
-  llvmpipe: {
-    match: "llvmpipe",
-    fill: 4,
-    blocking: { 64: 1, 32: 0.62, 16: 0.5 },
-    splitCost: 0.5,
-    prefetch: false,
-    directConv: { maxPixels: 4 },
-    lanes: 8,
-    attention: "flash",
-    rowsTileKeys: 128,
-    rowsPerThread: 2,
-  },
-  // Other software/fallback adapters: like llvmpipe until measured.
-  cpu: {
-    match: "",
-    fill: 4,
-    blocking: { 64: 1, 32: 0.62, 16: 0.5 },
-    splitCost: 0.5,
-    prefetch: false,
-    lanes: 8,
-    attention: "flash",
-    rowsTileKeys: 128,
-    rowsPerThread: 2,
-  },
+  llvmpipe: { ...SOFTWARE, match: "llvmpipe", directConv: { maxPixels: 4 } },
+  // Other software/fallback adapters: like llvmpipe until measured (but for the direct conv, measured only there).
+  cpu: { ...SOFTWARE, match: "" },
 };
 
 /** The table entry for an adapter, with the shapes measured on it (tiles file) first. */

@@ -1,5 +1,6 @@
 import {
   attention,
+  attentionBudget,
   type AttentionConfig,
   type AttentionInternal,
   type AttentionOperand,
@@ -274,8 +275,7 @@ function perfSetup(
 
 /** A tiling chosen on the adapter that runs the perf case (its workgroup-memory budget and tile-table preferences). */
 function onAdapter(pick: (budget: number, prefs: AttentionPrefs) => AttentionConfig): (dev: Device) => AttentionConfig {
-  return (dev) =>
-    pick(Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize), attentionPrefs(adapterTiles(dev)));
+  return (dev) => pick(attentionBudget(dev), attentionPrefs(adapterTiles(dev)));
 }
 
 /** The flash kernel as this adapter would tile it (null-safe: SD's head dims all fit). */

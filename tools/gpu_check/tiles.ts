@@ -13,6 +13,7 @@ import { type Tensor, withTensorScope } from "../../pipeline/gpu/tensor.ts";
 import type { UNet } from "../../pipeline/models/unet.ts";
 import {
   attention,
+  attentionBudget,
   type AttentionCall,
   type AttentionConfig,
   attentionHooks,
@@ -216,7 +217,7 @@ function attentionSetup(dev: Device, a: AttentionCall, dtype: DType): () => Tens
 /** The tilings tried at head dim D: the production one, the flash kernel where it fits, the rows kernel with one and
  *  two rows per thread at each tile of keys (distinct ones only). */
 function attentionCandidates(dev: Device, D: number, production: AttentionConfig): AttentionConfig[] {
-  const budget = Math.min(32768, dev.gpu.limits.maxComputeWorkgroupStorageSize);
+  const budget = attentionBudget(dev);
   const out: AttentionConfig[] = [production];
   const add = (c: AttentionConfig | null) => {
     if (c && !out.some((x) => JSON.stringify(x) === JSON.stringify(c))) out.push(c);
