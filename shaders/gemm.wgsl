@@ -6,7 +6,11 @@
 // K-tile is stored before the FMAs (fewer live registers: what a CPU-emulated GPU prefers). One barrier per step.
 // The inner product is unrolled by hand: private arrays indexed in loops are left in memory by some drivers
 // (llvmpipe: 3x slower) because wgpu's loop bounding can block unrolling. The staging registers are named for the
-// same reason (NA, NB of them: 1, 2 or 4).
+// same reason (NA, NB of them: 1, 2 or 4). The K-tile's BK steps run UNROLL at a time (1, 2, 4, 8 or 16, per tile:
+// gpu-check measures it): Naga bounds every loop with a counter held in a local variable, so a driver cannot count a
+// loop's trips and no longer unrolls it itself; unrolled, a step's shared-memory reads can issue during the previous
+// step's FMAs instead of stalling before them. The accumulators are module-scope (private) so that mac(), one step,
+// can update them; every driver keeps them in registers.
 // Math: S is the shared-memory and multiply type. S = f32: the FMAs accumulate in f32 (every f32 run; f16 runs by
 // default). F16MATH (S = f16, f16 runs only): operands stay f16 in shared memory and the FMAs run on packed f16
 // (twice the f32 rate on GPUs with paired f16 ALUs, half the shared-memory traffic); each K-tile's BK products sum in
@@ -28,6 +32,8 @@ const WG = MT * NT;
 const KV = BK / 4u; // vec4s per tile row along K
 const A_LEN = BK * BM / 4u;
 const B_LEN = BK * BN / 4u;
+const SA = BM / 4u; // vec4s from one k to the next in As
+const SB = BN / 4u; // ... in Bs
 
 var<workgroup> As: array<vec4<S>, 2u * A_LEN>; // two buffers of [k][m / 4]
 var<workgroup> Bs: array<vec4<S>, 2u * B_LEN>; // two buffers of [k][n / 4]
@@ -44,6 +50,40 @@ var<private> rb0: vec4<S>;
 var<private> rb1: vec4<S>;
 var<private> rb2: vec4<S>;
 var<private> rb3: vec4<S>;
+// h0..3: rows 0-3 x column group 0; h4..7: rows 4-7 (TM = 8); h8..15: the same for column group 1 (TN = 8).
+// S = f32: h are the accumulators and c stay zero. F16MATH: h sum one K-tile, c the whole K.
+var<private> h0: vec4<S>;
+var<private> h1: vec4<S>;
+var<private> h2: vec4<S>;
+var<private> h3: vec4<S>;
+var<private> h4: vec4<S>;
+var<private> h5: vec4<S>;
+var<private> h6: vec4<S>;
+var<private> h7: vec4<S>;
+var<private> h8: vec4<S>;
+var<private> h9: vec4<S>;
+var<private> h10: vec4<S>;
+var<private> h11: vec4<S>;
+var<private> h12: vec4<S>;
+var<private> h13: vec4<S>;
+var<private> h14: vec4<S>;
+var<private> h15: vec4<S>;
+var<private> c0: vec4<f32>;
+var<private> c1: vec4<f32>;
+var<private> c2: vec4<f32>;
+var<private> c3: vec4<f32>;
+var<private> c4: vec4<f32>;
+var<private> c5: vec4<f32>;
+var<private> c6: vec4<f32>;
+var<private> c7: vec4<f32>;
+var<private> c8: vec4<f32>;
+var<private> c9: vec4<f32>;
+var<private> c10: vec4<f32>;
+var<private> c11: vec4<f32>;
+var<private> c12: vec4<f32>;
+var<private> c13: vec4<f32>;
+var<private> c14: vec4<f32>;
+var<private> c15: vec4<f32>;
 
 // Vec4 slots each thread stages per K-tile (slot s: element lid + s * WG of the tile's A_LEN / B_LEN vec4s).
 const NA = max(A_LEN / WG, 1u);
@@ -100,8 +140,48 @@ fn put(lid: u32, buf: u32) {
   }
 }
 
+// One step k of the inner product: this thread's TM x TN block += its TM values of A's column k x its TN values of
+// B's row k (ia, ib: their first vec4s in As, Bs).
+fn mac(ia: u32, ib: u32) {
+  let a0 = As[ia];
+  let b0 = Bs[ib];
+  h0 = fma(vec4<S>(a0.x), b0, h0);
+  h1 = fma(vec4<S>(a0.y), b0, h1);
+  h2 = fma(vec4<S>(a0.z), b0, h2);
+  h3 = fma(vec4<S>(a0.w), b0, h3);
+  if (TM > 4u) {
+    let a1 = As[ia + MT];
+    h4 = fma(vec4<S>(a1.x), b0, h4);
+    h5 = fma(vec4<S>(a1.y), b0, h5);
+    h6 = fma(vec4<S>(a1.z), b0, h6);
+    h7 = fma(vec4<S>(a1.w), b0, h7);
+    if (TN > 4u) {
+      let b1 = Bs[ib + NT];
+      h12 = fma(vec4<S>(a1.x), b1, h12);
+      h13 = fma(vec4<S>(a1.y), b1, h13);
+      h14 = fma(vec4<S>(a1.z), b1, h14);
+      h15 = fma(vec4<S>(a1.w), b1, h15);
+    }
+  }
+  if (TN > 4u) {
+    let b1 = Bs[ib + NT];
+    h8 = fma(vec4<S>(a0.x), b1, h8);
+    h9 = fma(vec4<S>(a0.y), b1, h9);
+    h10 = fma(vec4<S>(a0.z), b1, h10);
+    h11 = fma(vec4<S>(a0.w), b1, h11);
+  }
+}
+
+// Four steps from (ia, ib).
+fn mac4(ia: u32, ib: u32) {
+  mac(ia, ib);
+  mac(ia + SA, ib + SB);
+  mac(ia + 2u * SA, ib + 2u * SB);
+  mac(ia + 3u * SA, ib + 3u * SB);
+}
+
 // F16MATH: one K-tile's f16 sum into the f32 accumulator.
-fn flush(c: ptr<function, vec4<f32>>, h: ptr<function, vec4<S>>) {
+fn flush(c: ptr<private, vec4<f32>>, h: ptr<private, vec4<S>>) {
   *c += vec4<f32>(*h);
   *h = vec4<S>(0.0);
 }
@@ -124,40 +204,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   ty = lid / NT;
   prepare(lid);
 
-  // h0..3: rows 0-3 x column group 0; h4..7: rows 4-7 (TM = 8); h8..15: the same for column group 1 (TN = 8).
-  // S = f32: h are the accumulators and c stay zero. F16MATH: h sum one K-tile, c the whole K.
-  var h0 = vec4<S>(0.0);
-  var h1 = vec4<S>(0.0);
-  var h2 = vec4<S>(0.0);
-  var h3 = vec4<S>(0.0);
-  var h4 = vec4<S>(0.0);
-  var h5 = vec4<S>(0.0);
-  var h6 = vec4<S>(0.0);
-  var h7 = vec4<S>(0.0);
-  var h8 = vec4<S>(0.0);
-  var h9 = vec4<S>(0.0);
-  var h10 = vec4<S>(0.0);
-  var h11 = vec4<S>(0.0);
-  var h12 = vec4<S>(0.0);
-  var h13 = vec4<S>(0.0);
-  var h14 = vec4<S>(0.0);
-  var h15 = vec4<S>(0.0);
-  var c0 = vec4<f32>(0.0);
-  var c1 = vec4<f32>(0.0);
-  var c2 = vec4<f32>(0.0);
-  var c3 = vec4<f32>(0.0);
-  var c4 = vec4<f32>(0.0);
-  var c5 = vec4<f32>(0.0);
-  var c6 = vec4<f32>(0.0);
-  var c7 = vec4<f32>(0.0);
-  var c8 = vec4<f32>(0.0);
-  var c9 = vec4<f32>(0.0);
-  var c10 = vec4<f32>(0.0);
-  var c11 = vec4<f32>(0.0);
-  var c12 = vec4<f32>(0.0);
-  var c13 = vec4<f32>(0.0);
-  var c14 = vec4<f32>(0.0);
-  var c15 = vec4<f32>(0.0);
   let nk = (min(p.K - kb, p.kSplit) + BK - 1u) / BK;
   fetch(lid, kb);
   put(lid, 0u);
@@ -171,33 +217,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     }
     let ab = cur * A_LEN + ty;
     let bb = cur * B_LEN + tx;
-    for (var k = 0u; k < BK; k++) {
-      let a0 = As[ab + k * (BM / 4u)];
-      let b0 = Bs[bb + k * (BN / 4u)];
-      h0 = fma(vec4<S>(a0.x), b0, h0);
-      h1 = fma(vec4<S>(a0.y), b0, h1);
-      h2 = fma(vec4<S>(a0.z), b0, h2);
-      h3 = fma(vec4<S>(a0.w), b0, h3);
-      if (TM > 4u) {
-        let a1 = As[ab + k * (BM / 4u) + MT];
-        h4 = fma(vec4<S>(a1.x), b0, h4);
-        h5 = fma(vec4<S>(a1.y), b0, h5);
-        h6 = fma(vec4<S>(a1.z), b0, h6);
-        h7 = fma(vec4<S>(a1.w), b0, h7);
-        if (TN > 4u) {
-          let b1 = Bs[bb + k * (BN / 4u) + NT];
-          h12 = fma(vec4<S>(a1.x), b1, h12);
-          h13 = fma(vec4<S>(a1.y), b1, h13);
-          h14 = fma(vec4<S>(a1.z), b1, h14);
-          h15 = fma(vec4<S>(a1.w), b1, h15);
-        }
+    for (var k = 0u; k < BK; k += UNROLL) {
+      let ia = ab + k * SA;
+      let ib = bb + k * SB;
+      if (UNROLL < 4u) {
+        mac(ia, ib);
+        if (UNROLL > 1u) { mac(ia + SA, ib + SB); }
+      } else {
+        mac4(ia, ib);
       }
-      if (TN > 4u) {
-        let b1 = Bs[bb + k * (BN / 4u) + NT];
-        h8 = fma(vec4<S>(a0.x), b1, h8);
-        h9 = fma(vec4<S>(a0.y), b1, h9);
-        h10 = fma(vec4<S>(a0.z), b1, h10);
-        h11 = fma(vec4<S>(a0.w), b1, h11);
+      if (UNROLL > 4u) { mac4(ia + 4u * SA, ib + 4u * SB); }
+      if (UNROLL > 8u) {
+        mac4(ia + 8u * SA, ib + 8u * SB);
+        mac4(ia + 12u * SA, ib + 12u * SB);
       }
     }
     if (F16MATH) {

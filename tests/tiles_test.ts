@@ -4,7 +4,7 @@
 // candidates changes nothing.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
-import { pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
+import { linear, pickFrom, pickTile, TILES } from "../pipeline/ops/matmul.ts";
 import { resetMeasuredTiles, TILE_TABLE, tilesFile } from "../pipeline/ops/tiles.ts";
 import {
   attention,
@@ -129,6 +129,9 @@ gpuTest(
           // conv2d x=[1,32,4,4] Cout 24 k3 measured faster with packed f16 math; a math flag that is no boolean.
           "24x16x288": { ...TILES[1], f16: true },
           "24x16x289": { ...TILES[1], f16: "yes" },
+          // linear 40x24x64 measured faster with the inner loop unrolled four steps; an unrolling no kernel has.
+          "40x24x64": { ...TILES[1], unroll: 4 },
+          "40x24x65": { ...TILES[1], unroll: 3 },
         },
       });
       resetMeasuredTiles();
@@ -139,6 +142,14 @@ gpuTest(
       assert(TILES.includes(pickTile(dev, 24, 32, 289, { splitK: true })), "a split factor no kernel has");
       assertEquals(pickTile(dev, 24, 16, 288, { splitK: true }), { ...TILES[1], f16: true }, "a measured f16 math");
       assertEquals(pickTile(dev, 24, 16, 289, { splitK: true }), TILES[1], "a math flag that is no boolean");
+      assertEquals(pickTile(dev, 40, 24, 64), { ...TILES[1], unroll: 4 }, "a measured unrolling");
+      assertEquals(pickTile(dev, 40, 24, 65), TILES[1], "an unrolling no kernel has");
+      // The linear of that shape compiles its GEMM with four steps per inner-loop iteration.
+      const xl = up(dev, randn(40 * 64, 5), [40, 64], "f32"), wl = up(dev, randn(24 * 64, 6, 0.1), [24, 64], "f32");
+      linear(xl, wl).release();
+      const unrolled = (k: string) => k.startsWith("matmul|f32|") && k.includes(`"UNROLL":4`);
+      assert(dev.kernelKeys().some(unrolled), `no UNROLL 4 matmul among ${dev.kernelKeys().join(", ")}`);
+      xl.release(), wl.release();
       if (dev.f16) {
         // An f16 conv of that shape multiplies in f16 (F16MATH); the same shape in f32 cannot.
         const xh = up(dev, randn(32 * 16, 3), [1, 32, 4, 4], "f16");

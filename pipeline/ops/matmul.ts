@@ -22,8 +22,13 @@ export interface GemmTile {
   splitK?: number;
   /** In f16 runs: multiply in f16 (true) or f32 (false) instead of the adapter's default (see f16Math). */
   f16?: boolean;
+  /** K steps per iteration of the inner loop (one of UNROLLS) instead of the adapter's default (see unrollOf). */
+  unroll?: number;
 }
 export const BK = 16;
+
+/** The GEMM core's inner-loop unrollings (shaders/gemm.wgsl UNROLL): 1 leaves the loop to the driver. */
+export const UNROLLS: readonly number[] = [1, 2, 4, 8, 16];
 
 /** Split-K factors conv2d may use, and the least K a slice keeps (fewer K-tiles per workgroup than this and its
  *  loads, barriers and partial-sum traffic outweigh the extra workgroups). */
@@ -49,7 +54,7 @@ export const TILES: readonly GemmTile[] = [
   { BM: 16, BN: 128, TM: 4, TN: 4 },
 ];
 
-setCandidateTiles(TILES, SPLITS);
+setCandidateTiles(TILES, SPLITS, UNROLLS);
 
 export function threads(t: GemmTile): number {
   return (t.BM / t.TM) * (t.BN / t.TN);
@@ -85,7 +90,27 @@ export function gemmConsts(dev: Device, tile: GemmTile, dtype: DType) {
   const f16 = f16Math(dev, tile, dtype);
   const prefetch = gemmHooks.prefetch ?? adapterTiles(dev).prefetch ?? true;
   const probe = gemmHooks.probe ?? 0;
-  return { BM, BN, TM, TN, BK, S: { type: f16 ? "f16" : "f32" }, F16MATH: f16, PREFETCH: prefetch, PROBE: probe };
+  const unroll = unrollOf(dev, tile);
+  return {
+    BM,
+    BN,
+    TM,
+    TN,
+    BK,
+    S: { type: f16 ? "f16" : "f32" },
+    F16MATH: f16,
+    PREFETCH: prefetch,
+    PROBE: probe,
+    UNROLL: unroll,
+  };
+}
+
+/** K steps per inner-loop iteration of a tile's GEMM: the test hook, else the tile's measured choice (a tiles file or
+ *  the table's shapes), else the adapter table entry's `unroll`, else 1. */
+export function unrollOf(dev: Device, tile: GemmTile): number {
+  const u = gemmHooks.unroll ?? tile.unroll ?? adapterTiles(dev).unroll ?? 1;
+  if (!UNROLLS.includes(u)) throw new GpuError(`GEMM: unroll ${u} is not one of ${UNROLLS.join(", ")}`);
+  return u;
 }
 
 /** Shared memory of one workgroup: two K-tiles of A and B in f32 (F16MATH needs half). */
@@ -224,6 +249,8 @@ export const gemmHooks: {
   /** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl: 1 no loads, 2 no loads nor barriers; wrong results by
    *  design, for timing only); null: 0. */
   probe: 1 | 2 | null;
+  /** Overrides the inner loop's unrolling (null: not). */
+  unroll: number | null;
 } = {
   maxBinding: 0,
   maxGroups: 0,
@@ -233,6 +260,7 @@ export const gemmHooks: {
   f16Math: null,
   prefetch: null,
   probe: null,
+  unroll: null,
 };
 
 /** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */

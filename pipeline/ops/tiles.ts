@@ -12,6 +12,8 @@
 //   f16Math    optional: GEMMs of f16 runs multiply in f16 (packed f16 FMAs; see matmul.ts f16Math); default f32
 //   prefetch   optional: the GEMM core loads the next K-tile into registers before computing this one (default
 //              true); false stores it first (shaders/gemm.wgsl PREFETCH)
+//   unroll     optional: K steps per iteration of the GEMM core's inner loop, 1 (default: the driver's choice), 2, 4,
+//              8 or 16 (shaders/gemm.wgsl UNROLL); a measured tile's own `unroll` comes first
 //   directConv optional: conv2d runs shaders/conv2d_direct.wgsl (a thread per output, no tiles) when an image's
 //              output has at most `maxPixels` pixels; absent: never
 //   lanes      optional: threads that run in lockstep (NVIDIA's warp: 32, the default; llvmpipe: 8 f32 lanes of AVX2);
@@ -39,6 +41,7 @@ export interface AdapterTiles {
   splitCost?: number;
   f16Math?: boolean;
   prefetch?: boolean;
+  unroll?: number;
   directConv?: { maxPixels: number };
   lanes?: number;
   attention?: "flash" | "rows";
@@ -202,12 +205,18 @@ export function isCandidate(
 
 let candidateTiles: readonly GemmTile[] = [];
 let candidateSplits: readonly number[] = [1];
+let candidateUnrolls: readonly number[] = [1];
 
-/** matmul.ts registers its candidate tiles and split-K factors here (tiles.ts cannot import them: matmul.ts imports
- *  this module). */
-export function setCandidateTiles(tiles: readonly GemmTile[], splits: readonly number[]): void {
+/** matmul.ts registers its candidate tiles, split-K factors and inner-loop unrollings here (tiles.ts cannot import
+ *  them: matmul.ts imports this module). */
+export function setCandidateTiles(
+  tiles: readonly GemmTile[],
+  splits: readonly number[],
+  unrolls: readonly number[],
+): void {
   candidateTiles = tiles;
   candidateSplits = splits;
+  candidateUnrolls = unrolls;
 }
 
 /** The measured entries for an adapter from its tiles file; null when there is none (or it is unreadable). */
@@ -233,6 +242,7 @@ function measuredEntries(
       TN: t.TN,
       ...(t.splitK && t.splitK > 1 ? { splitK: t.splitK } : {}),
       ...(typeof t.f16 === "boolean" ? { f16: t.f16 } : {}),
+      ...(candidateUnrolls.includes(t.unroll as number) ? { unroll: t.unroll } : {}),
     };
   }
   const attention: Record<number, AttentionConfig> = {};

@@ -79,7 +79,10 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     `pad=${typeof s.pad === "object" ? `[${s.pad}]` : s.pad ?? 0}`,
     s.bias && "bias",
     s.res && (s.inPlace ? "res=out" : "res"),
-    s.tile && `tile=${s.tile.BM}x${s.tile.BN}${s.tile.splitK ? ` splitK=${s.tile.splitK}` : ""}`,
+    s.tile &&
+    `tile=${s.tile.BM}x${s.tile.BN}${s.tile.splitK ? ` splitK=${s.tile.splitK}` : ""}${
+      s.tile.unroll ? ` unroll=${s.tile.unroll}` : ""
+    }`,
     s.maxBinding && `split@${s.maxBinding}B`,
     s.maxGroups && `grid<=${s.maxGroups}`,
     s.imageBias && `imageBias=${s.imageBias}`,
@@ -184,6 +187,19 @@ const shapes: ConvShape[] = [
   { x: [2, 8, 13, 11], Cout: 70, k: 3, pad: 1, bias: true, res: false, tile: { ...TILE64, splitK: 3 }, maxGroups: 4 },
   { x: [3, 32, 4, 4], Cout: 16, k: 3, pad: 1, bias: true, res: true, tile: { ...TILE64, splitK: 8 }, maxBinding: 6144 },
 ];
+// The inner loop unrolled (shaders/gemm.wgsl UNROLL): the whole K-tile with split-K, four steps on 8x4 blocks.
+shapes.push(
+  { x: [2, 19, 6, 7], Cout: 40, k: 3, pad: 1, bias: true, res: true, tile: { ...TILE64, splitK: 2, unroll: 16 } },
+  {
+    x: [2, 24, 9, 9],
+    Cout: 70,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: false,
+    tile: { BM: 128, BN: 64, TM: 8, TN: 4, unroll: 4 },
+  },
+);
 // The direct kernel (small outputs): padding in every direction, stride 2, 1x1, valid, odd shapes, channel-fast and
 // pixel-fast thread orders, residual in place, per-image bias, image split.
 for (
@@ -247,7 +263,10 @@ export const perf: PerfCase[] = [
   c64,
   gemmVariant(c64, "f16math"),
   gemmVariant(c64, "no prefetch"),
+  gemmVariant(c64, "unrolled x4"),
+  gemmVariant(c64, "unrolled x16"),
   gemmVariant(c64, "inner loop only"),
+  gemmVariant(c64, "inner loop only, unrolled x16"),
   gemmVariant(c64, "inner loop, no barriers"),
   c32,
   gemmVariant(c32, "f16math"),

@@ -1,4 +1,4 @@
-import { adapterTiles, BK, gemmHooks, type GemmTile, linear, TILES } from "../../pipeline/ops/matmul.ts";
+import { adapterTiles, BK, gemmHooks, type GemmTile, linear, TILES, UNROLLS } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import type { OpCase, PerfCase } from "./types.ts";
@@ -87,7 +87,7 @@ function linearCase(s: LinearShape, dtype: DType): OpCase {
   const extras = [
     s.bias && "bias",
     s.res && (s.inPlace ? "res=out" : "res"),
-    s.tile && `tile=${s.tile.BM}x${s.tile.BN}`,
+    s.tile && `tile=${s.tile.BM}x${s.tile.BN}${s.tile.unroll ? ` unroll=${s.tile.unroll}` : ""}`,
     s.silu && "silu",
     s.ln && `layerNorm${s.ln.offset ? ` mean=${s.ln.offset}` : ""}`,
     s.geglu && "geglu",
@@ -174,6 +174,10 @@ const shapes: LinearShape[] = [
   { lead: [37], N: 32, K: 64, bias: true, res: true, maxBinding: 2048 },
   { lead: [5, 11], N: 64, K: 128, bias: false, res: true, maxBinding: 1024 },
 ];
+// Every unrolling of the inner loop on the 8x8 block (every accumulator; K over three K-tiles, the last partial).
+for (const unroll of UNROLLS.filter((u) => u > 1)) {
+  shapes.push({ lead: [70], N: 72, K: 44, bias: true, res: true, tile: { BM: 64, BN: 64, TM: 8, TN: 8, unroll } });
+}
 // Every tile variant on ragged shapes, alternating vec4 and scalar K loads (few variants: compiling dominates).
 for (const [i, tile] of TILES.entries()) {
   shapes.push({ lead: [70], N: 36, K: 44, bias: true, res: false, ln: { offset: 1 }, tile });
@@ -268,9 +272,17 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
   };
 }
 
-/** The GEMM core's switches a perf case can force (shaders/gemm.wgsl): F16MATH (f16 only), PREFETCH off, and the
- *  diagnostic PROBE 1 / 2 (the inner product alone, with and without its barriers: wrong results, time only). */
-export type GemmVariant = "f16math" | "no prefetch" | "inner loop only" | "inner loop, no barriers";
+/** The GEMM core's switches a perf case can force (shaders/gemm.wgsl): F16MATH (f16 only), PREFETCH off, the inner
+ *  loop unrolled (UNROLL: 4 steps or the whole K-tile), and the diagnostic PROBE 1 / 2 (the inner product alone, with
+ *  and without its barriers: wrong results, time only), also with the whole K-tile unrolled. */
+export type GemmVariant =
+  | "f16math"
+  | "no prefetch"
+  | "unrolled x4"
+  | "unrolled x16"
+  | "inner loop only"
+  | "inner loop only, unrolled x16"
+  | "inner loop, no barriers";
 
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
@@ -284,13 +296,16 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
       return () => {
         if (v === "f16math") gemmHooks.f16Math = true;
         else if (v === "no prefetch") gemmHooks.prefetch = false;
-        else gemmHooks.probe = v === "inner loop only" ? 1 : 2;
+        else if (v.startsWith("inner loop")) gemmHooks.probe = v.includes("no barriers") ? 2 : 1;
+        const unrolled = /unrolled x(\d+)/.exec(v);
+        if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
         try {
           run();
         } finally {
           gemmHooks.f16Math = null;
           gemmHooks.prefetch = null;
           gemmHooks.probe = null;
+          gemmHooks.unroll = null;
         }
       };
     },
@@ -304,7 +319,10 @@ export const perf: PerfCase[] = [
   ffUp,
   gemmVariant(ffUp, "f16math"),
   gemmVariant(ffUp, "no prefetch"),
+  gemmVariant(ffUp, "unrolled x4"),
+  gemmVariant(ffUp, "unrolled x16"),
   gemmVariant(ffUp, "inner loop only"),
+  gemmVariant(ffUp, "inner loop only, unrolled x16"),
   gemmVariant(ffUp, "inner loop, no barriers"),
   ffDown,
   gemmVariant(ffDown, "f16math"),

@@ -25,6 +25,7 @@ import {
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import {
   adapterTiles,
+  BK,
   f16Math,
   f16MathForced,
   type GemmCall,
@@ -36,6 +37,7 @@ import {
   splitsFor,
   threads,
   TILES,
+  unrollOf,
 } from "../../pipeline/ops/matmul.ts";
 import { type MeasuredTiles, sameBlocks, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
 import { attnFor, randomTensor } from "../bench/unet.ts";
@@ -89,11 +91,16 @@ export interface TilesReport {
 /** A winner must beat the scored pick by this much to replace it (wall-clock noise). */
 const MARGIN = 0.03;
 
-const same = (a: GemmTile, b: GemmTile) => sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1) && a.f16 === b.f16;
+const same = (a: GemmTile, b: GemmTile) =>
+  sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1) && a.f16 === b.f16 && a.unroll === b.unroll;
 const tileText = (t: GemmTile) =>
   `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}${
     t.f16 === undefined ? "" : t.f16 ? " f16math" : " f32math"
-  }`;
+  }${t.unroll === undefined ? "" : ` unroll ${t.unroll}`}`;
+
+/** The inner-loop unrollings the tuner tries on each shape's winner beside the adapter's own (shaders/gemm.wgsl
+ *  UNROLL): none, four steps, the whole K-tile. */
+const TRIED_UNROLLS = [1, 4, BK];
 
 /** The candidates for one shape: every tile, and for conv2d each split of K that leaves slices deep enough and
  *  does not go past twice the workgroups the adapter needs (more only adds partial sums). */
@@ -321,6 +328,14 @@ export async function tuneTiles(
         // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl);
         // not when $ZEROVID_GEMM_F16 forces one math on every tile (both timings would run the same kernel).
         const other = { ...best, f16: !f16Math(dev, best, dtype) };
+        const ms = await timeTile(dev, run, other, o.perTileMs);
+        times.set(other, ms);
+        if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
+      }
+      // The winner with the inner loop unrolled otherwise (loop bounding hides trip counts from some drivers).
+      const own = unrollOf(dev, best);
+      for (const u of TRIED_UNROLLS.filter((u) => u !== own)) {
+        const other = { ...best, unroll: u };
         const ms = await timeTile(dev, run, other, o.perTileMs);
         times.set(other, ms);
         if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
