@@ -8,7 +8,9 @@
 # --slim: the repository's test data alone is about 63 MB, so with .gpu/ a device call would carry more than 64 MiB.
 # --slim takes the two largest test models out of the working tree with a sparse checkout (git keeps them; nothing
 # is deleted): tiny-sd-original.safetensors (the single-file copy of tiny-sd, used only by CPU-side weight tests) and
-# tiny-pix2pix/ (its golden cases are then reported as skipped, "model not present"). --restore brings them back.
+# tiny-pix2pix/ (its golden cases are then reported as skipped, "model not present"), and every test-data file that is
+# byte-identical to another one carried (tiny-sd's tokenizer is the demo tokenizer): those travel once, listed in
+# .gpu/copies.txt, and device_run.sh copies them back before gpu-check starts. --restore brings them all back.
 #
 # .gpu/deno.xz             this machine's deno binary, xz -9 (about 30 MB)
 # .gpu/node_modules.tar.xz only the npm files gpu-check loads (onnxruntime-web's WebGPU build, the tokenizer)
@@ -31,10 +33,19 @@ while [ $# -gt 0 ]; do
     *) echo "pack.sh: unknown argument $1 (usage: pack.sh [--ref DIR] [--slim] | --restore)" >&2; exit 2 ;;
   esac
 done
+mkdir -p .gpu
+rm -f .gpu/copies.txt
 if [ "$slim" = 1 ]; then
+  # "copy<TAB>original" for each later file with the same git blob as an earlier one (the index knows every path,
+  # checked out or not, so a second --slim finds the same pairs); the product's own tokenizer comes first.
+  { git ls-files -s -- pipeline/models/demo_tokenizer && git ls-files -s -- fixtures/golden/models; } |
+    awk -F'\t' '$2 !~ /^fixtures\/golden\/models\/(tiny-sd-original\.safetensors|tiny-pix2pix\/)/ {
+      split($1, m, " "); if (m[2] in seen) print $2 "\t" seen[m[2]]; else seen[m[2]] = $2 }' >.gpu/copies.txt
+  # shellcheck disable=SC2046
   git sparse-checkout set --no-cone '/*' '!/fixtures/golden/models/tiny-sd-original.safetensors' \
-    '!/fixtures/golden/models/tiny-pix2pix/'
-  echo "slim: left out of the working tree until 'pack.sh --restore': tiny-sd-original.safetensors, tiny-pix2pix/"
+    '!/fixtures/golden/models/tiny-pix2pix/' $(cut -f1 .gpu/copies.txt | sed 's|^|!/|')
+  echo "slim: left out of the working tree until 'pack.sh --restore': tiny-sd-original.safetensors, tiny-pix2pix/," \
+    "$(wc -l <.gpu/copies.txt) byte-identical copies (.gpu/copies.txt)"
 fi
 [ -n "$ref" ] || { [ -d ../shared/ref ] && ref=../shared/ref; } || true
 
