@@ -279,6 +279,15 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
       assert(x.tried >= 4 && x.bestMs <= x.scoredMs, `${x.key}: tried ${x.tried}, ${x.bestMs} vs ${x.scoredMs}`);
       finitePositive(x.calls, `${x.key} calls`);
     }
+    // The heaviest shapes' winners timed at each inner-loop unrolling (1, 4, 16 steps), the rest at none.
+    tl.rows.forEach((x, i) => {
+      const tried = Object.keys(x.unrollMs).map(Number).sort((a, b) => a - b);
+      assertEquals(tried, i < 16 ? [1, 4, 16] : [], `${x.key}: unrollings timed`);
+      for (const v of Object.values(x.unrollMs)) finitePositive(v, `${x.key} ms by unroll`);
+      // (a challenger must beat the winner by the tuner's 3 % margin)
+      const fastest = Math.min(...Object.values(x.unrollMs));
+      assert(i >= 16 || x.bestMs * 0.97 <= fastest, `${x.key}: best ${x.bestMs} ms, an unrolling ${fastest} ms`);
+    });
     assertEquals(tl.file, tilesFile(a.name, tilesDir));
     const saved = JSON.parse(await Deno.readTextFile(tl.file!));
     const changed = tl.rows.filter((x) => JSON.stringify(x.best) !== JSON.stringify(x.scored));

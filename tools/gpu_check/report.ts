@@ -354,7 +354,7 @@ export function renderMarkdown(r: Report): string {
     );
     L.push("```");
     L.push(table(
-      ["op", "shape", "calls", "scored tile", "ms", "measured tile", "ms", "tried"],
+      ["op", "shape", "calls", "scored tile", "ms", "measured tile", "ms", "tried", "ms by unroll"],
       t.rows.map((x) => [
         x.op,
         x.shape,
@@ -364,6 +364,7 @@ export function renderMarkdown(r: Report): string {
         tileText(x.best),
         ms(x.bestMs),
         x.tried,
+        Object.entries(x.unrollMs ?? {}).map(([u, v]) => `${u}: ${ms(v)}`).join(", ") || "-",
       ]),
       ["calls", "ms", "tried"],
     ));

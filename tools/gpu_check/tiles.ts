@@ -56,6 +56,9 @@ export interface TileRow {
   bestMs: number;
   /** Candidates timed (those within this GPU's workgroup limits). */
   tried: number;
+  /** The winner's milliseconds by inner-loop unrolling (its own and those tried: the UNROLL_SHAPES heaviest shapes),
+   *  before the unrolling was picked; empty where none was tried. */
+  unrollMs: Record<number, number>;
 }
 
 /** One head dim's attention, timed with each candidate tiling on its heaviest call shape. */
@@ -98,9 +101,11 @@ const tileText = (t: GemmTile) =>
     t.f16 === undefined ? "" : t.f16 ? " f16math" : " f32math"
   }${t.unroll === undefined ? "" : ` unroll ${t.unroll}`}`;
 
-/** The inner-loop unrollings the tuner tries on each shape's winner beside the adapter's own (shaders/gemm.wgsl
- *  UNROLL): none, four steps, the whole K-tile. */
+/** The inner-loop unrollings the tuner tries on a shape's winner beside the adapter's own (shaders/gemm.wgsl
+ *  UNROLL): none, four steps, the whole K-tile; on the UNROLL_SHAPES heaviest shapes only (calls x work: most of a
+ *  call's GEMM time), so that the section's budget still reaches the rest. */
 const TRIED_UNROLLS = [1, 4, BK];
+const UNROLL_SHAPES = 16;
 
 /** The candidates for one shape: every tile, and for conv2d each split of K that leaves slices deep enough and
  *  does not go past twice the workgroups the adapter needs (more only adds partial sums). */
@@ -333,12 +338,16 @@ export async function tuneTiles(
         if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
       }
       // The winner with the inner loop unrolled otherwise (loop bounding hides trip counts from some drivers).
-      const own = unrollOf(dev, best);
-      for (const u of TRIED_UNROLLS.filter((u) => u !== own)) {
-        const other = { ...best, unroll: u };
-        const ms = await timeTile(dev, run, other, o.perTileMs);
-        times.set(other, ms);
-        if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
+      const unrollMs: Record<number, number> = {};
+      if (rows.length < UNROLL_SHAPES) {
+        const base = best, own = unrollOf(dev, base);
+        unrollMs[own] = bestMs;
+        for (const u of TRIED_UNROLLS.filter((u) => u !== own)) {
+          const other = { ...base, unroll: u };
+          const ms = unrollMs[u] = await timeTile(dev, run, other, o.perTileMs);
+          times.set(other, ms);
+          if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
+        }
       }
       rows.push({
         key: g.key,
@@ -352,6 +361,7 @@ export async function tuneTiles(
         best,
         bestMs,
         tried: times.size,
+        unrollMs,
       });
     });
     dev.pool.trim();
