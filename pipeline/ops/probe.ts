@@ -9,15 +9,26 @@ import { grid1d } from "./launch.ts";
 /** Multiply-adds per thread and iteration: 4 chains of vec4. */
 export const FMA_PER_ITER = 16;
 
+/** Steps per loop iteration the FMA probe can run (shaders/probe_fma.wgsl UNROLL). */
+export const FMA_UNROLLS = [1, 8] as const;
+
 /**
  * Each vec4 of `out` (numel a multiple of 4) gets the sum of 4 chains of `iters` steps x = x * a + b, started
- * from (i % 7) / 8 + (0, 0.25, 0.5, 0.75) + chain * 0.0625 for vec4 index i. FLOPs: 2 * FMA_PER_ITER * iters per vec4.
+ * from (i % 7) / 8 + (0, 0.25, 0.5, 0.75) + chain * 0.0625 for vec4 index i, `unroll` steps per loop iteration (the
+ * same values either way). FLOPs: 2 * FMA_PER_ITER * iters per vec4.
  */
-export function probeFma(out: Tensor, iters: number, a: number, b: number): Tensor {
+export function probeFma(
+  out: Tensor,
+  iters: number,
+  a: number,
+  b: number,
+  unroll: (typeof FMA_UNROLLS)[number] = 8,
+): Tensor {
   if (out.numel % 4 !== 0) throw new GpuError(`probeFma: out has ${out.numel} elements, need a multiple of 4`);
   if (!Number.isInteger(iters) || iters < 1) throw new GpuError(`probeFma: iters must be an integer >= 1`);
+  if (!FMA_UNROLLS.includes(unroll)) throw new GpuError(`probeFma: unroll must be one of ${FMA_UNROLLS.join(", ")}`);
   const dev = out.dev;
-  const k = dev.kernel("probe_fma", fmaSrc, {}, out.dtype);
+  const k = dev.kernel("probe_fma", fmaSrc, { UNROLL: unroll }, out.dtype);
   const { groups, row } = grid1d(out.numel / 4, 256);
   dev.dispatch(k, new Params().u(out.numel / 4, iters, row).f(a, b), [out.binding()], groups);
   return out;

@@ -10,17 +10,18 @@ const round = (dtype: string) => dtype === "f32" ? Math.fround : Math.f16round;
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) {
   // 1000 vec4s: not a multiple of the 256-thread workgroup.
-  for (const [vecs, iters] of [[1000, 50], [3, 1]]) {
+  // 50 steps: 6 unrolled iterations of 8 and 2 more (or 50 of one); 1 step: the remainder loop alone.
+  for (const [vecs, iters, unroll] of [[1000, 50, 8], [1000, 50, 1], [3, 1, 8]] as const) {
     cases.push({
       op: "probeFma",
-      shape: `vec4s=${vecs} iters=${iters}`,
+      shape: `vec4s=${vecs} iters=${iters} unroll=${unroll}`,
       dtype,
       // Fused or not, each step rounds once or twice to T: the replay rounds after the multiply and the add.
       tol: dtype === "f32" ? { maxAbs: 1e-5, relL2: 1e-6 } : { maxAbs: 2e-2, relL2: 4e-3 },
       async run(dev) {
         const a = 0.9, b = 0.05, r = round(dtype);
         const out = empty(dev, [vecs * 4], dtype);
-        probeFma(out, iters, a, b);
+        probeFma(out, iters, a, b, unroll);
         const got = await out.read();
         out.release();
         const want = new Float32Array(vecs * 4);
