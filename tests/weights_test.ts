@@ -9,6 +9,15 @@ import { WeightError } from "../pipeline/errors.ts";
 import { loadComponent, loadPipelineIndex, pickWeightFiles } from "../pipeline/weights/diffusers.ts";
 import { loadSingleFile } from "../pipeline/weights/single_file.ts";
 import { GOLDEN_MODELS } from "../fixtures/paths.ts";
+import { Params, type TensorSource } from "../pipeline/models/layers.ts";
+import { randomSource } from "../pipeline/weights/random.ts";
+import { clipTextShapes, type ShapeMap, unetShapes, vaeShapes } from "../pipeline/models/shapes.ts";
+import { DEMO_TEXT_ENCODER, DEMO_UNET, DEMO_VAE } from "../pipeline/models/demo.ts";
+import { UNet } from "../pipeline/models/unet.ts";
+import { VAE } from "../pipeline/models/vae.ts";
+import { ClipTextModel } from "../pipeline/models/clip.ts";
+import type { Device } from "../pipeline/gpu/device.ts";
+import { DTYPES, gpuTest, quantize } from "./util.ts";
 
 const GOLDEN = GOLDEN_MODELS + "/";
 const TINY = join(GOLDEN, "tiny-sd");
@@ -325,4 +334,167 @@ Deno.test("pickWeightFiles: variant order, shards, other variants", () => {
   });
   assertEquals(pickWeightFiles(["model.ema.safetensors"]), { kind: "single", file: "model.ema.safetensors" });
   assertEquals(pickWeightFiles(["diffusion_pytorch_model.bin"]), null);
+});
+
+// Random weights (pipeline/weights/random.ts): the loaders generate them on the GPU (randomFill), float32() on the host.
+
+/** `src` without its GPU path: the loaders upload float32(name). */
+function hostOnly(src: TensorSource): TensorSource {
+  return { has: (n) => src.has(n), shape: (n) => src.shape(n), float32: (n) => src.float32(n) };
+}
+
+/** Every tensor a Params loaded, whole buffers (16-byte rounded) back to back: one readback. */
+async function loadedBytes(p: Params): Promise<Uint32Array> {
+  const dev = p.dev;
+  const size = p.loaded.reduce((n, t) => n + t.buffer.size, 0);
+  const all = dev.gpu.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+  try {
+    let at = 0;
+    for (const t of p.loaded) {
+      dev.copy({ buffer: t.buffer, offset: 0, size: t.buffer.size }, { buffer: all, offset: at, size: t.buffer.size });
+      at += t.buffer.size;
+    }
+    return new Uint32Array(await dev.read({ buffer: all, offset: 0, size }));
+  } finally {
+    all.destroy();
+  }
+}
+
+/** Two loads of the same weights hold the same tensors (names, shapes, dtypes, bits), loaded in the same order. */
+async function assertSameParams(got: Params, want: Params, label: string): Promise<void> {
+  assertEquals([...got.slots.keys()], [...want.slots.keys()], label);
+  assertEquals(got.loaded.map((t) => [t.shape, t.dtype]), want.loaded.map((t) => [t.shape, t.dtype]), label);
+  const a = await loadedBytes(got), b = await loadedBytes(want);
+  assertEquals(a.length, b.length, label);
+  const bad = a.findIndex((v, j) => v !== b[j]);
+  assert(bad < 0, `${label}: word ${bad} of the weights differs`);
+}
+
+/** Load with `load` twice, on the GPU path and the host path; the GPU one records a fill per tensor, the host one
+ *  no GPU work. */
+async function bothWays<M extends { params: Params; dispose(): void }>(
+  dev: Device,
+  src: TensorSource,
+  load: (src: TensorSource) => Promise<M>,
+  label: string,
+): Promise<void> {
+  let n0 = dev.dispatches;
+  const gpu = await load(src);
+  const fills = dev.dispatches - n0;
+  n0 = dev.dispatches;
+  const host = await load(hostOnly(src));
+  try {
+    assertEquals(dev.dispatches - n0, 0, `${label}: the host path recorded GPU work`);
+    assert(fills >= gpu.params.loaded.length, `${label}: ${fills} fills for ${gpu.params.loaded.length} tensors`);
+    await assertSameParams(gpu.params, host.params, label);
+  } finally {
+    gpu.dispose(), host.dispose();
+  }
+}
+
+gpuTest("random weights: generated on the GPU equal the host's float32 values (demo UNet, VAE, CLIP)", async (dev) => {
+  for (const dtype of DTYPES.filter((d) => d === "f32" || dev.f16)) {
+    await bothWays(
+      dev,
+      randomSource(unetShapes(DEMO_UNET), 2),
+      (s) => UNet.load(dev, s, DEMO_UNET, dtype),
+      `unet ${dtype}`,
+    );
+    await bothWays(dev, randomSource(vaeShapes(DEMO_VAE), 4), (s) => VAE.load(dev, s, DEMO_VAE, dtype), `vae ${dtype}`);
+    await bothWays(
+      dev,
+      randomSource(clipTextShapes(DEMO_TEXT_ENCODER), 1),
+      (s) => ClipTextModel.load(dev, s, DEMO_TEXT_ENCODER, dtype),
+      `clip ${dtype}`,
+    );
+  }
+});
+
+gpuTest(
+  "random weights: a stacked linear's row blocks (odd K, a layer without bias) are each layer's values",
+  async (dev) => {
+    // K = 7: in f16 the second and third blocks start at odd elements (words shared with the block before).
+    const shapes: ShapeMap = new Map([
+      ["a.weight", [3, 7]],
+      ["a.bias", [3]],
+      ["b.weight", [5, 7]],
+      ["c.weight", [2, 7]],
+      ["c.bias", [2]],
+    ]);
+    const src = randomSource(shapes, 9);
+    for (const dtype of DTYPES.filter((d) => d === "f32" || dev.f16)) {
+      const gpu = new Params(dev, src, dtype, "test"), host = new Params(dev, hostOnly(src), dtype, "test");
+      try {
+        const n0 = dev.dispatches;
+        const { linear, offsets } = await gpu.linearStack(["a", "b", "c"]);
+        assertEquals(dev.dispatches - n0, 5, "a fill per weight and bias");
+        assertEquals(offsets, [0, 3, 8]);
+        await host.linearStack(["a", "b", "c"]);
+        await assertSameParams(gpu, host, `stack ${dtype}`);
+        const w: number[] = [], b: number[] = [];
+        for (const n of ["a", "b", "c"]) {
+          w.push(...await src.float32(`${n}.weight`));
+          b.push(
+            ...src.has(`${n}.bias`) ? await src.float32(`${n}.bias`) : new Float32Array(shapes.get(`${n}.weight`)![0]),
+          );
+        }
+        assertEquals(await linear.w.read(), quantize(Float32Array.from(w), dtype), `stacked weight ${dtype}`);
+        assertEquals(await linear.b!.read(), quantize(Float32Array.from(b), dtype), `stacked bias ${dtype}`);
+      } finally {
+        gpu.dispose(), host.dispose();
+      }
+    }
+  },
+);
+
+Deno.test("random weights: per-tensor ranges, uniform statistics, independent streams", async () => {
+  const n = 16384;
+  const shapes: ShapeMap = new Map([
+    ["m.norm1.weight", [n]],
+    ["m.norm1.bias", [n]],
+    ["m.token_embedding.weight", [256, 64]],
+    ["m.proj.weight", [256, 64]],
+    ["m.proj2.weight", [256, 64]],
+    ["m.conv.weight", [256, 16, 2, 2]],
+  ]);
+  const src = randomSource(shapes);
+  const mean = (x: Float32Array) => x.reduce((s, v) => s + v, 0) / x.length;
+  const corr = (x: Float32Array, y: Float32Array) => {
+    const mx = mean(x), my = mean(y);
+    let sxy = 0, sxx = 0, syy = 0;
+    for (let i = 0; i < x.length; i++) {
+      sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) ** 2, syy += (y[i] - my) ** 2;
+    }
+    return sxy / Math.sqrt(sxx * syy);
+  };
+  // [offset, scale]: norms near 1 / 0, embeddings 0.02 * sqrt(3), the rest 1 / sqrt(fan-in).
+  const want: Record<string, [number, number]> = {
+    "m.norm1.weight": [1, 0.1],
+    "m.norm1.bias": [0, 0.1],
+    "m.token_embedding.weight": [0, 0.02 * Math.sqrt(3)],
+    "m.proj.weight": [0, 1 / 8],
+    "m.proj2.weight": [0, 1 / 8],
+    "m.conv.weight": [0, 1 / 8],
+  };
+  const values = new Map<string, Float32Array>();
+  for (const [name, [offset, scale]] of Object.entries(want)) {
+    const x = await src.float32(name);
+    values.set(name, x);
+    assertEquals(x.length, n, name);
+    const lo = Math.min(...x), hi = Math.max(...x);
+    assert(lo >= offset - scale * 1.004 && hi < offset + scale * 1.004, `${name}: range [${lo}, ${hi}]`);
+    assert(lo < offset - scale * 0.99 && hi > offset + scale * 0.99, `${name}: range [${lo}, ${hi}] too narrow`);
+    const m = mean(x), sd = scale / Math.sqrt(3);
+    assert(Math.abs(m - offset) < 4 * sd / Math.sqrt(n), `${name}: mean ${m}`);
+    const v = mean(x.map((y) => (y - m) ** 2));
+    assert(Math.abs(v / (sd * sd) - 1) < 0.05, `${name}: variance ${v}, want ${sd * sd}`);
+    assert(new Set(x).size > 0.8 * n, `${name}: ${new Set(x).size} distinct values`);
+    assert(Math.abs(corr(x.subarray(1), x.subarray(0, n - 1))) < 4 / Math.sqrt(n), `${name}: neighbours correlate`);
+  }
+  const r = corr(values.get("m.proj.weight")!, values.get("m.proj2.weight")!);
+  assert(Math.abs(r) < 4 / Math.sqrt(n), `two tensors correlate (${r})`);
+  // Same seed: the same values; another seed: others.
+  assertEquals(await randomSource(shapes).float32("m.proj.weight"), values.get("m.proj.weight"));
+  const other = await randomSource(shapes, 1).float32("m.proj.weight");
+  assert(Math.abs(corr(other, values.get("m.proj.weight")!)) < 4 / Math.sqrt(n), "another seed gives other values");
 });

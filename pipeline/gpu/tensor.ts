@@ -206,6 +206,22 @@ export function upload(dev: Device, data: Float32Array, shape: readonly number[]
   return t;
 }
 
+/** A weight's own buffer: the data rounded up to whole 16-byte words. */
+function ownedBuffer(dev: Device, shape: readonly number[], dtype: DType, mappedAtCreation: boolean): GPUBuffer {
+  return dev.gpu.createBuffer({
+    size: Math.max(16, Math.ceil(numel(shape) * BYTES[dtype] / 16) * 16),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    mappedAtCreation,
+  });
+}
+
+/** A tensor with its own exact-size buffer, zero-filled (WebGPU initialises buffers): a weight that GPU work writes
+ *  (random weights: pipeline/ops/random.ts). Never returned to the pool. */
+export function emptyOwned(dev: Device, shape: readonly number[], dtype: DType): Tensor {
+  const buffer = ownedBuffer(dev, shape, dtype, false);
+  return new Tensor(dev, buffer, [...shape], dtype, 0, "own");
+}
+
 /** A tensor with its own exact-size buffer (weights: never returned to the pool). */
 export function uploadOwned(
   dev: Device,
@@ -213,12 +229,7 @@ export function uploadOwned(
   shape: readonly number[],
   dtype: DType,
 ): Tensor {
-  const bytes = Math.max(16, Math.ceil(numel(shape) * BYTES[dtype] / 16) * 16);
-  const buffer = dev.gpu.createBuffer({
-    size: bytes,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    mappedAtCreation: true,
-  });
+  const buffer = ownedBuffer(dev, shape, dtype, true);
   const src = dtype === "f32"
     ? (data instanceof Float32Array ? data : Float32Array.from(data))
     : (data instanceof Float16Array ? data : Float16Array.from(data));

@@ -2,16 +2,20 @@
 // into the layer types diffusers uses (Linear, Conv2d, GroupNorm, LayerNorm). Names stay diffusers' names.
 import type { Device, DType } from "../gpu/device.ts";
 import { WeightError } from "../errors.ts";
-import { type Tensor, uploadOwned } from "../gpu/tensor.ts";
+import { emptyOwned, type Tensor, uploadOwned } from "../gpu/tensor.ts";
 import { conv2d, type Conv2dOpts } from "../ops/conv2d.ts";
 import { linear as linearOp, type LinearOpts } from "../ops/matmul.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
+import { randomFill, type RandomSpec } from "../ops/random.ts";
 
 /** What a model needs from a checkpoint (implemented by pipeline/weights/*). */
 export interface TensorSource {
   has(name: string): boolean;
   shape(name: string): readonly number[];
   float32(name: string): Promise<Float32Array>;
+  /** A generated tensor's stream (random weights: pipeline/weights/random.ts): the loader fills it on the GPU with
+   *  `randomFill`, which writes what `float32(name)` returns, instead of uploading that. */
+  random?(name: string): RandomSpec | undefined;
 }
 
 export interface Linear {
@@ -69,7 +73,10 @@ export class Params {
         `${this.component}: weight "${name}" has shape [${shape}], expected [${expect.map((d) => d < 0 ? "?" : d)}]`,
       );
     }
-    const t = uploadOwned(this.dev, await this.src.float32(name), shape, this.dtype);
+    const spec = this.randomSpec(name);
+    const t = spec
+      ? randomFill(emptyOwned(this.dev, shape, this.dtype), spec)
+      : uploadOwned(this.dev, await this.src.float32(name), shape, this.dtype);
     this.loaded.push(t);
     this.bytes += t.bytes;
     return t;
@@ -98,18 +105,38 @@ export class Params {
     const offsets: number[] = [];
     let N = 0;
     for (const s of shapes) offsets.push(N), N += s[0];
-    const w = new Float32Array(N * K), b = new Float32Array(N);
     const biased = names.some((n) => this.has(`${n}.bias`));
-    for (const [i, n] of names.entries()) {
-      w.set(await this.src.float32(`${n}.weight`), offsets[i] * K);
-      if (this.has(`${n}.bias`)) b.set(await this.src.float32(`${n}.bias`), offsets[i]);
+    const parts = names.flatMap((n) => [`${n}.weight`, ...this.has(`${n}.bias`) ? [`${n}.bias`] : []]);
+    let wt: Tensor, bt: Tensor | undefined;
+    if (parts.every((n) => this.randomSpec(n))) {
+      // Generated: each layer's rows filled in place (a layer without a bias keeps the zeros it is created with).
+      wt = emptyOwned(this.dev, [N, K], this.dtype);
+      bt = biased ? emptyOwned(this.dev, [N], this.dtype) : undefined;
+      for (const [i, n] of names.entries()) {
+        randomFill(wt, this.randomSpec(`${n}.weight`)!, { start: offsets[i] * K, count: shapes[i][0] * K });
+        if (bt && this.has(`${n}.bias`)) {
+          randomFill(bt, this.randomSpec(`${n}.bias`)!, { start: offsets[i], count: shapes[i][0] });
+        }
+      }
+    } else {
+      const w = new Float32Array(N * K), b = new Float32Array(N);
+      for (const [i, n] of names.entries()) {
+        w.set(await this.src.float32(`${n}.weight`), offsets[i] * K);
+        if (this.has(`${n}.bias`)) b.set(await this.src.float32(`${n}.bias`), offsets[i]);
+      }
+      wt = uploadOwned(this.dev, w, [N, K], this.dtype);
+      bt = biased ? uploadOwned(this.dev, b, [N], this.dtype) : undefined;
     }
-    const wt = uploadOwned(this.dev, w, [N, K], this.dtype);
-    const bt = biased ? uploadOwned(this.dev, b, [N], this.dtype) : undefined;
     for (const t of [wt, bt]) if (t) this.loaded.push(t), this.bytes += t.bytes;
     const linear = { w: wt, b: bt };
     names.forEach((n, i) => this.slot(`${n}.weight`, linear, shapes[i], offsets[i]));
     return { linear, offsets };
+  }
+
+  /** `name`'s stream when the source generates it and the device can record GPU work now (not in a dry run, which
+   *  is never submitted). */
+  private randomSpec(name: string): RandomSpec | undefined {
+    return this.dev.dryRun ? undefined : this.src.random?.(name);
   }
 
   async conv(name: string, inC?: number, outC?: number): Promise<Conv> {

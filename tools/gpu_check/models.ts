@@ -46,10 +46,12 @@ export const SMALL_SPEC: ModelSpec = {
   cross: 32,
 };
 
-/** SD 1.5's text encoder, UNet and VAE (its configs) with random weights: no download. CLIP's real tokenizer. */
+/** SD 1.5's text encoder, UNet and VAE (its configs) with random weights: no download. CLIP's real tokenizer. The
+ *  weights are generated on the GPU (pipeline/ops/random.ts) and are there when this returns, so that their work
+ *  lands in no later timing. */
 export async function loadSd15(dev: Device, dtype: DType): Promise<StableDiffusion> {
-  return await dev.guardOOM("building SD 1.5 with random weights", async () =>
-    await StableDiffusion.fromSources(dev, {
+  return await dev.guardOOM("building SD 1.5 with random weights", async () => {
+    const sd = await StableDiffusion.fromSources(dev, {
       label: SD15_SPEC.label,
       tokenizer: await demoTokenizer(),
       textEncoder: {
@@ -59,7 +61,15 @@ export async function loadSd15(dev: Device, dtype: DType): Promise<StableDiffusi
       unet: { config: SD15.unet, weights: randomSource(unetShapes(SD15.unet as unknown as UNetConfig), 2) },
       vae: { config: SD15.vae, weights: randomSource(vaeShapes(SD15.vae as unknown as VAEConfig), 4) },
       scheduler: SD15.scheduler,
-    }, dtype));
+    }, dtype);
+    try {
+      await dev.sync();
+    } catch (e) {
+      sd.dispose();
+      throw e;
+    }
+    return sd;
+  });
 }
 
 /** What a UNet call's FLOP count (flops.ts: GEMM-shaped work only) means on this adapter. */
