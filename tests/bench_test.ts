@@ -1,7 +1,8 @@
 // tools/bench.ts in a subprocess: one cheap kernel and the tiny UNet with --quick, checked for the tables' columns
-// and numeric values; --json; argument errors.
+// and numeric values; --json; argument errors. The peers' plumbing: a child's deadline, ONNX external data.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
-import { partialRows, type PeerRow, runChild } from "../tools/bench/peers.ts";
+import type * as Ort from "onnxruntime-web";
+import { exportedOnnx, partialRows, type PeerRow, readWhole, runChild } from "../tools/bench/peers.ts";
 
 function assertMatch(s: string, re: RegExp): void {
   assert(re.test(s), `${JSON.stringify(s)} does not match ${re}`);
@@ -175,4 +176,86 @@ Deno.test("bench peers: a child killed at its deadline keeps what it printed; fi
   assertEquals(rows[1].ms, null);
   assertEquals(rows[1].error, "timed out after 60 s (session created in 41.0 s; batch 16: first call)");
   assertEquals(partialRows([row(2)], "", "failed")[0].error, "failed");
+});
+
+// --- ONNX external data (export_unet_onnx.py --external-data, through tools/gpu_check/onnx_external.py) ---------
+
+/** Protobuf field: a number as a varint, a string or bytes length-delimited. */
+function pb(n: number, x: number | string | Uint8Array): Uint8Array {
+  const varint = (v: number) => {
+    const out: number[] = [];
+    for (; v >= 0x80; v = Math.floor(v / 128)) out.push((v % 128) | 0x80);
+    out.push(v);
+    return out;
+  };
+  if (typeof x === "number") return new Uint8Array([...varint(n << 3), ...varint(x)]);
+  const bytes = typeof x === "string" ? new TextEncoder().encode(x) : x;
+  return new Uint8Array([...varint((n << 3) | 2), ...varint(bytes.length), ...bytes]);
+}
+const cat = (...parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+
+/** y = (x + W) * S, float32 [2, 512]: W (4 KiB) inline, S (4 bytes) inline. */
+function tinyModel(w: Float32Array, s: number): Uint8Array {
+  const tensor = (name: string, dims: number[], data: Float32Array) =>
+    cat(...dims.map((d) => pb(1, d)), pb(2, 1), pb(8, name), pb(9, new Uint8Array(data.buffer)));
+  const info = (name: string) =>
+    cat(pb(1, name), pb(2, pb(1, cat(pb(1, 1), pb(2, cat(pb(1, pb(1, 2)), pb(1, pb(1, 512))))))));
+  const node = (op: string, ins: string[], out: string) => cat(...ins.map((i) => pb(1, i)), pb(2, out), pb(4, op));
+  const graph = cat(
+    pb(1, node("Add", ["x", "W"], "y1")),
+    pb(1, node("Mul", ["y1", "S"], "y")),
+    pb(2, "g"),
+    pb(5, tensor("W", [2, 512], w)),
+    pb(5, tensor("S", [1], new Float32Array([s]))),
+    pb(11, info("x")),
+    pb(12, info("y")),
+  );
+  return cat(pb(1, 8), pb(8, cat(pb(1, ""), pb(2, 17))), pb(7, graph));
+}
+
+const hasPython = (() => {
+  try {
+    return new Deno.Command("python3", { args: ["-c", "pass"], stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "bench peers: onnx_external.py moves the large initializers to OUT.data; onnxruntime-web runs the pair",
+  ignore: !hasPython,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const w = Float32Array.from({ length: 1024 }, (_, i) => Math.sin(i) * 3);
+      await Deno.writeFile(`${dir}/inline.onnx`, tinyModel(w, 0.5));
+      const script = new URL("../tools/gpu_check/onnx_external.py", import.meta.url).pathname;
+      const c = await runChild("python3", [script, `${dir}/inline.onnx`, `${dir}/split.onnx`], { timeoutS: 60 });
+      assertEquals(c.code, 0, c.stderr);
+      assertMatch(c.stderr, /^1 initializers \(4096 bytes\) in split\.onnx\.data/);
+      // W's bytes, as they were; S (under 1 KiB) stays in the graph.
+      assertEquals([...await Deno.readFile(`${dir}/split.onnx.data`)], [...new Uint8Array(w.buffer)]);
+      const sizes = [(await Deno.stat(`${dir}/inline.onnx`)).size, (await Deno.stat(`${dir}/split.onnx`)).size];
+      assert(sizes[0] > 4096 && sizes[1] < 512, `graph sizes before and after: ${sizes}`);
+      const m = exportedOnnx(`${dir}/split.onnx`, "f32");
+      assertEquals(m.external, { "split.onnx.data": `${dir}/split.onnx.data` });
+      assertEquals(exportedOnnx(`${dir}/inline.onnx`, "f32").external, undefined);
+
+      const ort = (await import("onnxruntime-web")) as typeof Ort;
+      ort.env.wasm.numThreads = 1;
+      const externalData = Object.entries(m.external!).map(([path, file]) => ({ path, data: Deno.readFileSync(file) }));
+      const session = await ort.InferenceSession.create(await readWhole(m.path), { externalData });
+      const x = Float32Array.from({ length: 1024 }, (_, i) => i / 100);
+      const r = await session.run({ x: new ort.Tensor("float32", x, [2, 512]) });
+      const y = r.y.data as Float32Array;
+      await session.release();
+      assertEquals([...y], [...x].map((v, i) => Math.fround(Math.fround(v + w[i]) * 0.5)));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

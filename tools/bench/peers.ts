@@ -6,7 +6,7 @@
 // Library: peerOrt, peerTorch, findTorch, tinyOnnx, exportSd15Onnx. Child entry (used by peerOrt):
 //   deno run -A tools/bench/peers.ts ort '<json OrtJob>'
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type * as Ort from "onnxruntime-web";
 import { GOLDEN_MODELS, PEER_ONNX } from "../../fixtures/paths.ts";
@@ -127,8 +127,22 @@ export function tinyOnnx(): OrtModel | string {
   return { path: PEER_ONNX, external: { "diffusion_pytorch_model.safetensors": st }, dtype: "f32" };
 }
 
+/** A whole file into one buffer of its size, read in 16 MiB pieces: for the SD 1.5 export's 1.7 GB of weights
+ *  Deno.readFile took 15.6 s on the 2-core CI machine, this 4.8 s (most of it the first touch of the buffer's pages). */
+export async function readWhole(path: string): Promise<Uint8Array> {
+  using f = await Deno.open(path);
+  const size = (await f.stat()).size;
+  const buf = new Uint8Array(size);
+  for (let off = 0; off < size;) {
+    const n = await f.read(buf.subarray(off, Math.min(size, off + 2 ** 24)));
+    if (n === null) throw new Error(`${path}: ended at byte ${off} of ${size}`);
+    off += n;
+  }
+  return buf;
+}
+
 async function readModel(path: string): Promise<Uint8Array> {
-  if (!path.endsWith(".gz")) return await Deno.readFile(path);
+  if (!path.endsWith(".gz")) return await readWhole(path);
   const f = await Deno.open(path);
   const out = f.readable.pipeThrough(new DecompressionStream("gzip"));
   return new Uint8Array(await new Response(out).arrayBuffer());
@@ -155,19 +169,26 @@ async function ortChild(job: OrtJob): Promise<PeerRow[]> {
     const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
     device = a?.info.description || a?.info.vendor || "unknown adapter";
   }
-  const t0 = performance.now();
-  const externalData = [];
-  for (const [name, file] of Object.entries(job.model.external ?? {})) {
-    externalData.push({ path: name, data: await Deno.readFile(file) });
-  }
-  const session = await ort.InferenceSession.create(await readModel(job.model.path), {
-    executionProviders: [job.backend],
-    externalData,
-  });
-  const setupS = (performance.now() - t0) / 1000;
   // Progress on stdout, one JSON line each, for a parent that kills this child at its deadline (peerOrt).
   const progress = (m: { progress: string; row?: PeerRow }) => console.log(JSON.stringify(m));
-  progress({ progress: `session created in ${setupS.toFixed(1)} s` });
+  const t0 = performance.now();
+  // The weights as external data (the SD 1.5 export's .onnx.data, the tiny graph's safetensors): onnxruntime-web
+  // uploads each initializer from this buffer straight to its GPU buffer, and parses only the graph.
+  const externalData = [];
+  for (const [name, file] of Object.entries(job.model.external ?? {})) {
+    externalData.push({ path: name, data: await readWhole(file) });
+  }
+  const model = await readModel(job.model.path);
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const ext = externalData.reduce((s, e) => s + e.data.byteLength, 0);
+  const readS = (performance.now() - t0) / 1000;
+  progress({
+    progress: `model read (graph ${mib(model.byteLength)}${ext ? ` + external data ${mib(ext)}` : ""}) in ` +
+      `${readS.toFixed(1)} s; creating the session`,
+  });
+  const session = await ort.InferenceSession.create(model, { executionProviders: [job.backend], externalData });
+  const setupS = (performance.now() - t0) / 1000;
+  progress({ progress: `session created in ${setupS.toFixed(1)} s (model read in ${readS.toFixed(1)} s)` });
   const rows: PeerRow[] = [];
   for (const B of job.batches) {
     const L = job.latent;
@@ -402,23 +423,40 @@ export async function peerTorch(t: TorchEnv | string, job: TorchJob, timeoutS: n
   return typeof r === "string" ? rows().map((row) => ({ ...row, error: r })) : r;
 }
 
+/** An exported ONNX file, with its weights file `OUT.data` as external data when the export wrote one. */
+export function exportedOnnx(path: string, dtype: "f32" | "f16"): OrtModel {
+  const data = `${path}.data`;
+  return existsSync(data) ? { path, external: { [basename(data)]: data }, dtype } : { path, dtype };
+}
+
 /**
  * SD 1.5's UNet (random weights) exported to ONNX in `dir`, in f16 (f32 is 3.4 GB, more than onnxruntime-web's
- * 32-bit heap holds). Exported on CUDA when torch sees a GPU. Returns the model or the reason it is missing.
+ * 32-bit heap holds). Exported on CUDA when torch sees a GPU. The weights go to a file of their own (ONNX external
+ * data, `--external-data`), so that onnxruntime-web parses only the graph and uploads the weights without copying
+ * them through its wasm heap (on llvmpipe, reading plus session creation 57-68 s -> 25-43 s, peak memory 7.9 ->
+ * 4.4 GB; docs/PERFORMANCE.md). Returns the model or the reason it is missing.
  */
 export async function exportSd15Onnx(t: TorchEnv | string, dir: string, timeoutS: number): Promise<OrtModel | string> {
   if (typeof t === "string") return `no ONNX export: ${t}`;
   const out = join(dir, "sd15-unet-f16.onnx");
-  if (existsSync(out)) return { path: out, dtype: "f16" };
+  // A cached export without its .data is one from before --external-data: exported again.
+  if (existsSync(out) && existsSync(`${out}.data`)) return exportedOnnx(out, "f16");
   await Deno.mkdir(dir, { recursive: true });
   const cuda = t.versions.includes(" cuda");
-  const args = [here("../gpu_check/export_unet_onnx.py"), "--sd15-random", out, "--f16", ...(cuda ? ["--cuda"] : [])];
+  const args = [
+    here("../gpu_check/export_unet_onnx.py"),
+    "--sd15-random",
+    out,
+    "--f16",
+    "--external-data",
+    ...(cuda ? ["--cuda"] : []),
+  ];
   const c = await runChild(t.python, args, { timeoutS, env: t.env });
   if (c.timedOut) return `ONNX export timed out after ${timeoutS} s`;
-  if (c.code !== 0 || !existsSync(out)) {
+  if (c.code !== 0 || !existsSync(out) || !existsSync(`${out}.data`)) {
     return `ONNX export failed: ${c.stderr.trim().split("\n").slice(-2).join(" | ").slice(0, 400)}`;
   }
-  return { path: out, dtype: "f16" };
+  return exportedOnnx(out, "f16");
 }
 
 /** zerovid's time over the peer's: > 1 means zerovid is faster. */

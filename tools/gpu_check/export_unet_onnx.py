@@ -1,7 +1,7 @@
 """Export a diffusers UNet2DConditionModel to ONNX for the onnxruntime-web peer (tools/bench/peers.ts).
 
-  python3 export_unet_onnx.py MODEL_DIR OUT.onnx [--weights-in-safetensors]   # MODEL_DIR/unet
-  python3 export_unet_onnx.py --sd15-random OUT.onnx [--f16] [--cuda]        # SD 1.5 config, random weights
+  python3 export_unet_onnx.py MODEL_DIR OUT.onnx [--weights-in-safetensors]                  # MODEL_DIR/unet
+  python3 export_unet_onnx.py --sd15-random OUT.onnx [--f16] [--cuda] [--external-data]     # SD 1.5, random weights
 
 Based on ../shared/ref/export_unet_onnx.py (same wrapper, same inputs, plain attention so that the graph has no
 fused SDPA node). Additions:
@@ -10,15 +10,26 @@ fused SDPA node). Additions:
 - `--weights-in-safetensors`: no weights in the .onnx file: every initializer refers (ONNX external data) to its
   bytes inside MODEL_DIR/unet/diffusion_pytorch_model.safetensors, so the committed graph is small and shares the
   weights with the golden model. Needs the `onnx` package (pip or Debian's python3-onnx).
+- `--external-data`: the weights (initializers of 1 KiB or more) in OUT.onnx.data beside a graph-only OUT.onnx (ONNX
+  external data, one file, each tensor 64-byte aligned). onnxruntime-web then parses a 2 MB graph instead of a 1.7 GB
+  protobuf, and its WebGPU EP uploads each weight from the JS buffer straight to its GPU buffer, without copying the
+  model through the wasm heap (tools/bench/peers.ts passes the file as `externalData`). The graph and the weights are
+  the same either way. The export goes through memory (no 1.7 GB temporary file); needs no `onnx` package.
 
 Inputs: sample [B,4,H,W] f32, timestep [1] f32, encoder_hidden_states [B,77,C] f32 (B, H, W dynamic); output
 out_sample f32. Needs torch and diffusers 0.25.1 (see docs/GPU.md for PYTHONPATH)."""
+import io
 import json
+import mmap
 import os
 import struct
 import sys
 
 import torch
+
+_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the repository
+from onnx_external import split_external_data  # noqa: E402  (beside this file)
+sys.dont_write_bytecode = _bytecode
 
 # diffusers 0.25.1 runs with the huggingface_hub it was released with (0.20.3, from the ref sources); a machine's
 # newer accelerate / transformers / peft need a newer hub and fail to import beside it. The UNet needs none of
@@ -119,6 +130,10 @@ def main():
     flags = set(a for a in sys.argv[1:] if a.startswith("--"))
     if len(args) != 2:
         raise SystemExit(__doc__)
+    external = "--weights-in-safetensors" in flags
+    split = "--external-data" in flags
+    if split and external:
+        raise SystemExit("--external-data and --weights-in-safetensors exclude each other")
     dtype = torch.float16 if "--f16" in flags else torch.float32
     device = "cuda" if "--cuda" in flags else "cpu"
     if args[0] == "--sd15-random":
@@ -133,7 +148,11 @@ def main():
     c, s = unet.config.cross_attention_dim, unet.config.sample_size
     inputs = (torch.randn(2, 4, s, s, device=device), torch.tensor([500.0], device=device),
               torch.randn(2, 77, c, device=device))
-    external = "--weights-in-safetensors" in flags
+    for stale in (out, out + ".data"):  # an inline OUT must not meet an older OUT.data
+        if os.path.exists(stale):
+            os.remove(stale)
+    # --external-data: the TorchScript exporter writes into memory, split_external_data writes the files.
+    target = io.BytesIO() if split else out
     kw = dict(opset_version=17, input_names=["sample", "timestep", "encoder_hidden_states"],
               output_names=["out_sample"],
               dynamic_axes={"sample": {0: "B", 2: "H", 3: "W"}, "encoder_hidden_states": {0: "B"},
@@ -141,16 +160,23 @@ def main():
               do_constant_folding=True)
     with torch.no_grad():
         try:
-            torch.onnx.export(Wrap(unet, dtype), inputs, out, dynamo=False, **kw)
+            torch.onnx.export(Wrap(unet, dtype), inputs, target, dynamo=False, **kw)
         except TypeError:  # torch < 2.5 has no `dynamo` argument
-            torch.onnx.export(Wrap(unet, dtype), inputs, out, **kw)
+            torch.onnx.export(Wrap(unet, dtype), inputs, target, **kw)
         except Exception as e:  # a torch without the TorchScript exporter: the dynamo one (needs onnxscript)
             print(f"TorchScript export failed ({type(e).__name__}: {e}); trying dynamo=True", file=sys.stderr)
             kw.pop("do_constant_folding")
+            target = out
             torch.onnx.export(Wrap(unet, dtype), inputs, out, dynamo=True, external_data=False, **kw)
     if external:
         point_into_safetensors(out, os.path.join(args[0], "unet", "diffusion_pytorch_model.safetensors"))
-    print("wrote", out, os.path.getsize(out), "bytes", file=sys.stderr)
+    if split and isinstance(target, io.BytesIO):
+        split_external_data(target.getbuffer(), out)
+    elif split:  # the dynamo exporter wrote OUT
+        with open(out, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            split_external_data(m, out)
+    data = f" + {os.path.getsize(out + '.data')} bytes of weights in {out}.data" if split else ""
+    print("wrote", out, os.path.getsize(out), f"bytes{data}", file=sys.stderr)
 
 
 class _null:
