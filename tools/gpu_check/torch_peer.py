@@ -44,6 +44,18 @@ def main():
         torch.set_num_threads(threads)
         note = f"CPU, float32, {threads} thread{'s' if threads > 1 else ''}" + (
             " (no CUDA device visible to torch)" if job.get("device", "auto") == "auto" else "")
+    if not cuda and torch.__version__.startswith("1."):
+        # diffusers' eager attention scores are torch.baddbmm(torch.empty(...), q, k^T, beta=0, alpha=scale), and
+        # beta = 0 must ignore the input; Debian's torch 1.13 on the CPU sometimes lets NaNs of that uninitialised
+        # buffer through (non-finite outputs, now and then a timed call). Its documented result, computed as such:
+        baddbmm = torch.baddbmm
+
+        def baddbmm_beta0(input, b1, b2, *, beta=1, alpha=1, out=None):
+            if beta == 0 and out is None:
+                return torch.bmm(b1, b2).mul_(alpha)
+            return baddbmm(input, b1, b2, beta=beta, alpha=alpha, out=out)
+
+        torch.baddbmm = baddbmm_beta0
     t0 = time.perf_counter()
     torch.manual_seed(0)
     if job["model"] == "sd15-random":
