@@ -23,6 +23,7 @@
 // (kSplit a multiple of BK, so a slice's K-tiles never reach into the next one; kSplit >= K: one slice). With
 // several slices emit() writes this slice's partial sums and a second kernel adds them (shaders/splitk_sum.wgsl):
 // a small output over a deep reduction (SD's 8x8 and 16x16 levels at batch 2) then fills a big GPU.
+// Batches: wid.z is `bz`, which GEMM of a batch this workgroup computes (shaders/winograd_gemm.wgsl's 16; 0 elsewhere).
 // The including kernel provides Params (with K, tilesM, tilesN, tiles, gx, mfast, kSplit), fetch_a(s, lid, k0) / fetch_b -> vec4<S> (slot s of the K-tile at k0,
 // from global memory), put_a(s, lid, buf, v) / put_b (into shared buffer buf), emit(r, c, v) and prepare(lid)
 // (per-thread setup after the tile is known; ks is set by then).
@@ -42,6 +43,7 @@ var<private> n0: u32;
 var<private> tx: u32;
 var<private> ty: u32;
 var<private> ks: u32;
+var<private> bz: u32;
 var<private> ra0: vec4<S>;
 var<private> ra1: vec4<S>;
 var<private> ra2: vec4<S>;
@@ -189,6 +191,7 @@ fn flush(c: ptr<private, vec4<f32>>, h: ptr<private, vec4<S>>) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * p.gx;
+  bz = wid.z;
   let tile = g % p.tiles;
   ks = g / p.tiles;
   let kb = ks * p.kSplit; // this slice's first K

@@ -288,11 +288,30 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
       const fastest = Math.min(...Object.values(x.unrollMs));
       assert(i >= 16 || x.bestMs * 0.97 <= fastest, `${x.key}: best ${x.bestMs} ms, an unrolling ${fastest} ms`);
     });
+    // 3x3 stride-1 convolutions also timed by Winograd F(2x2, 3x3); the verdict is kept either way.
+    for (const x of tl.rows) {
+      const eligible = x.op === "conv2d" && x.shape.endsWith(" k=3");
+      assertEquals(x.best.winograd !== undefined, eligible, `${x.key} ${x.shape}: a Winograd verdict`);
+      if (!eligible) continue;
+      finitePositive(x.winogradMs, `${x.key} winograd ms`);
+      if (x.best.winograd) assertEquals(x.bestMs, x.winogradMs);
+      else assert(x.bestMs * 0.97 <= x.winogradMs!, `${x.key}: best ${x.bestMs} ms, Winograd ${x.winogradMs} ms`);
+    }
+    assert(tl.rows.some((x) => x.winogradMs !== undefined), "no conv timed by Winograd");
     assertEquals(tl.file, tilesFile(a.name, tilesDir));
     const saved = JSON.parse(await Deno.readTextFile(tl.file!));
-    const changed = tl.rows.filter((x) => JSON.stringify(x.best) !== JSON.stringify(x.scored));
+    const changed = tl.rows.filter((x) =>
+      JSON.stringify(x.best) !== JSON.stringify(x.scored) || x.best.winograd !== undefined
+    );
     assertEquals(saved.adapter, a.name);
-    assertEquals(Object.keys(saved.shapes).sort(), changed.map((x) => x.key).sort());
+    // (and the tiles of the Winograd GEMMs that beat their scored pick, keyed "MxNxKx16")
+    assertEquals(
+      Object.keys(saved.shapes).filter((k) => k.split("x").length === 3).sort(),
+      changed.map((x) => x.key).sort(),
+    );
+    for (const k of Object.keys(saved.shapes).filter((k) => k.split("x").length === 4)) {
+      assert(isCandidate(saved.shapes[k], TILES), `${k}: ${JSON.stringify(saved.shapes[k])}`);
+    }
     // Attention: each head dim of the tiny UNet (4 and 8) timed with the rows kernel at every tile of keys (its head
     // dims are below flash's 13), the winners that differ from production in the file's `attention`.
     assertEquals(tl.attention.map((x) => x.D), [4, 8]);

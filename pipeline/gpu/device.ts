@@ -93,6 +93,7 @@ export class Device {
   private pass: GPUComputePassEncoder | null = null;
   private lostReason: string | null = null;
   private dry = false;
+  private afterDry: (() => void)[] = [];
   private errors: string[] = [];
   // Profiling state (bench only).
   private querySet: GPUQuerySet | null = null;
@@ -230,6 +231,13 @@ export class Device {
    *  computed now may be cached. */
   get dryRun(): boolean {
     return this.dry;
+  }
+
+  /** Record `fn` now, or, inside a dry run, right after it ends (before anything recorded later): work whose result
+   *  is cached across calls (a weight's Winograd transform) must really run once. */
+  recordOutsideDryRun(fn: () => void): void {
+    if (this.dry) this.afterDry.push(fn);
+    else fn();
   }
 
   /** Storage dtype for activations/weights at a requested precision (f16 needs `shader-f16`). */
@@ -397,6 +405,7 @@ export class Device {
       this.endPass();
       this.encoder = null; // recorded, never submitted
       this.lateCompiles = 0;
+      for (const f of this.afterDry.splice(0)) f();
     }
   }
 

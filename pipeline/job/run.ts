@@ -16,6 +16,7 @@ import { Cancelled, type RunHooks, SeededNoise, type StepInfo } from "../modes/c
 import { controlVideo } from "../modes/controlnet_video.ts";
 import { pix2pix } from "../modes/pix2pix.ts";
 import { text2video } from "../modes/text2video.ts";
+import { winogradBytes } from "../ops/winograd.ts";
 import { checkEmbeddings, type Embedding, readEmbedding } from "../weights/embeddings.ts";
 import type { HubOptions } from "../weights/hub.ts";
 import { LoraError, type LoraFile, readLora } from "../weights/lora.ts";
@@ -286,8 +287,11 @@ export async function runJob(env: JobEnv, req: JobRequest, hooks: JobHooks = {})
 
     // The plan: frames per model call within the GPU's limits and the memory cap, or a clear refusal.
     const sd = sdLease.model;
+    // Weights, and what Winograd's 3x3 convolutions add on this adapter (their transformed weights and scratch).
+    const extra = winogradBytes(env.dev, [sd.unet.params, sd.vae.params, ...(cn ? [cn.params] : [])]);
+    const weightBytes = sd.bytes + (cn?.params.bytes ?? 0) + extra;
     const plan = planRun(
-      { unet: sd.unet.cfg, vae: sd.vae.cfg, controlnet: !!cn, dtype, weightBytes: sd.bytes + (cn?.params.bytes ?? 0) },
+      { unet: sd.unet.cfg, vae: sd.vae.cfg, controlnet: !!cn, dtype, weightBytes },
       {
         maxBinding: env.dev.maxBinding,
         maxBuffer: env.dev.maxBuffer,

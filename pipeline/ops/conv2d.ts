@@ -9,6 +9,7 @@ import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
 import { blockCopy } from "./layout.ts";
+import { conv2dWinograd, useWinograd, winogradChunk } from "./winograd.ts";
 import {
   adapterTiles,
   chunkItems,
@@ -144,6 +145,21 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     stride,
     padding: [pt, pb, pl, pr],
   });
+  if (useWinograd(dev, { KH, KW, stride, B, Cin, Cout, HWo })) {
+    // 3x3 stride 1: 4/9 of the multiplies (pipeline/ops/winograd.ts); the implicit GEMM if not even one image's
+    // scratch fits a binding.
+    const wc = winogradChunk(dev, x.shape, y.shape, BYTES[x.dtype], limit);
+    if (wc > 0) {
+      const ebOff = ib ? ib.offset + ibRow0 * ibStride : 0;
+      const res = opts.residual && !inPlace ? opts.residual : undefined;
+      conv2dWinograd(
+        { x, w, bias, y, padT: pt, padL: pl, res, flags, eb: ib?.t, ebOff, ebStride: ibStride },
+        wc,
+        limit,
+      );
+      return y;
+    }
+  }
   const tile = gemmHooks.tile ?? pickTile(dev, Cout, B * HWo, K, { splitK: true });
   if (threads(tile) % tile.BN !== 0) throw new GpuError(`${op}: tile ${JSON.stringify(tile)} cannot gather`);
   const direct = KH === 1 && KW === 1 && stride === 1 && pt + pb + pl + pr === 0 && HWo % 4 === 0;

@@ -24,6 +24,9 @@ export interface GemmTile {
   f16?: boolean;
   /** K steps per iteration of the inner loop (one of UNROLLS) instead of the adapter's default (see unrollOf). */
   unroll?: number;
+  /** On a 3x3 stride-1 convolution's shape: computed by Winograd F(2x2, 3x3) or not (pipeline/ops/winograd.ts
+   *  useWinograd), whatever the adapter's rule says. */
+  winograd?: boolean;
 }
 export const BK = 16;
 
@@ -131,6 +134,10 @@ export interface PickOpts {
   extra?: (t: GemmTile) => number;
   /** The kernel can split K (conv2d): splits are scored too. */
   splitK?: boolean;
+  /** GEMMs of this shape per dispatch (Winograd's 16): they fill the GPU together. */
+  batch?: number;
+  /** The measured-shapes key, when not "MxNxK" (a batch of GEMMs). */
+  key?: string;
 }
 
 /** The split-K factors worth trying on a reduction of K: 1, and those leaving every slice MIN_SLICE_K or more. */
@@ -161,7 +168,7 @@ export function pickFrom(
   const fits = (t: GemmTile) =>
     sharedBytes(t) + (o.extra ? o.extra(t) : 0) <= limits.maxComputeWorkgroupStorageSize &&
     threads(t) <= limits.maxComputeInvocationsPerWorkgroup;
-  const known = table.shapes?.[`${M}x${N}x${K}`];
+  const known = table.shapes?.[o.key ?? `${M}x${N}x${K}`];
   if (known && fits(known)) return o.splitK || !known.splitK ? known : { ...known, splitK: undefined };
   const splits = o.splitK ? splitsFor(K) : [1];
   let best: GemmTile | null = null, bestScore = -1;
@@ -171,7 +178,7 @@ export function pickFrom(
     const util = (M * N) / (tm * t.BM * tn * t.BN);
     const blocking = table.blocking[t.TM * t.TN] ?? 0.5;
     for (const s of splits) {
-      const fill = Math.min(1, (tm * tn * s) / table.fill);
+      const fill = Math.min(1, (tm * tn * s * (o.batch ?? 1)) / table.fill);
       const score = util * fill * blocking * (s > 1 ? table.splitCost ?? SPLIT_COST : 1);
       if (score > bestScore + 1e-9) best = s > 1 ? { ...t, splitK: s } : t, bestScore = score;
     }
@@ -251,6 +258,9 @@ export const gemmHooks: {
   probe: 1 | 2 | null;
   /** Overrides the inner loop's unrolling (null: not). */
   unroll: number | null;
+  /** Forces 3x3 stride-1 convolutions onto Winograd (true, with `tile` as its GEMM's tile when set) or off it (false);
+   *  null: the adapter's choice (pipeline/ops/winograd.ts useWinograd). */
+  winograd: boolean | null;
 } = {
   maxBinding: 0,
   maxGroups: 0,
@@ -261,6 +271,7 @@ export const gemmHooks: {
   prefetch: null,
   probe: null,
   unroll: null,
+  winograd: null,
 };
 
 /** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */

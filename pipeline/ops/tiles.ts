@@ -43,6 +43,9 @@ export interface AdapterTiles {
   prefetch?: boolean;
   unroll?: number;
   directConv?: { maxPixels: number };
+  /** 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts) where both channel counts reach
+   *  minChannels and the output has minPixels or more (all images); a measured shape's `winograd` overrides it. */
+  winograd?: { minChannels: number; minPixels: number };
   lanes?: number;
   attention?: "flash" | "rows";
   rowsTileKeys?: number;
@@ -65,7 +68,17 @@ const SOFTWARE: Omit<AdapterTiles, "match"> = {
 export const TILE_TABLE: Record<string, AdapterTiles> = {
   // A large GPU: ~132 SMs x 2 resident 256-thread groups; blocking estimated (bigger blocks reuse shared loads). The
   // rows attention kernel, as on the one GPU measured (NVIDIA, below).
-  default: { match: "", fill: 256, blocking: { 64: 1, 32: 0.85, 16: 0.7 }, attention: "rows" },
+  // Winograd F(2x2, 3x3) from 256 channels, as on llvmpipe (below): not yet timed on a GPU (gpu-check's kernels rows
+  // "winograd" / "implicit GEMM" and its tiles section measure it per shape); expected to pay wherever the GEMMs are
+  // bound by FMAs, as on the H200 (run 4: SD's 64 px conv at 2.9 TFLOP/s against 4.1 for a linear layer, so 4/9 of
+  // the multiplies on linear-like GEMMs should take about a third of the time).
+  default: {
+    match: "",
+    fill: 256,
+    blocking: { 64: 1, 32: 0.85, 16: 0.7 },
+    attention: "rows",
+    winograd: { minChannels: 256, minPixels: 1 },
+  },
   // NVIDIA H200 (Vulkan, driver 580), measured by gpu-check on 2026-12-04 (SD 1.5 shapes, batches 2 and 16).
   // - 128x64/8x4 beat the scored 64x64/8x8 and 128x128/8x8 on every conv (15-50 %), and 4x4 blocks the 8x8 ones on
   //   the GEGLU projections (3x), so 8x4 blocks score highest here.
@@ -81,6 +94,7 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
     blocking: { 64: 0.95, 32: 1, 16: 0.7 },
     f16Math: true,
     attention: "rows",
+    winograd: { minChannels: 256, minPixels: 1 },
     attentionByD: {
       40: { kind: "rows", TPR: 2, DV: 5, BK: 8, BT: 32, WG: 128, QPT: 2 },
       80: { kind: "rows", TPR: 4, DV: 5, BK: 8, BT: 16, WG: 128, QPT: 2 },
@@ -113,7 +127,15 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // 16, 128 keys 0.85-0.92x the time of 32 (D = 4 and 8, 16-1024 tokens, paired in one process), and with two rows
   // per thread 0.50-0.61x the time of one (D = 4, 64 tokens; D = 8, 1024 tokens; at D = 40 0.58x, still slower than
   // flash).
-  llvmpipe: { ...SOFTWARE, match: "llvmpipe", directConv: { maxPixels: 4 } },
+  // Winograd F(2x2, 3x3) from 256 channels: SD 1.5's 3x3 convs at batch 2 take 0.34-0.40x the implicit GEMM's time at
+  // 64/32/16 px (f32; f16 0.39-0.43x) and 0.86x at 8 px; at 32-128 channels (the tiny models) it is slower (1.2-4.7x:
+  // 16 small GEMMs' workgroups cost more than they save here).
+  llvmpipe: {
+    ...SOFTWARE,
+    match: "llvmpipe",
+    directConv: { maxPixels: 4 },
+    winograd: { minChannels: 256, minPixels: 1 },
+  },
   // Other software/fallback adapters: like llvmpipe until measured (but for the direct conv, measured only there).
   cpu: { ...SOFTWARE, match: "" },
 };
@@ -234,7 +256,7 @@ function measuredEntries(
   if (parsed?.adapter !== adapterName || typeof parsed.shapes !== "object" || parsed.shapes === null) return null;
   const out: Record<string, GemmTile> = {};
   for (const [k, t] of Object.entries(parsed.shapes)) {
-    if (!/^\d+x\d+x\d+$/.test(k) || !isCandidate(t, candidateTiles)) continue;
+    if (!/^\d+x\d+x\d+(x\d+)?$/.test(k) || !isCandidate(t, candidateTiles)) continue;
     out[k] = {
       BM: t.BM,
       BN: t.BN,
@@ -243,6 +265,7 @@ function measuredEntries(
       ...(t.splitK && t.splitK > 1 ? { splitK: t.splitK } : {}),
       ...(typeof t.f16 === "boolean" ? { f16: t.f16 } : {}),
       ...(candidateUnrolls.includes(t.unroll as number) ? { unroll: t.unroll } : {}),
+      ...(typeof t.winograd === "boolean" ? { winograd: t.winograd } : {}),
     };
   }
   const attention: Record<number, AttentionConfig> = {};

@@ -65,6 +65,9 @@ interface ConvShape {
   direct?: boolean;
   /** Per-image bias: "shared" (one row for all images) or "per-image" (one row each), read at column 3. */
   imageBias?: "shared" | "per-image";
+  /** Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts; `tile`: its GEMM's), in this many passes of images; every other
+   *  case pins the implicit GEMM. */
+  winograd?: number;
 }
 
 function convCase(s: ConvShape, dtype: DType): OpCase {
@@ -87,6 +90,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.maxGroups && `grid<=${s.maxGroups}`,
     s.imageBias && `imageBias=${s.imageBias}`,
     s.direct && "direct",
+    s.winograd && `winograd${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}`,
   ].filter(Boolean);
   return {
     op: "conv2d",
@@ -110,6 +114,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       gemmHooks.maxBinding = s.maxBinding ?? 0;
       gemmHooks.maxGroups = s.maxGroups ?? 0;
       gemmHooks.directConv = s.direct ? Infinity : 0;
+      gemmHooks.winograd = !!s.winograd;
       const before = dev.dispatches;
       let y;
       try {
@@ -125,6 +130,12 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
         gemmHooks.maxBinding = 0;
         gemmHooks.maxGroups = 0;
         gemmHooks.directConv = null;
+        gemmHooks.winograd = null;
+      }
+      // Winograd: input transform, GEMMs, output transform per pass (the weight's transform once).
+      const ran = dev.dispatches - before;
+      if (s.winograd && ran !== 3 * s.winograd && ran !== 3 * s.winograd + 1) {
+        throw new Error(`${ran} dispatches: not Winograd in ${s.winograd} passes`);
       }
       if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
       if (s.tile?.splitK && dev.dispatches - before < 2) throw new Error("split-K made no partial-sums pass");
@@ -222,6 +233,41 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
 }
 
+// Winograd F(2x2, 3x3): odd outputs (partial 2x2 tiles), K % 4 != 0, valid and asymmetric padding, every epilogue
+// (bias, per-image bias, residual, in place), split-K slices summed by the output transform, passes of images under a
+// forced binding limit (the per-image bias follows), and each candidate tile as its GEMM's.
+shapes.push(
+  { x: [3, 19, 5, 7], Cout: 33, k: 3, pad: 1, bias: true, res: true, winograd: 1 },
+  { x: [2, 8, 9, 6], Cout: 12, k: 3, pad: 0, bias: false, res: false, winograd: 1 },
+  { x: [2, 12, 7, 8], Cout: 20, k: 3, pad: [0, 1, 1, 0], bias: true, res: false, imageBias: "shared", winograd: 1 },
+  { x: [2, 12, 6, 5], Cout: 12, k: 3, pad: 1, bias: true, res: true, inPlace: true, winograd: 1 },
+  {
+    x: [2, 40, 5, 6],
+    Cout: 33,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: true,
+    imageBias: "per-image",
+    tile: { ...TILE64, splitK: 2 },
+    winograd: 1,
+  },
+  {
+    x: [3, 16, 8, 8],
+    Cout: 16,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: true,
+    imageBias: "per-image",
+    maxBinding: 20000,
+    winograd: 3,
+  },
+);
+for (const tile of TILES) {
+  shapes.push({ x: [2, 24, 9, 10], Cout: 36, k: 3, pad: 1, bias: true, res: false, tile, winograd: 1 });
+}
+
 export const cases: OpCase[] = withF16Math(DTYPES.flatMap((dtype) => shapes.map((s) => convCase(s, dtype))));
 
 /** `whole`: the pick for this shape without its split of K (beside the pick, it shows what split-K buys). */
@@ -259,6 +305,11 @@ function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, s
 // split-K (a large GPU splits them at batch 2).
 const c64 = convPerf(2, 320, 320, 64, 3), c32 = convPerf(2, 640, 640, 32, 3), c16 = convPerf(2, 1280, 1280, 16, 3);
 const vae128 = convPerf(1, 512, 512, 128, 3);
+const c8 = convPerf(2, 1280, 1280, 8, 3);
+// Winograd F(2x2, 3x3) against the implicit GEMM on SD's 3x3 shapes, whichever the adapter picks by default.
+const winograd = [c64, c32, c16, c8, vae128].flatMap((
+  c,
+) => [gemmVariant(c, "winograd"), gemmVariant(c, "implicit GEMM")]);
 export const perf: PerfCase[] = [
   c64,
   gemmVariant(c64, "f16math"),
@@ -273,7 +324,7 @@ export const perf: PerfCase[] = [
   c16,
   gemmVariant(c16, "f16math"),
   convPerf(2, 1280, 1280, 16, 3, 1, true),
-  convPerf(2, 1280, 1280, 8, 3),
+  c8,
   convPerf(2, 1280, 1280, 8, 3, 1, true),
   convPerf(2, 320, 320, 64, 3, 2),
   convPerf(2, 640, 320, 64, 1),
@@ -281,4 +332,5 @@ export const perf: PerfCase[] = [
   gemmVariant(vae128, "f16math"),
   convPerf(1, 256, 256, 256, 3),
   convPerf(1, 128, 128, 512, 3),
+  ...winograd,
 ];

@@ -282,7 +282,9 @@ export type GemmVariant =
   | "unrolled x16"
   | "inner loop only"
   | "inner loop only, unrolled x16"
-  | "inner loop, no barriers";
+  | "inner loop, no barriers"
+  | "winograd"
+  | "implicit GEMM";
 
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
@@ -299,6 +301,7 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
         else if (v.startsWith("inner loop")) gemmHooks.probe = v.includes("no barriers") ? 2 : 1;
         const unrolled = /unrolled x(\d+)/.exec(v);
         if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
+        if (v === "winograd" || v === "implicit GEMM") gemmHooks.winograd = v === "winograd";
         try {
           run();
         } finally {
@@ -306,6 +309,7 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
           gemmHooks.prefetch = null;
           gemmHooks.probe = null;
           gemmHooks.unroll = null;
+          gemmHooks.winograd = null;
         }
       };
     },

@@ -354,7 +354,7 @@ export function renderMarkdown(r: Report): string {
     );
     L.push("```");
     L.push(table(
-      ["op", "shape", "calls", "scored tile", "ms", "measured tile", "ms", "tried", "ms by unroll"],
+      ["op", "shape", "calls", "scored tile", "ms", "measured tile", "ms", "tried", "ms by unroll", "winograd ms"],
       t.rows.map((x) => [
         x.op,
         x.shape,
@@ -365,8 +365,9 @@ export function renderMarkdown(r: Report): string {
         ms(x.bestMs),
         x.tried,
         Object.entries(x.unrollMs ?? {}).map(([u, v]) => `${u}: ${ms(v)}`).join(", ") || "-",
+        x.winogradMs === undefined ? "-" : ms(x.winogradMs),
       ]),
-      ["calls", "ms", "tried"],
+      ["calls", "ms", "tried", "winograd ms"],
     ));
     L.push("```");
   }

@@ -40,6 +40,8 @@ import {
   unrollOf,
 } from "../../pipeline/ops/matmul.ts";
 import { type MeasuredTiles, sameBlocks, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
+import { useWinograd, winogradGemmKey } from "../../pipeline/ops/winograd.ts";
+import { BYTES } from "../../pipeline/gpu/device.ts";
 import { attnFor, randomTensor } from "../bench/unet.ts";
 
 export interface TileRow {
@@ -59,6 +61,9 @@ export interface TileRow {
   /** The winner's milliseconds by inner-loop unrolling (its own and those tried: the UNROLL_SHAPES heaviest shapes),
    *  before the unrolling was picked; empty where none was tried. */
   unrollMs: Record<number, number>;
+  /** 3x3 stride-1 convolutions: Winograd F(2x2, 3x3)'s best time (its GEMMs on their scored tile or on the implicit
+   *  GEMM winner's blocks); absent elsewhere. */
+  winogradMs?: number;
 }
 
 /** One head dim's attention, timed with each candidate tiling on its heaviest call shape. */
@@ -95,11 +100,12 @@ export interface TilesReport {
 const MARGIN = 0.03;
 
 const same = (a: GemmTile, b: GemmTile) =>
-  sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1) && a.f16 === b.f16 && a.unroll === b.unroll;
+  sameBlocks(a, b) && (a.splitK ?? 1) === (b.splitK ?? 1) && a.f16 === b.f16 && a.unroll === b.unroll &&
+  a.winograd === b.winograd;
 const tileText = (t: GemmTile) =>
   `${t.BM}x${t.BN}/${t.TM}x${t.TN}${(t.splitK ?? 1) > 1 ? ` k/${t.splitK}` : ""}${
     t.f16 === undefined ? "" : t.f16 ? " f16math" : " f32math"
-  }${t.unroll === undefined ? "" : ` unroll ${t.unroll}`}`;
+  }${t.unroll === undefined ? "" : ` unroll ${t.unroll}`}${t.winograd ? " winograd" : ""}`;
 
 /** The inner-loop unrollings the tuner tries on a shape's winner beside the adapter's own (shaders/gemm.wgsl
  *  UNROLL): none, four steps, the whole K-tile; on the UNROLL_SHAPES heaviest shapes only (calls x work: most of a
@@ -182,6 +188,18 @@ async function timeTile(dev: Device, run: () => Tensor, tile: GemmTile, budgetMs
   try {
     return await timeCalls(dev, run, budgetMs);
   } finally {
+    gemmHooks.tile = null;
+  }
+}
+
+/** Milliseconds per call of `run` by Winograd, its GEMMs on `tile` (null: their scored pick). */
+async function timeWinograd(dev: Device, run: () => Tensor, tile: GemmTile | null, budgetMs: number): Promise<number> {
+  gemmHooks.winograd = true;
+  gemmHooks.tile = tile;
+  try {
+    return await timeCalls(dev, run, budgetMs);
+  } finally {
+    gemmHooks.winograd = null;
     gemmHooks.tile = null;
   }
 }
@@ -312,6 +330,7 @@ export async function tuneTiles(
   );
   const t0 = performance.now();
   const rows: TileRow[] = [];
+  const winogradTiles: Record<string, GemmTile> = {};
   let untimed = 0;
   for (const { call: g, calls } of shapes) {
     if ((performance.now() - t0) / 1000 > o.budgetS) {
@@ -319,16 +338,29 @@ export async function tuneTiles(
       continue;
     }
     const [M, N, K] = g.key.split("x").map(Number);
-    const scored = pickTile(dev, M, N, K, { splitK: g.op === "conv2d" });
+    let scored = pickTile(dev, M, N, K, { splitK: g.op === "conv2d" });
+    const eligible = g.op === "conv2d" && g.KH === 3 && g.KW === 3 && g.stride === 1;
+    // Whether the table's rule puts this shape on Winograd (then that is the production time to beat).
+    const ruled = eligible && useWinograd(dev, { ...g, HWo: N / g.B });
     const tried = candidatesFor(g, candidates, adapterTiles(dev).fill);
     await withTensorScope(dev, async () => {
       const run = setup(dev, g, dtype);
       const times = new Map<GemmTile, number>();
       for (const t of tried) times.set(t, await timeTile(dev, run, t, o.perTileMs));
-      const scoredMs = times.get(tried.find((c) => same(c, scored))!) ??
+      let scoredMs = times.get(tried.find((c) => same(c, scored))!) ??
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
       for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
+      // Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts), its GEMMs on their scored tile and on the winner's blocks;
+      // where the table's rule takes Winograd, the scored tile's time is the production time to beat.
+      let winogradMs: number | undefined, winogradTile: GemmTile | null = null;
+      if (eligible) {
+        const scoredWino = winogradMs = await timeWinograd(dev, run, null, o.perTileMs);
+        const blocks = { BM: best.BM, BN: best.BN, TM: best.TM, TN: best.TN };
+        const ms = await timeWinograd(dev, run, blocks, o.perTileMs);
+        if (ms < winogradMs * (1 - MARGIN)) winogradMs = ms, winogradTile = blocks;
+        if (ruled) scored = { ...scored, winograd: true }, scoredMs = scoredWino;
+      }
       if (dtype === "f16" && f16MathForced() === null) {
         // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl);
         // not when $ZEROVID_GEMM_F16 forces one math on every tile (both timings would run the same kernel).
@@ -349,6 +381,17 @@ export async function tuneTiles(
           if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
         }
       }
+      if (winogradMs !== undefined) {
+        // Kept as the shape's `winograd` either way, so that the measurement overrides the table's rule.
+        const wins = winogradMs < bestMs * (1 - MARGIN);
+        best = { ...best, winograd: wins };
+        if (wins) bestMs = winogradMs;
+        if (wins && winogradTile && g.op === "conv2d") {
+          const [pt, pb, pl, pr] = g.padding;
+          const y = [g.B, g.Cout, g.H + pt + pb - 2, g.W + pl + pr - 2];
+          winogradTiles[winogradGemmKey(dev, [g.B, g.Cin, g.H, g.W], y, BYTES[dtype])] = winogradTile;
+        }
+      }
       rows.push({
         key: g.key,
         op: g.op,
@@ -360,14 +403,16 @@ export async function tuneTiles(
         scoredMs,
         best,
         bestMs,
-        tried: times.size,
+        tried: times.size + (winogradMs === undefined ? 0 : 2),
         unrollMs,
+        ...(winogradMs === undefined ? {} : { winogradMs }),
       });
     });
     dev.pool.trim();
   }
   const winners: Record<string, GemmTile> = {};
-  for (const r of rows) if (!same(r.best, r.scored)) winners[r.key] = r.best;
+  for (const r of rows) if (!same(r.best, r.scored) || r.best.winograd !== undefined) winners[r.key] = r.best;
+  Object.assign(winners, winogradTiles);
   const attentionWinners: Record<number, AttentionConfig> = {};
   for (const r of attentionRows) if (r.best !== r.production) attentionWinners[r.D] = r.best;
   useMeasuredTiles(dev.adapterName, dev.isFallback, winners, attentionWinners);
