@@ -1,5 +1,7 @@
 // 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer; small outputs over deep
-// reductions split K across workgroups and add the slices in a second pass (shaders/splitk_sum.wgsl).
+// reductions split K across workgroups and add the slices in a second pass (shaders/splitk_sum.wgsl). Where the adapter's
+// table says so, 3x3 stride-1 convolutions run by Winograd F(2x2, 3x3) instead (./winograd.ts), and tiny outputs on a
+// thread per output (shaders/conv2d_direct.wgsl).
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import conv2dDirectSrc from "../../shaders/conv2d_direct.wgsl" with { type: "text" };
@@ -9,7 +11,7 @@ import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
 import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
 import { blockCopy } from "./layout.ts";
-import { conv2dWinograd, useWinograd, winogradChunk } from "./winograd.ts";
+import { conv2dWinograd, useWinograd, winogradPasses } from "./winograd.ts";
 import {
   adapterTiles,
   chunkItems,
@@ -146,15 +148,15 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     padding: [pt, pb, pl, pr],
   });
   if (useWinograd(dev, { KH, KW, stride, B, Cin, Cout, HWo })) {
-    // 3x3 stride 1: 4/9 of the multiplies (pipeline/ops/winograd.ts); the implicit GEMM if not even one image's
-    // scratch fits a binding.
-    const wc = winogradChunk(dev, x.shape, y.shape, BYTES[x.dtype], limit);
-    if (wc > 0) {
+    // 3x3 stride 1: 4/9 of the multiplies (pipeline/ops/winograd.ts); the implicit GEMM if not even one row of
+    // tiles' scratch fits a binding.
+    const passes = winogradPasses(dev, x.shape, y.shape, BYTES[x.dtype], limit);
+    if (passes) {
       const ebOff = ib ? ib.offset + ibRow0 * ibStride : 0;
       const res = opts.residual && !inPlace ? opts.residual : undefined;
       conv2dWinograd(
         { x, w, bias, y, padT: pt, padL: pl, res, flags, eb: ib?.t, ebOff, ebStride: ibStride },
-        wc,
+        passes,
         limit,
       );
       return y;

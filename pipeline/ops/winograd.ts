@@ -70,31 +70,40 @@ export function winogradKey(Cout: number, P: number, Cin: number): string {
   return `${Cout}x${P}x${Cin}x${XI}`;
 }
 
-/** Images per chunk (x, y views at aligned offsets; v and m within SCRATCH_BYTES and the binding limit), 0 when not
- *  even one image fits (conv2d then keeps the implicit GEMM). */
-export function winogradChunk(
+/** How a convolution's Winograd work is cut into passes: `images` per pass, and `rows` of 2x2 tiles of each image
+ *  per pass (all of them unless one image's scratch is too big: then one image at a time, in bands of rows). */
+export interface WinogradPasses {
+  images: number;
+  rows: number;
+}
+
+/** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets); null when
+ *  not even one row of tiles fits (conv2d then keeps the implicit GEMM). */
+export function winogradPasses(
   dev: Device,
   [B, Cin, H, W]: readonly number[],
   [, Cout, Ho, Wo]: readonly number[],
   eb: number,
   limit: number,
-): number {
-  const T = Math.ceil(Ho / 2) * Math.ceil(Wo / 2);
-  const scratch = Math.min(limit, SCRATCH_BYTES) - XI * 4 * 3 * Math.max(Cin, Cout); // P's rounding to 4
-  const perImage = XI * 4 * T * Math.max(Cin, Cout);
-  const cap = Math.floor(scratch / perImage);
-  if (cap < 1) return 0;
-  return itemsPerBinding(dev, B, [Cin * H * W * eb, Cout * Ho * Wo * eb], limit, cap);
+): WinogradPasses | null {
+  const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2), C = Math.max(Cin, Cout);
+  const scratch = Math.min(limit, SCRATCH_BYTES) - XI * 4 * 3 * C; // P's rounding to 4
+  const perRow = XI * 4 * TW * C;
+  const rows = Math.floor(scratch / perRow);
+  if (rows < 1) return null;
+  const images = itemsPerBinding(dev, B, [Cin * H * W * eb, Cout * Ho * Wo * eb], limit, Math.max(1, rows / TH));
+  if (images < 1) return null;
+  return { images, rows: Math.min(rows, TH) };
 }
 
 /** The measured-shapes key of the Winograd GEMMs of a convolution's first pass (x, y shapes; eb bytes per element). */
 export function winogradGemmKey(dev: Device, x: readonly number[], y: readonly number[], eb: number): string {
-  const chunk = Math.max(1, winogradChunk(dev, x, y, eb, dev.maxBinding));
-  return winogradKey(y[1], Math.ceil(chunk * Math.ceil(y[2] / 2) * Math.ceil(y[3] / 2) / 4) * 4, x[1]);
+  const ps = winogradPasses(dev, x, y, eb, dev.maxBinding) ?? { images: 1, rows: 1 };
+  return winogradKey(y[1], Math.ceil(ps.images * ps.rows * Math.ceil(y[3] / 2) / 4) * 4, x[1]);
 }
 
-/** y = conv2d(x, w) (+ epilogue) by Winograd, `chunk` images per pass (winogradChunk). */
-export function conv2dWinograd(c: WinogradConv, chunk: number, limit: number): void {
+/** y = conv2d(x, w) (+ epilogue) by Winograd, in passes (winogradPasses). */
+export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: number): void {
   const dev = c.x.dev, dtype = c.x.dtype;
   const [B, Cin, H, W] = c.x.shape, [, Cout, Ho, Wo] = c.y.shape;
   const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2);
@@ -102,15 +111,23 @@ export function conv2dWinograd(c: WinogradConv, chunk: number, limit: number): v
   const ub = vecBinding("conv2d", u);
   const kIn = dev.kernel("winograd_input", inputSrc, {}, dtype);
   const kOut = dev.kernel("winograd_output", outputSrc + epilogueSrc, {}, dtype);
-  for (let b0 = 0; b0 < B; b0 += chunk) {
-    const nb = Math.min(chunk, B - b0), whole = nb === B;
+  for (let b0 = 0; b0 < B; b0 += passes.images) {
+    const nb = Math.min(passes.images, B - b0), whole = nb === B;
     const xs = whole ? c.x : c.x.slice0(b0, nb), ys = whole ? c.y : c.y.slice0(b0, nb);
     const rs = c.res && (whole ? c.res : c.res.slice0(b0, nb));
-    const tiles = nb * TH * TW, P = Math.ceil(tiles / 4) * 4;
+    const ebOff = c.ebOff + b0 * c.ebStride;
+    for (let ty0 = 0; ty0 < TH; ty0 += passes.rows) {
+      const rows = Math.min(passes.rows, TH - ty0);
+      pass(xs, ys, rs, ty0, rows, ebOff);
+    }
+  }
 
+  // Tile rows [ty0, ty0 + rows) of the images in xs.
+  function pass(xs: Tensor, ys: Tensor, rs: Tensor | undefined, ty0: number, rows: number, ebOff: number) {
+    const tiles = xs.shape[0] * rows * TW, P = Math.ceil(tiles / 4) * 4;
     const v = empty(dev, [XI, Cin, P], "f32");
     const gi = grid1d(Cin * P, 64);
-    const pi = new Params().u(Cin * P, P, Cin, H, W, TH, TW, tiles).i(c.padT, c.padL).u(gi.row);
+    const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [xs.binding(), v.binding()], gi.groups);
 
     const tile = gemmHooks.winograd && gemmHooks.tile ||
@@ -128,8 +145,8 @@ export function conv2dWinograd(c: WinogradConv, chunk: number, limit: number): v
     v.release();
 
     const go = grid1d(Cout * tiles, 64);
-    const po = new Params().u(Cout * tiles, sk.slices, P, Cout, Ho, Wo, TH, TW, tiles, c.flags)
-      .u(c.ebOff + b0 * c.ebStride, c.ebStride, go.row);
+    const po = new Params().u(Cout * tiles, sk.slices, P, Cout, Ho, Wo, rows, TW, tiles, ty0, c.flags)
+      .u(ebOff, c.ebStride, go.row);
     const mb = m.binding(), yb = ys.binding();
     const bias = c.bias ? c.bias.binding() : mb, res = rs ? rs.binding() : mb, eb = c.eb ? c.eb.binding() : mb;
     dev.dispatch(kOut, po, [mb, bias, res, yb, eb], go.groups);

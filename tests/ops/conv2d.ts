@@ -235,7 +235,7 @@ for (const tile of TILES) {
 
 // Winograd F(2x2, 3x3): odd outputs (partial 2x2 tiles), K % 4 != 0, valid and asymmetric padding, every epilogue
 // (bias, per-image bias, residual, in place), split-K slices summed by the output transform, passes of images under a
-// forced binding limit (the per-image bias follows), and each candidate tile as its GEMM's.
+// forced binding limit (the per-image bias follows), bands of rows, and each candidate tile as its GEMM's.
 shapes.push(
   { x: [3, 19, 5, 7], Cout: 33, k: 3, pad: 1, bias: true, res: true, winograd: 1 },
   { x: [2, 8, 9, 6], Cout: 12, k: 3, pad: 0, bias: false, res: false, winograd: 1 },
@@ -262,6 +262,22 @@ shapes.push(
     imageBias: "per-image",
     maxBinding: 20000,
     winograd: 3,
+  },
+);
+// One image's scratch too big for the (forced) limit: bands of tile rows, one (ragged) row each, then two images in two
+// bands each (the per-image bias follows the image).
+shapes.push(
+  { x: [1, 16, 10, 9], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 12000, winograd: 5 },
+  {
+    x: [2, 16, 8, 16],
+    Cout: 16,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: false,
+    imageBias: "per-image",
+    maxBinding: 20000,
+    winograd: 4,
   },
 );
 for (const tile of TILES) {
