@@ -78,7 +78,8 @@ export interface WinogradPasses {
 }
 
 /** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets); null when
- *  not even one row of tiles fits (conv2d then keeps the implicit GEMM). */
+ *  not even one row of tiles fits, or the transformed weight does not fit one binding (conv2d then keeps the implicit
+ *  GEMM). */
 export function winogradPasses(
   dev: Device,
   [B, Cin, H, W]: readonly number[],
@@ -87,6 +88,7 @@ export function winogradPasses(
   limit: number,
 ): WinogradPasses | null {
   const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2), C = Math.max(Cin, Cout);
+  if (XI * Cout * Cin * eb > limit) return null;
   const scratch = Math.min(limit, SCRATCH_BYTES) - XI * 4 * 3 * C; // P's rounding to 4
   const perRow = XI * 4 * TW * C;
   const rows = Math.floor(scratch / perRow);
@@ -189,7 +191,8 @@ export function winogradBytes(
   let bytes = 0;
   for (const p of params) {
     for (const { shape: [co, ci, kh, kw] } of p.slots.values()) {
-      if (kh === 3 && kw === 3 && co >= min && ci >= min) bytes += XI * co * ci * BYTES[p.dtype];
+      const u = XI * co * ci * BYTES[p.dtype];
+      if (kh === 3 && kw === 3 && co >= min && ci >= min && u <= dev.maxBinding) bytes += u;
     }
   }
   return bytes > 0 ? bytes + 2 * Math.min(SCRATCH_BYTES, dev.maxBinding) : 0;

@@ -65,8 +65,8 @@ interface ConvShape {
   direct?: boolean;
   /** Per-image bias: "shared" (one row for all images) or "per-image" (one row each), read at column 3. */
   imageBias?: "shared" | "per-image";
-  /** Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts; `tile`: its GEMM's), in this many passes of images; every other
-   *  case pins the implicit GEMM. */
+  /** Winograd F(2x2, 3x3) forced (pipeline/ops/winograd.ts; `tile`: its GEMM's), run in this many passes (0: it must
+   *  fall back to the implicit GEMM); every other case pins the implicit GEMM. */
   winograd?: number;
 }
 
@@ -90,7 +90,8 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.maxGroups && `grid<=${s.maxGroups}`,
     s.imageBias && `imageBias=${s.imageBias}`,
     s.direct && "direct",
-    s.winograd && `winograd${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}`,
+    s.winograd !== undefined &&
+    (s.winograd ? `winograd${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}` : "winograd asked, u past the limit"),
   ].filter(Boolean);
   return {
     op: "conv2d",
@@ -114,7 +115,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       gemmHooks.maxBinding = s.maxBinding ?? 0;
       gemmHooks.maxGroups = s.maxGroups ?? 0;
       gemmHooks.directConv = s.direct ? Infinity : 0;
-      gemmHooks.winograd = !!s.winograd;
+      gemmHooks.winograd = s.winograd !== undefined;
       const before = dev.dispatches;
       let y;
       try {
@@ -134,10 +135,13 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       }
       // Winograd: input transform, GEMMs, output transform per pass (the weight's transform once).
       const ran = dev.dispatches - before;
+      if (s.winograd === 0 && ran !== 1) throw new Error(`${ran} dispatches: not the implicit GEMM`);
       if (s.winograd && ran !== 3 * s.winograd && ran !== 3 * s.winograd + 1) {
         throw new Error(`${ran} dispatches: not Winograd in ${s.winograd} passes`);
       }
-      if (s.maxBinding && dev.dispatches - before < 2) throw new Error("the forced split did not happen");
+      if (s.maxBinding && s.winograd !== 0 && dev.dispatches - before < 2) {
+        throw new Error("the forced split did not happen");
+      }
       if (s.tile?.splitK && dev.dispatches - before < 2) throw new Error("split-K made no partial-sums pass");
       const got = await y.read();
       for (const t of new Set([tx, tw, tb, tr, teb, y])) t?.release();
@@ -267,7 +271,7 @@ shapes.push(
 // One image's scratch too big for the (forced) limit: bands of tile rows, one (ragged) row each, then two images in two
 // bands each (the per-image bias follows the image).
 shapes.push(
-  { x: [1, 16, 10, 9], Cout: 16, k: 3, pad: 1, bias: true, res: true, maxBinding: 12000, winograd: 5 },
+  { x: [1, 8, 10, 9], Cout: 8, k: 3, pad: 1, bias: true, res: true, maxBinding: 5000, winograd: 5 },
   {
     x: [2, 16, 8, 16],
     Cout: 16,
@@ -280,6 +284,8 @@ shapes.push(
     winograd: 4,
   },
 );
+// A transformed weight past the (forced) binding limit: the implicit GEMM, however Winograd is asked for.
+shapes.push({ x: [1, 32, 4, 4], Cout: 32, k: 3, pad: 1, bias: true, res: false, maxBinding: 30000, winograd: 0 });
 for (const tile of TILES) {
   shapes.push({ x: [2, 24, 9, 10], Cout: 36, k: 3, pad: 1, bias: true, res: false, tile, winograd: 1 });
 }

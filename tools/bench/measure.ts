@@ -117,6 +117,7 @@ export async function timeCalls(dev: Device, call: Call, o: LoopOptions, separat
     let profiledWall = 0;
     if (unprofiled) {
       setProfiling(dev, true);
+      await dev.takeProfile(); // what ran profiled before this loop (a model's build: its random weights)
       // No more profiled calls than timed ones: on a slow adapter one call can take seconds.
       for (let i = 0; i < Math.max(1, Math.min(o.profiledCalls, iters)); i++) {
         profiledWall += (await once(dev, call)).wall;
