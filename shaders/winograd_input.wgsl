@@ -2,9 +2,9 @@
 // 2x2 output tile and input channel, B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] (only adds).
 // A pass covers tile rows [ty0, ty0 + TH) of its images (all rows, or a band of one image's when its scratch is too
 // big). Output tile (ty0 + ty, tx) of image b reads x[b, ci, 2 (ty0 + ty) - padT + 0..3, 2 tx - padL + 0..3] (zero
-// outside the image) and writes v[xi][ci][q], q = (b * TH + ty) * TW + tx, for xi = 4 i + j: the B operand of the batched GEMM
-// (shaders/winograd_gemm.wgsl), in f32 so the transform adds no rounding in f16 runs. Columns q >= images * TH * TW
-// (up to P, the GEMM's N rounded to 4) are written as zeros. One thread per (ci, q): n = Cin * P.
+// outside the image) and writes v[xi][ci][q], q = (b * TH + ty) * TW + tx, for xi = 4 i + j: the B operand of the
+// batched GEMM (shaders/winograd_gemm.wgsl), in f32 so the transform adds no rounding in f16 runs. Columns
+// q >= images * TH * TW (up to P, the GEMM's N rounded to 4) are written as zeros. One thread per (ci, q): n = Cin * P.
 struct Params {
   n: u32, P: u32, Cin: u32, H: u32, W: u32, TH: u32, TW: u32, tiles: u32, ty0: u32, padT: i32, padL: i32, row: u32,
 }

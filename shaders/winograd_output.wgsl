@@ -1,8 +1,9 @@
 // Winograd F(2x2, 3x3) output transform (pipeline/ops/winograd.ts): the batched GEMM (shaders/winograd_gemm.wgsl)
 // left m[s][xi][co][q] in f32 (s < p.S K slices, added here in order like shaders/splitk_sum.wgsl); this forms
 // Y = A^T m A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], the 2x2 outputs of tile q = (b * TH + ty) * TW + tx of channel
-// co (tile rows [ty0, ty0 + TH) of the pass's images), and writes y[b, co, 2 (ty0 + ty) + r, 2 tx + c] (inside Ho x Wo) through conv2d's epilogue (shaders/conv_epilogue.wgsl:
-// bias, per-image bias, residual), rounded to T once. One thread per (co, q): n = Cout * tiles.
+// co (tile rows [ty0, ty0 + TH) of the pass's images), and writes y[b, co, 2 (ty0 + ty) + r, 2 tx + c] (inside
+// Ho x Wo) through conv2d's epilogue (shaders/conv_epilogue.wgsl: bias, per-image bias, residual), rounded to T once.
+// One thread per (co, q): n = Cout * tiles.
 struct Params {
   n: u32, S: u32, P: u32, Cout: u32, Ho: u32, Wo: u32, TH: u32, TW: u32, tiles: u32, ty0: u32, flags: u32, ebOff: u32,
   ebStride: u32, row: u32,

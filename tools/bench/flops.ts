@@ -1,8 +1,9 @@
 // The FLOPs of a model call's GEMM-shaped work: linear layers (2*M*N*K), conv2d as its implicit GEMM (M = Cout,
-// N = B*Ho*Wo, K = Cin*KH*KW) and attention's two products (QK^T and PV, 2*Bq*heads*Nq*Nk*D each). Everything else
-// (GroupNorm, elementwise ops, softmax's exponentials, layout copies) is left out: this is the work an FMA-bound
-// kernel set cannot avoid, so at the adapter's FMA ceiling it gives the fastest such a kernel set could run the call
-// (gpu-check's "floor").
+// N = B*Ho*Wo, K = Cin*KH*KW; nominal where Winograd runs it with 4/9 of the multiplies, so a rate from this count is
+// the direct convolution's equivalent) and attention's two products (QK^T and PV, 2*Bq*heads*Nq*Nk*D each).
+// Everything else (GroupNorm, elementwise ops, softmax's exponentials, layout copies) is left out: this is the work a
+// kernel set of direct GEMMs cannot avoid, so at the adapter's FMA ceiling it gives the fastest such a kernel set could
+// run the call (gpu-check's "floor"; Winograd's convolutions can go below it).
 //
 // Counted where the ops record their work, not computed from the model's config: the ops' hooks (matmul.ts
 // `gemmHooks.onGemm`, attention.ts `attentionHooks.onAttention`) see the shapes as they run, with every execution

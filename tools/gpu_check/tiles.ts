@@ -351,6 +351,13 @@ export async function tuneTiles(
         await timeTile(dev, run, scored, o.perTileMs);
       let best = scored, bestMs = scoredMs;
       for (const [t, ms] of times) if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
+      // Times `t` and takes it if it beats the winner so far by the margin.
+      const challenge = async (t: GemmTile) => {
+        const ms = await timeTile(dev, run, t, o.perTileMs);
+        times.set(t, ms);
+        if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
+        return ms;
+      };
       // Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts), its GEMMs on their scored tile and on the winner's blocks;
       // where the table's rule takes Winograd, the scored tile's time is the production time to beat.
       let winogradMs: number | undefined, winogradTile: GemmTile | null = null;
@@ -364,26 +371,19 @@ export async function tuneTiles(
       if (dtype === "f16" && f16MathForced() === null) {
         // The winner again with the GEMM core's other f16 math (packed f16 FMAs or f32 ones: shaders/gemm.wgsl);
         // not when $ZEROVID_GEMM_F16 forces one math on every tile (both timings would run the same kernel).
-        const other = { ...best, f16: !f16Math(dev, best, dtype) };
-        const ms = await timeTile(dev, run, other, o.perTileMs);
-        times.set(other, ms);
-        if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
+        await challenge({ ...best, f16: !f16Math(dev, best, dtype) });
       }
       // The winner with the inner loop unrolled otherwise (loop bounding hides trip counts from some drivers).
       const unrollMs: Record<number, number> = {};
       if (rows.length < UNROLL_SHAPES) {
         const base = best, own = unrollOf(dev, base);
         unrollMs[own] = bestMs;
-        for (const u of TRIED_UNROLLS.filter((u) => u !== own)) {
-          const other = { ...base, unroll: u };
-          const ms = unrollMs[u] = await timeTile(dev, run, other, o.perTileMs);
-          times.set(other, ms);
-          if (ms < bestMs * (1 - MARGIN)) best = other, bestMs = ms;
-        }
+        for (const u of TRIED_UNROLLS.filter((u) => u !== own)) unrollMs[u] = await challenge({ ...base, unroll: u });
       }
       if (winogradMs !== undefined) {
-        // Kept as the shape's `winograd` either way, so that the measurement overrides the table's rule.
-        const wins = winogradMs < bestMs * (1 - MARGIN);
+        // Kept as the shape's `winograd` either way, so that the measurement overrides the table's rule; the way
+        // production goes (Winograd where the rule takes it) is kept unless the other beats it by the margin.
+        const wins = ruled ? !(bestMs < winogradMs * (1 - MARGIN)) : winogradMs < bestMs * (1 - MARGIN);
         best = { ...best, winograd: wins };
         if (wins) bestMs = winogradMs;
         if (wins && winogradTile && g.op === "conv2d") {
