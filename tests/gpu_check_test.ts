@@ -411,6 +411,7 @@ Deno.test("gpu-check --small: every section, finite numbers, correctness counts,
     finitePositive(t.wallS, "text2video wall");
     finitePositive(t.peakPoolBytes, "pool high-water mark");
     finitePositive(t.weightBytes, "weights");
+    assert(Number.isFinite(t.transformedBytes) && t.transformedBytes! >= 0, `transformed ${t.transformedBytes}`);
     for (const s of ["start", "denoise", "decode"]) finitePositive(t.stages[s], `stage ${s}`);
     assertEquals(t.lateCompiles, 0, "pipelines compiled inside the loop");
 

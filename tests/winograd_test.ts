@@ -4,7 +4,7 @@
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { gemmHooks } from "../pipeline/ops/matmul.ts";
-import { SCRATCH_BYTES, transformedWeight, winogradBytes } from "../pipeline/ops/winograd.ts";
+import { SCRATCH_BYTES, transformedBytes, transformedWeight, winogradBytes } from "../pipeline/ops/winograd.ts";
 import { assertClose, gpuTest, randn, up } from "./util.ts";
 
 gpuTest("winograd: a weight first transformed inside a dry run gives the right result after it", async (dev) => {
@@ -26,8 +26,11 @@ gpuTest("winograd: a weight first transformed inside a dry run gives the right r
   const u = transformedWeight(w);
   assertEquals(u.shape, [16, 24, 16]);
   assert(transformedWeight(w) === u, "cached");
+  const before = transformedBytes(dev);
+  assert(before >= u.bytes, `${before} bytes counted, u has ${u.bytes}`);
   w.release();
   assert(!u.alive, "freed with its weight");
+  assertEquals(transformedBytes(dev), before - u.bytes);
   x.release();
 });
 

@@ -158,6 +158,12 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
 
 /** Each weight's u = G g G^T ([16, Cout, Cin], the weight's dtype), made on first use and freed with the weight. */
 const transformed = new WeakMap<Tensor, Tensor>();
+/** Bytes of the transformed weights alive on each device (reports: GPU memory beside the weights and the pool). */
+const transformedOn = new WeakMap<Device, number>();
+
+export function transformedBytes(dev: Device): number {
+  return transformedOn.get(dev) ?? 0;
+}
 
 export function transformedWeight(w: Tensor): Tensor {
   let u = transformed.get(w);
@@ -165,8 +171,10 @@ export function transformedWeight(w: Tensor): Tensor {
   const [Cout, Cin] = w.shape, dev = w.dev, n = Cout * Cin;
   const made = u = emptyOwned(dev, [XI, Cout, Cin], w.dtype);
   transformed.set(w, made);
+  transformedOn.set(dev, transformedBytes(dev) + made.bytes);
   w.whenReleased(() => {
     transformed.delete(w);
+    transformedOn.set(dev, transformedBytes(dev) - made.bytes);
     made.release();
   });
   const k = dev.kernel("winograd_weights", weightsSrc, {}, w.dtype);

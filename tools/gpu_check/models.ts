@@ -14,6 +14,7 @@ import { randomSource } from "../../pipeline/weights/random.ts";
 import { demoTokenizer } from "../../pipeline/models/demo.ts";
 import { benchUNetCalls, type UNetRow } from "../bench/unet.ts";
 import { adapterTiles, gemmHooks } from "../../pipeline/ops/matmul.ts";
+import { transformedBytes } from "../../pipeline/ops/winograd.ts";
 import { errorMessage, type LoopOptions } from "../bench/measure.ts";
 import type { Ceiling, Ceilings } from "./probes.ts";
 
@@ -187,6 +188,8 @@ export interface Text2VideoReport {
   stages: Record<string, number>;
   /** Weights on the GPU, bytes. */
   weightBytes: number;
+  /** Winograd's transformed copies of 3x3 weights on the GPU at the end of the run, bytes (pipeline/ops/winograd.ts). */
+  transformedBytes: number | null;
   /** High-water mark of the buffer pool's activations during the run (dev.pool.peakInUse), bytes. */
   peakPoolBytes: number | null;
   dispatches: number | null;
@@ -221,6 +224,7 @@ export async function runText2Video(
     wallS: null,
     stages: {},
     weightBytes: sd.bytes,
+    transformedBytes: null,
     peakPoolBytes: null,
     dispatches: null,
     submits: null,
@@ -258,6 +262,7 @@ export async function runText2Video(
     );
     r.wallS = (performance.now() - t0) / 1000;
     r.peakPoolBytes = dev.pool.peakInUse;
+    r.transformedBytes = transformedBytes(dev);
     r.dispatches = dev.dispatches - d0;
     r.submits = dev.submits - s0;
     r.lateCompiles = dev.lateCompiles;

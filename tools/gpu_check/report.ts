@@ -407,7 +407,10 @@ export function renderMarkdown(r: Report): string {
       `- wall: ${sec(t.wallS)} s; stages: ${Object.entries(t.stages).map(([k, v]) => `${k} ${sec(v)} s`).join(", ")}`,
     );
     L.push(
-      `- GPU memory: weights ${mib(t.weightBytes)} MiB, activations' high-water mark (buffer pool) ` +
+      `- GPU memory: weights ${mib(t.weightBytes)} MiB, Winograd's transformed weights ` +
+        `${
+          t.transformedBytes === null ? "-" : mib(t.transformedBytes)
+        } MiB, activations' high-water mark (buffer pool) ` +
         `${t.peakPoolBytes === null ? "-" : mib(t.peakPoolBytes)} MiB`,
     );
     L.push(
