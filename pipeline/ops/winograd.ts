@@ -21,8 +21,8 @@ import { adapterTiles, gemmConsts, gemmHooks, kSlices, pickTile, tileGrid, vecBi
 
 /** The 16 products of a 2x2 output tile: one GEMM each. */
 const XI = 16;
-/** The most bytes one Winograd scratch buffer (v or m) may take: larger batches run in chunks of images, so the
- *  pool's high-water mark stays near the implicit GEMM's. */
+/** The most bytes one Winograd scratch buffer (v or m) may take: more work runs in passes (of images, or of bands of
+ *  tile rows), so the scratch adds a bounded amount to the pool's high-water mark. */
 export const SCRATCH_BYTES = 256 << 20;
 
 /** A convolution as conv2d sees it, after its checks. */
