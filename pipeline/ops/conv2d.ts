@@ -98,9 +98,10 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
   const chunk = chunkItems(op, dev, "images", B, [Cin * H * W * bytes, Cout * HWo * bytes]);
   const slices = (
     fn: (b0: number, nb: number, xs: Tensor, ys: Tensor, rs: Tensor | undefined, ibOff: number) => void,
+    per = chunk,
   ) => {
-    for (let b0 = 0; b0 < B; b0 += chunk) {
-      const nb = Math.min(chunk, B - b0);
+    for (let b0 = 0; b0 < B; b0 += per) {
+      const nb = Math.min(per, B - b0);
       const whole = nb === B;
       const xs = whole ? x : x.slice0(b0, nb);
       const ys = whole ? y : y.slice0(b0, nb);
@@ -152,13 +153,10 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     // tiles' scratch fits a binding.
     const passes = winogradPasses(dev, x.shape, y.shape, BYTES[x.dtype], limit);
     if (passes) {
-      const ebOff = ib ? ib.offset + ibRow0 * ibStride : 0;
-      const res = opts.residual && !inPlace ? opts.residual : undefined;
-      conv2dWinograd(
-        { x, w, bias, y, padT: pt, padL: pl, res, flags, eb: ib?.t, ebOff, ebStride: ibStride },
-        passes,
-        limit,
-      );
+      slices((_b0, _nb, xs, ys, rs, ebOff) => {
+        const c = { x: xs, w, bias, y: ys, padT: pt, padL: pl, res: rs, flags, eb: ib?.t, ebOff, ebStride: ibStride };
+        conv2dWinograd(c, passes.rows, limit);
+      }, passes.images);
       return y;
     }
   }

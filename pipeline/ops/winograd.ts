@@ -25,7 +25,8 @@ const XI = 16;
  *  tile rows), so the scratch adds a bounded amount to the pool's high-water mark. */
 export const SCRATCH_BYTES = 256 << 20;
 
-/** A convolution as conv2d sees it, after its checks. */
+/** A convolution as conv2d sees it, after its checks: one pass of images (conv2d cuts the batch by
+ *  winogradPasses().images). */
 export interface WinogradConv {
   x: Tensor;
   w: Tensor;
@@ -36,7 +37,7 @@ export interface WinogradConv {
   padL: number;
   /** Residual read (not in place: flags 4 reads y itself). */
   res?: Tensor;
-  /** conv2d's epilogue flags (shaders/conv_epilogue.wgsl) and per-image bias table. */
+  /** conv2d's epilogue flags (shaders/conv_epilogue.wgsl) and per-image bias table (ebOff: this pass's first image). */
   flags: number;
   eb?: Tensor;
   ebOff: number;
@@ -51,7 +52,7 @@ export function useWinograd(
   dev: Device,
   s: { KH: number; KW: number; stride: number; B: number; Cin: number; Cout: number; HWo: number },
 ): boolean {
-  if (s.KH !== 3 || s.KW !== 3 || s.stride !== 1) return false;
+  if (!winogradShape(s)) return false;
   const forced = gemmHooks.winograd ?? winogradEnv();
   if (forced !== null) return forced;
   if (gemmHooks.tile) return false;
@@ -60,6 +61,11 @@ export function useWinograd(
   if (known !== undefined) return known;
   const rule = table.winograd;
   return !!rule && s.Cin >= rule.minChannels && s.Cout >= rule.minChannels && s.B * s.HWo >= rule.minPixels;
+}
+
+/** The convolutions F(2x2, 3x3) computes: 3x3 kernels at stride 1 (any padding). */
+export function winogradShape(s: { KH: number; KW: number; stride: number }): boolean {
+  return s.KH === 3 && s.KW === 3 && s.stride === 1;
 }
 
 let envWino: boolean | null | undefined;
@@ -104,33 +110,23 @@ export function winogradGemmKey(dev: Device, x: readonly number[], y: readonly n
   return winogradKey(y[1], Math.ceil(ps.images * ps.rows * Math.ceil(y[3] / 2) / 4) * 4, x[1]);
 }
 
-/** y = conv2d(x, w) (+ epilogue) by Winograd, in passes (winogradPasses). */
-export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: number): void {
+/** y = conv2d(x, w) (+ epilogue) by Winograd for the images of one pass, `band` rows of 2x2 tiles at a time
+ *  (winogradPasses().rows). */
+export function conv2dWinograd(c: WinogradConv, band: number, limit: number): void {
   const dev = c.x.dev, dtype = c.x.dtype;
   const [B, Cin, H, W] = c.x.shape, [, Cout, Ho, Wo] = c.y.shape;
   const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2);
-  const u = transformedWeight(c.w);
-  const ub = vecBinding("conv2d", u);
+  const ub = vecBinding("conv2d", transformedWeight(c.w));
   const kIn = dev.kernel("winograd_input", inputSrc, {}, dtype);
   const kOut = dev.kernel("winograd_output", outputSrc + epilogueSrc, {}, dtype);
-  for (let b0 = 0; b0 < B; b0 += passes.images) {
-    const nb = Math.min(passes.images, B - b0), whole = nb === B;
-    const xs = whole ? c.x : c.x.slice0(b0, nb), ys = whole ? c.y : c.y.slice0(b0, nb);
-    const rs = c.res && (whole ? c.res : c.res.slice0(b0, nb));
-    const ebOff = c.ebOff + b0 * c.ebStride;
-    for (let ty0 = 0; ty0 < TH; ty0 += passes.rows) {
-      const rows = Math.min(passes.rows, TH - ty0);
-      pass(xs, ys, rs, ty0, rows, ebOff);
-    }
-  }
-
-  // Tile rows [ty0, ty0 + rows) of the images in xs.
-  function pass(xs: Tensor, ys: Tensor, rs: Tensor | undefined, ty0: number, rows: number, ebOff: number) {
-    const tiles = xs.shape[0] * rows * TW, P = Math.ceil(tiles / 4) * 4;
+  for (let ty0 = 0; ty0 < TH; ty0 += band) {
+    // Tile rows [ty0, ty0 + rows) of every image.
+    const rows = Math.min(band, TH - ty0);
+    const tiles = B * rows * TW, P = Math.ceil(tiles / 4) * 4;
     const v = empty(dev, [XI, Cin, P], "f32");
     const gi = grid1d(Cin * P, 64);
     const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
-    dev.dispatch(kIn, pi, [xs.binding(), v.binding()], gi.groups);
+    dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
 
     const tile = gemmHooks.winograd && gemmHooks.tile ||
       pickTile(dev, Cout, P, Cin, { splitK: true, batch: XI, key: winogradKey(Cout, P, Cin) });
@@ -148,9 +144,9 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
 
     const go = grid1d(Cout * tiles, 64);
     const po = new Params().u(Cout * tiles, sk.slices, P, Cout, Ho, Wo, rows, TW, tiles, ty0, c.flags)
-      .u(ebOff, c.ebStride, go.row);
-    const mb = m.binding(), yb = ys.binding();
-    const bias = c.bias ? c.bias.binding() : mb, res = rs ? rs.binding() : mb, eb = c.eb ? c.eb.binding() : mb;
+      .u(c.ebOff, c.ebStride, go.row);
+    const mb = m.binding(), yb = c.y.binding();
+    const bias = c.bias ? c.bias.binding() : mb, res = c.res ? c.res.binding() : mb, eb = c.eb ? c.eb.binding() : mb;
     dev.dispatch(kOut, po, [mb, bias, res, yb, eb], go.groups);
     m.release();
   }

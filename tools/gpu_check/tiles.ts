@@ -40,7 +40,7 @@ import {
   unrollOf,
 } from "../../pipeline/ops/matmul.ts";
 import { type MeasuredTiles, sameBlocks, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
-import { useWinograd, winogradGemmKey } from "../../pipeline/ops/winograd.ts";
+import { useWinograd, winogradGemmKey, winogradShape } from "../../pipeline/ops/winograd.ts";
 import { BYTES } from "../../pipeline/gpu/device.ts";
 import { attnFor, randomTensor } from "../bench/unet.ts";
 
@@ -182,25 +182,22 @@ function setup(dev: Device, g: GemmCall, dtype: DType): () => Tensor {
   return () => conv2d(x, w, undefined, { stride: g.stride, padding: g.padding, out: y });
 }
 
-/** Milliseconds per call of `run` with the GEMM tile `tile` in force. */
-async function timeTile(dev: Device, run: () => Tensor, tile: GemmTile, budgetMs: number): Promise<number> {
+/** Milliseconds per call of `run` with the GEMM tile `tile` in force; `winograd`: a convolution by Winograd, its GEMMs
+ *  on `tile` (null: their scored pick). */
+async function timeTile(
+  dev: Device,
+  run: () => Tensor,
+  tile: GemmTile | null,
+  budgetMs: number,
+  winograd = false,
+): Promise<number> {
   gemmHooks.tile = tile;
+  gemmHooks.winograd = winograd || null;
   try {
     return await timeCalls(dev, run, budgetMs);
   } finally {
     gemmHooks.tile = null;
-  }
-}
-
-/** Milliseconds per call of `run` by Winograd, its GEMMs on `tile` (null: their scored pick). */
-async function timeWinograd(dev: Device, run: () => Tensor, tile: GemmTile | null, budgetMs: number): Promise<number> {
-  gemmHooks.winograd = true;
-  gemmHooks.tile = tile;
-  try {
-    return await timeCalls(dev, run, budgetMs);
-  } finally {
     gemmHooks.winograd = null;
-    gemmHooks.tile = null;
   }
 }
 
@@ -339,7 +336,7 @@ export async function tuneTiles(
     }
     const [M, N, K] = g.key.split("x").map(Number);
     let scored = pickTile(dev, M, N, K, { splitK: g.op === "conv2d" });
-    const eligible = g.op === "conv2d" && g.KH === 3 && g.KW === 3 && g.stride === 1;
+    const eligible = g.op === "conv2d" && winogradShape(g);
     // Whether the table's rule puts this shape on Winograd (then that is the production time to beat).
     const ruled = eligible && useWinograd(dev, { ...g, HWo: N / g.B });
     const tried = candidatesFor(g, candidates, adapterTiles(dev).fill);
@@ -362,9 +359,9 @@ export async function tuneTiles(
       // where the table's rule takes Winograd, the scored tile's time is the production time to beat.
       let winogradMs: number | undefined, winogradTile: GemmTile | null = null;
       if (eligible) {
-        const scoredWino = winogradMs = await timeWinograd(dev, run, null, o.perTileMs);
+        const scoredWino = winogradMs = await timeTile(dev, run, null, o.perTileMs, true);
         const blocks = { BM: best.BM, BN: best.BN, TM: best.TM, TN: best.TN };
-        const ms = await timeWinograd(dev, run, blocks, o.perTileMs);
+        const ms = await timeTile(dev, run, blocks, o.perTileMs, true);
         if (ms < winogradMs * (1 - MARGIN)) winogradMs = ms, winogradTile = blocks;
         if (ruled) scored = { ...scored, winograd: true }, scoredMs = scoredWino;
       }
