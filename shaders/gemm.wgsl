@@ -16,9 +16,13 @@
 // (twice the f32 rate on GPUs with paired f16 ALUs, half the shared-memory traffic); each K-tile's BK products sum in
 // f16 and are then added to f32 accumulators, so rounding error grows with BK, not with K.
 // PROBE (a diagnostic, 0 in every real run): 1 skips the K loop's global loads and shared-memory stores, so each
-// step multiplies the first K-tile again (y = steps x that tile's product); 2 also drops the loop's barriers. Timed
-// beside the real kernel (gpu-check's kernels rows "inner loop only", "... no barriers"), they split a GEMM's time into
-// its inner product, its barriers and its loads on a GPU where nothing else can profile it.
+// step multiplies the first K-tile again (y = steps x that tile's product); 2 also drops the loop's barriers; 3 is 1
+// with every thread reading thread (0, 0)'s shared-memory vec4s (one address per warp: no bank traffic beyond a
+// broadcast; each thread's block becomes that thread's); 4 is 1 without shared-memory reads in the steps (each
+// K-tile's first step's vec4s, read once, stand in for every step's: y = steps x k = 0's outer product). Timed beside
+// the real kernel (gpu-check's kernels rows "inner loop only", "inner loop, no barriers", "... broadcast reads",
+// "... no shared reads"), they split a GEMM's time into its loads, its barriers, its shared-memory bandwidth, its
+// shared-memory instructions and the FMAs with the loop around them, on a GPU where nothing else can profile it.
 // Split-K: workgroup g computes tile g % tiles over K slice ks = g / tiles, i.e. K in [ks * kSplit, + kSplit)
 // (kSplit a multiple of BK, so a slice's K-tiles never reach into the next one; kSplit >= K: one slice). With
 // several slices emit() writes this slice's partial sums and a second kernel adds them (shaders/splitk_sum.wgsl):
@@ -86,6 +90,11 @@ var<private> c12: vec4<f32>;
 var<private> c13: vec4<f32>;
 var<private> c14: vec4<f32>;
 var<private> c15: vec4<f32>;
+// PROBE 4: the K-tile's first step's vec4s (qa1, qb1 with TM, TN = 8), standing in for every step's reads.
+var<private> qa0: vec4<S>;
+var<private> qa1: vec4<S>;
+var<private> qb0: vec4<S>;
+var<private> qb1: vec4<S>;
 
 // Vec4 slots each thread stages per K-tile (slot s: element lid + s * WG of the tile's A_LEN / B_LEN vec4s).
 const NA = max(A_LEN / WG, 1u);
@@ -142,23 +151,35 @@ fn put(lid: u32, buf: u32) {
   }
 }
 
+// Shared-memory reads of the steps: As[i] / Bs[i] (`second`: the thread's second vec4, TM or TN = 8), or PROBE 4's
+// registers.
+fn read_a(i: u32, second: bool) -> vec4<S> {
+  if (PROBE == 4u) { return select(qa0, qa1, second); }
+  return As[i];
+}
+
+fn read_b(i: u32, second: bool) -> vec4<S> {
+  if (PROBE == 4u) { return select(qb0, qb1, second); }
+  return Bs[i];
+}
+
 // One step k of the inner product: this thread's TM x TN block += its TM values of A's column k x its TN values of
 // B's row k (ia, ib: their first vec4s in As, Bs).
 fn mac(ia: u32, ib: u32) {
-  let a0 = As[ia];
-  let b0 = Bs[ib];
+  let a0 = read_a(ia, false);
+  let b0 = read_b(ib, false);
   h0 = fma(vec4<S>(a0.x), b0, h0);
   h1 = fma(vec4<S>(a0.y), b0, h1);
   h2 = fma(vec4<S>(a0.z), b0, h2);
   h3 = fma(vec4<S>(a0.w), b0, h3);
   if (TM > 4u) {
-    let a1 = As[ia + MT];
+    let a1 = read_a(ia + MT, true);
     h4 = fma(vec4<S>(a1.x), b0, h4);
     h5 = fma(vec4<S>(a1.y), b0, h5);
     h6 = fma(vec4<S>(a1.z), b0, h6);
     h7 = fma(vec4<S>(a1.w), b0, h7);
     if (TN > 4u) {
-      let b1 = Bs[ib + NT];
+      let b1 = read_b(ib + NT, true);
       h12 = fma(vec4<S>(a1.x), b1, h12);
       h13 = fma(vec4<S>(a1.y), b1, h13);
       h14 = fma(vec4<S>(a1.z), b1, h14);
@@ -166,7 +187,7 @@ fn mac(ia: u32, ib: u32) {
     }
   }
   if (TN > 4u) {
-    let b1 = Bs[ib + NT];
+    let b1 = read_b(ib + NT, true);
     h8 = fma(vec4<S>(a0.x), b1, h8);
     h9 = fma(vec4<S>(a0.y), b1, h9);
     h10 = fma(vec4<S>(a0.z), b1, h10);
@@ -218,8 +239,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       fetch(lid, kb + (t + 1u) * BK);
       if (!PREFETCH) { put(lid, 1u - cur); }
     }
-    let ab = cur * A_LEN + ty;
-    let bb = cur * B_LEN + tx;
+    let ab = cur * A_LEN + select(ty, 0u, PROBE == 3u);
+    let bb = cur * B_LEN + select(tx, 0u, PROBE == 3u);
+    if (PROBE == 4u) {
+      qa0 = As[ab];
+      qb0 = Bs[bb];
+      if (TM > 4u) { qa1 = As[ab + MT]; }
+      if (TN > 4u) { qb1 = Bs[bb + NT]; }
+    }
     for (var k = 0u; k < BK; k += UNROLL) {
       let ia = ab + k * SA;
       let ib = bb + k * SB;
@@ -260,7 +287,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       }
     }
     if (PREFETCH && more) { put(lid, 1u - cur); }
-    if (PROBE < 2u) { workgroupBarrier(); }
+    if (PROBE != 2u) { workgroupBarrier(); }
   }
 
   // c + h: the f32 sums (F16MATH; h is zero by now) or the accumulators (S = f32; c is zero).

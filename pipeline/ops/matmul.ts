@@ -253,9 +253,10 @@ export const gemmHooks: {
   f16Math: boolean | null;
   /** Overrides the table entry's `prefetch` (null: not). */
   prefetch: boolean | null;
-  /** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl: 1 no loads, 2 no loads nor barriers; wrong results by
-   *  design, for timing only); null: 0. */
-  probe: 1 | 2 | null;
+  /** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl: 1 no loads, 2 no loads nor barriers, 3 no loads and
+   *  broadcast shared-memory reads, 4 no loads nor shared-memory reads in the steps; wrong results by design, for
+   *  timing only); null: 0. */
+  probe: 1 | 2 | 3 | 4 | null;
   /** Overrides the inner loop's unrolling (null: not). */
   unroll: number | null;
   /** Forces 3x3 stride-1 convolutions onto Winograd (true, with `tile` as its GEMM's tile when set) or off it (false);

@@ -2,7 +2,7 @@ import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import { gemmHooks, type GemmTile, pickTile, TILES } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
-import { gemmTol, gemmVariant, withF16Math } from "./matmul.ts";
+import { gemmTol, gemmVariant, probeRows, withF16Math } from "./matmul.ts";
 import type { OpCase, PerfCase } from "./types.ts";
 
 type Pad = [number, number, number, number];
@@ -338,9 +338,7 @@ export const perf: PerfCase[] = [
   gemmVariant(c64, "no prefetch"),
   gemmVariant(c64, "unrolled x4"),
   gemmVariant(c64, "unrolled x16"),
-  gemmVariant(c64, "inner loop only"),
-  gemmVariant(c64, "inner loop only, unrolled x16"),
-  gemmVariant(c64, "inner loop, no barriers"),
+  ...probeRows(c64),
   c32,
   gemmVariant(c32, "f16math"),
   c16,

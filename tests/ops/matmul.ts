@@ -188,18 +188,23 @@ for (const [i, tile] of TILES.entries()) {
   );
 }
 
-/** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl), which the perf rows "inner loop only" / "... no barriers"
- *  time: it multiplies the first K-tile again at every step, so y = steps x (x[:, :BK] @ w[:, :BK]^T) + bias. Checked
- *  so that those timings are of the computation they claim (every product, every step). */
-function probeCase(probe: 1 | 2, dtype: DType): OpCase {
-  const [M, N, K, tile] = [70, 36, 44, { BM: 32, BN: 64, TM: 4, TN: 4 }];
+/** The GEMM core's diagnostic PROBE (shaders/gemm.wgsl), which the perf rows "inner loop ..." time. 1 and 2 multiply
+ *  the first K-tile again at every step: y = steps x P + bias, P = x[:, :BK] @ w[:, :BK]^T. 3 does so with every
+ *  thread reading thread (0, 0)'s vec4s: output row m0 + i of a tile holds P's row m0 + src(i, MT), src(i, T) =
+ *  floor(i / 4T) * 4T + i % 4 (columns likewise with NT). 4 repeats each K-tile's first step: y = steps x BK x
+ *  x[:, 0] w[:, 0]^T + bias, on multiples of 1/8 so that every sum is exact even in f16. Checked so that those
+ *  timings are of the computation they claim (every product, every step). */
+function probeCase(probe: 1 | 2 | 3 | 4, dtype: DType, tile: GemmTile = { BM: 32, BN: 64, TM: 4, TN: 4 }): OpCase {
+  const [M, N, K] = [70, 36, 44];
+  const eighths = (a: Float32Array) => a.map((v) => Math.max(-4, Math.min(4, Math.round(2 * v))) / 8);
   return {
     op: "linear",
-    shape: `x=[${M},${K}] w=[${N},${K}] bias tile=32x64 probe=${probe}`,
+    shape: `x=[${M},${K}] w=[${N},${K}] bias tile=${tile.BM}x${tile.BN}/${tile.TM}x${tile.TN} probe=${probe}`,
     dtype,
     tol: gemmTol(dtype),
     async run(dev) {
-      const x = quantize(randn(M * K, 91), dtype), w = quantize(randn(N * K, 92, 1 / Math.sqrt(BK)), dtype);
+      let x = quantize(randn(M * K, 91), dtype), w = quantize(randn(N * K, 92, 1 / Math.sqrt(BK)), dtype);
+      if (probe === 4) x = eighths(x), w = eighths(w);
       const b = quantize(randn(N, 93, 0.5), dtype);
       const [tx, tw, tb] = [up(dev, x, [M, K], dtype), up(dev, w, [N, K], dtype), up(dev, b, [N], dtype)];
       gemmHooks.tile = tile;
@@ -213,10 +218,27 @@ function probeCase(probe: 1 | 2, dtype: DType): OpCase {
       }
       const got = await y.read();
       for (const t of [tx, tw, tb, y]) t.release();
+      const steps = Math.ceil(K / BK);
+      if (probe === 4) {
+        const want = Float32Array.from({ length: M * N }, (_, i) => {
+          const [m, n] = [Math.floor(i / N), i % N];
+          return steps * BK * x[m * K] * w[n * K] + b[n];
+        });
+        return { got, want: quantize(want, dtype) };
+      }
       const first = (a: Float32Array, rows: number) =>
         Float32Array.from({ length: rows * BK }, (_, i) => a[Math.floor(i / BK) * K + (i % BK)]);
-      const steps = Math.ceil(K / BK);
-      const want = linearRef(first(x, M), first(w, N), M, N, BK).map((v, i) => steps * v + b[i % N]);
+      const P = linearRef(first(x, M), first(w, N), M, N, BK);
+      const src = (i: number, B: number, T: number) => {
+        if (probe !== 3) return i;
+        const [t0, l] = [Math.floor(i / B) * B, i % B];
+        return t0 + Math.floor(l / (4 * T)) * 4 * T + (l % 4);
+      };
+      const [MT, NT] = [tile.BM / tile.TM, tile.BN / tile.TN];
+      const want = Float32Array.from({ length: M * N }, (_, i) => {
+        const [m, n] = [Math.floor(i / N), i % N];
+        return steps * P[src(m, tile.BM, MT) * N + src(n, tile.BN, NT)] + b[n];
+      });
       return { got, want: quantize(want, dtype) };
     },
   };
@@ -224,7 +246,11 @@ function probeCase(probe: 1 | 2, dtype: DType): OpCase {
 
 export const cases: OpCase[] = [];
 for (const dtype of DTYPES) for (const s of shapes) cases.push(linearCase(s, dtype));
-for (const dtype of DTYPES) cases.push(probeCase(1, dtype), probeCase(2, dtype));
+const block8 = { BM: 64, BN: 64, TM: 8, TN: 8 };
+for (const dtype of DTYPES) {
+  cases.push(probeCase(1, dtype), probeCase(2, dtype), probeCase(3, dtype), probeCase(3, dtype, block8));
+  cases.push(probeCase(4, dtype), probeCase(4, dtype, block8));
+}
 
 /**
  * The GEMM core's two f16 maths (shaders/gemm.wgsl): each f16 case pinned to f32 math at its own tolerance, and a
@@ -273,8 +299,10 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
 }
 
 /** The GEMM core's switches a perf case can force (shaders/gemm.wgsl): F16MATH (f16 only), PREFETCH off, the inner
- *  loop unrolled (UNROLL: 4 steps or the whole K-tile), and the diagnostic PROBE 1 / 2 (the inner product alone, with
- *  and without its barriers: wrong results, time only), also with the whole K-tile unrolled. */
+ *  loop unrolled (UNROLL: 4 steps or the whole K-tile), and the diagnostic PROBE (wrong results, time only): 1 / 2
+ *  the inner product alone, with and without its barriers (1 also with the whole K-tile unrolled), 3 its shared-memory
+ *  reads broadcast, 4 without them (also unrolled), so the rows split the inner product's time into bank traffic,
+ *  read instructions, and the FMAs with their loop. */
 export type GemmVariant =
   | "f16math"
   | "no prefetch"
@@ -283,6 +311,9 @@ export type GemmVariant =
   | "inner loop only"
   | "inner loop only, unrolled x16"
   | "inner loop, no barriers"
+  | "inner loop, broadcast reads"
+  | "inner loop, no shared reads"
+  | "inner loop, no shared reads, unrolled x16"
   | "winograd"
   | "implicit GEMM";
 
@@ -298,7 +329,10 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
       return () => {
         if (v === "f16math") gemmHooks.f16Math = true;
         else if (v === "no prefetch") gemmHooks.prefetch = false;
-        else if (v.startsWith("inner loop")) gemmHooks.probe = v.includes("no barriers") ? 2 : 1;
+        else if (v.startsWith("inner loop")) {
+          gemmHooks.probe = probeOf(v);
+          gemmHooks.winograd = false; // a conv's probe times the implicit GEMM alone, as the yardstick of runs 3-4
+        }
         const unrolled = /unrolled x(\d+)/.exec(v);
         if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
         if (v === "winograd" || v === "implicit GEMM") gemmHooks.winograd = v === "winograd";
@@ -316,6 +350,25 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
   };
 }
 
+function probeOf(v: GemmVariant): 1 | 2 | 3 | 4 {
+  if (v.includes("no barriers")) return 2;
+  if (v.includes("broadcast reads")) return 3;
+  return v.includes("no shared reads") ? 4 : 1;
+}
+
+/** The diagnostic rows of a GEMM perf case (shaders/gemm.wgsl PROBE), beside its default and unrolled rows. */
+export function probeRows(c: PerfCase): PerfCase[] {
+  const rows: GemmVariant[] = [
+    "inner loop only",
+    "inner loop only, unrolled x16",
+    "inner loop, no barriers",
+    "inner loop, broadcast reads",
+    "inner loop, no shared reads",
+    "inner loop, no shared reads, unrolled x16",
+  ];
+  return rows.map((v) => gemmVariant(c, v));
+}
+
 // SD 1.5 at 512x512 (64x64 latent), batch 2 (CFG): attention projections, GEGLU/FF, cross-attn K/V from CLIP.
 const ffUp = linearPerf(2 * 4096, 2560, 320), ffDown = linearPerf(2 * 4096, 320, 1280);
 export const perf: PerfCase[] = [
@@ -325,9 +378,7 @@ export const perf: PerfCase[] = [
   gemmVariant(ffUp, "no prefetch"),
   gemmVariant(ffUp, "unrolled x4"),
   gemmVariant(ffUp, "unrolled x16"),
-  gemmVariant(ffUp, "inner loop only"),
-  gemmVariant(ffUp, "inner loop only, unrolled x16"),
-  gemmVariant(ffUp, "inner loop, no barriers"),
+  ...probeRows(ffUp),
   ffDown,
   gemmVariant(ffDown, "f16math"),
   linearPerf(2 * 1024, 640, 640),
