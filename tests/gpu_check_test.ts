@@ -471,3 +471,38 @@ Deno.test("bench --peers --quick --json: zerovid and each peer timed, or missing
     else finitePositive(r.ms, `${r.peer} ms`);
   }
 });
+
+Deno.test("device_run's clock summary: busy samples only, min / median / max, reasons seen", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const csv = join(dir, "clocks.csv");
+    await Deno.writeTextFile(
+      csv,
+      [
+        "timestamp, utilization.gpu [%], clocks.current.sm [MHz], clocks.max.sm [MHz], power.draw [W], " +
+        "temperature.gpu, clocks_event_reasons.active",
+        "2026/12/04 15:28:37.123, 0, 345, 1980, 75.20, 31, 0x0000000000000001",
+        "2026/12/04 15:28:38.123, 97, 1755, 1980, 480.10, 45, 0x0000000000000000",
+        "2026/12/04 15:28:39.123, 100, 1980, 1980, 600.50, 52, 0x0000000000000004",
+        "2026/12/04 15:28:40.123, 88, 1410, 1980, 690.00, 60, 0x0000000000000080",
+        "2026/12/04 15:28:41.123, [N/A], [N/A], 1980, [N/A], 60, [N/A]",
+      ].join("\n") + "\n",
+    );
+    const run = async (f: string) => {
+      const o = await new Deno.Command("bash", { args: ["tools/gpu_check/clocks.sh", f] }).output();
+      assertEquals(o.code, 0, new TextDecoder().decode(o.stderr));
+      return new TextDecoder().decode(o.stdout).trim();
+    };
+    assertEquals(
+      await run(csv),
+      "clocks: 3 busy samples of 4: SM 1410 / 1755 / 1980 MHz (min / median / max; the GPU's max 1980), power up to " +
+        "690 W, up to 60 C, reasons 0x0000000000000000 0x0000000000000004 0x0000000000000080",
+    );
+    assertEquals(
+      await run(join(dir, "absent.csv")),
+      `clocks: no samples (${join(dir, "absent.csv")} missing or empty)`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -31,8 +31,19 @@ export XDG_RUNTIME_DIR="$work/xdg" NO_COLOR=1 DENO_DIR="$work/deno-dir" HF_HUB_O
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | head -3
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tail -1
 } | tee "$out/log.txt"
+# The SM clock while gpu-check runs, every second, in clocks.csv: the FMA ceiling and every rate in the report scale
+# with it, and nothing else says whether the GPU ran at its boost clock or was held below it (runs 1-4 measured the
+# FMA ceiling at about half the H200's FP32 rate on paper). The last line of log.txt sums up the busy samples.
+reasons=clocks_event_reasons.active
+nvidia-smi --query-gpu=$reasons --format=csv,noheader >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
+nvidia-smi --query-gpu=timestamp,utilization.gpu,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,$reasons \
+  --format=csv,nounits -lms 1000 >"$out/clocks.csv" 2>&1 &
+sampler=$!
 ref=()
 ls .gpu/ref/diffusers-*_src.tgz >/dev/null 2>&1 && ref=(--ref .gpu/ref)
 # manual: use the carried node_modules as they are (auto would try to fetch every package in deno.lock).
 "$work/deno" run -A --node-modules-dir=manual tools/gpu_check.ts --out "$out" --cache "$work/cache" --tiles-dir "$out/tiles" "${ref[@]}" "$@" 2>&1 | tee -a "$out/log.txt"
-exit "${PIPESTATUS[0]}"
+rc="${PIPESTATUS[0]}"
+kill "$sampler" 2>/dev/null
+bash tools/gpu_check/clocks.sh "$out/clocks.csv" | tee -a "$out/log.txt"
+exit "$rc"
