@@ -15,7 +15,8 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per thread and row, <= 10), TPR, WG, BK (4,
 // 8 or 16 keys scored at once), BT (keys per workgroup-memory tile, a multiple of BK), QPT (rows per thread, 1 or 2).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings, row addressing and loads, score mask, output store: shaders/attention_io.wgsl.
+// Parameters, row addressing, score mask: shaders/attention_io.wgsl; bindings, loads and the output store:
+// shaders/attention_load.wgsl or attention_load_vec4.wgsl.
 const RPW = WG / TPR; // rows of the first (only, with QPT = 1) set per workgroup
 const BQ = RPW * QPT; // query rows per workgroup
 const DVT = DV * TPR; // vec4 columns of a key row

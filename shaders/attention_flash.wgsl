@@ -15,7 +15,8 @@
 // All f32 in workgroup memory and registers, whatever T.
 // Constants from pipeline/ops/attention.ts: D (head dim), D4 = ceil(D / 4), BQ (multiple of 4), CPT (1 or 2).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings, row addressing and loads, score mask, output store: shaders/attention_io.wgsl.
+// Parameters, row addressing, score mask: shaders/attention_io.wgsl; bindings, loads and the output store:
+// shaders/attention_load.wgsl or attention_load_vec4.wgsl.
 const QG = BQ / 4u; // query groups of 4
 const NCT = (D4 + CPT - 1u) / CPT; // threads along the head dim's vec4 columns (phase 3) and along keys (phase 1)
 const DC = NCT * CPT; // vec4 columns of a V row in workgroup memory (zeros past D)

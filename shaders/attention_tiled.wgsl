@@ -8,7 +8,8 @@
 // Constants from pipeline/ops/attention.ts: D (head dim), DV (vec4 columns per chunk), NCH (DV*NCH*4 >= D), BQ, BK,
 // WG (threads), CS (phase-1 keys per thread), TCO (phase-3 threads along the head dim).
 // Grid: x = query block, y = head, z = query batch.
-// Parameters, bindings, row addressing and NEG (the masked score): shaders/attention_io.wgsl.
+// Parameters, row addressing and NEG (the masked score): shaders/attention_io.wgsl; bindings, loads and the output
+// store: shaders/attention_load.wgsl or attention_load_vec4.wgsl.
 
 const TCS = BK / CS; // phase-1 threads along keys
 const TRS = WG / TCS; // phase-1 threads along queries
@@ -159,21 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     let base = o_row(b, q0 + r, h);
     for (var ch = 0u; ch < NCH; ch++) {
       for (var j = 0u; j < CPC; j++) {
-        let col = (ch * DV + tco + j * TCO) * 4u;
-        if (col >= D) { continue; }
-        let y = acc[i * CPC * NCH + ch * CPC + j] * inv;
-        let at = base + col;
-        if (D % 4u == 0u) {
-          o[at] = T(y.x);
-          o[at + 1u] = T(y.y);
-          o[at + 2u] = T(y.z);
-          o[at + 3u] = T(y.w);
-        } else {
-          o[at] = T(y.x);
-          if (col + 1u < D) { o[at + 1u] = T(y.y); }
-          if (col + 2u < D) { o[at + 2u] = T(y.z); }
-          if (col + 3u < D) { o[at + 3u] = T(y.w); }
-        }
+        store(base, (ch * DV + tco + j * TCO) * 4u, acc[i * CPC * NCH + ch * CPC + j], inv);
       }
     }
   }

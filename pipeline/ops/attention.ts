@@ -5,12 +5,14 @@ import attentionSrc from "../../shaders/attention.wgsl" with { type: "text" };
 import attentionTiledSrc from "../../shaders/attention_tiled.wgsl" with { type: "text" };
 import flashSrc from "../../shaders/attention_flash.wgsl" with { type: "text" };
 import ioSrc from "../../shaders/attention_io.wgsl" with { type: "text" };
+import loadSrc from "../../shaders/attention_load.wgsl" with { type: "text" };
+import loadVec4Src from "../../shaders/attention_load_vec4.wgsl" with { type: "text" };
 import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import rowsSgSrc from "../../shaders/attention_rows_sg.wgsl" with { type: "text" };
 import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { BYTES, type Device, GpuError, Params } from "../gpu/device.ts";
 import { empty, Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, itemsPerBinding } from "./launch.ts";
+import { assertSameDType, assertShape, itemsPerBinding, vecBinding } from "./launch.ts";
 import { type AdapterTiles, tilesFor } from "./tiles.ts";
 import { bindable, blockCopy } from "./layout.ts";
 
@@ -322,7 +324,9 @@ export const attentionHooks: {
   onAttention: ((a: AttentionCall) => void) | null;
   /** Overrides the production tiling of every call (gpu-check's tiles section times candidates with it). */
   tiling: AttentionConfig | null;
-} = { onAttention: null, tiling: null };
+  /** false: scalar loads and stores even where vec4 ones fit (tests, and the perf rows that time both). */
+  vec4: boolean | null;
+} = { onAttention: null, tiling: null, vec4: null };
 
 /** Overrides for tests: an explicit tiling, or a smaller binding limit to exercise the batch split. */
 export interface AttentionInternal {
@@ -378,11 +382,16 @@ export function attentionWith(
   const { kind, ...consts } = c;
   // A row's TPR threads sum their dots on subgroups when they fit in one.
   const SG = c.kind === "rows" && rowsOnSubgroups(dev, c.TPR);
+  // One vec4 access per four head elements where every row start and column is a multiple of 4 (bindings start
+  // aligned: bindable()), else four scalar ones.
+  const V4 = attentionHooks.vec4 !== false &&
+    [D, q.shape[2], k.shape[2], v.shape[2], qc.col, kc.col, vc.col].every((n) => n % 4 === 0);
+  const io = ioSrc + (V4 ? loadVec4Src : loadSrc);
   const kernel = kind === "rows"
-    ? dev.kernel(op, ioSrc + attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG }, q.dtype)
+    ? dev.kernel(op, io + attentionSrc + (SG ? rowsSgSrc : rowsSrc), { D, ...consts, SG, V4 }, q.dtype)
     : kind === "flash"
-    ? dev.kernel("attention_flash", ioSrc + flashSrc, { D, ...consts }, q.dtype)
-    : dev.kernel("attention_tiled", ioSrc + attentionTiledSrc, { D, ...consts }, q.dtype);
+    ? dev.kernel("attention_flash", io + flashSrc, { D, ...consts, V4 }, q.dtype)
+    : dev.kernel("attention_tiled", io + attentionTiledSrc, { D, ...consts, V4 }, q.dtype);
 
   // Past the binding limit (lavapipe: 128 MiB) or the grid's z limit, split: whole kvBatchDiv groups per dispatch
   // when they fit, else the query batches of one group, else the query rows of one batch (queries are independent;
@@ -397,7 +406,8 @@ export function attentionWith(
   const run = (qs: Tensor, ks: Tensor, vs: Tensor, os: Tensor) => {
     const [nb, nq] = qs.shape, qb = Math.ceil(nq / (c.kind === "rows" ? c.WG / c.TPR * c.QPT : c.BQ));
     const [qa, ka, va] = [qs, ks, vs].map((t) => bindable(t)), oa = bindable(os, false);
-    dev.dispatch(kernel, params(nq), [qa.binding(), ka.binding(), va.binding(), oa.binding()], [qb, heads, nb]);
+    const bind = (t: Tensor) => V4 ? vecBinding(op, t) : t.binding();
+    dev.dispatch(kernel, params(nq), [bind(qa), bind(ka), bind(va), bind(oa)], [qb, heads, nb]);
     for (const [t, a] of [[qs, qa], [ks, ka], [vs, va]]) if (a !== t) a.release();
     if (oa !== os) {
       blockCopy(oa, os, { n: os.numel, blk: os.numel, ss: 0, ds: 0, so: 0, do: 0 });

@@ -9,7 +9,7 @@ import splitkSumSrc from "../../shaders/splitk_sum.wgsl" with { type: "text" };
 import epilogueSrc from "../../shaders/conv_epilogue.wgsl" with { type: "text" };
 import { BYTES, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems } from "./launch.ts";
+import { assertSameDType, assertShape, grid1d, itemsPerBinding, splitItems, vecBinding } from "./launch.ts";
 import { blockCopy } from "./layout.ts";
 import { conv2dWinograd, useWinograd, winogradPasses } from "./winograd.ts";
 import {
@@ -22,7 +22,6 @@ import {
   sameRange,
   threads,
   tileGrid,
-  vecBinding,
 } from "./matmul.ts";
 
 type Pad = [number, number, number, number];

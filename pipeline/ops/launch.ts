@@ -1,5 +1,5 @@
 // Shared dispatch-shape helpers for the op wrappers.
-import { type Device, GpuError } from "../gpu/device.ts";
+import { type Binding, BYTES, type Device, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /** Workgroup grid for `n` threads in groups of `wg`, folded into 2-D when it exceeds the per-dimension limit. */
@@ -72,4 +72,17 @@ export function splitItems(
     );
   }
   return chunk;
+}
+
+/** Binding for a tensor read as array<vec4<T>>: its size rounded up to whole vec4s so the tail stays reachable. */
+export function vecBinding(op: string, t: Tensor): Binding {
+  const b = t.binding();
+  const v = 4 * BYTES[t.dtype];
+  const size = Math.ceil(b.size / v) * v;
+  if (b.offset % v !== 0 || b.offset + size > b.buffer.size) {
+    throw new GpuError(
+      `${op}: tensor [${t.shape}] cannot be read as vec4 (offset ${b.offset}, buffer ${b.buffer.size})`,
+    );
+  }
+  return { ...b, size };
 }

@@ -9,7 +9,7 @@ import { rowsOnSubgroups } from "../gpu/subgroups.ts";
 import { envSwitch } from "../gpu/switch.ts";
 import { type Binding, BYTES, type Device, type DType, GpuError, Params } from "../gpu/device.ts";
 import { empty, type Tensor } from "../gpu/tensor.ts";
-import { assertSameDType, assertShape, splitItems } from "./launch.ts";
+import { assertSameDType, assertShape, splitItems, vecBinding } from "./launch.ts";
 import { type AdapterTiles, setCandidateTiles, tilesFor } from "./tiles.ts";
 
 /** Output tile BM x BN per workgroup, TM x TN per thread (multiples of 4), K staged BK at a time; conv2d may
@@ -200,19 +200,6 @@ export function tileGrid(tilesM: number, tilesN: number, slices = 1, maxPerDim =
   const gx = Math.min(tiles * slices, maxPerDim);
   const gy = Math.ceil(tiles * slices / gx);
   return { groups: [gx, gy] as [number, number], gx, tiles, mfast: tilesM <= tilesN ? 1 : 0 };
-}
-
-/** Binding for a tensor read as array<vec4<T>>: its size rounded up to whole vec4s so the tail stays reachable. */
-export function vecBinding(op: string, t: Tensor): Binding {
-  const b = t.binding();
-  const v = 4 * BYTES[t.dtype];
-  const size = Math.ceil(b.size / v) * v;
-  if (b.offset % v !== 0 || b.offset + size > b.buffer.size) {
-    throw new GpuError(
-      `${op}: tensor [${t.shape}] cannot be read as vec4 (offset ${b.offset}, buffer ${b.buffer.size})`,
-    );
-  }
-  return { ...b, size };
 }
 
 /** A vec4 binding of `t` from the aligned offset at or below its start, and t's start in elements from there: lets

@@ -16,8 +16,8 @@ import epilogueSrc from "../../shaders/conv_epilogue.wgsl" with { type: "text" }
 import { envSwitch } from "../gpu/switch.ts";
 import { BYTES, type Device, type DType, Params } from "../gpu/device.ts";
 import { empty, emptyOwned, type Tensor } from "../gpu/tensor.ts";
-import { grid1d, itemsPerBinding } from "./launch.ts";
-import { adapterTiles, gemmConsts, gemmHooks, kSlices, pickTile, tileGrid, vecBinding } from "./matmul.ts";
+import { grid1d, itemsPerBinding, vecBinding } from "./launch.ts";
+import { adapterTiles, gemmConsts, gemmHooks, kSlices, pickTile, tileGrid } from "./matmul.ts";
 
 /** The 16 products of a 2x2 output tile: one GEMM each. */
 const XI = 16;

@@ -2,6 +2,7 @@ import {
   attention,
   attentionBudget,
   type AttentionConfig,
+  attentionHooks,
   type AttentionInternal,
   type AttentionOperand,
   type AttentionOpts,
@@ -66,9 +67,12 @@ interface Shape {
   internal?: AttentionInternal;
   /** Write into a preallocated `out`. */
   useOut?: boolean;
-  /** Read q/k/v as columns of one packed tensor (odd column offsets): "qkv" (self-attention, one projection)
-   *  or "kv" (q apart). */
+  /** Read q/k/v as columns of one packed tensor: "qkv" (self-attention, one projection) or "kv" (q apart), `pad`
+   *  columns before each (1 by default: odd offsets, scalar loads; 4: aligned, vec4 loads as in production). */
   packed?: "qkv" | "kv";
+  pad?: number;
+  /** Scalar loads and stores even where vec4 ones fit (attentionHooks.vec4 = false). */
+  scalar?: boolean;
 }
 
 // Every Nq/Nk below (but the 1-token and batch-split cases) is a non-multiple of the query blocks (16/32/64/128) and key tiles
@@ -157,6 +161,15 @@ const shapes: Shape[] = [
   { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 40, opts: { kvBatchDiv: 2 }, packed: "kv" },
   { Bq: 2, Nq: 37, Nk: 37, heads: 2, D: 20, opts: {}, packed: "qkv" },
   { Bq: 5, Nq: 16, Nk: 16, heads: 2, D: 8, opts: {}, packed: "qkv", internal: { maxBinding: 2 * 16 * 60 * 4 } },
+  // ... at column offsets that are multiples of 4 (vec4 loads from strided rows, as SD's packed projections), and
+  // aligned shapes on scalar loads (attention_load.wgsl stays checked where production takes the vec4 file).
+  { Bq: 2, Nq: 70, Nk: 70, heads: 2, D: 40, opts: {}, packed: "qkv", pad: 4 },
+  { Bq: 4, Nq: 37, Nk: 77, heads: 2, D: 80, opts: { kvBatchDiv: 2 }, packed: "kv", pad: 4 },
+  { Bq: 2, Nq: 45, Nk: 45, heads: 2, D: 40, opts: {}, packed: "qkv", pad: 4, internal: { cfg: flashCfg(32, 40, 2) } },
+  { Bq: 3, Nq: 30, Nk: 30, heads: 3, D: 8, opts: {}, packed: "qkv", pad: 4, internal: { cfg: tiledConfig(8) } },
+  { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: {}, scalar: true, internal: { cfg: rowsConfig(40) } },
+  { Bq: 2, Nq: 70, Nk: 77, heads: 2, D: 40, opts: {}, scalar: true, internal: { cfg: flashCfg(32, 40, 1) } },
+  { Bq: 2, Nq: 45, Nk: 77, heads: 2, D: 80, opts: { causal: true }, scalar: true, internal: { cfg: tiledConfig(80) } },
   // Batch split at a small binding limit: 2 q batches per dispatch (within one kvBatchDiv group), then whole groups.
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 3 }, internal: { maxBinding: 2 * 16 * 16 * 4 } },
   { Bq: 7, Nq: 16, Nk: 16, heads: 2, D: 8, opts: { kvBatchDiv: 2 }, internal: { maxBinding: 4 * 16 * 16 * 4 } },
@@ -189,7 +202,8 @@ function describe(s: Shape): string {
     i?.cfg ? cfgText(i.cfg) : "",
     i?.maxBinding ? `maxBinding=${i.maxBinding}` : "",
     s.useOut ? "out" : "",
-    s.packed ? `packed=${s.packed}` : "",
+    s.packed ? `packed=${s.packed}${s.pad ? ` pad=${s.pad}` : ""}` : "",
+    s.scalar ? "scalar loads" : "",
   ].filter((x) => x).join(" ");
   return `B=${s.Bq} Nq=${s.Nq} Nk=${s.Nk} heads=${s.heads} D=${s.D}${extra ? " " + extra : ""}`;
 }
@@ -216,16 +230,16 @@ for (const dtype of DTYPES) {
         let tq: AttentionOperand, tk: AttentionOperand, tv: AttentionOperand;
         const owned: Tensor[] = [];
         if (s.packed) {
-          // Columns: [1 pad, (q, 1 pad,) k, 1 pad, v, 2 pad] per row.
-          const parts = s.packed === "qkv" ? [q, k, v] : [k, v];
-          const W = parts.length * (C + 1) + 1, rows = Bk * s.Nk;
+          // Columns: [pad, (q, pad,) k, pad, v, pad] per row.
+          const parts = s.packed === "qkv" ? [q, k, v] : [k, v], pad = s.pad ?? 1;
+          const W = parts.length * (C + pad) + pad, rows = Bk * s.Nk;
           const data = new Float32Array(rows * W);
           parts.forEach((src, i) => {
-            for (let r = 0; r < rows; r++) data.set(src.subarray(r * C, r * C + C), r * W + 1 + i * (C + 1));
+            for (let r = 0; r < rows; r++) data.set(src.subarray(r * C, r * C + C), r * W + pad + i * (C + pad));
           });
           const t = up(dev, data, [Bk, s.Nk, W], dtype);
           owned.push(t);
-          const col = (i: number) => ({ t, col: 1 + i * (C + 1), width: C });
+          const col = (i: number) => ({ t, col: pad + i * (C + pad), width: C });
           if (s.packed === "qkv") [tq, tk, tv] = [col(0), col(1), col(2)];
           else {
             tq = up(dev, q, [s.Bq, s.Nq, C], dtype);
@@ -240,9 +254,13 @@ for (const dtype of DTYPES) {
         const out = s.useOut ? up(dev, randn(s.Bq * s.Nq * C, 400 + n), [s.Bq, s.Nq, C], dtype) : undefined;
         const opts = { ...s.opts, out };
         const before = dev.dispatches;
-        const y = s.internal
-          ? attentionWith(tq, tk, tv, s.heads, opts, s.internal)
-          : attention(tq, tk, tv, s.heads, opts);
+        if (s.scalar) attentionHooks.vec4 = false;
+        let y: Tensor;
+        try {
+          y = s.internal ? attentionWith(tq, tk, tv, s.heads, opts, s.internal) : attention(tq, tk, tv, s.heads, opts);
+        } finally {
+          attentionHooks.vec4 = null;
+        }
         if (out && y !== out) throw new Error("attention ignored opts.out");
         if (s.packed && s.internal?.maxBinding && dev.dispatches - before < 2) {
           throw new Error("the forced split did not happen");
@@ -305,10 +323,30 @@ function perfCase(
   };
 }
 
+/** `c` on scalar loads and stores (shaders/attention_load.wgsl) where production takes vec4 ones: timed beside it. */
+function scalarLoads(c: PerfCase): PerfCase {
+  return {
+    ...c,
+    shape: `${c.shape} scalar loads`,
+    setup(dev, dtype) {
+      const run = c.setup(dev, dtype);
+      return () => {
+        attentionHooks.vec4 = false;
+        try {
+          run();
+        } finally {
+          attentionHooks.vec4 = null;
+        }
+      };
+    },
+  };
+}
+
 export const perf: PerfCase[] = [
   // SD 1.5 at 512x512, CFG batch 2: 64x64 latent self-attention (production, then each kernel by name: which one an
   // adapter should take, tile-table `attention` / `rowsTileKeys`), text cross-attention, VAE mid-block.
   perfCase("attention.self", [2, 4096, 4096, 8, 40]),
+  scalarLoads(perfCase("attention.self", [2, 4096, 4096, 8, 40])),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, flashOn(40), "flash kernel"),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 16), "rows kernel"),
   perfCase("attention.self", [2, 4096, 4096, 8, 40], {}, rowsOn(40, 64), "rows kernel, tiles of up to 64 keys"),
@@ -316,8 +354,10 @@ export const perf: PerfCase[] = [
   perfCase("attention.cross", [2, 4096, 77, 8, 40]),
   // Text-to-video at 8 frames: each frame's queries against its anchor frame's keys (cross-frame attention).
   perfCase("attention.self", [16, 4096, 4096, 8, 40], { kvBatchDiv: 8 }),
+  scalarLoads(perfCase("attention.self", [16, 4096, 4096, 8, 40], { kvBatchDiv: 8 })),
   // The 32x32 level (D = 80).
   perfCase("attention.self", [2, 1024, 1024, 8, 80]),
+  scalarLoads(perfCase("attention.self", [2, 1024, 1024, 8, 80])),
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, flashOn(80), "flash kernel"),
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 16), "rows kernel"),
   perfCase("attention.self", [2, 1024, 1024, 8, 80], {}, rowsOn(80, 64), "rows kernel, tiles of up to 64 keys"),
