@@ -6,44 +6,40 @@
 @group(0) @binding(3) var<storage, read> v: array<T>;
 @group(0) @binding(4) var<storage, read_write> o: array<T>;
 
-// Four head elements of row `row` starting at column `col`, zero past D.
-fn ld_q(row: u32, col: u32) -> vec4f {
+// Element i of q (0), k (1) or v (2), as f32 (`which` is a constant at every call: drivers fold the switch).
+fn elem(which: u32, i: u32) -> f32 {
+  switch which {
+    case 0u: { return f32(q[i]); }
+    case 1u: { return f32(k[i]); }
+    default: { return f32(v[i]); }
+  }
+}
+
+// Four head elements of row `row` of q, k or v starting at column `col`, zero past D.
+fn ld4(which: u32, row: u32, col: u32) -> vec4f {
   var x = vec4f(0.0);
+  let at = row + col;
   if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(q[row + col]), f32(q[row + col + 1u]), f32(q[row + col + 2u]), f32(q[row + col + 3u])); }
+    if (col < D) { x = vec4f(elem(which, at), elem(which, at + 1u), elem(which, at + 2u), elem(which, at + 3u)); }
   } else {
-    if (col < D) { x.x = f32(q[row + col]); }
-    if (col + 1u < D) { x.y = f32(q[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(q[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(q[row + col + 3u]); }
+    if (col < D) { x.x = elem(which, at); }
+    if (col + 1u < D) { x.y = elem(which, at + 1u); }
+    if (col + 2u < D) { x.z = elem(which, at + 2u); }
+    if (col + 3u < D) { x.w = elem(which, at + 3u); }
   }
   return x;
+}
+
+fn ld_q(row: u32, col: u32) -> vec4f {
+  return ld4(0u, row, col);
 }
 
 fn ld_k(row: u32, col: u32) -> vec4f {
-  var x = vec4f(0.0);
-  if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(k[row + col]), f32(k[row + col + 1u]), f32(k[row + col + 2u]), f32(k[row + col + 3u])); }
-  } else {
-    if (col < D) { x.x = f32(k[row + col]); }
-    if (col + 1u < D) { x.y = f32(k[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(k[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(k[row + col + 3u]); }
-  }
-  return x;
+  return ld4(1u, row, col);
 }
 
 fn ld_v(row: u32, col: u32) -> vec4f {
-  var x = vec4f(0.0);
-  if (D % 4u == 0u) {
-    if (col < D) { x = vec4f(f32(v[row + col]), f32(v[row + col + 1u]), f32(v[row + col + 2u]), f32(v[row + col + 3u])); }
-  } else {
-    if (col < D) { x.x = f32(v[row + col]); }
-    if (col + 1u < D) { x.y = f32(v[row + col + 1u]); }
-    if (col + 2u < D) { x.z = f32(v[row + col + 2u]); }
-    if (col + 3u < D) { x.w = f32(v[row + col + 3u]); }
-  }
-  return x;
+  return ld4(2u, row, col);
 }
 
 // Four elements (from column col) of the output row starting at `at`, scaled by inv; nothing past D.
