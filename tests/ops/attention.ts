@@ -17,7 +17,7 @@ import type { Device, DType } from "../../pipeline/gpu/device.ts";
 import { adapterTiles } from "../../pipeline/ops/matmul.ts";
 import type { Tensor } from "../../pipeline/gpu/tensor.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
-import type { OpCase, PerfCase } from "./types.ts";
+import { type OpCase, type PerfCase, switched } from "./types.ts";
 
 /** float64 reference: q [Bq, Nq, H*D], k/v [ceil(Bq/div), Nk, H*D]. */
 function refAttention(
@@ -325,21 +325,7 @@ function perfCase(
 
 /** `c` on scalar loads and stores (shaders/attention_load.wgsl) where production takes vec4 ones: timed beside it. */
 function scalarLoads(c: PerfCase): PerfCase {
-  return {
-    ...c,
-    shape: `${c.shape} scalar loads`,
-    setup(dev, dtype) {
-      const run = c.setup(dev, dtype);
-      return () => {
-        attentionHooks.vec4 = false;
-        try {
-          run();
-        } finally {
-          attentionHooks.vec4 = null;
-        }
-      };
-    },
-  };
+  return switched(c, "scalar loads", () => attentionHooks.vec4 = false, () => attentionHooks.vec4 = null);
 }
 
 export const perf: PerfCase[] = [

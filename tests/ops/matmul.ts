@@ -1,7 +1,7 @@
 import { adapterTiles, BK, gemmHooks, type GemmTile, linear, TILES, UNROLLS } from "../../pipeline/ops/matmul.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
-import type { OpCase, PerfCase } from "./types.ts";
+import { type OpCase, type PerfCase, switched } from "./types.ts";
 import { gelu, silu } from "../ref.ts";
 
 // Inputs scaled like real layers (w ~ 1/sqrt(K)) keep |y| ~ 1, so absolute tolerances mean the same everywhere.
@@ -320,34 +320,25 @@ export type GemmVariant =
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
 export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
-  return {
-    ...c,
-    shape: `${c.shape} ${v}`,
-    dtypes: v === "f16math" ? ["f16"] : c.dtypes,
-    setup(dev, dtype) {
-      const run = c.setup(dev, dtype);
-      return () => {
-        if (v === "f16math") gemmHooks.f16Math = true;
-        else if (v === "no prefetch") gemmHooks.prefetch = false;
-        else if (v.startsWith("inner loop")) {
-          gemmHooks.probe = probeOf(v);
-          gemmHooks.winograd = false; // a conv's probe times the implicit GEMM alone, as the yardstick of runs 3-4
-        }
-        const unrolled = /unrolled x(\d+)/.exec(v);
-        if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
-        if (v === "winograd" || v === "implicit GEMM") gemmHooks.winograd = v === "winograd";
-        try {
-          run();
-        } finally {
-          gemmHooks.f16Math = null;
-          gemmHooks.prefetch = null;
-          gemmHooks.probe = null;
-          gemmHooks.unroll = null;
-          gemmHooks.winograd = null;
-        }
-      };
-    },
+  const on = () => {
+    if (v === "f16math") gemmHooks.f16Math = true;
+    else if (v === "no prefetch") gemmHooks.prefetch = false;
+    else if (v.startsWith("inner loop")) {
+      gemmHooks.probe = probeOf(v);
+      gemmHooks.winograd = false; // a conv's probe times the implicit GEMM alone, as the yardstick of runs 3-4
+    }
+    const unrolled = /unrolled x(\d+)/.exec(v);
+    if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
+    if (v === "winograd" || v === "implicit GEMM") gemmHooks.winograd = v === "winograd";
   };
+  const off = () => {
+    gemmHooks.f16Math = null;
+    gemmHooks.prefetch = null;
+    gemmHooks.probe = null;
+    gemmHooks.unroll = null;
+    gemmHooks.winograd = null;
+  };
+  return switched(c, v, on, off, v === "f16math" ? ["f16"] : c.dtypes);
 }
 
 function probeOf(v: GemmVariant): 1 | 2 | 3 | 4 {

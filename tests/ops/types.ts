@@ -30,3 +30,24 @@ export interface PerfCase {
   /** Set up inputs on `dev` and return a function that records one call (no readback). */
   setup(dev: Device, dtype: DType): () => void;
 }
+
+/** `c` again as "shape label", each call recorded with a kernel switch set by `on` and cleared by `off` afterwards,
+ *  so that one bench or gpu-check run times a kernel's variant beside its default. */
+export function switched(c: PerfCase, label: string, on: () => void, off: () => void, dtypes = c.dtypes): PerfCase {
+  return {
+    ...c,
+    shape: `${c.shape} ${label}`,
+    dtypes,
+    setup(dev, dtype) {
+      const run = c.setup(dev, dtype);
+      return () => {
+        on();
+        try {
+          run();
+        } finally {
+          off();
+        }
+      };
+    },
+  };
+}
