@@ -1,15 +1,16 @@
 // The 16 GEMMs of a Winograd F(2x2, 3x3) convolution in one dispatch (pipeline/ops/winograd.ts), on the shared core
 // in shaders/gemm.wgsl (appended): for xi = wid.z, m[ks][xi][co][q] = sum over ci in slice ks of u[xi][co][ci] *
 // v[xi][ci][q], with M = Cout, N = P (the tiles, rounded up to 4), K = Cin. u (T, shaders/winograd_weights.wgsl) is
-// row-major like a weight; v (f32, shaders/winograd_input.wgsl) is already k-major, so both stage as vec4s like a
-// 1x1 convolution's operands, and m is written in f32 as vec4s along q for shaders/winograd_output.wgsl.
-// Consts: BM, BN, BK, TM, TN (the core's), VEC (Cin % 4 == 0: vec4 loads of u).
+// row-major like a weight; v (V, the core's multiply type S, from shaders/winograd_input.wgsl) is already k-major,
+// so both stage as vec4s like a 1x1 convolution's operands, and m is written in f32 as vec4s along q for
+// shaders/winograd_output.wgsl.
+// Consts: BM, BN, BK, TM, TN (the core's), VEC (Cin % 4 == 0: vec4 loads of u), type V (v's).
 struct Params {
   Cout: u32, K: u32, P: u32, tilesM: u32, tilesN: u32, tiles: u32, gx: u32, mfast: u32, kSplit: u32, partStride: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> u: array<T4>;
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<V>>;
 @group(0) @binding(3) var<storage, read_write> m: array<vec4<f32>>;
 
 fn load_u(r: u32, k: u32) -> vec4<f32> {

@@ -3,14 +3,16 @@
 // A pass covers tile rows [ty0, ty0 + TH) of its images (all rows, or a band of one image's when its scratch is too
 // big). Output tile (ty0 + ty, tx) of image b reads x[b, ci, 2 (ty0 + ty) - padT + 0..3, 2 tx - padL + 0..3] (zero
 // outside the image) and writes v[xi][ci][q], q = (b * TH + ty) * TW + tx, for xi = 4 i + j: the B operand of the
-// batched GEMM (shaders/winograd_gemm.wgsl), in f32 so the transform adds no rounding in f16 runs. Columns
-// q >= images * TH * TW (up to P, the GEMM's N rounded to 4) are written as zeros. One thread per (ci, q): n = Cin * P.
+// batched GEMM (shaders/winograd_gemm.wgsl), in its multiply type V: f32 (no rounding in f16 runs on f32 math), or
+// f16 under F16MATH, where the GEMM would round it to f16 in shared memory anyway (the same bits, half the bytes).
+// Columns q >= images * TH * TW (up to P, the GEMM's N rounded to 4) are written as zeros. One thread per (ci, q):
+// n = Cin * P.
 struct Params {
   n: u32, P: u32, Cin: u32, H: u32, W: u32, TH: u32, TW: u32, tiles: u32, ty0: u32, padT: i32, padL: i32, row: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<V>;
 
 // Row iy of the patch: the four inputs at columns ix..ix+3 (zero outside the image).
 fn at(o: u32, c: i32) -> f32 {
@@ -58,20 +60,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let s = p.Cin * p.P; // one xi plane
   let o = ci * p.P + q;
-  v[o] = t0.x;
-  v[o + s] = t0.y;
-  v[o + 2u * s] = t0.z;
-  v[o + 3u * s] = t0.w;
-  v[o + 4u * s] = t1.x;
-  v[o + 5u * s] = t1.y;
-  v[o + 6u * s] = t1.z;
-  v[o + 7u * s] = t1.w;
-  v[o + 8u * s] = t2.x;
-  v[o + 9u * s] = t2.y;
-  v[o + 10u * s] = t2.z;
-  v[o + 11u * s] = t2.w;
-  v[o + 12u * s] = t3.x;
-  v[o + 13u * s] = t3.y;
-  v[o + 14u * s] = t3.z;
-  v[o + 15u * s] = t3.w;
+  v[o] = V(t0.x);
+  v[o + s] = V(t0.y);
+  v[o + 2u * s] = V(t0.z);
+  v[o + 3u * s] = V(t0.w);
+  v[o + 4u * s] = V(t1.x);
+  v[o + 5u * s] = V(t1.y);
+  v[o + 6u * s] = V(t1.z);
+  v[o + 7u * s] = V(t1.w);
+  v[o + 8u * s] = V(t2.x);
+  v[o + 9u * s] = V(t2.y);
+  v[o + 10u * s] = V(t2.z);
+  v[o + 11u * s] = V(t2.w);
+  v[o + 12u * s] = V(t3.x);
+  v[o + 13u * s] = V(t3.y);
+  v[o + 14u * s] = V(t3.z);
+  v[o + 15u * s] = V(t3.w);
 }

@@ -1,6 +1,6 @@
 // Winograd F(2x2, 3x3) beyond the op table (tests/ops/conv2d.ts checks its results): the weight transform cached per
 // weight survives a precompile dry run (recorded right after it, not thrown away with it) and is freed with its
-// weight; the run planner is told the memory it may add.
+// weight; the run planner is told the memory it may add; v is kept in the GEMM's multiply type.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { gemmHooks } from "../pipeline/ops/matmul.ts";
@@ -54,3 +54,30 @@ gpuTest("winograd: the planner counts transformed 3x3 weights and scratch only w
   if (dev.adapterName.includes("llvmpipe")) assertEquals(winogradBytes(dev, params), 16 * 320 * 320 * 2 + scratch);
   return Promise.resolve();
 });
+
+gpuTest(
+  "winograd: v is stored in the GEMM's multiply type (f16 under F16MATH, f32 otherwise)",
+  async (dev) => {
+    const x = up(dev, randn(2 * 16 * 6 * 6, 3), [2, 16, 6, 6], "f16");
+    const w = up(dev, randn(24 * 16 * 9, 4, 1 / 12), [24, 16, 3, 3], "f16");
+    const vTypes = () =>
+      dev.kernelKeys().filter((k) => k.startsWith("winograd_input|f16|")).map((k) =>
+        JSON.parse(k.split("|")[2]).V.type
+      );
+    gemmHooks.winograd = true;
+    try {
+      const got: Record<string, Float32Array> = {};
+      for (const on of [false, true]) {
+        gemmHooks.f16Math = on;
+        got[`${on}`] = await conv2d(x, w, undefined, { padding: 1 }).read();
+      }
+      assertEquals(vTypes().sort(), ["f16", "f32"]);
+      assertClose(got.true, got.false, { maxAbs: 2e-2, relL2: 3e-3 }, "f16 math against f32 math");
+    } finally {
+      gemmHooks.winograd = null;
+      gemmHooks.f16Math = null;
+    }
+    x.release();
+    w.release();
+  },
+);

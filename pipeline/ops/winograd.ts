@@ -3,10 +3,12 @@
 // plain FMAs (no tensor cores), so cutting the multiplies is the lever left on SD's 3x3 convolutions. Paid for with
 // three passes over memory and a transformed copy of each weight:
 //   u = G g G^T      shaders/winograd_weights.wgsl  once per weight, cached while the weight lives (16/9 its size)
-//   v = B^T d B      shaders/winograd_input.wgsl    x -> [16][Cin][P] f32, P = the output's 2x2 tiles (rounded to 4)
+//   v = B^T d B      shaders/winograd_input.wgsl    x -> [16][Cin][P], P = the output's 2x2 tiles (rounded to 4)
 //   m = u @ v        shaders/winograd_gemm.wgsl     16 GEMMs in one dispatch on the shared core (split-K too)
 //   y = A^T m A      shaders/winograd_output.wgsl   + conv2d's epilogue (bias, per-image bias, residual)
-// Rounding: v and m stay f32, u is rounded to the weight's dtype once; in f32 the result moves by float rounding only.
+// Rounding: m stays f32, u is rounded to the weight's dtype once, v is kept in the GEMM's multiply type (f32, or f16
+// under F16MATH, which would round it to f16 in shared memory anyway: same bits, half the bytes); in f32 the result
+// moves by float rounding only.
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import weightsSrc from "../../shaders/winograd_weights.wgsl" with { type: "text" };
 import inputSrc from "../../shaders/winograd_input.wgsl" with { type: "text" };
@@ -117,24 +119,27 @@ export function conv2dWinograd(c: WinogradConv, band: number, limit: number): vo
   const [B, Cin, H, W] = c.x.shape, [, Cout, Ho, Wo] = c.y.shape;
   const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2);
   const ub = vecBinding("conv2d", transformedWeight(c.w));
-  const kIn = dev.kernel("winograd_input", inputSrc, {}, dtype);
   const kOut = dev.kernel("winograd_output", outputSrc + epilogueSrc, {}, dtype);
   for (let ty0 = 0; ty0 < TH; ty0 += band) {
     // Tile rows [ty0, ty0 + rows) of every image.
     const rows = Math.min(band, TH - ty0);
     const tiles = B * rows * TW, P = Math.ceil(tiles / 4) * 4;
-    const v = empty(dev, [XI, Cin, P], "f32");
+    const tile = gemmHooks.winograd && gemmHooks.tile ||
+      pickTile(dev, Cout, P, Cin, { splitK: true, batch: XI, key: winogradKey(Cout, P, Cin) });
+    const core = gemmConsts(dev, tile, dtype);
+    const V = core.F16MATH ? "f16" : "f32";
+
+    const v = empty(dev, [XI, Cin, P], V);
+    const kIn = dev.kernel("winograd_input", inputSrc, { V: { type: V } }, dtype);
     const gi = grid1d(Cin * P, 64);
     const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
 
-    const tile = gemmHooks.winograd && gemmHooks.tile ||
-      pickTile(dev, Cout, P, Cin, { splitK: true, batch: XI, key: winogradKey(Cout, P, Cin) });
     let sk = kSlices(Cin, tile.splitK);
     const plane = XI * Cout * P;
     if (sk.slices > 1 && sk.slices * plane * 4 > Math.min(limit, SCRATCH_BYTES)) sk = kSlices(Cin, 1);
     const m = empty(dev, [sk.slices * plane], "f32");
-    const consts = { ...gemmConsts(dev, tile, dtype), VEC: Cin % 4 === 0 };
+    const consts = { ...core, VEC: Cin % 4 === 0, V: { type: V } };
     const kGemm = dev.kernel("winograd_gemm", winogradGemmSrc + gemmSrc, consts, dtype);
     const tilesM = Math.ceil(Cout / tile.BM), tilesN = Math.ceil(P / tile.BN);
     const g = tileGrid(tilesM, tilesN, sk.slices);
