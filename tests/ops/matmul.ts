@@ -298,66 +298,40 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
   };
 }
 
-/** The GEMM core's switches a perf case can force (shaders/gemm.wgsl): F16MATH (f16 only), PREFETCH off, the inner
- *  loop unrolled (UNROLL: 4 steps or the whole K-tile), and the diagnostic PROBE (wrong results, time only): 1 / 2
- *  the inner product alone, with and without its barriers (1 also with the whole K-tile unrolled), 3 its shared-memory
- *  reads broadcast, 4 without them (also unrolled), so the rows split the inner product's time into bank traffic,
- *  read instructions, and the FMAs with their loop. */
-export type GemmVariant =
-  | "f16math"
-  | "no prefetch"
-  | "unrolled x4"
-  | "unrolled x16"
-  | "inner loop only"
-  | "inner loop only, unrolled x16"
-  | "inner loop, no barriers"
-  | "inner loop, broadcast reads"
-  | "inner loop, no shared reads"
-  | "inner loop, no shared reads, unrolled x16"
-  | "winograd"
-  | "implicit GEMM";
+/** The GEMM core's switches a perf case can force (shaders/gemm.wgsl), as the gemmHooks each sets: F16MATH (f16 only),
+ *  PREFETCH off, the inner loop unrolled (UNROLL: 4 steps or the whole K-tile), Winograd or the implicit GEMM on a 3x3
+ *  conv, and the diagnostic PROBE (wrong results, time only): 1 / 2 the inner product alone, with and without its
+ *  barriers (1 also with the whole K-tile unrolled), 3 its shared-memory reads broadcast, 4 without them (also
+ *  unrolled), so the rows split the inner product's time into bank traffic, read instructions, and the FMAs with their
+ *  loop. A probe row pins a conv to the implicit GEMM: its probe is the yardstick of runs 3-4. */
+const variants = {
+  "f16math": { f16Math: true },
+  "no prefetch": { prefetch: false },
+  "unrolled x4": { unroll: 4 },
+  "unrolled x16": { unroll: 16 },
+  "winograd": { winograd: true },
+  "implicit GEMM": { winograd: false },
+  "inner loop only": { probe: 1, winograd: false },
+  "inner loop only, unrolled x16": { probe: 1, unroll: 16, winograd: false },
+  "inner loop, no barriers": { probe: 2, winograd: false },
+  "inner loop, broadcast reads": { probe: 3, winograd: false },
+  "inner loop, no shared reads": { probe: 4, winograd: false },
+  "inner loop, no shared reads, unrolled x16": { probe: 4, unroll: 16, winograd: false },
+} satisfies Record<string, Partial<typeof gemmHooks>>;
+export type GemmVariant = keyof typeof variants;
 
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
 export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
-  const on = () => {
-    if (v === "f16math") gemmHooks.f16Math = true;
-    else if (v === "no prefetch") gemmHooks.prefetch = false;
-    else if (v.startsWith("inner loop")) {
-      gemmHooks.probe = probeOf(v);
-      gemmHooks.winograd = false; // a conv's probe times the implicit GEMM alone, as the yardstick of runs 3-4
-    }
-    const unrolled = /unrolled x(\d+)/.exec(v);
-    if (unrolled) gemmHooks.unroll = Number(unrolled[1]);
-    if (v === "winograd" || v === "implicit GEMM") gemmHooks.winograd = v === "winograd";
-  };
-  const off = () => {
-    gemmHooks.f16Math = null;
-    gemmHooks.prefetch = null;
-    gemmHooks.probe = null;
-    gemmHooks.unroll = null;
-    gemmHooks.winograd = null;
-  };
+  const set: Partial<typeof gemmHooks> = variants[v];
+  const on = () => Object.assign(gemmHooks, set);
+  const off = () => Object.assign(gemmHooks, Object.fromEntries(Object.keys(set).map((k) => [k, null])));
   return switched(c, v, on, off, v === "f16math" ? ["f16"] : c.dtypes);
-}
-
-function probeOf(v: GemmVariant): 1 | 2 | 3 | 4 {
-  if (v.includes("no barriers")) return 2;
-  if (v.includes("broadcast reads")) return 3;
-  return v.includes("no shared reads") ? 4 : 1;
 }
 
 /** The diagnostic rows of a GEMM perf case (shaders/gemm.wgsl PROBE), beside its default and unrolled rows. */
 export function probeRows(c: PerfCase): PerfCase[] {
-  const rows: GemmVariant[] = [
-    "inner loop only",
-    "inner loop only, unrolled x16",
-    "inner loop, no barriers",
-    "inner loop, broadcast reads",
-    "inner loop, no shared reads",
-    "inner loop, no shared reads, unrolled x16",
-  ];
-  return rows.map((v) => gemmVariant(c, v));
+  return (Object.keys(variants) as GemmVariant[]).filter((v) => "probe" in variants[v]).map((v) => gemmVariant(c, v));
 }
 
 // SD 1.5 at 512x512 (64x64 latent), batch 2 (CFG): attention projections, GEGLU/FF, cross-attn K/V from CLIP.
