@@ -1,10 +1,17 @@
 // Winograd F(2x2, 3x3) beyond the op table (tests/ops/conv2d.ts checks its results): the weight transform cached per
 // weight survives a precompile dry run (recorded right after it, not thrown away with it) and is freed with its
-// weight; the run planner is told the memory it may add; v is kept in the GEMM's multiply type.
+// weight (per tile); the run planner is told the memory it may add (per dtype's tile); v is kept in the GEMM's
+// multiply type.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
 import { gemmHooks } from "../pipeline/ops/matmul.ts";
-import { SCRATCH_BYTES, transformedBytes, transformedWeight, winogradBytes } from "../pipeline/ops/winograd.ts";
+import {
+  SCRATCH_BYTES,
+  transformedBytes,
+  transformedWeight,
+  winogradBytes,
+  winogradPasses,
+} from "../pipeline/ops/winograd.ts";
 import { assertClose, gpuTest, randn, up } from "./util.ts";
 
 gpuTest("winograd: a weight first transformed inside a dry run gives the right result after it", async (dev) => {
@@ -23,28 +30,35 @@ gpuTest("winograd: a weight first transformed inside a dry run gives the right r
   } finally {
     gemmHooks.winograd = null;
   }
-  const u = transformedWeight(w);
-  assertEquals(u.shape, [16, 24, 16]);
-  assert(transformedWeight(w) === u, "cached");
-  const before = transformedBytes(dev);
-  assert(before >= u.bytes, `${before} bytes counted, u has ${u.bytes}`);
+  // f32: F(4x4, 3x3)'s u (made above), and F(2x2, 3x3)'s made now: each cached, both freed with the weight.
+  const u4 = transformedWeight(w, 4), u2 = transformedWeight(w, 2);
+  assertEquals(u4.shape, [36, 24, 16]);
+  assertEquals(u2.shape, [16, 24, 16]);
+  assert(transformedWeight(w, 4) === u4 && transformedWeight(w, 2) === u2, "cached");
+  const before = transformedBytes(dev), bytes = u4.bytes + u2.bytes;
+  assert(before >= bytes, `${before} bytes counted, u has ${bytes}`);
   w.release();
-  assert(!u.alive, "freed with its weight");
-  assertEquals(transformedBytes(dev), before - u.bytes);
+  assert(!u4.alive && !u2.alive, "freed with its weight");
+  assertEquals(transformedBytes(dev), before - bytes);
   x.release();
 });
 
 gpuTest("winograd: the planner counts transformed 3x3 weights and scratch only where Winograd may run", (dev) => {
-  const params = [{
-    dtype: "f16" as const,
-    slots: new Map([["a", { shape: [320, 320, 3, 3] }], ["b", { shape: [64, 64, 3, 3] }], ["c", {
-      shape: [320, 320, 1, 1],
-    }]]),
-  }];
+  const slots = new Map([["a", { shape: [320, 320, 3, 3] }], ["b", { shape: [64, 64, 3, 3] }], ["c", {
+    shape: [320, 320, 1, 1],
+  }]]);
+  const params = [{ dtype: "f16" as const, slots }];
   const scratch = 2 * Math.min(SCRATCH_BYTES, dev.maxBinding);
   try {
     gemmHooks.winograd = true; // every 3x3 weight
     assertEquals(winogradBytes(dev, params), 16 * (320 * 320 + 64 * 64) * 2 + scratch);
+    // f32 runs take F(4x4, 3x3): 36 products in f32.
+    assertEquals(winogradBytes(dev, [{ dtype: "f32", slots }]), 36 * (320 * 320 + 64 * 64) * 4 + scratch);
+    // A 1280-channel f32 weight: F(4x4)'s u (225 MiB) past llvmpipe's 128 MiB binding, F(2x2)'s (100 MiB) counted.
+    const big = new Map([["d", { shape: [1280, 1280, 3, 3] }]]);
+    if (dev.maxBinding === 128 << 20) {
+      assertEquals(winogradBytes(dev, [{ dtype: "f32", slots: big }]), 16 * 1280 * 1280 * 4 + scratch);
+    }
     gemmHooks.winograd = false;
     assertEquals(winogradBytes(dev, params), 0);
   } finally {
@@ -76,6 +90,33 @@ gpuTest(
     } finally {
       gemmHooks.winograd = null;
       gemmHooks.f16Math = null;
+    }
+    x.release();
+    w.release();
+  },
+);
+
+gpuTest(
+  "winograd: f32 falls back to F(2x2, 3x3) where F(4x4, 3x3)'s transformed weight does not fit a binding",
+  async (dev) => {
+    // 16 channels: F(4x4)'s u is 36 * 16 * 16 * 4 = 36864 bytes, F(2x2)'s 16384; the forced limit takes only the second.
+    const x = up(dev, randn(16 * 6 * 6, 5), [1, 16, 6, 6], "f32");
+    const w = up(dev, randn(16 * 16 * 9, 6, 1 / 12), [16, 16, 3, 3], "f32");
+    const run = () => conv2d(x, w, undefined, { padding: 1 });
+    gemmHooks.winograd = false;
+    const want = await run().read();
+    gemmHooks.winograd = true;
+    gemmHooks.maxBinding = 30000;
+    try {
+      assertEquals(winogradPasses(dev, x.shape, [1, 16, 6, 6], "f32", 30000)?.tile, 2);
+      assertEquals(winogradPasses(dev, x.shape, [1, 16, 6, 6], "f32", 40000)?.tile, 4);
+      const before = transformedBytes(dev);
+      const got = await run().read();
+      assertEquals(transformedBytes(dev) - before, 16 * 16 * 16 * 4, "F(2x2, 3x3)'s u made");
+      assertClose(got, want, { maxAbs: 2e-5, relL2: 1e-5 }, "F(2x2, 3x3) in f32");
+    } finally {
+      gemmHooks.winograd = null;
+      gemmHooks.maxBinding = 0;
     }
     x.release();
     w.release();

@@ -1,7 +1,7 @@
 // 2-D convolution as an implicit GEMM (shaders/conv2d.wgsl) on matmul's tiles: no im2col buffer; small outputs over deep
 // reductions split K across workgroups and add the slices in a second pass (shaders/splitk_sum.wgsl). Where the adapter's
-// table says so, 3x3 stride-1 convolutions run by Winograd F(2x2, 3x3) instead (./winograd.ts), and tiny outputs on a
-// thread per output (shaders/conv2d_direct.wgsl).
+// table says so, 3x3 stride-1 convolutions run by Winograd instead (./winograd.ts), and tiny outputs on a thread per
+// output (shaders/conv2d_direct.wgsl).
 import gemmSrc from "../../shaders/gemm.wgsl" with { type: "text" };
 import conv2dSrc from "../../shaders/conv2d.wgsl" with { type: "text" };
 import conv2dDirectSrc from "../../shaders/conv2d_direct.wgsl" with { type: "text" };
@@ -148,13 +148,13 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOpts = {
     padding: [pt, pb, pl, pr],
   });
   if (useWinograd(dev, { KH, KW, stride, B, Cin, Cout, HWo })) {
-    // 3x3 stride 1: 4/9 of the multiplies (pipeline/ops/winograd.ts); the implicit GEMM if not even one row of
-    // tiles' scratch fits a binding.
-    const passes = winogradPasses(dev, x.shape, y.shape, BYTES[x.dtype], limit);
+    // 3x3 stride 1: 4/9 (f16) or 1/4 (f32) of the multiplies (pipeline/ops/winograd.ts); the implicit GEMM if not
+    // even one row of tiles' scratch fits a binding.
+    const passes = winogradPasses(dev, x.shape, y.shape, x.dtype, limit);
     if (passes) {
       slices((_b0, _nb, xs, ys, rs, ebOff) => {
         const c = { x: xs, w, bias, y: ys, padT: pt, padL: pl, res: rs, flags, eb: ib?.t, ebOff, ebStride: ibStride };
-        conv2dWinograd(c, passes.rows, limit);
+        conv2dWinograd(c, passes, limit);
       }, passes.images);
       return y;
     }

@@ -24,7 +24,7 @@ export interface GemmTile {
   f16?: boolean;
   /** K steps per iteration of the inner loop (one of UNROLLS) instead of the adapter's default (see unrollOf). */
   unroll?: number;
-  /** On a 3x3 stride-1 convolution's shape: computed by Winograd F(2x2, 3x3) or not (pipeline/ops/winograd.ts
+  /** On a 3x3 stride-1 convolution's shape: computed by Winograd or not (pipeline/ops/winograd.ts
    *  useWinograd), whatever the adapter's rule says. */
   winograd?: boolean;
 }
@@ -249,6 +249,8 @@ export const gemmHooks: {
   /** Forces 3x3 stride-1 convolutions onto Winograd (true, with `tile` as its GEMM's tile when set) or off it (false);
    *  null: the adapter's choice (pipeline/ops/winograd.ts useWinograd). */
   winograd: boolean | null;
+  /** Forces Winograd's tile (pipeline/ops/winograd.ts winogradTile): F(2x2, 3x3) or F(4x4, 3x3); null: by dtype. */
+  winogradTile: 2 | 4 | null;
 } = {
   maxBinding: 0,
   maxGroups: 0,
@@ -260,6 +262,7 @@ export const gemmHooks: {
   probe: null,
   unroll: null,
   winograd: null,
+  winogradTile: null,
 };
 
 /** A tiled GEMM as pickTile sees it (`key`: "MxNxK"), with what it takes to run one like it again. */

@@ -43,8 +43,9 @@ export interface AdapterTiles {
   prefetch?: boolean;
   unroll?: number;
   directConv?: { maxPixels: number };
-  /** 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts) where both channel counts reach
-   *  minChannels and the output has minPixels or more (all images); a measured shape's `winograd` overrides it. */
+  /** 3x3 stride-1 convolutions by Winograd (pipeline/ops/winograd.ts: F(4x4, 3x3) in f32, F(2x2, 3x3) in f16) where
+   *  both channel counts reach minChannels and the output has minPixels or more (all images); a measured shape's
+   *  `winograd` overrides it. */
   winograd?: { minChannels: number; minPixels: number };
   lanes?: number;
   attention?: "flash" | "rows";

@@ -1,11 +1,13 @@
-// 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016): a 2x2 output tile of one
-// channel pair costs 16 multiplies instead of 36, so the GEMM work is 4/9 of the implicit GEMM's. WebGPU gives only
-// plain FMAs (no tensor cores), so cutting the multiplies is the lever left on SD's 3x3 convolutions. Paid for with
-// three passes over memory and a transformed copy of each weight:
-//   u = G g G^T      shaders/winograd_weights.wgsl  once per weight, cached while the weight lives (16/9 its size)
-//   v = B^T d B      shaders/winograd_input.wgsl    x -> [16][Cin][P], P = the output's 2x2 tiles (rounded to 4)
-//   m = u @ v        shaders/winograd_gemm.wgsl     16 GEMMs in one dispatch on the shared core (split-K too)
+// 3x3 stride-1 convolutions by Winograd's minimal filtering (Lavin & Gray 2016): F(2x2, 3x3) computes a 2x2 output
+// tile of one channel pair with 16 multiplies instead of 36 (4/9 of the implicit GEMM's work), F(4x4, 3x3) a 4x4 tile
+// with 36 instead of 144 (1/4). WebGPU gives only plain FMAs (no tensor cores), so cutting the multiplies is the lever
+// left on SD's 3x3 convolutions. Paid for with three passes over memory and a transformed copy of each weight (a tile
+// t has (t + 2)^2 = XI products; the F(4x4, 3x3) shaders are the winograd4_* ones):
+//   u = G g G^T      shaders/winograd_weights.wgsl  once per weight, cached while the weight lives (XI/9 its size)
+//   v = B^T d B      shaders/winograd_input.wgsl    x -> [XI][Cin][P], P = the output's tiles (rounded to 4)
+//   m = u @ v        shaders/winograd_gemm.wgsl     XI GEMMs in one dispatch on the shared core (split-K too)
 //   y = A^T m A      shaders/winograd_output.wgsl   + conv2d's epilogue (bias, per-image bias, residual)
+// F(4x4, 3x3) in f32 runs, F(2x2, 3x3) in f16 runs (winogradTile: F(4x4)'s larger transforms amplify rounding).
 // Rounding: m stays f32, u is rounded to the weight's dtype once, v is kept in the GEMM's multiply type (f32, or f16
 // under F16MATH, which would round it to f16 in shared memory anyway: same bits, half the bytes); in f32 the result
 // moves by float rounding only.
@@ -14,6 +16,9 @@ import weightsSrc from "../../shaders/winograd_weights.wgsl" with { type: "text"
 import inputSrc from "../../shaders/winograd_input.wgsl" with { type: "text" };
 import winogradGemmSrc from "../../shaders/winograd_gemm.wgsl" with { type: "text" };
 import outputSrc from "../../shaders/winograd_output.wgsl" with { type: "text" };
+import weights4Src from "../../shaders/winograd4_weights.wgsl" with { type: "text" };
+import input4Src from "../../shaders/winograd4_input.wgsl" with { type: "text" };
+import output4Src from "../../shaders/winograd4_output.wgsl" with { type: "text" };
 import epilogueSrc from "../../shaders/conv_epilogue.wgsl" with { type: "text" };
 import { envSwitch } from "../gpu/switch.ts";
 import { BYTES, type Device, type DType, Params } from "../gpu/device.ts";
@@ -21,8 +26,40 @@ import { empty, emptyOwned, type Tensor } from "../gpu/tensor.ts";
 import { grid1d, itemsPerBinding, vecBinding } from "./launch.ts";
 import { adapterTiles, gemmConsts, gemmHooks, kSlices, pickTile, tileGrid } from "./matmul.ts";
 
-/** The 16 products of a 2x2 output tile: one GEMM each. */
-const XI = 16;
+/** Winograd's output tile, `t` outputs a side: F(2x2, 3x3) or F(4x4, 3x3). */
+export type WinogradTile = 2 | 4;
+
+/** The products of a tile, one GEMM each: 16 (F(2x2, 3x3)) or 36 (F(4x4, 3x3)). */
+export const products = (t: WinogradTile) => (t + 2) ** 2;
+
+/** Each tile's transforms (kernel name and source). */
+const TRANSFORMS = {
+  2: {
+    weights: ["winograd_weights", weightsSrc],
+    input: ["winograd_input", inputSrc],
+    output: ["winograd_output", outputSrc],
+  },
+  4: {
+    weights: ["winograd4_weights", weights4Src],
+    input: ["winograd4_input", input4Src],
+    output: ["winograd4_output", output4Src],
+  },
+} as const;
+
+/** F(4x4, 3x3) in f32 runs and F(2x2, 3x3) in f16 runs, unless gemmHooks.winogradTile says otherwise. F(4x4)'s
+ *  transforms have larger coefficients, which amplify the rounding of the transformed weights: on SD-sized
+ *  convolutions (320 channels) against float64, rel. L2 2.0e-6 against F(2x2)'s 3.1e-7 in f32 (float rounding
+ *  still), but 2.2e-3 against 3.4e-4 with u rounded to f16, about ten times an f16 output's own rounding. */
+export function winogradTile(dtype: DType): WinogradTile {
+  return tilesFor(dtype)[0];
+}
+
+/** The tiles a convolution may run, in order: the forced one, else the dtype's and then F(2x2, 3x3) (whose transformed
+ *  weight is 4/9 of F(4x4)'s: 1280-channel f32 ones fit a 128 MiB binding only so). */
+function tilesFor(dtype: DType): WinogradTile[] {
+  if (gemmHooks.winogradTile) return [gemmHooks.winogradTile];
+  return dtype === "f32" ? [4, 2] : [2];
+}
 /** The most bytes one Winograd scratch buffer (v or m) may take: more work runs in passes (of images, or of bands of
  *  tile rows), so the scratch adds a bounded amount to the pool's high-water mark. */
 export const SCRATCH_BYTES = 256 << 20;
@@ -73,29 +110,47 @@ export function winogradShape(s: { KH: number; KW: number; stride: number }): bo
 let envWino: boolean | null | undefined;
 const winogradEnv = () => envWino === undefined ? envWino = envSwitch("ZEROVID_WINOGRAD") : envWino;
 
-/** The key pickTile sees for a Winograd GEMM (16 batched GEMMs of Cout x P x Cin). */
-export function winogradKey(Cout: number, P: number, Cin: number): string {
-  return `${Cout}x${P}x${Cin}x${XI}`;
+/** The key pickTile sees for a Winograd GEMM (xi batched GEMMs of Cout x P x Cin). */
+export function winogradKey(Cout: number, P: number, Cin: number, xi: number): string {
+  return `${Cout}x${P}x${Cin}x${xi}`;
 }
 
-/** How a convolution's Winograd work is cut into passes: `images` per pass, and `rows` of 2x2 tiles of each image
- *  per pass (all of them unless one image's scratch is too big: then one image at a time, in bands of rows). */
+/** How a convolution's Winograd work is cut into passes: `images` per pass, and `rows` of tiles of each image per
+ *  pass (all of them unless one image's scratch is too big: then one image at a time, in bands of rows); `tile`: the
+ *  tile it runs (winogradTile). */
 export interface WinogradPasses {
   images: number;
   rows: number;
+  tile: WinogradTile;
 }
 
-/** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets); null when
- *  not even one row of tiles fits, or the transformed weight does not fit one binding (conv2d then keeps the implicit
- *  GEMM). */
+/** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets), for the
+ *  first of the dtype's tiles that fits; null when not even one row of tiles fits, or the transformed weight does not
+ *  fit one binding (conv2d then keeps the implicit GEMM). */
 export function winogradPasses(
   dev: Device,
+  x: readonly number[],
+  y: readonly number[],
+  dtype: DType,
+  limit: number,
+): WinogradPasses | null {
+  for (const tile of tilesFor(dtype)) {
+    const passes = passesOf(dev, tile, x, y, BYTES[dtype], limit);
+    if (passes) return passes;
+  }
+  return null;
+}
+
+function passesOf(
+  dev: Device,
+  tile: WinogradTile,
   [B, Cin, H, W]: readonly number[],
   [, Cout, Ho, Wo]: readonly number[],
   eb: number,
   limit: number,
 ): WinogradPasses | null {
-  const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2), C = Math.max(Cin, Cout);
+  const XI = products(tile);
+  const TH = Math.ceil(Ho / tile), TW = Math.ceil(Wo / tile), C = Math.max(Cin, Cout);
   if (XI * Cout * Cin * eb > limit) return null;
   const scratch = Math.min(limit, SCRATCH_BYTES) - XI * 4 * 3 * C; // P's rounding to 4
   const perRow = XI * 4 * TW * C;
@@ -103,34 +158,34 @@ export function winogradPasses(
   if (rows < 1) return null;
   const images = itemsPerBinding(dev, B, [Cin * H * W * eb, Cout * Ho * Wo * eb], limit, Math.max(1, rows / TH));
   if (images < 1) return null;
-  return { images, rows: Math.min(rows, TH) };
+  return { images, rows: Math.min(rows, TH), tile };
 }
 
-/** The measured-shapes key of the Winograd GEMMs of a convolution's first pass (x, y shapes; eb bytes per element). */
-export function winogradGemmKey(dev: Device, x: readonly number[], y: readonly number[], eb: number): string {
-  const ps = winogradPasses(dev, x, y, eb, dev.maxBinding) ?? { images: 1, rows: 1 };
-  return winogradKey(y[1], Math.ceil(ps.images * ps.rows * Math.ceil(y[3] / 2) / 4) * 4, x[1]);
+/** The measured-shapes key of the Winograd GEMMs of a convolution's first pass (x, y shapes). */
+export function winogradGemmKey(dev: Device, x: readonly number[], y: readonly number[], dtype: DType): string {
+  const ps = winogradPasses(dev, x, y, dtype, dev.maxBinding) ?? { images: 1, rows: 1, tile: winogradTile(dtype) };
+  const P = Math.ceil(ps.images * ps.rows * Math.ceil(y[3] / ps.tile) / 4) * 4;
+  return winogradKey(y[1], P, x[1], products(ps.tile));
 }
 
-/** y = conv2d(x, w) (+ epilogue) by Winograd for the images of one pass, `band` rows of 2x2 tiles at a time
- *  (winogradPasses().rows). */
-export function conv2dWinograd(c: WinogradConv, band: number, limit: number): void {
-  const dev = c.x.dev, dtype = c.x.dtype;
+/** y = conv2d(x, w) (+ epilogue) by Winograd for the images of one pass, `passes.rows` rows of tiles at a time. */
+export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: number): void {
+  const dev = c.x.dev, dtype = c.x.dtype, { rows: band, tile: t } = passes, XI = products(t), code = TRANSFORMS[t];
   const [B, Cin, H, W] = c.x.shape, [, Cout, Ho, Wo] = c.y.shape;
-  const TH = Math.ceil(Ho / 2), TW = Math.ceil(Wo / 2);
-  const ub = vecBinding("conv2d", transformedWeight(c.w));
-  const kOut = dev.kernel("winograd_output", outputSrc + epilogueSrc, {}, dtype);
+  const TH = Math.ceil(Ho / t), TW = Math.ceil(Wo / t);
+  const ub = vecBinding("conv2d", transformedWeight(c.w, t));
+  const kOut = dev.kernel(code.output[0], code.output[1] + epilogueSrc, {}, dtype);
   for (let ty0 = 0; ty0 < TH; ty0 += band) {
     // Tile rows [ty0, ty0 + rows) of every image.
     const rows = Math.min(band, TH - ty0);
     const tiles = B * rows * TW, P = Math.ceil(tiles / 4) * 4;
     const tile = gemmHooks.winograd && gemmHooks.tile ||
-      pickTile(dev, Cout, P, Cin, { splitK: true, batch: XI, key: winogradKey(Cout, P, Cin) });
+      pickTile(dev, Cout, P, Cin, { splitK: true, batch: XI, key: winogradKey(Cout, P, Cin, XI) });
     const core = gemmConsts(dev, tile, dtype);
     const V = core.F16MATH ? "f16" : "f32";
 
     const v = empty(dev, [XI, Cin, P], V);
-    const kIn = dev.kernel("winograd_input", inputSrc, { V: { type: V } }, dtype);
+    const kIn = dev.kernel(code.input[0], code.input[1], { V: { type: V } }, dtype);
     const gi = grid1d(Cin * P, 64);
     const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
@@ -157,8 +212,9 @@ export function conv2dWinograd(c: WinogradConv, band: number, limit: number): vo
   }
 }
 
-/** Each weight's u = G g G^T ([16, Cout, Cin], the weight's dtype), made on first use and freed with the weight. */
-const transformed = new WeakMap<Tensor, Tensor>();
+/** Each weight's u = G g G^T ([XI, Cout, Cin], the weight's dtype) per tile, made on first use and freed with the
+ *  weight. */
+const transformed = { 2: new WeakMap<Tensor, Tensor>(), 4: new WeakMap<Tensor, Tensor>() };
 /** Bytes of the transformed weights alive on each device (reports: GPU memory beside the weights and the pool). */
 const transformedOn = new WeakMap<Device, number>();
 
@@ -166,19 +222,20 @@ export function transformedBytes(dev: Device): number {
   return transformedOn.get(dev) ?? 0;
 }
 
-export function transformedWeight(w: Tensor): Tensor {
-  let u = transformed.get(w);
+export function transformedWeight(w: Tensor, t: WinogradTile): Tensor {
+  const cache = transformed[t];
+  let u = cache.get(w);
   if (u) return u;
   const [Cout, Cin] = w.shape, dev = w.dev, n = Cout * Cin;
-  const made = u = emptyOwned(dev, [XI, Cout, Cin], w.dtype);
-  transformed.set(w, made);
+  const made = u = emptyOwned(dev, [products(t), Cout, Cin], w.dtype);
+  cache.set(w, made);
   transformedOn.set(dev, transformedBytes(dev) + made.bytes);
   w.whenReleased(() => {
-    transformed.delete(w);
+    cache.delete(w);
     transformedOn.set(dev, transformedBytes(dev) - made.bytes);
     made.release();
   });
-  const k = dev.kernel("winograd_weights", weightsSrc, {}, w.dtype);
+  const k = dev.kernel(TRANSFORMS[t].weights[0], TRANSFORMS[t].weights[1], {}, w.dtype);
   const { groups, row } = grid1d(n, 64);
   // Inside a precompile dry run nothing recorded executes: the transform is recorded right after it instead.
   dev.recordOutsideDryRun(() => dev.dispatch(k, new Params().u(n, row), [w.binding(), made.binding()], groups));
@@ -186,7 +243,8 @@ export function transformedWeight(w: Tensor): Tensor {
 }
 
 /** GPU memory Winograd may add on this adapter (for the run planner, pipeline/job/plan.ts): the transformed copy of
- *  every 3x3 weight it may take (16/9 of its bytes; stride-2 ones counted too: conservative) and two scratch buffers.
+ *  every 3x3 weight it may take (XI/9 of its bytes, XI for the tile it would run; stride-2 ones counted too:
+ *  conservative) and two scratch buffers.
  *  0 where neither the rule, a measured shape nor $ZEROVID_WINOGRAD turns it on. */
 export function winogradBytes(
   dev: Device,
@@ -200,8 +258,10 @@ export function winogradBytes(
   let bytes = 0;
   for (const p of params) {
     for (const { shape: [co, ci, kh, kw] } of p.slots.values()) {
-      const u = XI * co * ci * BYTES[p.dtype];
-      if (kh === 3 && kw === 3 && co >= min && ci >= min && u <= dev.maxBinding) bytes += u;
+      if (kh !== 3 || kw !== 3 || co < min || ci < min) continue;
+      // The first tile whose u fits a binding (as winogradPasses takes it).
+      const u = tilesFor(p.dtype).map((t) => products(t) * co * ci * BYTES[p.dtype]).find((u) => u <= dev.maxBinding);
+      bytes += u ?? 0;
     }
   }
   return bytes > 0 ? bytes + 2 * Math.min(SCRATCH_BYTES, dev.maxBinding) : 0;

@@ -1,5 +1,6 @@
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import { gemmHooks, type GemmTile, pickTile, TILES } from "../../pipeline/ops/matmul.ts";
+import { type WinogradTile, winogradTile } from "../../pipeline/ops/winograd.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import { gemmTol, gemmVariant, probeRows, withF16Math } from "./matmul.ts";
@@ -68,6 +69,8 @@ interface ConvShape {
   /** Winograd F(2x2, 3x3) forced (pipeline/ops/winograd.ts; `tile`: its GEMM's), run in this many passes (0: it must
    *  fall back to the implicit GEMM); every other case pins the implicit GEMM. */
   winograd?: number;
+  /** Winograd's tile forced (F(2x2, 3x3) or F(4x4, 3x3)); otherwise the dtype's (winogradTile). */
+  wtile?: WinogradTile;
 }
 
 function convCase(s: ConvShape, dtype: DType): OpCase {
@@ -76,6 +79,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
   const pad: Pad = typeof s.pad === "object" ? s.pad : [s.pad ?? 0, s.pad ?? 0, s.pad ?? 0, s.pad ?? 0];
   const Ho = Math.floor((H + pad[0] + pad[1] - s.k) / stride) + 1,
     Wo = Math.floor((W + pad[2] + pad[3] - s.k) / stride) + 1;
+  const wt = s.wtile ?? winogradTile(dtype);
   const extras = [
     `k=${s.k}`,
     stride !== 1 && `s=${stride}`,
@@ -91,7 +95,9 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.imageBias && `imageBias=${s.imageBias}`,
     s.direct && "direct",
     s.winograd !== undefined &&
-    (s.winograd ? `winograd${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}` : "winograd asked, u past the limit"),
+    (s.winograd
+      ? `winograd F(${wt}x${wt})${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}`
+      : "winograd asked, u past the limit"),
   ].filter(Boolean);
   return {
     op: "conv2d",
@@ -116,6 +122,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
       gemmHooks.maxGroups = s.maxGroups ?? 0;
       gemmHooks.directConv = s.direct ? Infinity : 0;
       gemmHooks.winograd = s.winograd !== undefined;
+      gemmHooks.winogradTile = s.wtile ?? null;
       const before = dev.dispatches;
       let y;
       try {
@@ -132,6 +139,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
         gemmHooks.maxGroups = 0;
         gemmHooks.directConv = null;
         gemmHooks.winograd = null;
+        gemmHooks.winogradTile = null;
       }
       // Winograd: input transform, GEMMs, output transform per pass (the weight's transform once).
       const ran = dev.dispatches - before;
@@ -237,9 +245,11 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
 }
 
-// Winograd F(2x2, 3x3): odd outputs (partial 2x2 tiles), K % 4 != 0, valid and asymmetric padding, every epilogue
-// (bias, per-image bias, residual, in place), split-K slices summed by the output transform, passes of images under a
-// forced binding limit (the per-image bias follows), bands of rows, and each candidate tile as its GEMM's.
+// Winograd, each dtype's tile (F(4x4, 3x3) in f32, F(2x2, 3x3) in f16), and F(2x2, 3x3) in f32 too (below): odd
+// outputs (partial tiles), K % 4 != 0, valid and asymmetric padding, every epilogue (bias, per-image bias, residual, in
+// place), split-K slices summed by the output transform, passes of images under a forced binding limit (the per-image
+// bias follows), bands of rows, and each candidate tile as its GEMM's. The passes cases pin their tile: the limits that
+// make them are the tile's.
 shapes.push(
   { x: [3, 19, 5, 7], Cout: 33, k: 3, pad: 1, bias: true, res: true, winograd: 1 },
   { x: [2, 8, 9, 6], Cout: 12, k: 3, pad: 0, bias: false, res: false, winograd: 1 },
@@ -266,12 +276,27 @@ shapes.push(
     imageBias: "per-image",
     maxBinding: 20000,
     winograd: 3,
+    wtile: 2,
+  },
+  // F(4x4, 3x3)'s own: three images in three passes.
+  {
+    x: [3, 8, 8, 8],
+    Cout: 8,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: true,
+    imageBias: "per-image",
+    maxBinding: 12000,
+    winograd: 3,
+    wtile: 4,
   },
 );
 // One image's scratch too big for the (forced) limit: bands of tile rows, one (ragged) row each, then two images in two
 // bands each (the per-image bias follows the image).
 shapes.push(
-  { x: [1, 8, 10, 9], Cout: 8, k: 3, pad: 1, bias: true, res: true, maxBinding: 5000, winograd: 5 },
+  { x: [1, 8, 10, 9], Cout: 8, k: 3, pad: 1, bias: true, res: true, maxBinding: 5000, winograd: 5, wtile: 2 },
+  { x: [1, 8, 10, 9], Cout: 8, k: 3, pad: 1, bias: true, res: true, maxBinding: 10000, winograd: 3, wtile: 4 },
   {
     x: [2, 16, 8, 16],
     Cout: 16,
@@ -282,6 +307,19 @@ shapes.push(
     imageBias: "per-image",
     maxBinding: 20000,
     winograd: 4,
+    wtile: 2,
+  },
+  {
+    x: [2, 8, 8, 16],
+    Cout: 8,
+    k: 3,
+    pad: 1,
+    bias: true,
+    res: false,
+    imageBias: "per-image",
+    maxBinding: 10000,
+    winograd: 4,
+    wtile: 4,
   },
 );
 // A transformed weight past the (forced) binding limit: the implicit GEMM, however Winograd is asked for.
@@ -290,7 +328,13 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 24, 9, 10], Cout: 36, k: 3, pad: 1, bias: true, res: false, tile, winograd: 1 });
 }
 
-export const cases: OpCase[] = withF16Math(DTYPES.flatMap((dtype) => shapes.map((s) => convCase(s, dtype))));
+// F(4x4, 3x3) never runs in f16 (winogradTile), so cases forcing it are f32's; and F(2x2, 3x3) is checked in f32 on
+// the one-pass shapes too (f32 runs take F(4x4, 3x3)).
+const f2InF32 = shapes.filter((s) => s.winograd === 1 && !s.wtile).map((s) => ({ ...s, wtile: 2 as const }));
+export const cases: OpCase[] = withF16Math([
+  ...DTYPES.flatMap((dtype) => shapes.filter((s) => dtype === "f32" || s.wtile !== 4).map((s) => convCase(s, dtype))),
+  ...f2InF32.map((s) => convCase(s, "f32")),
+]);
 
 /** `whole`: the pick for this shape without its split of K (beside the pick, it shows what split-K buys). */
 function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1, whole = false): PerfCase {
@@ -328,10 +372,11 @@ function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, s
 const c64 = convPerf(2, 320, 320, 64, 3), c32 = convPerf(2, 640, 640, 32, 3), c16 = convPerf(2, 1280, 1280, 16, 3);
 const vae128 = convPerf(1, 512, 512, 128, 3);
 const c8 = convPerf(2, 1280, 1280, 8, 3);
-// Winograd F(2x2, 3x3) against the implicit GEMM on SD's 3x3 shapes, whichever the adapter picks by default.
+// Winograd (the dtype's tile; F(2x2, 3x3) in f32 too) against the implicit GEMM on SD's 3x3 shapes, whichever the
+// adapter picks by default.
 const winograd = [c64, c32, c16, c8, vae128].flatMap((
   c,
-) => [gemmVariant(c, "winograd"), gemmVariant(c, "implicit GEMM")]);
+) => [gemmVariant(c, "winograd"), gemmVariant(c, "winograd F(2x2)"), gemmVariant(c, "implicit GEMM")]);
 export const perf: PerfCase[] = [
   c64,
   gemmVariant(c64, "f16math"),

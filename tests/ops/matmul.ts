@@ -299,17 +299,19 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
 }
 
 /** The GEMM core's switches a perf case can force (shaders/gemm.wgsl), as the gemmHooks each sets: F16MATH (f16 only),
- *  PREFETCH off, the inner loop unrolled (UNROLL: 4 steps or the whole K-tile), Winograd or the implicit GEMM on a 3x3
- *  conv, and the diagnostic PROBE (wrong results, time only): 1 / 2 the inner product alone, with and without its
- *  barriers (1 also with the whole K-tile unrolled), 3 its shared-memory reads broadcast, 4 without them (also
- *  unrolled), so the rows split the inner product's time into bank traffic, read instructions, and the FMAs with their
- *  loop. A probe row pins a conv to the implicit GEMM: its probe is the yardstick of runs 3-4. */
+ *  PREFETCH off, the inner loop unrolled (UNROLL: 4 steps or the whole K-tile), Winograd (the dtype's tile, or
+ *  F(2x2, 3x3) where f32 takes F(4x4, 3x3)) or the implicit GEMM on a 3x3 conv, and the diagnostic PROBE (wrong
+ *  results, time only): 1 / 2 the inner product alone, with and without its barriers (1 also with the whole K-tile
+ *  unrolled), 3 its shared-memory reads broadcast, 4 without them (also unrolled), so the rows split the inner
+ *  product's time into bank traffic, read instructions, and the FMAs with their loop. A probe row pins a conv to the
+ *  implicit GEMM: its probe is the yardstick of runs 3-4. */
 const variants = {
   "f16math": { f16Math: true },
   "no prefetch": { prefetch: false },
   "unrolled x4": { unroll: 4 },
   "unrolled x16": { unroll: 16 },
   "winograd": { winograd: true },
+  "winograd F(2x2)": { winograd: true, winogradTile: 2 },
   "implicit GEMM": { winograd: false },
   "inner loop only": { probe: 1, winograd: false },
   "inner loop only, unrolled x16": { probe: 1, unroll: 16, winograd: false },
@@ -319,6 +321,8 @@ const variants = {
   "inner loop, no shared reads, unrolled x16": { probe: 4, unroll: 16, winograd: false },
 } satisfies Record<string, Partial<typeof gemmHooks>>;
 export type GemmVariant = keyof typeof variants;
+/** Variants that differ from the default in one dtype only. */
+const only: Partial<Record<GemmVariant, DType[]>> = { "f16math": ["f16"], "winograd F(2x2)": ["f32"] };
 
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
@@ -326,7 +330,7 @@ export function gemmVariant(c: PerfCase, v: GemmVariant): PerfCase {
   const set: Partial<typeof gemmHooks> = variants[v];
   const on = () => Object.assign(gemmHooks, set);
   const off = () => Object.assign(gemmHooks, Object.fromEntries(Object.keys(set).map((k) => [k, null])));
-  return switched(c, v, on, off, v === "f16math" ? ["f16"] : c.dtypes);
+  return switched(c, v, on, off, only[v] ?? c.dtypes);
 }
 
 /** The diagnostic rows of a GEMM perf case (shaders/gemm.wgsl PROBE), beside its default and unrolled rows. */

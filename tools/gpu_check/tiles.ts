@@ -41,7 +41,6 @@ import {
 } from "../../pipeline/ops/matmul.ts";
 import { type MeasuredTiles, sameBlocks, tilesFile, useMeasuredTiles } from "../../pipeline/ops/tiles.ts";
 import { useWinograd, winogradGemmKey, winogradShape } from "../../pipeline/ops/winograd.ts";
-import { BYTES } from "../../pipeline/gpu/device.ts";
 import { attnFor, randomTensor } from "../bench/unet.ts";
 
 export interface TileRow {
@@ -61,8 +60,8 @@ export interface TileRow {
   /** The winner's milliseconds by inner-loop unrolling (its own and those tried: the UNROLL_SHAPES heaviest shapes),
    *  before the unrolling was picked; empty where none was tried. */
   unrollMs: Record<number, number>;
-  /** 3x3 stride-1 convolutions: Winograd F(2x2, 3x3)'s best time (its GEMMs on their scored tile or on the implicit
-   *  GEMM winner's blocks); absent elsewhere. */
+  /** 3x3 stride-1 convolutions: Winograd's best time (the dtype's tile; its GEMMs on their scored tile or on the
+   *  implicit GEMM winner's blocks); absent elsewhere. */
   winogradMs?: number;
 }
 
@@ -355,8 +354,8 @@ export async function tuneTiles(
         if (ms < bestMs * (1 - MARGIN)) best = t, bestMs = ms;
         return ms;
       };
-      // Winograd F(2x2, 3x3) (pipeline/ops/winograd.ts), its GEMMs on their scored tile and on the winner's blocks;
-      // where the table's rule takes Winograd, the scored tile's time is the production time to beat.
+      // Winograd (pipeline/ops/winograd.ts; the dtype's tile), its GEMMs on their scored tile and on the winner's
+      // blocks; where the table's rule takes Winograd, the scored tile's time is the production time to beat.
       let winogradMs: number | undefined, winogradTile: GemmTile | null = null;
       if (eligible) {
         const scoredWino = winogradMs = await timeTile(dev, run, null, o.perTileMs, true);
@@ -386,7 +385,7 @@ export async function tuneTiles(
         if (wins && winogradTile && g.op === "conv2d") {
           const [pt, pb, pl, pr] = g.padding;
           const y = [g.B, g.Cout, g.H + pt + pb - 2, g.W + pl + pr - 2];
-          winogradTiles[winogradGemmKey(dev, [g.B, g.Cin, g.H, g.W], y, BYTES[dtype])] = winogradTile;
+          winogradTiles[winogradGemmKey(dev, [g.B, g.Cin, g.H, g.W], y, dtype)] = winogradTile;
         }
       }
       rows.push({
