@@ -4,13 +4,14 @@
 // multiply type.
 import { assert, assertEquals } from "../fixtures/asserts.ts";
 import { conv2d } from "../pipeline/ops/conv2d.ts";
-import { gemmHooks } from "../pipeline/ops/matmul.ts";
+import { adapterTiles, gemmHooks } from "../pipeline/ops/matmul.ts";
 import {
   SCRATCH_BYTES,
   transformedBytes,
   transformedWeight,
   winogradBytes,
   winogradPasses,
+  winogradTile,
 } from "../pipeline/ops/winograd.ts";
 import { assertClose, gpuTest, randn, up } from "./util.ts";
 
@@ -30,7 +31,7 @@ gpuTest("winograd: a weight first transformed inside a dry run gives the right r
   } finally {
     gemmHooks.winograd = null;
   }
-  // f32: F(4x4, 3x3)'s u (made above), and F(2x2, 3x3)'s made now: each cached, both freed with the weight.
+  // Both tiles' u of an f32 weight (one made above, the other now): each cached, both freed with the weight.
   const u4 = transformedWeight(w, 4), u2 = transformedWeight(w, 2);
   assertEquals(u4.shape, [36, 24, 16]);
   assertEquals(u2.shape, [16, 24, 16]);
@@ -52,13 +53,14 @@ gpuTest("winograd: the planner counts transformed 3x3 weights and scratch only w
   try {
     gemmHooks.winograd = true; // every 3x3 weight
     assertEquals(winogradBytes(dev, params), 16 * (320 * 320 + 64 * 64) * 2 + scratch);
-    // f32 runs take F(4x4, 3x3): 36 products in f32.
-    assertEquals(winogradBytes(dev, [{ dtype: "f32", slots }]), 36 * (320 * 320 + 64 * 64) * 4 + scratch);
-    // A 1280-channel f32 weight: F(4x4)'s u (225 MiB) past llvmpipe's 128 MiB binding, F(2x2)'s (100 MiB) counted.
+    // f32 runs take the entry's tile: F(4x4, 3x3) (36 products) on llvmpipe, F(2x2, 3x3) (16) where it says nothing.
+    const f32Products = winogradTile(dev, "f32") === 4 ? 36 : 16;
+    assertEquals(winogradTile(dev, "f32"), adapterTiles(dev).winograd?.f4MinTiles !== undefined ? 4 : 2);
+    assertEquals(winogradBytes(dev, [{ dtype: "f32", slots }]), f32Products * (320 * 320 + 64 * 64) * 4 + scratch);
+    // A 1280-channel f32 weight: F(4x4)'s u (225 MiB) past a 128 MiB binding, so F(2x2)'s (100 MiB) is counted.
     const big = new Map([["d", { shape: [1280, 1280, 3, 3] }]]);
-    if (dev.maxBinding === 128 << 20) {
-      assertEquals(winogradBytes(dev, [{ dtype: "f32", slots: big }]), 16 * 1280 * 1280 * 4 + scratch);
-    }
+    const bigProducts = f32Products === 36 && 36 * 1280 * 1280 * 4 <= dev.maxBinding ? 36 : 16;
+    assertEquals(winogradBytes(dev, [{ dtype: "f32", slots: big }]), bigProducts * 1280 * 1280 * 4 + scratch);
     gemmHooks.winograd = false;
     assertEquals(winogradBytes(dev, params), 0);
   } finally {
@@ -97,23 +99,30 @@ gpuTest(
 );
 
 gpuTest(
-  "winograd: f32 falls back to F(2x2, 3x3) where F(4x4, 3x3)'s transformed weight does not fit a binding",
+  "winograd: f32 takes F(4x4, 3x3) where the entry says so on passes of enough tiles, else F(2x2, 3x3)",
   async (dev) => {
-    // 16 channels: F(4x4)'s u is 36 * 16 * 16 * 4 = 36864 bytes, F(2x2)'s 16384; the forced limit takes only the second.
-    const x = up(dev, randn(16 * 6 * 6, 5), [1, 16, 6, 6], "f32");
-    const w = up(dev, randn(16 * 16 * 9, 6, 1 / 12), [16, 16, 3, 3], "f32");
+    // 8 channels, 8x8 images: two 4x4 tiles a side. F(4x4)'s u is 36 * 8 * 8 * 4 = 9216 bytes, F(2x2)'s 4096.
+    const min = adapterTiles(dev).winograd?.f4MinTiles; // llvmpipe's entry: 64
+    const B = min === undefined ? 4 : Math.ceil(min / 4);
+    const shape = (b: number) => [b, 8, 8, 8];
+    const tileOf = (b: number, limit: number) => winogradPasses(dev, shape(b), shape(b), "f32", limit)?.tile;
+    assertEquals(tileOf(B, dev.maxBinding), min === undefined ? 2 : 4, `${4 * B} tiles`);
+    if (min !== undefined) assertEquals(tileOf(Math.floor((min - 1) / 4), dev.maxBinding), 2, "too few tiles");
+    assertEquals(tileOf(B, 8000), 2, "F(4x4)'s u past the limit");
+    const x = up(dev, randn(B * 8 * 64, 5), shape(B), "f32");
+    const w = up(dev, randn(8 * 8 * 9, 6, 1 / 8), [8, 8, 3, 3], "f32");
     const run = () => conv2d(x, w, undefined, { padding: 1 });
     gemmHooks.winograd = false;
     const want = await run().read();
     gemmHooks.winograd = true;
-    gemmHooks.maxBinding = 30000;
     try {
-      assertEquals(winogradPasses(dev, x.shape, [1, 16, 6, 6], "f32", 30000)?.tile, 2);
-      assertEquals(winogradPasses(dev, x.shape, [1, 16, 6, 6], "f32", 40000)?.tile, 4);
-      const before = transformedBytes(dev);
-      const got = await run().read();
-      assertEquals(transformedBytes(dev) - before, 16 * 16 * 16 * 4, "F(2x2, 3x3)'s u made");
-      assertClose(got, want, { maxAbs: 2e-5, relL2: 1e-5 }, "F(2x2, 3x3) in f32");
+      for (const [limit, t] of [[8000, 2], [0, min === undefined ? 2 : 4]] as const) {
+        gemmHooks.maxBinding = limit;
+        const before = transformedBytes(dev);
+        const got = await run().read();
+        assertEquals(transformedBytes(dev) - before, (t + 2) ** 2 * 8 * 8 * 4, `F(${t}x${t}, 3x3)'s u made`);
+        assertClose(got, want, { maxAbs: 2e-5, relL2: 1e-5 }, `F(${t}x${t}, 3x3) in f32`);
+      }
     } finally {
       gemmHooks.winograd = null;
       gemmHooks.maxBinding = 0;

@@ -43,10 +43,11 @@ export interface AdapterTiles {
   prefetch?: boolean;
   unroll?: number;
   directConv?: { maxPixels: number };
-  /** 3x3 stride-1 convolutions by Winograd (pipeline/ops/winograd.ts: F(4x4, 3x3) in f32, F(2x2, 3x3) in f16) where
-   *  both channel counts reach minChannels and the output has minPixels or more (all images); a measured shape's
-   *  `winograd` overrides it. */
-  winograd?: { minChannels: number; minPixels: number };
+  /** 3x3 stride-1 convolutions by Winograd (pipeline/ops/winograd.ts) where both channel counts reach minChannels and
+   *  the output has minPixels or more (all images); a measured shape's `winograd` overrides it. `f4MinTiles`: f32 runs
+   *  take F(4x4, 3x3) (a quarter of the multiplies, but u 4x the weight's bytes) on passes of at least this many 4x4
+   *  tiles; absent: F(2x2, 3x3) always, as f16 runs. */
+  winograd?: { minChannels: number; minPixels: number; f4MinTiles?: number };
   lanes?: number;
   attention?: "flash" | "rows";
   rowsTileKeys?: number;
@@ -130,12 +131,15 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // flash).
   // Winograd F(2x2, 3x3) from 256 channels: SD 1.5's 3x3 convs at batch 2 take 0.34-0.40x the implicit GEMM's time at
   // 64/32/16 px (f32; f16 0.39-0.43x) and 0.86x at 8 px; at 32-128 channels (the tiny models) it is slower (1.2-4.7x:
-  // 16 small GEMMs' workgroups cost more than they save here).
+  // 16 small GEMMs' workgroups cost more than they save here). f32 runs take F(4x4, 3x3) from 64 tiles a pass: 0.51-0.59x
+  // F(2x2)'s time at 64 and 32 px and the VAE's 128 px (batch 2), 0.55-0.70x at 64 tiles (batch 4 at 16 px, batch 16 at
+  // 8 px), but 1.04-1.32x at 32 and 2.2x at 8 (its 36 GEMMs too narrow); 1280-channel weights keep F(2x2) (F(4x4)'s f32
+  // u passes the 128 MiB binding).
   llvmpipe: {
     ...SOFTWARE,
     match: "llvmpipe",
     directConv: { maxPixels: 4 },
-    winograd: { minChannels: 256, minPixels: 1 },
+    winograd: { minChannels: 256, minPixels: 1, f4MinTiles: 64 },
   },
   // Other software/fallback adapters: like llvmpipe until measured (but for the direct conv, measured only there).
   cpu: { ...SOFTWARE, match: "" },

@@ -7,7 +7,7 @@
 //   v = B^T d B      shaders/winograd_input.wgsl    x -> [XI][Cin][P], P = the output's tiles (rounded to 4)
 //   m = u @ v        shaders/winograd_gemm.wgsl     XI GEMMs in one dispatch on the shared core (split-K too)
 //   y = A^T m A      shaders/winograd_output.wgsl   + conv2d's epilogue (bias, per-image bias, residual)
-// F(4x4, 3x3) in f32 runs, F(2x2, 3x3) in f16 runs (winogradTile: F(4x4)'s larger transforms amplify rounding).
+// f16 runs take F(2x2, 3x3), f32 runs F(4x4, 3x3) where the adapter's entry says so (winogradTile).
 // Rounding: m stays f32, u is rounded to the weight's dtype once, v is kept in the GEMM's multiply type (f32, or f16
 // under F16MATH, which would round it to f16 in shared memory anyway: same bits, half the bytes); in f32 the result
 // moves by float rounding only.
@@ -46,19 +46,23 @@ const TRANSFORMS = {
   },
 } as const;
 
-/** F(4x4, 3x3) in f32 runs and F(2x2, 3x3) in f16 runs, unless gemmHooks.winogradTile says otherwise. F(4x4)'s
- *  transforms have larger coefficients, which amplify the rounding of the transformed weights: on SD-sized
- *  convolutions (320 channels) against float64, rel. L2 2.0e-6 against F(2x2)'s 3.1e-7 in f32 (float rounding
- *  still), but 2.2e-3 against 3.4e-4 with u rounded to f16, about ten times an f16 output's own rounding. */
-export function winogradTile(dtype: DType): WinogradTile {
-  return tilesFor(dtype)[0];
+/** The tile a convolution of this dtype prefers here: gemmHooks.winogradTile, else F(2x2, 3x3) in f16 runs, and in
+ *  f32 runs F(4x4, 3x3) where the adapter entry gives `winograd.f4MinTiles` (and the pass has that many tiles:
+ *  winogradPasses). F(4x4, 3x3)'s transforms have larger
+ *  coefficients, which amplify the rounding of the transformed weights: on SD-sized convolutions (320 channels)
+ *  against float64, rel. L2 2.0e-6 against F(2x2)'s 3.1e-7 in f32 (float rounding still), but 2.2e-3 against 3.4e-4
+ *  with u rounded to f16, about ten times an f16 output's own rounding; hence never in f16. And its u is 4x the
+ *  weight's bytes (F(2x2)'s 16/9): SD 1.5's UNet has 541 M 3x3 weights, 8.7 GB of u in f32 (3.8 GB with F(2x2)), so
+ *  an entry turns it on only where that memory is there and the speed was measured. */
+export function winogradTile(dev: Device, dtype: DType): WinogradTile {
+  return tileOrder(dev, dtype)[0];
 }
 
-/** The tiles a convolution may run, in order: the forced one, else the dtype's and then F(2x2, 3x3) (whose transformed
- *  weight is 4/9 of F(4x4)'s: 1280-channel f32 ones fit a 128 MiB binding only so). */
-function tilesFor(dtype: DType): WinogradTile[] {
+/** The tiles a convolution may run, in order: winogradTile, then F(2x2, 3x3) after F(4x4, 3x3) (its transformed
+ *  weight is 4/9 as big: 1280-channel f32 ones fit a 128 MiB binding only so). A forced tile is the only one. */
+function tileOrder(dev: Device, dtype: DType): WinogradTile[] {
   if (gemmHooks.winogradTile) return [gemmHooks.winogradTile];
-  return dtype === "f32" ? [4, 2] : [2];
+  return dtype === "f32" && adapterTiles(dev).winograd?.f4MinTiles !== undefined ? [4, 2] : [2];
 }
 /** The most bytes one Winograd scratch buffer (v or m) may take: more work runs in passes (of images, or of bands of
  *  tile rows), so the scratch adds a bounded amount to the pool's high-water mark. */
@@ -125,7 +129,8 @@ export interface WinogradPasses {
 }
 
 /** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets), for the
- *  first of the dtype's tiles that fits; null when not even one row of tiles fits, or the transformed weight does not
+ *  first of the dtype's tiles that fits (F(4x4, 3x3), unless forced, only with the entry's `f4MinTiles` 4x4 tiles a
+ *  pass: fewer make its 36 GEMMs too narrow to pay); null when not even one row of tiles fits, or the transformed weight does not
  *  fit one binding (conv2d then keeps the implicit GEMM). */
 export function winogradPasses(
   dev: Device,
@@ -134,9 +139,12 @@ export function winogradPasses(
   dtype: DType,
   limit: number,
 ): WinogradPasses | null {
-  for (const tile of tilesFor(dtype)) {
+  const order = tileOrder(dev, dtype), minTiles = adapterTiles(dev).winograd?.f4MinTiles ?? 0;
+  for (const tile of order) {
     const passes = passesOf(dev, tile, x, y, BYTES[dtype], limit);
-    if (passes) return passes;
+    const narrow = order.length > 1 && tile === 4 && passes &&
+      passes.images * passes.rows * Math.ceil(y[3] / 4) < minTiles;
+    if (passes && !narrow) return passes;
   }
   return null;
 }
@@ -163,7 +171,7 @@ function passesOf(
 
 /** The measured-shapes key of the Winograd GEMMs of a convolution's first pass (x, y shapes). */
 export function winogradGemmKey(dev: Device, x: readonly number[], y: readonly number[], dtype: DType): string {
-  const ps = winogradPasses(dev, x, y, dtype, dev.maxBinding) ?? { images: 1, rows: 1, tile: winogradTile(dtype) };
+  const ps = winogradPasses(dev, x, y, dtype, dev.maxBinding) ?? { images: 1, rows: 1, tile: winogradTile(dev, dtype) };
   const P = Math.ceil(ps.images * ps.rows * Math.ceil(y[3] / ps.tile) / 4) * 4;
   return winogradKey(y[1], P, x[1], products(ps.tile));
 }
@@ -260,7 +268,9 @@ export function winogradBytes(
     for (const { shape: [co, ci, kh, kw] } of p.slots.values()) {
       if (kh !== 3 || kw !== 3 || co < min || ci < min) continue;
       // The first tile whose u fits a binding (as winogradPasses takes it).
-      const u = tilesFor(p.dtype).map((t) => products(t) * co * ci * BYTES[p.dtype]).find((u) => u <= dev.maxBinding);
+      const u = tileOrder(dev, p.dtype).map((t) => products(t) * co * ci * BYTES[p.dtype]).find((u) =>
+        u <= dev.maxBinding
+      );
       bytes += u ?? 0;
     }
   }

@@ -1,6 +1,6 @@
 import { conv2d } from "../../pipeline/ops/conv2d.ts";
 import { gemmHooks, type GemmTile, pickTile, TILES } from "../../pipeline/ops/matmul.ts";
-import { type WinogradTile, winogradTile } from "../../pipeline/ops/winograd.ts";
+import type { WinogradTile } from "../../pipeline/ops/winograd.ts";
 import type { DType } from "../../pipeline/gpu/device.ts";
 import { DTYPES, quantize, randn, up } from "../util.ts";
 import { gemmTol, gemmVariant, probeRows, withF16Math } from "./matmul.ts";
@@ -69,7 +69,7 @@ interface ConvShape {
   /** Winograd F(2x2, 3x3) forced (pipeline/ops/winograd.ts; `tile`: its GEMM's), run in this many passes (0: it must
    *  fall back to the implicit GEMM); every other case pins the implicit GEMM. */
   winograd?: number;
-  /** Winograd's tile forced (F(2x2, 3x3) or F(4x4, 3x3)); otherwise the dtype's (winogradTile). */
+  /** Winograd's tile (F(2x2, 3x3) or F(4x4, 3x3)); unset: both (`tiled`). */
   wtile?: WinogradTile;
 }
 
@@ -79,7 +79,6 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
   const pad: Pad = typeof s.pad === "object" ? s.pad : [s.pad ?? 0, s.pad ?? 0, s.pad ?? 0, s.pad ?? 0];
   const Ho = Math.floor((H + pad[0] + pad[1] - s.k) / stride) + 1,
     Wo = Math.floor((W + pad[2] + pad[3] - s.k) / stride) + 1;
-  const wt = s.wtile ?? winogradTile(dtype);
   const extras = [
     `k=${s.k}`,
     stride !== 1 && `s=${stride}`,
@@ -96,7 +95,7 @@ function convCase(s: ConvShape, dtype: DType): OpCase {
     s.direct && "direct",
     s.winograd !== undefined &&
     (s.winograd
-      ? `winograd F(${wt}x${wt})${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}`
+      ? `winograd F(${s.wtile}x${s.wtile})${s.winograd > 1 ? ` in ${s.winograd} passes` : ""}`
       : "winograd asked, u past the limit"),
   ].filter(Boolean);
   return {
@@ -245,11 +244,10 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 36, 6, 10], Cout: 70, k: 1, bias: true, res: true, tile });
 }
 
-// Winograd, each dtype's tile (F(4x4, 3x3) in f32, F(2x2, 3x3) in f16), and F(2x2, 3x3) in f32 too (below): odd
-// outputs (partial tiles), K % 4 != 0, valid and asymmetric padding, every epilogue (bias, per-image bias, residual, in
-// place), split-K slices summed by the output transform, passes of images under a forced binding limit (the per-image
-// bias follows), bands of rows, and each candidate tile as its GEMM's. The passes cases pin their tile: the limits that
-// make them are the tile's.
+// Winograd, F(2x2, 3x3) and F(4x4, 3x3) (`tiled`, below): odd outputs (partial tiles), K % 4 != 0, valid and
+// asymmetric padding, every epilogue (bias, per-image bias, residual, in place), split-K slices summed by the output
+// transform, passes of images under a forced binding limit (the per-image bias follows), bands of rows, and each
+// candidate tile as its GEMM's. The passes cases pin their tile: the limits that make them are the tile's.
 shapes.push(
   { x: [3, 19, 5, 7], Cout: 33, k: 3, pad: 1, bias: true, res: true, winograd: 1 },
   { x: [2, 8, 9, 6], Cout: 12, k: 3, pad: 0, bias: false, res: false, winograd: 1 },
@@ -328,13 +326,14 @@ for (const tile of TILES) {
   shapes.push({ x: [2, 24, 9, 10], Cout: 36, k: 3, pad: 1, bias: true, res: false, tile, winograd: 1 });
 }
 
-// F(4x4, 3x3) never runs in f16 (winogradTile), so cases forcing it are f32's; and F(2x2, 3x3) is checked in f32 on
-// the one-pass shapes too (f32 runs take F(4x4, 3x3)).
-const f2InF32 = shapes.filter((s) => s.winograd === 1 && !s.wtile).map((s) => ({ ...s, wtile: 2 as const }));
-export const cases: OpCase[] = withF16Math([
-  ...DTYPES.flatMap((dtype) => shapes.filter((s) => dtype === "f32" || s.wtile !== 4).map((s) => convCase(s, dtype))),
-  ...f2InF32.map((s) => convCase(s, "f32")),
-]);
+// Each Winograd shape in F(2x2, 3x3) (f32 and f16) and F(4x4, 3x3) (f32: never taken in f16, see winogradTile), but
+// those whose passes are a tile's own.
+const tiled = (s: ConvShape): ConvShape[] => s.winograd && !s.wtile ? [{ ...s, wtile: 2 }, { ...s, wtile: 4 }] : [s];
+export const cases: OpCase[] = withF16Math(
+  DTYPES.flatMap((dtype) =>
+    shapes.flatMap(tiled).filter((s) => s.wtile !== 4 || dtype === "f32").map((s) => convCase(s, dtype))
+  ),
+);
 
 /** `whole`: the pick for this shape without its split of K (beside the pick, it shows what split-K buys). */
 function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, stride = 1, whole = false): PerfCase {
@@ -372,11 +371,10 @@ function convPerf(B: number, Cin: number, Cout: number, HW: number, k: number, s
 const c64 = convPerf(2, 320, 320, 64, 3), c32 = convPerf(2, 640, 640, 32, 3), c16 = convPerf(2, 1280, 1280, 16, 3);
 const vae128 = convPerf(1, 512, 512, 128, 3);
 const c8 = convPerf(2, 1280, 1280, 8, 3);
-// Winograd (the dtype's tile; F(2x2, 3x3) in f32 too) against the implicit GEMM on SD's 3x3 shapes, whichever the
+// Winograd (the adapter's tile, and in f32 each tile) against the implicit GEMM on SD's 3x3 shapes, whichever the
 // adapter picks by default.
-const winograd = [c64, c32, c16, c8, vae128].flatMap((
-  c,
-) => [gemmVariant(c, "winograd"), gemmVariant(c, "winograd F(2x2)"), gemmVariant(c, "implicit GEMM")]);
+const winogradRows = ["winograd", "winograd F(2x2)", "winograd F(4x4)", "implicit GEMM"] as const;
+const winograd = [c64, c32, c16, c8, vae128].flatMap((c) => winogradRows.map((v) => gemmVariant(c, v)));
 export const perf: PerfCase[] = [
   c64,
   gemmVariant(c64, "f16math"),

@@ -299,8 +299,8 @@ function linearPerf(M: number, N: number, K: number): PerfCase {
 }
 
 /** The GEMM core's switches a perf case can force (shaders/gemm.wgsl), as the gemmHooks each sets: F16MATH (f16 only),
- *  PREFETCH off, the inner loop unrolled (UNROLL: 4 steps or the whole K-tile), Winograd (the dtype's tile, or
- *  F(2x2, 3x3) where f32 takes F(4x4, 3x3)) or the implicit GEMM on a 3x3 conv, and the diagnostic PROBE (wrong
+ *  PREFETCH off, the inner loop unrolled (UNROLL: 4 steps or the whole K-tile), Winograd (the adapter's tile, or in
+ *  f32 each tile: f16 runs only take F(2x2, 3x3)) or the implicit GEMM on a 3x3 conv, and the diagnostic PROBE (wrong
  *  results, time only): 1 / 2 the inner product alone, with and without its barriers (1 also with the whole K-tile
  *  unrolled), 3 its shared-memory reads broadcast, 4 without them (also unrolled), so the rows split the inner
  *  product's time into bank traffic, read instructions, and the FMAs with their loop. A probe row pins a conv to the
@@ -312,6 +312,7 @@ const variants = {
   "unrolled x16": { unroll: 16 },
   "winograd": { winograd: true },
   "winograd F(2x2)": { winograd: true, winogradTile: 2 },
+  "winograd F(4x4)": { winograd: true, winogradTile: 4 },
   "implicit GEMM": { winograd: false },
   "inner loop only": { probe: 1, winograd: false },
   "inner loop only, unrolled x16": { probe: 1, unroll: 16, winograd: false },
@@ -322,7 +323,11 @@ const variants = {
 } satisfies Record<string, Partial<typeof gemmHooks>>;
 export type GemmVariant = keyof typeof variants;
 /** Variants that differ from the default in one dtype only. */
-const only: Partial<Record<GemmVariant, DType[]>> = { "f16math": ["f16"], "winograd F(2x2)": ["f32"] };
+const only: Partial<Record<GemmVariant, DType[]>> = {
+  "f16math": ["f16"],
+  "winograd F(2x2)": ["f32"],
+  "winograd F(4x4)": ["f32"],
+};
 
 /** A GEMM perf case again with one of the GEMM core's switches forced, so that one bench or gpu-check run times each
  *  beside the default. */
