@@ -251,8 +251,8 @@ export function transformedWeight(w: Tensor, t: WinogradTile): Tensor {
 }
 
 /** GPU memory Winograd may add on this adapter (for the run planner, pipeline/job/plan.ts): the transformed copy of
- *  every 3x3 weight it may take (XI/9 of its bytes, XI for the tile it would run; stride-2 ones counted too:
- *  conservative) and two scratch buffers.
+ *  every 3x3 weight it may take (XI/9 of its bytes for each tile it may run: a convolution on F(4x4, 3x3) takes
+ *  F(2x2, 3x3) on narrow passes; stride-2 ones counted too: conservative) and two scratch buffers.
  *  0 where neither the rule, a measured shape nor $ZEROVID_WINOGRAD turns it on. */
 export function winogradBytes(
   dev: Device,
@@ -267,11 +267,11 @@ export function winogradBytes(
   for (const p of params) {
     for (const { shape: [co, ci, kh, kw] } of p.slots.values()) {
       if (kh !== 3 || kw !== 3 || co < min || ci < min) continue;
-      // The first tile whose u fits a binding (as winogradPasses takes it).
-      const u = tileOrder(dev, p.dtype).map((t) => products(t) * co * ci * BYTES[p.dtype]).find((u) =>
-        u <= dev.maxBinding
-      );
-      bytes += u ?? 0;
+      // Every tile whose u fits a binding: where F(4x4, 3x3) may run, the narrow passes (fewer tiles) take F(2x2).
+      for (const t of tileOrder(dev, p.dtype)) {
+        const u = products(t) * co * ci * BYTES[p.dtype];
+        if (u <= dev.maxBinding) bytes += u;
+      }
     }
   }
   return bytes > 0 ? bytes + 2 * Math.min(SCRATCH_BYTES, dev.maxBinding) : 0;
