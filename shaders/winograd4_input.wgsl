@@ -1,30 +1,9 @@
-// Winograd F(4x4, 3x3) input transform (pipeline/ops/winograd.ts; F(2x2, 3x3)'s is shaders/winograd_input.wgsl):
+// Winograd F(4x4, 3x3) input transform (pipeline/ops/winograd.ts; after shaders/winograd_input_io.wgsl, TILE = 4):
 // V = B^T d B for the 6x6 input patch d of every 4x4 output tile and input channel, with Lavin & Gray's points 0, +-1,
 // +-2: B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
-// [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]. Output tile (ty0 + ty, tx) of image b reads
-// x[b, ci, 4 (ty0 + ty) - padT + 0..5, 4 tx - padL + 0..5] (zero outside the image) and writes v[xi][ci][q],
-// q = (b * TH + ty) * TW + tx, for xi = 6 i + j (i along y), in the GEMM's multiply type V (as F(2x2, 3x3)'s).
-// Columns q >= images * TH * TW (up to P) are written as zeros. One thread per (ci, q): n = Cin * P.
-// B^T is applied lane by lane to vec4s twice: down the patch's rows (lanes: columns), then, transposed, along them
-// (lanes: rows), so both passes are the one bt().
-struct Params {
-  n: u32, P: u32, Cin: u32, H: u32, W: u32, TH: u32, TW: u32, tiles: u32, ty0: u32, padT: i32, padL: i32, row: u32,
-}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<V>;
-
-fn at(o: u32, c: i32) -> f32 {
-  if (c < 0 || c >= i32(p.W)) { return 0.0; }
-  return f32(x[o + u32(c)]);
-}
-
-// Four inputs of row iy from column ix (zero outside the image).
-fn quad(base: u32, iy: i32, ix: i32) -> vec4<f32> {
-  if (iy < 0 || iy >= i32(p.H)) { return vec4<f32>(0.0); }
-  let o = base + u32(iy) * p.W;
-  return vec4<f32>(at(o, ix), at(o, ix + 1), at(o, ix + 2), at(o, ix + 3));
-}
+// [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], written to v[xi][ci][q] for xi = 6 i + j (i along y). B^T is applied
+// lane by lane to vec4s twice: down the patch's rows (lanes: columns), then, transposed, along them (lanes: rows), so
+// both passes are the one bt().
 
 // B^T times six vectors, lane by lane: element i = sum over k of B^T[i][k] d_k.
 fn bt(d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>, d4: vec4<f32>, d5: vec4<f32>) -> array<vec4<f32>, 6> {
@@ -58,19 +37,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   var lo = array<vec4<f32>, 6>();
   var hi = array<vec4<f32>, 6>();
   if (q < p.tiles) {
-    let tw = q % p.TW;
-    let th = (q / p.TW) % p.TH;
-    let b = q / (p.TW * p.TH);
-    let base = (b * p.Cin + ci) * p.H * p.W;
-    let iy = i32(4u * (p.ty0 + th)) - p.padT;
-    let ix = i32(4u * tw) - p.padL;
+    let d = patch_of(ci, q);
     lo = array<vec4<f32>, 6>(
-      quad(base, iy, ix), quad(base, iy + 1, ix), quad(base, iy + 2, ix),
-      quad(base, iy + 3, ix), quad(base, iy + 4, ix), quad(base, iy + 5, ix),
+      quad(d.base, d.iy, d.ix), quad(d.base, d.iy + 1, d.ix), quad(d.base, d.iy + 2, d.ix),
+      quad(d.base, d.iy + 3, d.ix), quad(d.base, d.iy + 4, d.ix), quad(d.base, d.iy + 5, d.ix),
     );
     hi = array<vec4<f32>, 6>(
-      quad(base, iy, ix + 4), quad(base, iy + 1, ix + 4), quad(base, iy + 2, ix + 4),
-      quad(base, iy + 3, ix + 4), quad(base, iy + 4, ix + 4), quad(base, iy + 5, ix + 4),
+      quad(d.base, d.iy, d.ix + 4), quad(d.base, d.iy + 1, d.ix + 4), quad(d.base, d.iy + 2, d.ix + 4),
+      quad(d.base, d.iy + 3, d.ix + 4), quad(d.base, d.iy + 4, d.ix + 4), quad(d.base, d.iy + 5, d.ix + 4),
     );
   }
   // B^T d: row i's columns 0-3 in l[i], 4-5 in h[i].xy.

@@ -16,6 +16,8 @@ import weightsSrc from "../../shaders/winograd_weights.wgsl" with { type: "text"
 import inputSrc from "../../shaders/winograd_input.wgsl" with { type: "text" };
 import winogradGemmSrc from "../../shaders/winograd_gemm.wgsl" with { type: "text" };
 import outputSrc from "../../shaders/winograd_output.wgsl" with { type: "text" };
+import inputIoSrc from "../../shaders/winograd_input_io.wgsl" with { type: "text" };
+import outputIoSrc from "../../shaders/winograd_output_io.wgsl" with { type: "text" };
 import weights4Src from "../../shaders/winograd4_weights.wgsl" with { type: "text" };
 import input4Src from "../../shaders/winograd4_input.wgsl" with { type: "text" };
 import output4Src from "../../shaders/winograd4_output.wgsl" with { type: "text" };
@@ -182,7 +184,7 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
   const [B, Cin, H, W] = c.x.shape, [, Cout, Ho, Wo] = c.y.shape;
   const TH = Math.ceil(Ho / t), TW = Math.ceil(Wo / t);
   const ub = vecBinding("conv2d", transformedWeight(c.w, t));
-  const kOut = dev.kernel(code.output[0], code.output[1] + epilogueSrc, {}, dtype);
+  const kOut = dev.kernel(code.output[0], outputIoSrc + code.output[1] + epilogueSrc, { TILE: t }, dtype);
   for (let ty0 = 0; ty0 < TH; ty0 += band) {
     // Tile rows [ty0, ty0 + rows) of every image.
     const rows = Math.min(band, TH - ty0);
@@ -193,7 +195,7 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
     const V = core.F16MATH ? "f16" : "f32";
 
     const v = empty(dev, [XI, Cin, P], V);
-    const kIn = dev.kernel(code.input[0], code.input[1], { V: { type: V } }, dtype);
+    const kIn = dev.kernel(code.input[0], inputIoSrc + code.input[1], { V: { type: V }, TILE: t }, dtype);
     const gi = grid1d(Cin * P, 64);
     const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
