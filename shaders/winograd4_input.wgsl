@@ -3,7 +3,9 @@
 // +-2: B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
 // [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], written to v[xi][ci][q] for xi = 6 i + j (i along y). B^T is applied
 // lane by lane to vec4s twice: down the patch's rows (lanes: columns), then, transposed, along them (lanes: rows), so
-// both passes are the one bt().
+// both passes are the one bt(). One thread per (ci, q): n = Cin * P (F(4x4, 3x3) runs in f32 only, where scalar
+// stores are as fast as any).
+@group(0) @binding(2) var<storage, read_write> v: array<V>;
 
 // B^T times six vectors, lane by lane: element i = sum over k of B^T[i][k] d_k.
 fn bt(d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>, d4: vec4<f32>, d5: vec4<f32>) -> array<vec4<f32>, 6> {

@@ -3,16 +3,15 @@
 // lies. A pass covers tile rows [ty0, ty0 + TH) of its images (all rows, or a band of one image's when its scratch is
 // too big); tile q = (b * TH + ty) * TW + tx has TILE x TILE outputs (TILE: a const, 2 or 4) and reads the
 // (TILE + 2)-square patch of x[b, ci] from row TILE (ty0 + ty) - padT, column TILE tx - padL (zero outside the image).
-// v[xi][ci][q] is the B operand of the batched GEMM (shaders/winograd_gemm.wgsl), in its multiply type V: f32 (no
-// rounding in f16 runs on f32 math), or f16 under F16MATH, where the GEMM would round it to f16 in shared memory anyway
-// (the same bits, half the bytes). Columns q >= images * TH * TW (up to P, the GEMM's N rounded to 4) are written as
-// zeros. One thread per (ci, q): n = Cin * P.
+// v[xi][ci][q] (bound by the transform) is the B operand of the batched GEMM (shaders/winograd_gemm.wgsl), in its
+// multiply type V: f32 (no rounding in f16 runs on f32 math), or f16 under F16MATH, where the GEMM would round it to
+// f16 in shared memory anyway (the same bits, half the bytes). Columns q >= images * TH * TW (up to P, the GEMM's N
+// rounded to 4) are written as zeros.
 struct Params {
   n: u32, P: u32, Cin: u32, H: u32, W: u32, TH: u32, TW: u32, tiles: u32, ty0: u32, padT: i32, padL: i32, row: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<V>;
 
 fn at(o: u32, c: i32) -> f32 {
   if (c < 0 || c >= i32(p.W)) { return 0.0; }

@@ -196,8 +196,9 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
 
     const v = empty(dev, [XI, Cin, P], V);
     const kIn = dev.kernel(code.input[0], inputIoSrc + code.input[1], { V: { type: V }, TILE: t }, dtype);
-    const gi = grid1d(Cin * P, 64);
-    const pi = new Params().u(Cin * P, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
+    // F(2x2)'s input transform does four tiles a thread (vec4 stores along q).
+    const n = t === 2 ? Cin * P / 4 : Cin * P, gi = grid1d(n, 64);
+    const pi = new Params().u(n, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
 
     let sk = kSlices(Cin, tile.splitK);
