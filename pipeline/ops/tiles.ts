@@ -131,10 +131,10 @@ export const TILE_TABLE: Record<string, AdapterTiles> = {
   // flash).
   // Winograd F(2x2, 3x3) from 256 channels: SD 1.5's 3x3 convs at batch 2 take 0.34-0.40x the implicit GEMM's time at
   // 64/32/16 px (f32; f16 0.39-0.43x) and 0.86x at 8 px; at 32-128 channels (the tiny models) it is slower (1.2-4.7x:
-  // 16 small GEMMs' workgroups cost more than they save here). f32 runs take F(4x4, 3x3) from 64 tiles a pass: 0.51-0.59x
-  // F(2x2)'s time at 64 and 32 px and the VAE's 128 px (batch 2), 0.55-0.70x at 64 tiles (batch 4 at 16 px, batch 16 at
-  // 8 px), but 1.04-1.32x at 32 and 2.2x at 8 (its 36 GEMMs too narrow); 1280-channel weights keep F(2x2) (F(4x4)'s f32
-  // u passes the 128 MiB binding).
+  // 16 small GEMMs' workgroups cost more than they save here). f32 runs take F(4x4, 3x3) from 64 tiles a pass:
+  // 0.51-0.59x F(2x2)'s time at 64 and 32 px and the VAE's 128 px (batch 2), 0.55-0.70x at 64 tiles (batch 4 at 16 px,
+  // batch 16 at 8 px), but 1.04-1.32x at 32 and 2.2x at 8 (its 36 GEMMs too narrow); 1280-channel weights keep F(2x2)
+  // (F(4x4)'s f32 u passes the 128 MiB binding).
   llvmpipe: {
     ...SOFTWARE,
     match: "llvmpipe",

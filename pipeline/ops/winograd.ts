@@ -34,28 +34,31 @@ export type WinogradTile = 2 | 4;
 /** The products of a tile, one GEMM each: 16 (F(2x2, 3x3)) or 36 (F(4x4, 3x3)). */
 export const products = (t: WinogradTile) => (t + 2) ** 2;
 
-/** Each tile's transforms (kernel name and source). */
+/** Each tile's transforms (kernel name and source), and the tiles one thread of its input transform does (F(2x2):
+ *  four, stored as vec4s along the tiles). */
 const TRANSFORMS = {
   2: {
     weights: ["winograd_weights", weightsSrc],
     input: ["winograd_input", inputSrc],
     output: ["winograd_output", outputSrc],
+    inputTiles: 4,
   },
   4: {
     weights: ["winograd4_weights", weights4Src],
     input: ["winograd4_input", input4Src],
     output: ["winograd4_output", output4Src],
+    inputTiles: 1,
   },
 } as const;
 
 /** The tile a convolution of this dtype prefers here: gemmHooks.winogradTile, else F(2x2, 3x3) in f16 runs, and in
  *  f32 runs F(4x4, 3x3) where the adapter entry gives `winograd.f4MinTiles` (and the pass has that many tiles:
- *  winogradPasses). F(4x4, 3x3)'s transforms have larger
- *  coefficients, which amplify the rounding of the transformed weights: on SD-sized convolutions (320 channels)
- *  against float64, rel. L2 2.0e-6 against F(2x2)'s 3.1e-7 in f32 (float rounding still), but 2.2e-3 against 3.4e-4
- *  with u rounded to f16, about ten times an f16 output's own rounding; hence never in f16. And its u is 4x the
- *  weight's bytes (F(2x2)'s 16/9): SD 1.5's UNet has 541 M 3x3 weights, 8.7 GB of u in f32 (3.8 GB with F(2x2)), so
- *  an entry turns it on only where that memory is there and the speed was measured. */
+ *  winogradPasses). F(4x4, 3x3)'s transforms have larger coefficients, which amplify the rounding of the transformed
+ *  weights: on SD-sized convolutions (320 channels) against float64, rel. L2 2.0e-6 against F(2x2)'s 3.1e-7 in f32
+ *  (float rounding still), but 2.2e-3 against 3.4e-4 with u rounded to f16, about ten times an f16 output's own
+ *  rounding; hence never in f16. And its u is 4x the weight's bytes (F(2x2)'s 16/9): SD 1.5's UNet has 541 M 3x3
+ *  weights, 8.7 GB of u in f32 (3.8 GB with F(2x2)), so an entry turns it on only where that memory is there and the
+ *  speed was measured. */
 export function winogradTile(dev: Device, dtype: DType): WinogradTile {
   return tileOrder(dev, dtype)[0];
 }
@@ -132,8 +135,8 @@ export interface WinogradPasses {
 
 /** The passes that keep v and m within SCRATCH_BYTES and the binding limit (x, y views at aligned offsets), for the
  *  first of the dtype's tiles that fits (F(4x4, 3x3), unless forced, only with the entry's `f4MinTiles` 4x4 tiles a
- *  pass: fewer make its 36 GEMMs too narrow to pay); null when not even one row of tiles fits, or the transformed weight does not
- *  fit one binding (conv2d then keeps the implicit GEMM). */
+ *  pass: fewer make its 36 GEMMs too narrow to pay); null when not even one row of tiles fits, or the transformed
+ *  weight does not fit one binding (conv2d then keeps the implicit GEMM). */
 export function winogradPasses(
   dev: Device,
   x: readonly number[],
@@ -145,7 +148,7 @@ export function winogradPasses(
   for (const tile of order) {
     const passes = passesOf(dev, tile, x, y, BYTES[dtype], limit);
     const narrow = order.length > 1 && tile === 4 && passes &&
-      passes.images * passes.rows * Math.ceil(y[3] / 4) < minTiles;
+      passes.images * passes.rows * Math.ceil(y[3] / tile) < minTiles;
     if (passes && !narrow) return passes;
   }
   return null;
@@ -196,8 +199,7 @@ export function conv2dWinograd(c: WinogradConv, passes: WinogradPasses, limit: n
 
     const v = empty(dev, [XI, Cin, P], V);
     const kIn = dev.kernel(code.input[0], inputIoSrc + code.input[1], { V: { type: V }, TILE: t }, dtype);
-    // F(2x2)'s input transform does four tiles a thread (vec4 stores along q).
-    const n = t === 2 ? Cin * P / 4 : Cin * P, gi = grid1d(n, 64);
+    const n = Cin * P / code.inputTiles, gi = grid1d(n, 64);
     const pi = new Params().u(n, P, Cin, H, W, rows, TW, tiles, ty0).i(c.padT, c.padL).u(gi.row);
     dev.dispatch(kIn, pi, [c.x.binding(), v.binding()], gi.groups);
 

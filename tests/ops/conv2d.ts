@@ -66,8 +66,8 @@ interface ConvShape {
   direct?: boolean;
   /** Per-image bias: "shared" (one row for all images) or "per-image" (one row each), read at column 3. */
   imageBias?: "shared" | "per-image";
-  /** Winograd F(2x2, 3x3) forced (pipeline/ops/winograd.ts; `tile`: its GEMM's), run in this many passes (0: it must
-   *  fall back to the implicit GEMM); every other case pins the implicit GEMM. */
+  /** Winograd forced (pipeline/ops/winograd.ts; `tile`: its GEMM's), run in this many passes (0: it must fall back to
+   *  the implicit GEMM); every other case pins the implicit GEMM. */
   winograd?: number;
   /** Winograd's tile (F(2x2, 3x3) or F(4x4, 3x3)); unset: both (`tiled`). */
   wtile?: WinogradTile;
