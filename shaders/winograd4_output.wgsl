@@ -3,21 +3,6 @@
 // m[s][xi][co][q], xi = 6 i + j. A^T goes down m's rows (lanes: columns) and then, transposed, along them (lanes:
 // rows), as the input transform's B^T.
 
-// m at xi .. xi + 3 (xi .. xi + 1 with `two`; the rest zero), each summed over the K slices.
-fn mq(o: u32, xi: u32, two: bool) -> vec4<f32> {
-  let plane = p.Cout * p.P;
-  var r = vec4<f32>(0.0);
-  for (var s = 0u; s < p.S; s++) {
-    let e = o + (s * 36u + xi) * plane;
-    if (two) {
-      r += vec4<f32>(m[e], m[e + plane], 0.0, 0.0);
-    } else {
-      r += vec4<f32>(m[e], m[e + plane], m[e + 2u * plane], m[e + 3u * plane]);
-    }
-  }
-  return r;
-}
-
 // A^T times six vectors, lane by lane.
 fn at(d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>, d4: vec4<f32>, d5: vec4<f32>) -> array<vec4<f32>, 4> {
   return array<vec4<f32>, 4>(

@@ -1,17 +1,6 @@
 // Winograd F(2x2, 3x3) output transform (pipeline/ops/winograd.ts; after shaders/winograd_output_io.wgsl, TILE = 2):
 // Y = A^T m A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], from m[s][xi][co][q], xi = 4 i + j.
 
-// Row i of m: xi = 4 i .. 4 i + 3, each summed over the K slices.
-fn mrow(o: u32, i: u32) -> vec4<f32> {
-  let plane = p.Cout * p.P;
-  var r = vec4<f32>(0.0);
-  for (var s = 0u; s < p.S; s++) {
-    let e = o + (s * 16u + 4u * i) * plane;
-    r += vec4<f32>(m[e], m[e + plane], m[e + 2u * plane], m[e + 3u * plane]);
-  }
-  return r;
-}
-
 // A^T times a 4-vector.
 fn at2(v: vec4<f32>) -> vec2<f32> {
   return vec2<f32>(v.x + v.y + v.z, v.y - v.z - v.w);
@@ -24,10 +13,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let co = i / p.tiles;
   let q = i % p.tiles;
   let o = co * p.P + q;
-  let m0 = mrow(o, 0u);
-  let m1 = mrow(o, 1u);
-  let m2 = mrow(o, 2u);
-  let m3 = mrow(o, 3u);
+  // Row i of m: xi = 4 i .. 4 i + 3.
+  let m0 = mq(o, 0u, false);
+  let m1 = mq(o, 4u, false);
+  let m2 = mq(o, 8u, false);
+  let m3 = mq(o, 12u, false);
   // A^T m: two rows; then (A^T m) A: A^T on each row.
   let y0 = at2(m0 + m1 + m2);
   let y1 = at2(m1 - m2 - m3);
